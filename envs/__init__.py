@@ -1,0 +1,41 @@
+"""genex environments (installed as ``genex.envs``): Gymnasium envs with hidden state.
+
+Importing this module registers every env under the ``genex/`` namespace::
+
+    import gymnasium as gym
+    import genex.envs
+    env = gym.make("genex/OccludedCrosswalk-v0")
+    # or, without the import: gym.make("genex.envs:genex/OccludedCrosswalk-v0")
+
+Contracts shared by all envs (questions, action costs, hidden info,
+visibility labels, snapshots) are in :mod:`genex.envs.spec`. This package
+never imports torch.
+"""
+
+from __future__ import annotations
+
+from gymnasium.envs.registration import register, registry
+
+from .spec import EnvSnapshot, HiddenStateEnv, Question, SnapshotMismatchError
+
+__all__ = ["DRIVING_ENV_IDS", "ENV_IDS", "EnvSnapshot", "HiddenStateEnv", "Question", "SnapshotMismatchError"]
+
+DRIVING_ENV_IDS = (
+    "genex/OccludedCrosswalk-v0",
+    "genex/StoppedLeadCar-v0",
+    "genex/OccludedLeftTurn-v0",
+)
+
+
+def _register_all() -> None:
+    entry = "genex.envs.driving.env:{}Env"
+    for env_id in DRIVING_ENV_IDS:
+        if env_id in registry:
+            continue
+        name = env_id.split("/")[1].removesuffix("-v0")
+        # Truncation is handled inside the env (max_steps) so snapshots capture it; no TimeLimit wrapper.
+        register(id=env_id, entry_point=entry.format(name), disable_env_checker=False)
+
+
+_register_all()
+ENV_IDS: tuple[str, ...] = DRIVING_ENV_IDS

@@ -1,0 +1,349 @@
+"""Gymnasium envs for the driving scenes.
+
+Use through the registry::
+
+    import gymnasium as gym
+    import genex.envs  # registers genex/<Name>-v0
+    env = gym.make("genex/OccludedCrosswalk-v0", width=64, height=64)
+
+Observation (``Dict``):
+    ``image``: ``uint8[height, width * panorama, 3]`` egocentric view (panorama
+    cameras side by side, left to right); ``text``: the task instruction;
+    ``speed``: ``float32[1]`` the ego speedometer (m/s).
+Actions: ``Discrete(len(env.action_names))``; see ``env.action_names``.
+Reward: progress to the goal (sums to 1), ``-0.01`` a step, ``+1`` on
+reaching the goal, ``-10`` on a collision (which ends the episode).
+Info: ``hidden`` and ``answers`` (ground truth, for metrics only),
+``visible`` (``{fact: bool}``) and ``visible_pixels`` for the returned frame,
+``collision``, ``success``, ``collisions`` (count), ``ego`` pose, ``t``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import string
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import gymnasium as gym
+import jax
+import numpy as np
+from gymnasium import spaces
+
+from ..spec import EnvSnapshot, validate_action_costs
+from . import dynamics as dyn
+from .scenarios import SCENARIOS, Layout, Scenario, lamp_states
+from .scene import DrivingScene
+
+__all__ = ["DrivingConfig", "DrivingEnv", "OccludedCrosswalkEnv", "StoppedLeadCarEnv", "OccludedLeftTurnEnv"]
+
+TEXT_CHARSET = string.printable
+INSTRUCTIONS = {
+    "OccludedCrosswalk": "Drive past the crosswalk ahead safely and without wasting time.",
+    "StoppedLeadCar": "The car ahead has stopped at a green light. Get through the intersection safely.",
+    "OccludedLeftTurn": "Turn left at the intersection safely and without wasting time.",
+}
+
+
+@dataclass(frozen=True)
+class DrivingConfig:
+    """Options of a driving env (pass them as keyword arguments to ``gym.make``).
+
+    Attributes:
+        width, height: egocentric frame size per camera, pixels (8..1024).
+        panorama: number of cameras side by side (1 = plain egocentric view).
+        fovy: vertical field of view of each camera, degrees (10..150).
+        hidden_prior: prior over the first question's answers (a float for a
+            yes/no question = P(yes)); ``None`` keeps the scenario's documented prior.
+        cue_prob: probability of a weak visual cue when the hidden agent is there.
+        max_steps: episode length limit (truncation); ``None`` = scenario default.
+        min_visible_pixels: pixels a fact needs to count as visible.
+        visibility_labels: compute ``info["visible"]`` (one extra segmentation render per step).
+        render_size: side of the ``render()`` view for people, pixels.
+        render_view: ``"topdown"`` or ``"chase"``.
+    """
+
+    width: int = 64
+    height: int = 64
+    panorama: int = 1
+    fovy: float = 70.0
+    hidden_prior: float | tuple[float, ...] | None = None
+    cue_prob: float | None = None
+    max_steps: int | None = None
+    min_visible_pixels: int = 3
+    visibility_labels: bool = True
+    render_size: int = 256
+    render_view: str = "topdown"
+
+    def resolved(self, scenario: Scenario) -> "DrivingConfig":
+        """Validate against ``scenario`` and fill scenario defaults; raises ``ValueError``."""
+        for name in ("width", "height", "render_size"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or not 8 <= v <= 1024:
+                raise ValueError(f"{name} must be an integer in [8, 1024], got {v!r}")
+        if not isinstance(self.panorama, (int, np.integer)) or not 1 <= self.panorama <= 8:
+            raise ValueError(f"panorama must be an integer in [1, 8] (number of cameras), got {self.panorama!r}")
+        if not 10.0 <= float(self.fovy) <= 150.0:
+            raise ValueError(f"fovy must be in [10, 150] degrees, got {self.fovy!r}")
+        if self.min_visible_pixels < 1:
+            raise ValueError(f"min_visible_pixels must be >= 1, got {self.min_visible_pixels}")
+        if self.render_view not in ("topdown", "chase"):
+            raise ValueError(f"render_view must be 'topdown' or 'chase', got {self.render_view!r}")
+        n_answers = len(scenario.questions[0].answers)
+        prior = self.hidden_prior
+        if prior is None:
+            prior = scenario.default_prior
+        elif isinstance(prior, (int, float)):
+            if n_answers != 2:
+                raise ValueError(
+                    f"{scenario.name} has {n_answers} answers {scenario.questions[0].answers}; "
+                    "give hidden_prior as a tuple of that many probabilities"
+                )
+            prior = (float(prior), 1.0 - float(prior))
+        prior = tuple(float(p) for p in prior)
+        if len(prior) != n_answers or any(p < 0 for p in prior) or abs(sum(prior) - 1.0) > 1e-6:
+            raise ValueError(
+                f"hidden_prior for {scenario.name} must be {n_answers} non-negative probabilities summing to 1 "
+                f"(answers {scenario.questions[0].answers}), got {self.hidden_prior!r}"
+            )
+        cue = scenario.default_cue_prob if self.cue_prob is None else float(self.cue_prob)
+        if not 0.0 <= cue <= 1.0:
+            raise ValueError(f"cue_prob must be in [0, 1], got {self.cue_prob!r}")
+        max_steps = scenario.max_steps if self.max_steps is None else self.max_steps
+        if not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
+            raise ValueError(f"max_steps must be a positive integer, got {self.max_steps!r}")
+        return DrivingConfig(**{**asdict(self), "hidden_prior": prior, "cue_prob": cue, "max_steps": int(max_steps)})
+
+
+def _pose_and_step(params, state, action):
+    nxt, out = dyn.step(params, state, action)
+    return nxt, out, dyn.ego_pose(params, nxt.ego)
+
+
+_step_and_pose = jax.jit(_pose_and_step)
+
+
+class DrivingEnv(gym.Env):
+    """A driving scenario with hidden state; see the module docstring for spaces and info."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": int(round(1 / dyn.DT))}
+
+    def __init__(self, scenario: str, render_mode: str | None = None, **options: Any) -> None:
+        if scenario not in SCENARIOS:
+            raise ValueError(f"unknown scenario {scenario!r}; expected one of {sorted(SCENARIOS)}")
+        valid = {f.name for f in fields(DrivingConfig)}
+        unknown = sorted(set(options) - valid)
+        if unknown:
+            raise ValueError(f"unknown option(s) {unknown} for {scenario}; valid options: {sorted(valid)}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.scenario: Scenario = SCENARIOS[scenario]
+        self.config = DrivingConfig(**options).resolved(self.scenario)
+        self.render_mode = render_mode
+        sc, cfg = self.scenario, self.config
+        self.action_names: tuple[str, ...] = sc.action_names
+        self.questions = sc.questions
+        self.action_costs = {k: v.copy() for k, v in sc.action_costs.items()}
+        validate_action_costs(self.questions, self.action_costs, len(self.action_names))
+        self.facts: tuple[str, ...] = sc.facts
+        self.instruction = INSTRUCTIONS[sc.name]
+        self.action_space = spaces.Discrete(len(self.action_names))
+        self.observation_space = spaces.Dict(
+            {
+                "image": spaces.Box(0, 255, (cfg.height, cfg.width * cfg.panorama, 3), np.uint8),
+                "text": spaces.Text(max_length=256, charset=TEXT_CHARSET),
+                "speed": spaces.Box(0.0, dyn.V_MAX, (1,), np.float32),
+            }
+        )
+        self.scene = DrivingScene(
+            sc.scene, width=cfg.width, height=cfg.height, n_cameras=cfg.panorama, fovy=cfg.fovy,
+            render_size=cfg.render_size, min_visible_pixels=cfg.min_visible_pixels,
+        )
+        self._config_key = hashlib.sha1(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:12]
+        self._layout: Layout | None = None
+        self._params: dyn.DynamicsParams | None = None
+        self._world: dyn.WorldState | None = None  # JAX leaves
+        self._world_np: dyn.WorldState | None = None
+        self._pose = (0.0, 0.0, 0.0)
+        self._collisions = 0
+        self._frame: np.ndarray | None = None
+        self._visible: dict[str, bool] = {}
+        self._visible_pixels: dict[str, int] = {}
+
+    # ---------------------------------------------------------------- gym API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if options:
+            raise ValueError(f"{self.scenario.name}.reset takes no options, got {sorted(options)}")
+        layout = self.scenario.sample(self.np_random, self.config.hidden_prior, self.config.cue_prob)
+        self._load(layout, layout.state, collisions=0)
+        return self._observation(), self._info(collision=False, success=False)
+
+    def step(self, action):
+        if self._world is None:
+            raise RuntimeError("call reset() before step()")
+        if not self.action_space.contains(action):
+            raise ValueError(
+                f"action {action!r} is outside the action space Discrete({self.action_space.n}); "
+                f"actions are {dict(enumerate(self.action_names))}"
+            )
+        if bool(self._world_np.collided) or bool(self._world_np.succeeded):
+            raise RuntimeError("the episode has ended (terminated); call reset()")
+        world, out, pose = _step_and_pose(self._params, self._world, np.int32(action))
+        self._world = world
+        self._world_np, out, pose = dyn.to_numpy((world, out, pose))
+        self._pose = tuple(float(p) for p in pose)
+        collision, success = bool(out.collision), bool(out.success)
+        self._collisions += int(collision)
+        self._refresh()
+        terminated = bool(out.terminated)
+        truncated = (not terminated) and int(self._world_np.t) >= self.config.max_steps
+        return self._observation(), float(out.reward), terminated, truncated, self._info(collision, success)
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode != "rgb_array":
+            return None
+        if self._world is None:
+            raise RuntimeError("call reset() before render()")
+        return self.scene.render_view(self.config.render_view)
+
+    def close(self) -> None:
+        self.scene.close()
+
+    # ---------------------------------------------------------------- snapshots
+    def snapshot(self) -> EnvSnapshot:
+        """Copy of the full state (world, episode draw, counters, RNG); see ``restore``."""
+        if self._world is None:
+            raise RuntimeError("call reset() before snapshot()")
+        state = {
+            "layout": copy.deepcopy(self._layout),
+            "world": copy.deepcopy(self._world_np),
+            "collisions": self._collisions,
+            "rng": copy.deepcopy(self.np_random.bit_generator.state),
+        }
+        return EnvSnapshot(env_id=self.scenario.name, config_key=self._config_key, state=state)
+
+    def restore(self, snapshot: EnvSnapshot):
+        """Return to ``snapshot`` (taken from an env of the same scenario and config).
+
+        Returns the observation and info at that moment; raises
+        :class:`~genex.envs.spec.SnapshotMismatchError` for another scenario/config.
+        """
+        if not isinstance(snapshot, EnvSnapshot):
+            raise TypeError(f"restore() expects an EnvSnapshot, got {type(snapshot).__name__}")
+        snapshot.check_compatible(self.scenario.name, self._config_key)
+        st = snapshot.state
+        self.np_random.bit_generator.state = copy.deepcopy(st["rng"])
+        self._load(copy.deepcopy(st["layout"]), copy.deepcopy(st["world"]), collisions=st["collisions"])
+        return self._observation(), self._info(collision=False, success=bool(self._world_np.succeeded))
+
+    # ---------------------------------------------------------------- accessors for drivers and planners
+    @property
+    def dynamics_params(self) -> dyn.DynamicsParams:
+        """This episode's dynamics parameters (JAX leaves), for batched what-if rollouts."""
+        return self._params
+
+    @property
+    def world_state(self) -> dyn.WorldState:
+        """The current full world state (JAX leaves). Privileged: hidden agents included."""
+        return self._world
+
+    # ---------------------------------------------------------------- internals
+    def _load(self, layout: Layout, world_np: dyn.WorldState, collisions: int) -> None:
+        self._layout = layout
+        self._params = dyn.to_jax(layout.params)
+        self._world = dyn.to_jax(world_np)
+        self._world_np = world_np
+        self._collisions = collisions
+        self._pose = tuple(float(p) for p in dyn.to_numpy(dyn.ego_pose_jit(self._params, self._world.ego)))
+        sc = self.scenario
+        self.scene.model.geom_rgba[:] = self.scene.default_rgba
+        for i, rgba in enumerate(layout.slot_rgba):
+            self.scene.set_slot_rgba(i, rgba)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Pose the MuJoCo scene, set lamps, render the frame and its visibility labels."""
+        w = self._world_np
+        a = w.agents
+        self.scene.set_state(self._pose, a.x, a.y, a.heading, a.present)
+        lamps = self._apply_lamps()
+        frame, seg = self.scene.render_ego(with_segmentation=self.config.visibility_labels)
+        self._frame = frame
+        if seg is None:
+            self._visible, self._visible_pixels = {}, {}
+            return
+        counts = self.scene.slot_pixel_counts(seg)
+        pixels = {s.role: int(counts[i]) for i, s in enumerate(self.scenario.scene.slots)}
+        visible = {f: pixels[f] >= self.config.min_visible_pixels for f in self.facts if f in pixels}
+        for fact, lit in lamps.items():
+            slot = self.scenario.slot("lead_car")
+            n = self.scene.light_pixel_counts(seg, slot)
+            pixels[fact] = n if lit else 0
+            visible[fact] = lit and n >= 1
+        self._visible, self._visible_pixels = visible, pixels
+
+    def _apply_lamps(self) -> dict[str, bool]:
+        sc = self.scenario
+        if "lead_car" not in {s.role for s in sc.scene.slots} or not self.scene.light_geoms:
+            return {}
+        from .scenarios import BRAKE_ON, HAZARD_ON, LAMP_OFF
+
+        slot = sc.slot("lead_car")
+        lamps = lamp_states(sc, self._layout, int(self._world_np.t), bool(self._world_np.agents.moving[slot]))
+        colour = HAZARD_ON if lamps.get("hazard_lights") else BRAKE_ON if lamps.get("brake_lights") else LAMP_OFF
+        for i in range(len(self.scene.light_geoms.get(slot, []))):
+            self.scene.set_light(slot, i, colour)
+        ev = sc.slot("emergency_vehicle") if "emergency_vehicle" in sc.facts else None
+        if ev is not None:
+            red, blue = (0.95, 0.1, 0.1, 1.0), (0.1, 0.2, 0.95, 1.0)
+            flip = int(self._world_np.t) % 2 == 1
+            geoms = [g for g in self.scene.slot_geoms[ev] if "lightbar" in (self.scene.model.geom(g).name)]
+            for j, g in enumerate(geoms):
+                self.scene.model.geom_rgba[g] = (red, blue)[(j + flip) % 2]
+        return lamps
+
+    def _observation(self) -> dict[str, Any]:
+        return {
+            "image": self._frame.copy(),
+            "text": self.instruction,
+            "speed": np.array([self._world_np.ego.v], np.float32),
+        }
+
+    def _info(self, collision: bool, success: bool) -> dict[str, Any]:
+        x, y, h = self._pose
+        return {
+            "hidden": copy.deepcopy(self._layout.hidden),
+            "answers": dict(self._layout.answers),
+            "visible": dict(self._visible),
+            "visible_pixels": dict(self._visible_pixels),
+            "collision": collision,
+            "success": success,
+            "collisions": self._collisions,
+            "ego": {"x": x, "y": y, "heading": h, "speed": float(self._world_np.ego.v),
+                    "progress": float(self._world_np.ego.s)},
+            "t": int(self._world_np.t),
+        }
+
+
+class OccludedCrosswalkEnv(DrivingEnv):
+    """A parked truck hides part of a crosswalk; a pedestrian may step out."""
+
+    def __init__(self, render_mode: str | None = None, **options: Any) -> None:
+        super().__init__("OccludedCrosswalk", render_mode=render_mode, **options)
+
+
+class StoppedLeadCarEnv(DrivingEnv):
+    """The car ahead stopped at a green light; overtake only if it broke down."""
+
+    def __init__(self, render_mode: str | None = None, **options: Any) -> None:
+        super().__init__("StoppedLeadCar", render_mode=render_mode, **options)
+
+
+class OccludedLeftTurnEnv(DrivingEnv):
+    """Unprotected left turn; an oncoming car may be hidden behind a turning truck."""
+
+    def __init__(self, render_mode: str | None = None, **options: Any) -> None:
+        super().__init__("OccludedLeftTurn", render_mode=render_mode, **options)

@@ -1,0 +1,464 @@
+"""The three driving scenario families: layouts, hidden facts, priors, cues, costs.
+
+A :class:`Scenario` is data plus a sampler. ``sample(rng, options)`` draws one
+episode's :class:`Layout` (initial state, dynamics parameters, colours, the
+hidden truth) from a NumPy ``Generator``, so ``reset(seed=...)`` is
+deterministic. The static scene of a family never changes (the MuJoCo model is
+built once per env); what varies per seed is the ego's start, the agents,
+their colours and the hidden facts.
+
+Coordinates: metres, x along the ego's road, y to the left, z up; lanes are
+3.5 m wide and traffic keeps right (the ego drives in ``y < 0``).
+
+Documented priors (``hidden_prior`` option overrides them):
+
+* ``OccludedCrosswalk``: a pedestrian waits behind a parked truck with
+  probability 0.4 and steps out when the ego gets within 14-20 m. Cues (with
+  probability ``cue_prob``, default 0.5, when a pedestrian is there): a ball
+  rolls out first, or the pedestrian stands beside the truck where the feet
+  show under its body. A stray ball rolls out with no pedestrian 10% of the time.
+* ``StoppedLeadCar``: the van ahead stopped at a green light because a
+  pedestrian is crossing (0.4), an emergency vehicle is coming (0.3) or it
+  broke down (0.3). Only the last makes overtaking right. Cues: brake lights
+  (on 80% of the time while waiting, off when broken down), hazard lights
+  blinking when broken down (with probability ``cue_prob``, default 0.6).
+* ``OccludedLeftTurn``: an oncoming car is hidden behind a truck waiting to
+  turn, with probability 0.5; it reaches the ego's path 3-6 s after the start.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..spec import Question
+from . import dynamics as dyn
+from .scene import AGENT_KINDS, Box, SceneSpec, SlotSpec
+
+__all__ = ["Layout", "Scenario", "SCENARIOS", "OCCLUDED_CROSSWALK", "STOPPED_LEAD_CAR", "OCCLUDED_LEFT_TURN"]
+
+NEVER = 1_000_000  # start_t for agents that never start on their own
+LANE = 3.5
+
+ASPHALT = (0.22, 0.22, 0.24, 1.0)
+GRASS = (0.28, 0.42, 0.25, 1.0)
+SIDEWALK = (0.62, 0.62, 0.6, 1.0)
+WHITE = (0.92, 0.92, 0.9, 1.0)
+YELLOW = (0.9, 0.75, 0.2, 1.0)
+
+CAR_COLOURS = np.array(
+    [[0.75, 0.1, 0.1], [0.1, 0.25, 0.7], [0.85, 0.85, 0.85], [0.15, 0.15, 0.15], [0.2, 0.55, 0.3], [0.9, 0.6, 0.1]]
+)
+TRUCK_COLOURS = np.array([[0.95, 0.95, 0.92], [0.8, 0.55, 0.2], [0.35, 0.45, 0.6], [0.6, 0.15, 0.15]])
+SHIRT_COLOURS = np.array([[0.9, 0.2, 0.2], [0.2, 0.7, 0.9], [0.95, 0.85, 0.2], [0.6, 0.3, 0.8], [0.2, 0.8, 0.3]])
+
+BRAKE_ON = (1.0, 0.1, 0.05, 1.0)
+LAMP_OFF = (0.35, 0.08, 0.08, 1.0)
+HAZARD_ON = (1.0, 0.6, 0.0, 1.0)
+
+
+@dataclass
+class Layout:
+    """One episode's draw: everything ``reset`` needs, as NumPy arrays and plain data."""
+
+    state: dyn.WorldState  # NumPy leaves
+    params: dyn.DynamicsParams  # NumPy leaves
+    slot_rgba: np.ndarray  # float32[N, 4]
+    hidden: dict[str, Any]
+    answers: dict[str, int]
+    lamps: dict[str, Any] = field(default_factory=dict)  # scenario-specific lamp schedule
+
+
+# ----------------------------------------------------------------------- scenery helpers
+def _road_x(x0: float, x1: float, y0: float, y1: float) -> Box:
+    return Box(((x0 + x1) / 2, (y0 + y1) / 2, -0.05), ((x1 - x0) / 2, (y1 - y0) / 2, 0.05), ASPHALT)
+
+
+def _dashes_x(x0: float, x1: float, y: float, rgba=WHITE, dash=3.0, gap=3.0) -> list[Box]:
+    out, x = [], x0
+    while x + dash <= x1:
+        out.append(Box((x + dash / 2, y, 0.003), (dash / 2, 0.08, 0.003), rgba))
+        x += dash + gap
+    return out
+
+
+def _crosswalk_x(xc: float, y0: float, y1: float, width: float = 3.0) -> list[Box]:
+    """Zebra stripes across a road along x, centred at ``xc``."""
+    out, y = [], y0 + 0.3
+    while y + 0.5 <= y1:
+        out.append(Box((xc, y + 0.25, 0.004), (width / 2, 0.25, 0.004), WHITE))
+        y += 1.0
+    return out
+
+
+def _buildings(x0: float, x1: float, y_near: float, side: int, seed: int) -> list[Box]:
+    """A row of building blocks along a street edge (fixed per family, not per episode)."""
+    rng = np.random.default_rng(seed)
+    out, x = [], x0
+    while x < x1:
+        w = float(rng.uniform(8, 16))
+        h = float(rng.uniform(5, 14))
+        depth = 8.0
+        c = rng.uniform(0.35, 0.75, size=3)
+        out.append(Box((x + w / 2, y_near + side * depth / 2, h / 2), (w / 2 - 0.3, depth / 2, h / 2), (*c, 1.0)))
+        x += w
+    return out
+
+
+def _ground(cx: float, cy: float, half: float) -> Box:
+    return Box((cx, cy, -0.15), (half, half, 0.05), GRASS)
+
+
+# ----------------------------------------------------------------------- scenario
+@dataclass(frozen=True)
+class Scenario:
+    """A scenario family: its scene, actions, questions, costs and sampler."""
+
+    name: str
+    description: str
+    action_names: tuple[str, ...]
+    questions: tuple[Question, ...]
+    action_costs: dict[str, np.ndarray]
+    scene: SceneSpec
+    facts: tuple[str, ...]  # visibility facts labelled per frame
+    default_prior: tuple[float, ...]  # prior over the answers of the first question
+    default_cue_prob: float
+    max_steps: int
+    sampler: Any  # (scenario, rng, prior, cue_prob) -> Layout
+
+    @property
+    def action_codes(self) -> np.ndarray:
+        return np.array([dyn.BEHAVIOUR_NAMES.index(a) for a in self.action_names], dtype=np.int32)
+
+    def sample(self, rng: np.random.Generator, prior: tuple[float, ...], cue_prob: float) -> Layout:
+        return self.sampler(self, rng, prior, cue_prob)
+
+    def slot(self, role: str) -> int:
+        for i, s in enumerate(self.scene.slots):
+            if s.role == role:
+                return i
+        raise KeyError(role)
+
+
+def _agents(scenario: Scenario, **per_role: dict[str, float]) -> tuple[dyn.AgentState, dict[str, np.ndarray]]:
+    """Build agent arrays from ``role -> dict(x, y, heading, speed, start_t, trigger_s, present)``."""
+    n = len(scenario.scene.slots)
+    x, y, h, v = (np.zeros(n, np.float32) for _ in range(4))
+    present = np.zeros(n, bool)
+    start_t = np.full(n, NEVER, np.int32)
+    trigger_s = np.full(n, np.inf, np.float32)
+    for role, spec in per_role.items():
+        i = scenario.slot(role)
+        x[i], y[i] = spec["x"], spec["y"]
+        h[i] = spec.get("heading", 0.0)
+        v[i] = spec.get("speed", 0.0)
+        present[i] = spec.get("present", True)
+        start_t[i] = spec.get("start_t", NEVER)
+        trigger_s[i] = spec.get("trigger_s", np.inf)
+    state = dyn.AgentState(x=x, y=y, heading=h, speed=v, moving=np.zeros(n, bool), present=present)
+    return state, {"start_t": start_t, "trigger_s": trigger_s}
+
+
+def _params(
+    scenario: Scenario, starts: dict[str, np.ndarray], *, x0: float, y0: float, goal_s: float,
+    turn_s: float = 0.0, turn_radius: float = 0.0,
+) -> dyn.DynamicsParams:
+    sizes = np.array([AGENT_KINDS[s.kind] for s in scenario.scene.slots], np.float32)
+    collides = np.array([s.kind != "ball" for s in scenario.scene.slots])
+    f = np.float32
+    return dyn.DynamicsParams(
+        length=sizes[:, 0], width=sizes[:, 1], collides=collides,
+        start_t=starts["start_t"], trigger_s=starts["trigger_s"],
+        x0=f(x0), y0=f(y0), turn_s=f(turn_s), turn_radius=f(turn_radius), lane_width=f(LANE),
+        goal_s=f(goal_s), ego_length=f(4.5), ego_width=f(1.9), action_codes=scenario.action_codes,
+        collision_penalty=f(10.0), time_cost=f(0.01), success_bonus=f(1.0),
+    )
+
+
+def _world(agents: dyn.AgentState, v0: float) -> dyn.WorldState:
+    f = np.float32
+    return dyn.WorldState(
+        t=np.int32(0), ego=dyn.EgoState(s=f(0.0), d=f(0.0), v=f(v0)), agents=agents,
+        collided=np.bool_(False), succeeded=np.bool_(False),
+    )
+
+
+def _colours(scenario: Scenario, rng: np.random.Generator) -> np.ndarray:
+    rgba = np.ones((len(scenario.scene.slots), 4), np.float32)
+    for i, s in enumerate(scenario.scene.slots):
+        palette = {"truck": TRUCK_COLOURS, "bus": TRUCK_COLOURS, "pedestrian": SHIRT_COLOURS}.get(s.kind, CAR_COLOURS)
+        rgba[i, :3] = palette[rng.integers(len(palette))]
+        if s.kind == "emergency":
+            rgba[i, :3] = (0.95, 0.95, 0.95)
+    return rgba
+
+
+# ----------------------------------------------------------------------- occluded crosswalk
+CROSSWALK_X = 40.0
+
+
+def _sample_crosswalk(sc: Scenario, rng: np.random.Generator, prior, cue_prob: float) -> Layout:
+    p_ped = prior[0]
+    x0 = float(rng.uniform(12.0, 18.0))
+    v0 = float(rng.uniform(5.0, 7.0))
+    present = bool(rng.random() < p_ped)
+    trigger_dist = float(rng.uniform(14.0, 20.0))
+    trigger_s = CROSSWALK_X - trigger_dist - x0 - 2.25  # ego front within trigger_dist of the crosswalk
+    ped_speed = float(rng.uniform(1.4, 2.0))
+    truck_x = float(34.0 + rng.uniform(-0.4, 0.4))
+    cue = "none"
+    if present and rng.random() < cue_prob:
+        cue = "ball" if rng.random() < 0.5 else "feet"
+    ped_x = CROSSWALK_X + float(rng.uniform(-0.6, 0.6))
+    if cue == "feet":
+        # waiting beside the far side of the truck: legs show under its body; walks out diagonally
+        ped = dict(x=truck_x + 1.0, y=-6.6)
+        heading = math.atan2(-1.75 - ped["y"], ped_x - ped["x"])
+    else:
+        ped = dict(x=ped_x, y=-6.8)
+        heading = math.pi / 2
+    ball_present = cue == "ball" or (not present and rng.random() < 0.1)
+    oncoming = rng.random() < 0.5
+    agents, starts = _agents(
+        sc,
+        truck=dict(x=truck_x, y=-4.75),
+        pedestrian=dict(**ped, heading=heading, speed=ped_speed, present=present, trigger_s=trigger_s),
+        ball=dict(x=CROSSWALK_X - 0.8, y=-6.3, heading=math.pi / 2, speed=4.0, present=ball_present,
+                  trigger_s=trigger_s - 6.0),
+        oncoming_car=dict(x=float(rng.uniform(70, 95)), y=LANE / 2, heading=math.pi, speed=8.0,
+                          present=oncoming, start_t=0),
+    )
+    params = _params(sc, starts, x0=x0, y0=-LANE / 2, goal_s=55.0 - x0)
+    hidden = {"pedestrian_crossing": present, "cue": cue, "trigger_distance": trigger_dist,
+              "pedestrian_speed": ped_speed}
+    return Layout(state=_world(agents, v0), params=params, slot_rgba=_colours(sc, rng), hidden=hidden,
+                  answers={"pedestrian_crossing": 0 if present else 1})
+
+
+def _crosswalk_scene() -> SceneSpec:
+    statics = [
+        _ground(40, 0, 90),
+        _road_x(-20, 110, -6.0, LANE),  # two lanes + parking strip on the right
+        Box((45, -7.5, 0.07), (65, 1.5, 0.07), SIDEWALK),
+        Box((45, 5.0, 0.07), (65, 1.5, 0.07), SIDEWALK),
+        *_dashes_x(-20, 110, 0.0, YELLOW),
+        Box((45, -3.5, 0.003), (65, 0.06, 0.003), WHITE),
+        *_crosswalk_x(CROSSWALK_X, -6.0, LANE),
+        *_buildings(-20, 110, -10.0, -1, seed=1),
+        *_buildings(-20, 110, 7.5, 1, seed=2),
+    ]
+    slots = (
+        SlotSpec("truck", "truck"),
+        SlotSpec("pedestrian", "pedestrian"),
+        SlotSpec("ball", "ball"),
+        SlotSpec("oncoming_car", "car"),
+    )
+    return SceneSpec(statics=tuple(statics), slots=slots, topdown_center=(32.0, -2.0), topdown_extent=40.0)
+
+
+OCCLUDED_CROSSWALK = Scenario(
+    name="OccludedCrosswalk",
+    description="A parked truck hides part of a crosswalk; a pedestrian may step out from behind it.",
+    action_names=("accelerate", "cruise", "brake", "creep", "wait"),
+    questions=(Question("pedestrian_crossing", "Is a pedestrian about to cross in front of me?", ("yes", "no")),),
+    action_costs={
+        # rows: accelerate, cruise, brake, creep, wait; columns: yes, no
+        "pedestrian_crossing": np.array([[10.0, 0.0], [8.0, 0.5], [1.0, 2.0], [0.5, 1.5], [1.0, 2.5]], np.float32),
+    },
+    scene=_crosswalk_scene(),
+    facts=("pedestrian", "ball", "truck", "oncoming_car"),
+    default_prior=(0.4, 0.6),
+    default_cue_prob=0.5,
+    max_steps=60,
+    sampler=_sample_crosswalk,
+)
+
+
+# ----------------------------------------------------------------------- stopped lead car
+LEAD_STOP_X = 29.5  # front bumper of the stopped van, before the crosswalk
+LEAD_CROSSWALK_X = 31.5
+INTERSECTION_X = 40.0
+
+
+def _sample_lead(sc: Scenario, rng: np.random.Generator, prior, cue_prob: float) -> Layout:
+    cause = ("pedestrian", "emergency_vehicle", "breakdown")[int(rng.choice(3, p=np.asarray(prior)))]
+    van_len = AGENT_KINDS["van"][0]
+    lead_x = LEAD_STOP_X - van_len / 2
+    gap = float(rng.uniform(2.5, 4.0))
+    x0 = lead_x - van_len / 2 - gap - 2.25
+    lead_speed = 6.0
+    ped = dict(x=LEAD_CROSSWALK_X, y=-6.0, present=False)
+    ev = dict(x=INTERSECTION_X + LANE / 2, y=-60.0, present=False)
+    lead_start = NEVER
+    if cause == "pedestrian":
+        y = float(rng.uniform(-3.0, -1.0))
+        speed = float(rng.uniform(0.7, 1.0))
+        ped = dict(x=LEAD_CROSSWALK_X + float(rng.uniform(-0.5, 0.5)), y=y, heading=math.pi / 2, speed=speed,
+                   start_t=0)
+        lead_start = int(math.ceil((0.3 - y) / speed / dyn.DT)) + 4  # 1 s after the pedestrian clears the lane
+    elif cause == "emergency_vehicle":
+        y = float(rng.uniform(-45.0, -30.0))
+        speed = float(rng.uniform(11.0, 14.0))
+        ev = dict(x=INTERSECTION_X + LANE / 2, y=y, heading=math.pi / 2, speed=speed, start_t=0)
+        lead_start = int(math.ceil((LANE * 2 + 3.0 - y) / speed / dyn.DT)) + 4
+    hazards = cause == "breakdown" and rng.random() < cue_prob
+    brake_lights = cause != "breakdown" and rng.random() < 0.8
+    agents, starts = _agents(
+        sc,
+        lead_car=dict(x=lead_x, y=-LANE / 2, speed=lead_speed, start_t=lead_start),
+        pedestrian=ped,
+        emergency_vehicle=ev,
+        parked_car=dict(x=float(rng.uniform(5.0, 12.0)), y=-4.75, present=bool(rng.random() < 0.5)),
+    )
+    params = _params(sc, starts, x0=x0, y0=-LANE / 2, goal_s=INTERSECTION_X + 15.0 - x0)
+    hidden = {"cause": cause, "hazard_lights": bool(hazards), "brake_lights": bool(brake_lights),
+              "lead_car_resumes_at_step": None if lead_start >= NEVER else lead_start}
+    return Layout(
+        state=_world(agents, 0.0), params=params, slot_rgba=_colours(sc, rng), hidden=hidden,
+        answers={"lead_car_cause": ("pedestrian", "emergency_vehicle", "breakdown").index(cause)},
+        lamps={"hazards": bool(hazards), "brake_lights": bool(brake_lights)},
+    )
+
+
+def _lead_scene() -> SceneSpec:
+    ix = INTERSECTION_X
+    statics = [
+        _ground(ix, 0, 90),
+        _road_x(-30, 110, -LANE, LANE),
+        Box((ix, 0, -0.05), (LANE * 2, 80, 0.05), ASPHALT),  # cross road
+        *_dashes_x(-30, ix - 2 * LANE, 0.0, YELLOW),
+        *_dashes_x(ix + 2 * LANE, 110, 0.0, YELLOW),
+        *_crosswalk_x(LEAD_CROSSWALK_X, -LANE, LANE),
+        Box((ix - 2 * LANE - 0.25, -LANE / 2, 0.003), (0.25, LANE / 2, 0.003), WHITE),  # stop line
+        Box((ix - 2 * LANE - 30, -5.0, 0.07), (30 - 1.5, 1.5, 0.07), SIDEWALK),
+        Box((ix - 2 * LANE - 30, 5.0, 0.07), (30 - 1.5, 1.5, 0.07), SIDEWALK),
+        # traffic light on the near right corner, showing green
+        Box((ix - 2 * LANE - 1.0, -4.6, 2.0), (0.08, 0.08, 2.0), (0.2, 0.2, 0.2, 1.0)),
+        Box((ix - 2 * LANE - 1.0, -4.6, 4.3), (0.2, 0.25, 0.45), (0.1, 0.1, 0.1, 1.0)),
+        Box((ix - 2 * LANE - 1.25, -4.6, 4.0), (0.05, 0.15, 0.12), (0.1, 0.95, 0.3, 1.0)),
+        *_buildings(-30, ix - 2 * LANE - 3, -6.5, -1, seed=3),
+        *_buildings(-30, ix - 2 * LANE - 3, 6.5, 1, seed=4),
+        *_buildings(ix + 2 * LANE + 3, 110, -6.5, -1, seed=5),
+        *_buildings(ix + 2 * LANE + 3, 110, 6.5, 1, seed=6),
+    ]
+    slots = (
+        SlotSpec("lead_car", "van"),
+        SlotSpec("pedestrian", "pedestrian"),
+        SlotSpec("emergency_vehicle", "emergency"),
+        SlotSpec("parked_car", "car"),
+    )
+    return SceneSpec(statics=tuple(statics), slots=slots, topdown_center=(28.0, -2.0), topdown_extent=44.0)
+
+
+STOPPED_LEAD_CAR = Scenario(
+    name="StoppedLeadCar",
+    description="The van ahead stopped at a green light: pedestrian, emergency vehicle or breakdown?",
+    action_names=("accelerate", "cruise", "brake", "creep", "wait", "overtake"),
+    questions=(
+        Question(
+            "lead_car_cause",
+            "Why has the car ahead stopped at a green light?",
+            ("pedestrian", "emergency_vehicle", "breakdown"),
+        ),
+    ),
+    action_costs={
+        # rows: accelerate, cruise, brake, creep, wait, overtake; columns: pedestrian, emergency, breakdown
+        "lead_car_cause": np.array(
+            [[10, 10, 10], [10, 10, 10], [0.5, 0.5, 2.0], [3.0, 3.0, 3.0], [0.5, 0.5, 2.0], [10, 10, 0.0]], np.float32
+        ),
+    },
+    scene=_lead_scene(),
+    facts=("lead_car", "pedestrian", "emergency_vehicle", "parked_car", "brake_lights", "hazard_lights"),
+    default_prior=(0.4, 0.3, 0.3),
+    default_cue_prob=0.6,
+    max_steps=80,
+    sampler=_sample_lead,
+)
+
+
+# ----------------------------------------------------------------------- occluded left turn
+TURN_RADIUS = 5.25
+TRUCK_TURN_X = 11.5
+
+
+def _sample_left_turn(sc: Scenario, rng: np.random.Generator, prior, cue_prob: float) -> Layout:
+    del cue_prob  # no cue beyond geometry in this family
+    x0 = float(rng.uniform(-22.0, -16.0))
+    v0 = float(rng.uniform(2.0, 4.0))
+    present = bool(rng.random() < prior[0])
+    speed = float(rng.uniform(9.0, 13.0))
+    arrival = float(rng.uniform(3.0, 6.0))  # seconds until it reaches the ego's path
+    car_x = TURN_RADIUS - LANE / 2 + speed * arrival
+    turn_s = -LANE / 2 - x0
+    agents, starts = _agents(
+        sc,
+        truck=dict(x=TRUCK_TURN_X + float(rng.uniform(-0.3, 0.3)), y=LANE / 2, heading=math.pi),
+        oncoming_vehicle=dict(x=car_x, y=LANE * 1.5, heading=math.pi, speed=speed, present=present, start_t=0),
+        parked_car=dict(x=float(rng.uniform(-40.0, -30.0)), y=-LANE * 1.5, present=bool(rng.random() < 0.5)),
+    )
+    goal_s = turn_s + TURN_RADIUS * math.pi / 2 + 16.5
+    params = _params(sc, starts, x0=x0, y0=-LANE / 2, goal_s=goal_s, turn_s=turn_s, turn_radius=TURN_RADIUS)
+    hidden = {"oncoming_vehicle": present, "oncoming_speed": speed if present else None,
+              "arrival_s": arrival if present else None}
+    return Layout(state=_world(agents, v0), params=params, slot_rgba=_colours(sc, rng), hidden=hidden,
+                  answers={"oncoming_vehicle": 0 if present else 1})
+
+
+def _left_turn_scene() -> SceneSpec:
+    w = 2 * LANE
+    statics = [
+        _ground(0, 0, 90),
+        _road_x(-80, 80, -w, w),
+        Box((0, 0, -0.05), (w, 80, 0.05), ASPHALT),
+        *_dashes_x(-80, -w, 0.0, YELLOW),
+        *_dashes_x(w, 80, 0.0, YELLOW),
+        *_dashes_x(-80, -w, -LANE, WHITE),
+        *_dashes_x(w, 80, LANE, WHITE),
+        *_crosswalk_x(-w - 1.5, -w, w),
+        Box((-w - 3.2, -LANE / 2, 0.003), (0.2, LANE / 2, 0.003), WHITE),  # stop line
+        *_buildings(-80, -w - 4, -w - 2, -1, seed=7),
+        *_buildings(-80, -w - 4, w + 2, 1, seed=8),
+        *_buildings(w + 4, 80, -w - 2, -1, seed=9),
+        *_buildings(w + 4, 80, w + 2, 1, seed=10),
+    ]
+    slots = (
+        SlotSpec("truck", "truck"),
+        SlotSpec("oncoming_vehicle", "car"),
+        SlotSpec("parked_car", "car"),
+    )
+    return SceneSpec(statics=tuple(statics), slots=slots, topdown_center=(2.0, 2.0), topdown_extent=46.0)
+
+
+OCCLUDED_LEFT_TURN = Scenario(
+    name="OccludedLeftTurn",
+    description="Turning left; a truck waiting to turn from the other side may hide an oncoming car.",
+    action_names=("accelerate", "cruise", "brake", "creep", "wait"),
+    questions=(Question("oncoming_vehicle", "Is an oncoming vehicle hidden behind the truck?", ("yes", "no")),),
+    action_costs={
+        # rows: accelerate, cruise, brake, creep, wait; columns: yes, no
+        "oncoming_vehicle": np.array([[10.0, 0.0], [8.0, 0.5], [1.0, 2.0], [1.5, 1.0], [0.5, 2.0]], np.float32),
+    },
+    scene=_left_turn_scene(),
+    facts=("truck", "oncoming_vehicle", "parked_car"),
+    default_prior=(0.5, 0.5),
+    default_cue_prob=0.0,
+    max_steps=60,
+    sampler=_sample_left_turn,
+)
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s for s in (OCCLUDED_CROSSWALK, STOPPED_LEAD_CAR, OCCLUDED_LEFT_TURN)
+}
+
+
+# ----------------------------------------------------------------------- lamps
+def lamp_states(scenario: Scenario, layout: Layout, t: int, lead_moving: bool) -> dict[str, bool]:
+    """Which lamp facts are lit at step ``t`` (brake lights, hazards, light bars)."""
+    if scenario is not STOPPED_LEAD_CAR:
+        return {}
+    hazards_on = bool(layout.lamps.get("hazards")) and (t // 2) % 2 == 0
+    brake_on = bool(layout.lamps.get("brake_lights")) and not lead_moving
+    return {"hazard_lights": hazards_on, "brake_lights": brake_on}

@@ -1,0 +1,330 @@
+"""MuJoCo scene building and CPU rendering for the driving scenarios.
+
+The scene is built once per env from a :class:`SceneSpec`: static boxes
+(road, markings, sidewalks, buildings) plus one *mocap* body per agent slot,
+so moving an agent is writing ``mocap_pos``/``mocap_quat`` (no physics). The
+ego is a mocap body that carries the egocentric camera(s).
+
+Rendering choices that matter for speed on a CPU (llvmpipe through EGL or
+OSMesa): no shadows, no multisampling, and *no plane geoms* (MuJoCo draws
+planes as fine grids; a box ground renders about 20x faster at 64x64).
+
+Visibility labels come from MuJoCo's segmentation render: each pixel carries
+the id of the geom drawn there; a fact ("pedestrian") is visible when the
+geoms of its group cover at least ``min_visible_pixels`` pixels.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import mujoco  # noqa: E402
+
+__all__ = ["Box", "SlotSpec", "SceneSpec", "DrivingScene", "AGENT_KINDS"]
+
+
+@dataclass(frozen=True)
+class Box:
+    """A static box: centre ``pos`` (m), half-sizes ``size`` (m), ``rgba`` in [0, 1]."""
+
+    pos: tuple[float, float, float]
+    size: tuple[float, float, float]
+    rgba: tuple[float, float, float, float]
+    yaw: float = 0.0
+
+
+# Agent kinds and their default footprints (length, width) in metres.
+AGENT_KINDS: dict[str, tuple[float, float]] = {
+    "car": (4.5, 1.9),
+    "van": (5.2, 2.1),
+    "truck": (8.0, 2.5),
+    "bus": (11.0, 2.6),
+    "pedestrian": (0.5, 0.5),
+    "ball": (0.5, 0.5),
+    "emergency": (5.6, 2.2),
+}
+
+
+@dataclass(frozen=True)
+class SlotSpec:
+    """One agent slot: its role name (used for visibility facts) and kind."""
+
+    role: str
+    kind: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in AGENT_KINDS:
+            raise ValueError(f"unknown agent kind {self.kind!r}; expected one of {sorted(AGENT_KINDS)}")
+
+
+@dataclass(frozen=True)
+class SceneSpec:
+    statics: tuple[Box, ...]
+    slots: tuple[SlotSpec, ...]
+    topdown_center: tuple[float, float]
+    topdown_extent: float  # metres shown across the top-down view
+    # named groups of geoms whose visibility is labelled, besides the slots' roles
+    extra_facts: tuple[str, ...] = field(default=())
+
+
+def _fmt(v: Sequence[float]) -> str:
+    return " ".join(f"{x:.4g}" for x in v)
+
+
+def _camera_axes(yaw: float, pitch_down: float) -> str:
+    fwd = np.array([np.cos(yaw) * np.cos(pitch_down), np.sin(yaw) * np.cos(pitch_down), -np.sin(pitch_down)])
+    right = np.array([np.sin(yaw), -np.cos(yaw), 0.0])
+    up = np.cross(right, fwd)
+    return _fmt(np.concatenate([right, up]))
+
+
+def _agent_geoms(kind: str, length: float, width: float) -> list[tuple[str, str]]:
+    """Geoms of an agent body in its frame (x forward, z up); returns ``(name_suffix, xml)`` pairs.
+
+    Suffix ``light`` marks lamp geoms whose colour changes over time (brake,
+    hazard, emergency light bar).
+    """
+    L, W = length / 2, width / 2
+    out: list[tuple[str, str]] = []
+
+    def box(name: str, pos, size, rgba="0.5 0.5 0.5 1"):
+        out.append((name, f'<geom name="{{p}}_{name}" type="box" pos="{_fmt(pos)}" size="{_fmt(size)}" rgba="{rgba}"/>'))
+
+    if kind in ("car", "van", "emergency"):
+        body_h = {"car": 0.45, "van": 0.85, "emergency": 0.9}[kind]
+        box("body", (0, 0, 0.3 + body_h), (L, W, body_h))
+        if kind == "car":
+            box("cabin", (-0.2, 0, 1.45), (L * 0.45, W * 0.9, 0.3), "0.15 0.15 0.2 1")
+        for i, (sx, sy) in enumerate([(1, 1), (1, -1), (-1, 1), (-1, -1)]):
+            box(f"wheel{i}", (sx * (L - 0.7), sy * (W - 0.15), 0.3), (0.3, 0.15, 0.3), "0.05 0.05 0.05 1")
+        for i, sy in enumerate((1, -1)):
+            box(f"light{i}", (-L - 0.02, sy * (W - 0.3), 0.75), (0.03, 0.2, 0.1), "0.4 0.1 0.1 1")
+        if kind == "emergency":
+            box("lightbar0", (0, 0.4, 2.2 + 0.12), (0.3, 0.35, 0.12), "0.9 0.1 0.1 1")
+            box("lightbar1", (0, -0.4, 2.2 + 0.12), (0.3, 0.35, 0.12), "0.1 0.2 0.9 1")
+    elif kind in ("truck", "bus"):
+        clearance = 0.7
+        top = 3.4 if kind == "truck" else 3.1
+        cab = 1.6 if kind == "truck" else 0.0
+        if cab:
+            box("cab", (L - cab / 2, 0, 1.5), (cab / 2, W, 1.1))
+        box("body", (-cab / 2, 0, (clearance + top) / 2), (L - cab / 2, W, (top - clearance) / 2))
+        for i, (sx, sy) in enumerate([(1, 1), (1, -1), (-1, 1), (-1, -1)]):
+            box(f"wheel{i}", (sx * (L - 1.0), sy * (W - 0.25), 0.45), (0.45, 0.25, 0.45), "0.05 0.05 0.05 1")
+    elif kind == "pedestrian":
+        box("legs", (0, 0, 0.45), (0.12, 0.17, 0.45), "0.15 0.15 0.3 1")
+        box("torso", (0, 0, 1.2), (0.14, 0.22, 0.3))
+        out.append(("head", '<geom name="{p}_head" type="sphere" pos="0 0 1.65" size="0.13" rgba="0.85 0.7 0.55 1"/>'))
+    elif kind == "ball":
+        out.append(("ball", '<geom name="{p}_ball" type="sphere" pos="0 0 0.25" size="0.25" rgba="0.9 0.2 0.2 1"/>'))
+    else:  # pragma: no cover - guarded by SlotSpec
+        raise ValueError(kind)
+    return out
+
+
+class DrivingScene:
+    """A MuJoCo model of one scenario plus the renderers that draw it.
+
+    Args:
+        spec: static boxes and agent slots.
+        width, height: egocentric frame size per camera (pixels, >= 8).
+        n_cameras: 1 for a plain egocentric view, >1 for a panorama of
+            cameras side by side (left to right), each ``fovy`` wide.
+        fovy: vertical field of view of each camera (degrees).
+        render_size: side of the square top-down view for people.
+        min_visible_pixels: pixels a fact needs to count as visible.
+    """
+
+    def __init__(
+        self,
+        spec: SceneSpec,
+        *,
+        width: int = 64,
+        height: int = 64,
+        n_cameras: int = 1,
+        fovy: float = 70.0,
+        render_size: int = 256,
+        min_visible_pixels: int = 3,
+    ) -> None:
+        self.spec = spec
+        self.width, self.height, self.n_cameras = width, height, n_cameras
+        self.fovy = fovy
+        self.render_size = render_size
+        self.min_visible_pixels = min_visible_pixels
+        self.model = mujoco.MjModel.from_xml_string(self._xml())
+        self.data = mujoco.MjData(self.model)
+        m = self.model
+        self.camera_ids = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, f"ego_cam{i}") for i in range(n_cameras)]
+        self.topdown_id = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, "topdown")
+        self.chase_id = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, "chase")
+        self.slot_mocap = np.array(
+            [m.body_mocapid[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, f"slot{i}")] for i in range(len(spec.slots))],
+            dtype=np.int64,
+        )
+        self.ego_mocap = m.body_mocapid[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, "ego")]
+        # geom -> slot index (-1 for statics), and lamp geoms per slot
+        self.geom_slot = np.full(m.ngeom, -1, dtype=np.int64)
+        self.light_geoms: dict[int, list[int]] = {}
+        self.slot_geoms: dict[int, list[int]] = {}
+        for g in range(m.ngeom):
+            name = mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_GEOM, g) or ""
+            if name.startswith("slot") and "_" in name:
+                slot = int(name[4:].split("_")[0])
+                self.geom_slot[g] = slot
+                self.slot_geoms.setdefault(slot, []).append(g)
+                if "_light" in name:
+                    self.light_geoms.setdefault(slot, []).append(g)
+        self.default_rgba = m.geom_rgba.copy()
+        self._ego_option = mujoco.MjvOption()
+        self._ego_option.geomgroup[3] = 0  # the ego's own car is not in its cameras
+        self._ego_renderer: mujoco.Renderer | None = None
+        self._view_renderer: mujoco.Renderer | None = None
+
+    # ------------------------------------------------------------------ model
+    def _xml(self) -> str:
+        spec = self.spec
+        off = max(self.width * self.n_cameras, self.render_size, 64)
+        statics = "\n".join(
+            f'<geom type="box" pos="{_fmt(b.pos)}" size="{_fmt(b.size)}" rgba="{_fmt(b.rgba)}" '
+            f'euler="0 0 {np.degrees(b.yaw):.4g}"/>'
+            for b in spec.statics
+        )
+        slots = []
+        for i, slot in enumerate(spec.slots):
+            length, width = AGENT_KINDS[slot.kind]
+            geoms = "\n".join(xml.replace("{p}", f"slot{i}") for _, xml in _agent_geoms(slot.kind, length, width))
+            slots.append(f'<body name="slot{i}" mocap="true" pos="0 0 -100">{geoms}</body>')
+        cams = []
+        for i in range(self.n_cameras):
+            yaw = np.radians(self.fovy) * ((self.n_cameras - 1) / 2 - i)  # left camera first
+            cams.append(
+                f'<camera name="ego_cam{i}" pos="1.2 0 1.3" xyaxes="{_camera_axes(yaw, np.radians(4))}" fovy="{self.fovy}"/>'
+            )
+        cx, cy = spec.topdown_center
+        return f"""
+<mujoco model="genex_driving">
+  <visual>
+    <quality shadowsize="0" offsamples="0"/>
+    <global offwidth="{off}" offheight="{off}"/>
+    <headlight ambient="0.45 0.45 0.45" diffuse="0.5 0.5 0.5" specular="0 0 0"/>
+    <map znear="0.002" zfar="4"/>
+  </visual>
+  <!-- znear/zfar are relative to the extent: 0.2 m .. 400 m -->
+  <statistic extent="100" center="{cx} {cy} 0"/>
+  <asset>
+    <texture name="sky" type="skybox" builtin="gradient" rgb1="0.55 0.7 0.9" rgb2="0.85 0.9 0.95" width="32" height="32"/>
+  </asset>
+  <worldbody>
+    <light directional="true" pos="0 0 50" dir="0.3 0.2 -1" castshadow="false" diffuse="0.4 0.4 0.4"/>
+    {statics}
+    {''.join(slots)}
+    <body name="ego" mocap="true" pos="0 0 0">
+      {''.join(cams)}
+      <!-- the ego car: group 3, drawn in the views for people, hidden from its own cameras -->
+      <geom name="ego_body" type="box" pos="0 0 0.75" size="2.25 0.95 0.45" rgba="0.1 0.8 0.9 1" group="3"/>
+      <geom name="ego_cabin" type="box" pos="-0.2 0 1.45" size="1.0 0.85 0.3" rgba="0.1 0.3 0.35 1" group="3"/>
+      <camera name="chase" pos="-9 0 5" xyaxes="{_camera_axes(0.0, np.radians(22))}" fovy="60"/>
+    </body>
+    <camera name="topdown" pos="{cx} {cy} 60" xyaxes="1 0 0 0 1 0" projection="orthographic" fovy="{spec.topdown_extent}"/>
+  </worldbody>
+</mujoco>"""
+
+    # ------------------------------------------------------------------ state
+    def set_state(
+        self,
+        ego_xy_heading: tuple[float, float, float],
+        agents_x: np.ndarray,
+        agents_y: np.ndarray,
+        agents_heading: np.ndarray,
+        present: np.ndarray,
+    ) -> None:
+        """Place the ego and every agent slot (absent slots go underground)."""
+        d = self.data
+        ex, ey, eh = ego_xy_heading
+        d.mocap_pos[self.ego_mocap] = (ex, ey, 0.0)
+        d.mocap_quat[self.ego_mocap] = (np.cos(eh / 2), 0.0, 0.0, np.sin(eh / 2))
+        z = np.where(present, 0.0, -100.0)
+        d.mocap_pos[self.slot_mocap] = np.stack([agents_x, agents_y, z], axis=-1)
+        half = np.asarray(agents_heading) / 2
+        quat = np.zeros((len(half), 4))
+        quat[:, 0] = np.cos(half)
+        quat[:, 3] = np.sin(half)
+        d.mocap_quat[self.slot_mocap] = quat
+        mujoco.mj_kinematics(self.model, d)
+        mujoco.mj_camlight(self.model, d)  # cameras ride on the ego body
+
+    def set_slot_rgba(self, slot: int, rgba: Sequence[float]) -> None:
+        """Colour the paintable geoms of a slot (body, cab, torso), keeping lamps and wheels."""
+        for g in self.slot_geoms.get(slot, []):
+            name = mujoco.mj_id2name(self.model, mujoco.mjtObj.mjOBJ_GEOM, g)
+            if name.endswith(("_body", "_cab", "_torso")):
+                self.model.geom_rgba[g] = rgba
+
+    def set_light(self, slot: int, index: int, rgba: Sequence[float]) -> None:
+        self.model.geom_rgba[self.light_geoms[slot][index]] = rgba
+
+    # ------------------------------------------------------------------ render
+    def _renderer(self, which: str) -> mujoco.Renderer:
+        if which == "ego":
+            if self._ego_renderer is None:
+                self._ego_renderer = mujoco.Renderer(self.model, self.height, self.width)
+            return self._ego_renderer
+        if self._view_renderer is None:
+            self._view_renderer = mujoco.Renderer(self.model, self.render_size, self.render_size)
+        return self._view_renderer
+
+    def render_ego(self, with_segmentation: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """Egocentric frame ``uint8[H, W * n_cameras, 3]`` and geom-id map ``int32[H, W * n_cameras]``.
+
+        The geom-id map holds ``-1`` for background (sky).
+        """
+        r = self._renderer("ego")
+        frames, segs = [], []
+        for cam in self.camera_ids:
+            r.update_scene(self.data, camera=cam, scene_option=self._ego_option)
+            frames.append(r.render())
+        if with_segmentation:
+            r.enable_segmentation_rendering()
+            try:
+                for cam in self.camera_ids:
+                    r.update_scene(self.data, camera=cam, scene_option=self._ego_option)
+                    seg = r.render()
+                    segs.append(np.where(seg[..., 1] == int(mujoco.mjtObj.mjOBJ_GEOM), seg[..., 0], -1))
+            finally:
+                r.disable_segmentation_rendering()
+        frame = frames[0] if len(frames) == 1 else np.concatenate(frames, axis=1)
+        seg_map = None
+        if with_segmentation:
+            seg_map = segs[0] if len(segs) == 1 else np.concatenate(segs, axis=1)
+        return frame, seg_map
+
+    def render_view(self, view: str = "topdown") -> np.ndarray:
+        """A view for people: ``"topdown"`` (orthographic map) or ``"chase"`` (behind the ego)."""
+        if view not in ("topdown", "chase"):
+            raise ValueError(f"unknown view {view!r}; expected 'topdown' or 'chase'")
+        r = self._renderer("view")
+        r.update_scene(self.data, camera=self.topdown_id if view == "topdown" else self.chase_id)
+        return r.render().copy()
+
+    def slot_pixel_counts(self, seg_map: np.ndarray) -> np.ndarray:
+        """``int64[n_slots]``: pixels of each agent slot in a geom-id map."""
+        ids = seg_map[seg_map >= 0]
+        slots = self.geom_slot[ids]
+        slots = slots[slots >= 0]
+        return np.bincount(slots, minlength=len(self.spec.slots))
+
+    def light_pixel_counts(self, seg_map: np.ndarray, slot: int) -> int:
+        lights = self.light_geoms.get(slot, [])
+        return int(np.isin(seg_map, lights).sum()) if lights else 0
+
+    def close(self) -> None:
+        for r in (self._ego_renderer, self._view_renderer):
+            if r is not None:
+                r.close()
+        self._ego_renderer = self._view_renderer = None

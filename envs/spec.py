@@ -1,0 +1,136 @@
+"""Contracts every genex environment follows, whatever it renders.
+
+A genex env is a Gymnasium env with *hidden state*: facts the agent cannot read
+from its observation (is a pedestrian behind the truck? which tab holds the
+setting?). Besides the Gymnasium API, each env exposes:
+
+* ``questions``: the declared questions whose answers matter for the decision,
+  each with its answer options (:class:`Question`);
+* ``action_costs``: for each question, ``float32[n_actions, n_answers]``, the
+  cost of taking each action when that answer is the truth, so that a planner
+  can decide from a belief (expected cost) and beliefs can be scored;
+* ``info["hidden"]``: the ground truth (for metrics only; runners strip it
+  before a planner sees ``info``) and ``info["answers"]``: the index of the true
+  answer of each question;
+* ``info["visible"]``: per-frame visibility labels, ``{fact: bool}`` saying
+  which facts are visible *in this frame* (perception labels, never hidden
+  truth);
+* ``snapshot()`` / ``restore(snapshot)``: the full simulator state, so an
+  oracle can render the true outcome of imagined actions without touching the
+  live episode.
+
+This module imports neither torch nor any simulator: it is shared by the
+driving scenes, the GUI apps and the recorders.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = [
+    "Question",
+    "EnvSnapshot",
+    "HiddenStateEnv",
+    "SnapshotMismatchError",
+    "ScriptedDriver",
+    "validate_action_costs",
+]
+
+
+@dataclass(frozen=True)
+class Question:
+    """A question about the hidden state whose answer changes the best action.
+
+    Attributes:
+        id: stable key, used in ``info["answers"]`` and ``action_costs``.
+        text: the question as put to a VLM ("Is a pedestrian about to cross?").
+        answers: answer options, in the order used by probabilities and costs.
+    """
+
+    id: str
+    text: str
+    answers: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.answers) < 2:
+            raise ValueError(f"question {self.id!r} needs at least two answers, got {self.answers}")
+        if len(set(self.answers)) != len(self.answers):
+            raise ValueError(f"question {self.id!r} has duplicate answers {self.answers}")
+
+
+class SnapshotMismatchError(ValueError):
+    """Raised when a snapshot is restored into an env it was not taken from."""
+
+
+@dataclass(frozen=True)
+class EnvSnapshot:
+    """An opaque, picklable copy of an env's full state.
+
+    ``env_id`` and ``config_key`` guard :meth:`HiddenStateEnv.restore`: a
+    snapshot only restores into an env of the same scenario and configuration.
+    ``state`` is env-specific (nested dicts/arrays), copied on capture.
+    """
+
+    env_id: str
+    config_key: str
+    state: Mapping[str, Any] = field(repr=False)
+
+    def check_compatible(self, env_id: str, config_key: str) -> None:
+        if self.env_id != env_id:
+            raise SnapshotMismatchError(
+                f"snapshot was taken from {self.env_id!r}, cannot restore it into {env_id!r}"
+            )
+        if self.config_key != config_key:
+            raise SnapshotMismatchError(
+                f"snapshot of {env_id!r} was taken with a different config "
+                f"({self.config_key}) than this env's ({config_key}); make the env with the same config"
+            )
+
+
+@runtime_checkable
+class HiddenStateEnv(Protocol):
+    """What planners, recorders and oracles may rely on beyond ``gymnasium.Env``."""
+
+    questions: tuple[Question, ...]
+    action_costs: Mapping[str, np.ndarray]
+    action_names: tuple[str, ...]
+
+    def snapshot(self) -> EnvSnapshot: ...
+
+    def restore(self, snapshot: EnvSnapshot) -> tuple[Any, dict[str, Any]]:
+        """Return to ``snapshot``; returns the observation and info of that moment."""
+        ...
+
+
+@runtime_checkable
+class ScriptedDriver(Protocol):
+    """A scripted agent for recording data and baselines (random, cautious, expert, ...).
+
+    ``reset`` is called after each ``env.reset``; ``act`` returns an action in
+    ``env.action_space``. Privileged drivers (the expert) may read
+    ``info["hidden"]`` or ``env.unwrapped``'s state; planners may not.
+    """
+
+    name: str
+
+    def reset(self, env: Any, seed: int | None = None) -> None: ...
+
+    def act(self, observation: Any, info: Mapping[str, Any]) -> Any: ...
+
+
+def validate_action_costs(
+    questions: tuple[Question, ...], action_costs: Mapping[str, np.ndarray], n_actions: int
+) -> None:
+    """Check a cost table matches its questions: one ``[n_actions, n_answers]`` array each."""
+    ids = {q.id for q in questions}
+    if set(action_costs) != ids:
+        raise ValueError(f"action_costs keys {sorted(action_costs)} != question ids {sorted(ids)}")
+    for q in questions:
+        table = np.asarray(action_costs[q.id])
+        if table.shape != (n_actions, len(q.answers)):
+            raise ValueError(
+                f"action_costs[{q.id!r}] has shape {table.shape}, expected {(n_actions, len(q.answers))}"
+            )
