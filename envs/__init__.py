@@ -16,9 +16,19 @@ from __future__ import annotations
 
 from gymnasium.envs.registration import register, registry
 
-from .spec import EnvSnapshot, HiddenStateEnv, Question, SnapshotMismatchError
+from .spec import EnvSnapshot, HiddenStateEnv, Question, ScriptedDriver, SnapshotMismatchError
 
-__all__ = ["DRIVING_ENV_IDS", "ENV_IDS", "EnvSnapshot", "HiddenStateEnv", "Question", "SnapshotMismatchError"]
+__all__ = [
+    "DRIVING_ENV_IDS",
+    "ENV_IDS",
+    "EnvSnapshot",
+    "HiddenStateEnv",
+    "Question",
+    "ScriptedDriver",
+    "SnapshotMismatchError",
+    "drivers_for",
+    "make_driver",
+]
 
 DRIVING_ENV_IDS = (
     "genex/OccludedCrosswalk-v0",
@@ -39,3 +49,5 @@ def _register_all() -> None:
 
 _register_all()
 ENV_IDS: tuple[str, ...] = DRIVING_ENV_IDS
+
+from .scripted import drivers_for, make_driver  # noqa: E402

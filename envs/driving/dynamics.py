@@ -23,9 +23,10 @@ State layout (all ``float32`` unless noted; ``N`` = agent slots of the scenario)
     agent sizes, start conditions, the ego path (straight, then an optional
     quarter left turn), goal and reward weights, and the ego action table.
 
-Agents move at constant speed along their heading once ``t >= start_t`` or
-the ego progress reaches ``trigger_s`` (a pedestrian stepping out when the
-car approaches). Collisions use discs along each box's length: cheap,
+Agents move at constant speed along their heading once ``t >= start_t``, or
+the ego progress reaches ``trigger_s``, or the ego's time to reach
+``conflict_s`` at its current speed drops below ``trigger_tta`` (a pedestrian
+darting out when the car is about two seconds away). Collisions use discs along each box's length: cheap,
 vmappable and conservative to within a few centimetres.
 """
 
@@ -83,6 +84,8 @@ class DynamicsParams(NamedTuple):
     collides: jax.Array  # bool: a ball does not count as a collision
     start_t: jax.Array  # int32: step at which the agent starts moving (large = never)
     trigger_s: jax.Array  # ego progress that starts the agent (inf = never)
+    trigger_tta: jax.Array  # start when the ego is this many seconds from conflict_s (0 = never)
+    conflict_s: jax.Array  # ego progress at which the agent's path crosses the ego's
     # ego path: straight from (x0, y0) along +x, then a left quarter turn of radius turn_radius
     x0: jax.Array
     y0: jax.Array
@@ -178,7 +181,9 @@ def step(params: DynamicsParams, state: WorldState, action: jax.Array) -> tuple[
     ego = _ego_step(params, state.ego, action)
     a = state.agents
     t_next = state.t + 1
-    moving = a.moving | (a.present & ((t_next >= params.start_t) | (ego.s >= params.trigger_s)))
+    to_conflict = params.conflict_s - ego.s
+    tta_hit = (to_conflict > 0) & (to_conflict <= params.trigger_tta * jnp.maximum(ego.v, 0.1))
+    moving = a.moving | (a.present & ((t_next >= params.start_t) | (ego.s >= params.trigger_s) | tta_hit))
     step_len = jnp.where(moving, a.speed * DT, 0.0)
     agents = a._replace(
         x=a.x + step_len * jnp.cos(a.heading), y=a.y + step_len * jnp.sin(a.heading), moving=moving

@@ -13,7 +13,8 @@ Coordinates: metres, x along the ego's road, y to the left, z up; lanes are
 Documented priors (``hidden_prior`` option overrides them):
 
 * ``OccludedCrosswalk``: a pedestrian waits behind a parked truck with
-  probability 0.4 and steps out when the ego gets within 14-20 m. Cues (with
+  probability 0.4 and darts out when the car is 1.6-2.6 s away (or a slow car
+  is within 6-9 m). Cues (with
   probability ``cue_prob``, default 0.5, when a pedestrian is there): a ball
   rolls out first, or the pedestrian stands beside the truck where the feet
   show under its body. A stray ball rolls out with no pedestrian 10% of the time.
@@ -23,7 +24,7 @@ Documented priors (``hidden_prior`` option overrides them):
   (on 80% of the time while waiting, off when broken down), hazard lights
   blinking when broken down (with probability ``cue_prob``, default 0.6).
 * ``OccludedLeftTurn``: an oncoming car is hidden behind a truck waiting to
-  turn, with probability 0.5; it reaches the ego's path 3-6 s after the start.
+  turn, with probability 0.5; it reaches the ego's path 2.8-4.2 s after the start.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class Layout:
     hidden: dict[str, Any]
     answers: dict[str, int]
     lamps: dict[str, Any] = field(default_factory=dict)  # scenario-specific lamp schedule
+    landmarks: dict[str, float] = field(default_factory=dict)  # public: e.g. conflict_s, where the hazard zone is
 
 
 # ----------------------------------------------------------------------- scenery helpers
@@ -150,6 +152,8 @@ def _agents(scenario: Scenario, **per_role: dict[str, float]) -> tuple[dyn.Agent
     present = np.zeros(n, bool)
     start_t = np.full(n, NEVER, np.int32)
     trigger_s = np.full(n, np.inf, np.float32)
+    trigger_tta = np.zeros(n, np.float32)
+    conflict_s = np.zeros(n, np.float32)
     for role, spec in per_role.items():
         i = scenario.slot(role)
         x[i], y[i] = spec["x"], spec["y"]
@@ -158,8 +162,10 @@ def _agents(scenario: Scenario, **per_role: dict[str, float]) -> tuple[dyn.Agent
         present[i] = spec.get("present", True)
         start_t[i] = spec.get("start_t", NEVER)
         trigger_s[i] = spec.get("trigger_s", np.inf)
+        trigger_tta[i] = spec.get("trigger_tta", 0.0)
+        conflict_s[i] = spec.get("conflict_s", 0.0)
     state = dyn.AgentState(x=x, y=y, heading=h, speed=v, moving=np.zeros(n, bool), present=present)
-    return state, {"start_t": start_t, "trigger_s": trigger_s}
+    return state, {"start_t": start_t, "trigger_s": trigger_s, "trigger_tta": trigger_tta, "conflict_s": conflict_s}
 
 
 def _params(
@@ -171,7 +177,8 @@ def _params(
     f = np.float32
     return dyn.DynamicsParams(
         length=sizes[:, 0], width=sizes[:, 1], collides=collides,
-        start_t=starts["start_t"], trigger_s=starts["trigger_s"],
+        start_t=starts["start_t"], trigger_s=starts["trigger_s"], trigger_tta=starts["trigger_tta"],
+        conflict_s=starts["conflict_s"],
         x0=f(x0), y0=f(y0), turn_s=f(turn_s), turn_radius=f(turn_radius), lane_width=f(LANE),
         goal_s=f(goal_s), ego_length=f(4.5), ego_width=f(1.9), action_codes=scenario.action_codes,
         collision_penalty=f(10.0), time_cost=f(0.01), success_bonus=f(1.0),
@@ -205,9 +212,11 @@ def _sample_crosswalk(sc: Scenario, rng: np.random.Generator, prior, cue_prob: f
     x0 = float(rng.uniform(12.0, 18.0))
     v0 = float(rng.uniform(5.0, 7.0))
     present = bool(rng.random() < p_ped)
-    trigger_dist = float(rng.uniform(14.0, 20.0))
-    trigger_s = CROSSWALK_X - trigger_dist - x0 - 2.25  # ego front within trigger_dist of the crosswalk
-    ped_speed = float(rng.uniform(1.4, 2.0))
+    # the pedestrian darts out when the car is tta seconds away, or when a slow car is within near_dist
+    tta = float(rng.uniform(1.6, 2.6))
+    near_dist = float(rng.uniform(6.0, 9.0))
+    conflict_s = CROSSWALK_X - 1.5 - 2.25 - x0  # ego progress when its front reaches the crosswalk
+    ped_speed = float(rng.uniform(1.5, 2.3))
     truck_x = float(34.0 + rng.uniform(-0.4, 0.4))
     cue = "none"
     if present and rng.random() < cue_prob:
@@ -218,24 +227,25 @@ def _sample_crosswalk(sc: Scenario, rng: np.random.Generator, prior, cue_prob: f
         ped = dict(x=truck_x + 1.0, y=-6.6)
         heading = math.atan2(-1.75 - ped["y"], ped_x - ped["x"])
     else:
-        ped = dict(x=ped_x, y=-6.8)
+        ped = dict(x=ped_x, y=-6.4)
         heading = math.pi / 2
     ball_present = cue == "ball" or (not present and rng.random() < 0.1)
-    oncoming = rng.random() < 0.5
+    oncoming = bool(rng.random() < 0.5)
+    oncoming_x = float(rng.uniform(70, 95))
+    trigger = dict(trigger_tta=tta, conflict_s=conflict_s, trigger_s=conflict_s - near_dist)
+    ball_trigger = dict(trigger_tta=tta + 1.0, conflict_s=conflict_s, trigger_s=conflict_s - near_dist - 4.0)
     agents, starts = _agents(
         sc,
         truck=dict(x=truck_x, y=-4.75),
-        pedestrian=dict(**ped, heading=heading, speed=ped_speed, present=present, trigger_s=trigger_s),
-        ball=dict(x=CROSSWALK_X - 0.8, y=-6.3, heading=math.pi / 2, speed=4.0, present=ball_present,
-                  trigger_s=trigger_s - 6.0),
-        oncoming_car=dict(x=float(rng.uniform(70, 95)), y=LANE / 2, heading=math.pi, speed=8.0,
-                          present=oncoming, start_t=0),
+        pedestrian=dict(**ped, heading=heading, speed=ped_speed, present=present, **trigger),
+        ball=dict(x=CROSSWALK_X - 0.8, y=-6.3, heading=math.pi / 2, speed=4.0, present=ball_present, **ball_trigger),
+        oncoming_car=dict(x=oncoming_x, y=LANE / 2, heading=math.pi, speed=8.0, present=oncoming, start_t=0),
     )
     params = _params(sc, starts, x0=x0, y0=-LANE / 2, goal_s=55.0 - x0)
-    hidden = {"pedestrian_crossing": present, "cue": cue, "trigger_distance": trigger_dist,
-              "pedestrian_speed": ped_speed}
+    hidden = {"pedestrian_crossing": present, "cue": cue, "time_to_arrival_trigger": tta,
+              "near_trigger_distance": near_dist, "pedestrian_speed": ped_speed}
     return Layout(state=_world(agents, v0), params=params, slot_rgba=_colours(sc, rng), hidden=hidden,
-                  answers={"pedestrian_crossing": 0 if present else 1})
+                  answers={"pedestrian_crossing": 0 if present else 1}, landmarks={"conflict_s": conflict_s})
 
 
 def _crosswalk_scene() -> SceneSpec:
@@ -272,7 +282,7 @@ OCCLUDED_CROSSWALK = Scenario(
     facts=("pedestrian", "ball", "truck", "oncoming_car"),
     default_prior=(0.4, 0.6),
     default_cue_prob=0.5,
-    max_steps=60,
+    max_steps=80,
     sampler=_sample_crosswalk,
 )
 
@@ -294,14 +304,15 @@ def _sample_lead(sc: Scenario, rng: np.random.Generator, prior, cue_prob: float)
     ev = dict(x=INTERSECTION_X + LANE / 2, y=-60.0, present=False)
     lead_start = NEVER
     if cause == "pedestrian":
-        y = float(rng.uniform(-3.0, -1.0))
-        speed = float(rng.uniform(0.7, 1.0))
+        y = float(rng.uniform(-1.5, 0.0))  # in front of the van, hidden by it
+        speed = float(rng.uniform(0.6, 0.9))
         ped = dict(x=LEAD_CROSSWALK_X + float(rng.uniform(-0.5, 0.5)), y=y, heading=math.pi / 2, speed=speed,
                    start_t=0)
-        lead_start = int(math.ceil((0.3 - y) / speed / dyn.DT)) + 4  # 1 s after the pedestrian clears the lane
+        # the van waits until the pedestrian has crossed both lanes, then 1 s more
+        lead_start = int(math.ceil((LANE + 0.3 - y) / speed / dyn.DT)) + 4
     elif cause == "emergency_vehicle":
-        y = float(rng.uniform(-45.0, -30.0))
         speed = float(rng.uniform(11.0, 14.0))
+        y = -(2 * LANE + speed * float(rng.uniform(3.5, 5.0)))  # reaches the main road 3.5-5 s from now
         ev = dict(x=INTERSECTION_X + LANE / 2, y=y, heading=math.pi / 2, speed=speed, start_t=0)
         lead_start = int(math.ceil((LANE * 2 + 3.0 - y) / speed / dyn.DT)) + 4
     hazards = cause == "breakdown" and rng.random() < cue_prob
@@ -314,12 +325,13 @@ def _sample_lead(sc: Scenario, rng: np.random.Generator, prior, cue_prob: float)
         parked_car=dict(x=float(rng.uniform(5.0, 12.0)), y=-4.75, present=bool(rng.random() < 0.5)),
     )
     params = _params(sc, starts, x0=x0, y0=-LANE / 2, goal_s=INTERSECTION_X + 15.0 - x0)
+    conflict_s = LEAD_CROSSWALK_X - 1.5 - 2.25 - x0
     hidden = {"cause": cause, "hazard_lights": bool(hazards), "brake_lights": bool(brake_lights),
               "lead_car_resumes_at_step": None if lead_start >= NEVER else lead_start}
     return Layout(
         state=_world(agents, 0.0), params=params, slot_rgba=_colours(sc, rng), hidden=hidden,
         answers={"lead_car_cause": ("pedestrian", "emergency_vehicle", "breakdown").index(cause)},
-        lamps={"hazards": bool(hazards), "brake_lights": bool(brake_lights)},
+        lamps={"hazards": bool(hazards), "brake_lights": bool(brake_lights)}, landmarks={"conflict_s": conflict_s},
     )
 
 
@@ -374,7 +386,7 @@ STOPPED_LEAD_CAR = Scenario(
     facts=("lead_car", "pedestrian", "emergency_vehicle", "parked_car", "brake_lights", "hazard_lights"),
     default_prior=(0.4, 0.3, 0.3),
     default_cue_prob=0.6,
-    max_steps=80,
+    max_steps=100,
     sampler=_sample_lead,
 )
 
@@ -390,7 +402,7 @@ def _sample_left_turn(sc: Scenario, rng: np.random.Generator, prior, cue_prob: f
     v0 = float(rng.uniform(2.0, 4.0))
     present = bool(rng.random() < prior[0])
     speed = float(rng.uniform(9.0, 13.0))
-    arrival = float(rng.uniform(3.0, 6.0))  # seconds until it reaches the ego's path
+    arrival = float(rng.uniform(2.8, 4.2))  # seconds until it reaches the ego's path
     car_x = TURN_RADIUS - LANE / 2 + speed * arrival
     turn_s = -LANE / 2 - x0
     agents, starts = _agents(
@@ -404,7 +416,7 @@ def _sample_left_turn(sc: Scenario, rng: np.random.Generator, prior, cue_prob: f
     hidden = {"oncoming_vehicle": present, "oncoming_speed": speed if present else None,
               "arrival_s": arrival if present else None}
     return Layout(state=_world(agents, v0), params=params, slot_rgba=_colours(sc, rng), hidden=hidden,
-                  answers={"oncoming_vehicle": 0 if present else 1})
+                  answers={"oncoming_vehicle": 0 if present else 1}, landmarks={"conflict_s": turn_s})
 
 
 def _left_turn_scene() -> SceneSpec:
@@ -445,7 +457,7 @@ OCCLUDED_LEFT_TURN = Scenario(
     facts=("truck", "oncoming_vehicle", "parked_car"),
     default_prior=(0.5, 0.5),
     default_cue_prob=0.0,
-    max_steps=60,
+    max_steps=80,
     sampler=_sample_left_turn,
 )
 

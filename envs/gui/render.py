@@ -1,0 +1,125 @@
+"""Rasterising a display list with NumPy: the fast path behind every GUI frame.
+
+Widgets do not draw pixels; they append drawing ops (filled rectangles,
+1-pixel borders, text, a dimming layer) to a :class:`DisplayList` in logical
+128x128 coordinates. :class:`Painter` turns a display list into
+``uint8[size, size, 3]`` at an integer scale with slice assignments and
+cached text masks, and keeps the last frames in a small LRU keyed by the ops
+themselves, so a step that changes nothing on screen costs one dict lookup.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import numpy as np
+from PIL import Image
+
+from .font import text_mask
+
+__all__ = ["LOGICAL_SIZE", "Colour", "DisplayList", "Painter"]
+
+LOGICAL_SIZE = 128  # apps are laid out on a LOGICAL_SIZE x LOGICAL_SIZE canvas
+Colour = tuple[int, int, int]
+
+
+class DisplayList:
+    """Drawing ops in logical pixels, in painting order (later ops cover earlier ones)."""
+
+    __slots__ = ("ops",)
+
+    def __init__(self) -> None:
+        self.ops: list[tuple] = []
+
+    def fill(self, x: int, y: int, w: int, h: int, colour: Colour) -> None:
+        self.ops.append(("F", x, y, w, h, colour))
+
+    def border(self, x: int, y: int, w: int, h: int, colour: Colour) -> None:
+        """A 1-logical-pixel outline just inside the rectangle."""
+        self.ops.append(("B", x, y, w, h, colour))
+
+    def text(self, x: int, y: int, text: str, colour: Colour, max_width: int) -> None:
+        """``text`` with its ascender line at ``y``, clipped to ``max_width`` logical pixels."""
+        if text:
+            self.ops.append(("T", x, y, text, colour, max_width))
+
+    def dim(self) -> None:
+        """Darken everything painted so far (the backdrop of a modal dialog)."""
+        self.ops.append(("D",))
+
+    def key(self) -> tuple:
+        return tuple(self.ops)
+
+
+class Painter:
+    """Renders display lists to ``uint8[size, size, 3]`` frames, caching recent frames.
+
+    ``size`` need not be a multiple of 128: the list is painted at
+    ``scale = ceil(size / 128)`` and box-filtered down to ``size``.
+    """
+
+    def __init__(self, size: int, cache_size: int = 64) -> None:
+        if size < 1:
+            raise ValueError(f"size must be positive, got {size}")
+        self.size = size
+        self.scale = max(1, math.ceil(size / LOGICAL_SIZE))
+        self._cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._cache_size = cache_size
+
+    def paint(self, display: DisplayList) -> np.ndarray:
+        """The frame for ``display`` (a read-only array shared with the cache; copy before mutating)."""
+        key = display.key()
+        frame = self._cache.get(key)
+        if frame is not None:
+            self._cache.move_to_end(key)
+            return frame
+        frame = self._rasterise(key)
+        frame.setflags(write=False)
+        self._cache[key] = frame
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return frame
+
+    def _rasterise(self, ops: tuple) -> np.ndarray:
+        k = self.scale
+        side = LOGICAL_SIZE * k
+        canvas = np.zeros((side, side, 3), np.uint8)
+        for op in ops:
+            kind = op[0]
+            if kind == "F":
+                _, x, y, w, h, c = op
+                canvas[max(0, y * k) : max(0, (y + h) * k), max(0, x * k) : max(0, (x + w) * k)] = c
+            elif kind == "B":
+                _, x, y, w, h, c = op
+                t = max(1, k // 2)
+                x0, y0, x1, y1 = max(0, x * k), max(0, y * k), max(0, (x + w) * k), max(0, (y + h) * k)
+                canvas[y0 : y0 + t, x0:x1] = c
+                canvas[max(y0, y1 - t) : y1, x0:x1] = c
+                canvas[y0:y1, x0 : x0 + t] = c
+                canvas[y0:y1, max(x0, x1 - t) : x1] = c
+            elif kind == "T":
+                _, x, y, text, c, max_w = op
+                self._text(canvas, x * k, y * k, text_mask(text, k), c, max_w * k, binary=k == 1)
+            elif kind == "D":
+                np.right_shift(canvas, 1, out=canvas)
+                canvas += 24
+        if side != self.size:
+            canvas = np.asarray(Image.fromarray(canvas).resize((self.size, self.size), Image.Resampling.BOX))
+        return canvas
+
+    @staticmethod
+    def _text(canvas: np.ndarray, x: int, y: int, mask: np.ndarray, colour: Colour, max_w: int, binary: bool) -> None:
+        side = canvas.shape[0]
+        h = min(mask.shape[0], side - y)
+        w = min(mask.shape[1], max_w, side - x)
+        if h <= 0 or w <= 0 or x < 0 or y < 0:
+            return
+        m = mask[:h, :w]
+        region = canvas[y : y + h, x : x + w]
+        if binary:  # scale 1 masks are 0/255 (rasterised without anti-aliasing)
+            region[m > 0] = colour
+            return
+        a = m[..., None].astype(np.uint16)
+        blended = (region.astype(np.uint16) * (255 - a) + np.asarray(colour, np.uint16) * a + 127) // 255
+        region[...] = blended.astype(np.uint8)
