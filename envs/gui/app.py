@@ -78,6 +78,7 @@ class GuiApp(abc.ABC):
 
     def __init__(self) -> None:
         self.state: Any = None
+        self.dawdle_cost = 0.0  # set by the env from its config; used by apps with a "found" moment
 
     # ------------------------------------------------------------ to implement
     @abc.abstractmethod
@@ -119,6 +120,10 @@ class GuiApp(abc.ABC):
     @abc.abstractmethod
     def choice_intent(self, choice: int, screen: Screen) -> Intent | None:
         """Next widget-level step of high-level action ``choice``; None when done or impossible."""
+
+    @abc.abstractmethod
+    def expert_intent(self, screen: Screen) -> Intent | None:
+        """Next step of a privileged script that completes the task (reads the hidden state)."""
 
     # ------------------------------------------------------------ optional hooks
     def switch_labels(self) -> tuple[str, ...]:

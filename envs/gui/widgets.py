@@ -23,7 +23,7 @@ from .font import LINE_HEIGHT, fit_text, text_width
 from .render import Colour, DisplayList
 
 __all__ = [
-    "Rect", "Widget", "Label", "Window", "Tab", "Button", "Toggle", "Checkbox", "TextField",
+    "Rect", "Widget", "Label", "Panel", "Window", "Tab", "Button", "Toggle", "Checkbox", "TextField",
     "ListItem", "ScrollArea", "ScrollButton", "Dropdown", "Menu", "MenuItem", "Dialog", "Screen",
     "TITLE_H", "SCROLLBAR_W",
 ]
@@ -127,6 +127,18 @@ class Label(Widget):
 
     def draw(self, dl: DisplayList, focused: bool) -> None:
         _label(dl, self.rect, self.label, self.colour, self.align, pad=1)
+
+
+@dataclass(eq=False)
+class Panel(Widget):
+    """A bordered box grouping other widgets (a tab page, a sidebar)."""
+
+    colour: Colour = PANEL
+
+    def draw(self, dl: DisplayList, focused: bool) -> None:
+        r = self.rect
+        dl.fill(r.x, r.y, r.w, r.h, self.colour)
+        dl.border(r.x, r.y, r.w, r.h, BORDER)
 
 
 @dataclass(eq=False)

@@ -1,0 +1,120 @@
+"""Env throughput: rendered steps per second on one core, genex envs vs highway-env.
+
+    python bench/env_speed.py [--steps 2000] [--all-cores]
+
+Prints a Markdown table. Each genex driving row steps the env with random
+actions at 64x64 (resets included, visibility labels on: one RGB and one
+segmentation render per step). The reference row is highway-env's
+``intersection-v0`` with a 64x64 grayscale image observation, run in the same
+process under the same core pinning. GUI rows appear when ``genex.envs.gui``
+is available.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def genex_driving_rate(env_id: str, steps: int, seed: int = 0, **kwargs) -> float:
+    env = gym.make(env_id, **kwargs)
+    rng = np.random.default_rng(seed)
+    env.reset(seed=seed)
+    for _ in range(20):  # warm up: jit compile, GL context
+        _, _, term, trunc, _ = env.step(int(rng.integers(env.action_space.n)))
+        if term or trunc:
+            env.reset()
+    t0 = time.perf_counter()
+    ep = seed
+    for _ in range(steps):
+        _, _, term, trunc, _ = env.step(int(rng.integers(env.action_space.n)))
+        if term or trunc:
+            ep += 1
+            env.reset(seed=ep)
+    rate = steps / (time.perf_counter() - t0)
+    env.close()
+    return rate
+
+
+def highway_intersection_rate(steps: int, seed: int = 0) -> float | None:
+    try:
+        import highway_env  # noqa: F401
+    except ImportError:
+        return None
+    config = {
+        "observation": {
+            "type": "GrayscaleObservation",
+            "observation_shape": (64, 64),
+            "stack_size": 1,
+            "weights": [0.2989, 0.5870, 0.1140],
+            "scaling": 1.75,
+        },
+    }
+    env = gym.make("intersection-v0", config=config)
+    obs, _ = env.reset(seed=seed)
+    assert obs.shape[-2:] == (64, 64), obs.shape
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    done_steps = 0
+    ep = seed
+    while done_steps < steps:
+        _, _, term, trunc, _ = env.step(int(rng.integers(env.action_space.n)))
+        done_steps += 1
+        if term or trunc:
+            ep += 1
+            env.reset(seed=ep)
+    rate = done_steps / (time.perf_counter() - t0)
+    env.close()
+    return rate
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=2000, help="steps per genex env")
+    ap.add_argument("--highway-steps", type=int, default=300, help="steps for the highway-env reference")
+    ap.add_argument("--all-cores", action="store_true", help="do not pin the process to one core")
+    args = ap.parse_args()
+    if not args.all_cores and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+
+    import genex.envs
+
+    rows: list[tuple[str, str, float]] = []
+    for env_id in genex.envs.DRIVING_ENV_IDS:
+        rows.append((env_id, "64x64 RGB + segmentation", genex_driving_rate(env_id, args.steps)))
+        rows.append((env_id, "64x64 RGB, no labels", genex_driving_rate(env_id, args.steps, visibility_labels=False)))
+    try:
+        from genex.envs.gui import GUI_ENV_IDS, register_gui_envs
+        from genex.envs.gui.bench import gui_steps_per_second
+
+        register_gui_envs()
+        for env_id in GUI_ENV_IDS:
+            rows.append((env_id, "128x128 RGB screen", gui_steps_per_second(env_id, n_steps=args.steps)))
+    except ImportError:
+        pass
+    ref = highway_intersection_rate(args.highway_steps)
+
+    cores = "1 core (pinned)" if not args.all_cores else f"{os.cpu_count()} cores"
+    print(f"\nEnv throughput on {platform.processor() or platform.machine()}, {cores}, MUJOCO_GL={os.environ['MUJOCO_GL']}\n")
+    print("| env | observation | steps/s | vs highway-env |")
+    print("|---|---|---:|---:|")
+    for env_id, obs, rate in rows:
+        rel = f"{rate / ref:.1f}x" if ref else "n/a"
+        print(f"| {env_id} | {obs} | {rate:,.0f} | {rel} |")
+    if ref:
+        print(f"| highway-env intersection-v0 | 64x64 grayscale | {ref:,.0f} | 1.0x |")
+    else:
+        print("| highway-env intersection-v0 | not installed (pip install -e '.[bench]') | | |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""Driving envs: Gymnasium API conformance, determinism, vector envs, input validation, snapshots."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import genex.envs
+from genex.envs import SnapshotMismatchError
+from genex.envs.driving.scenarios import SCENARIOS
+
+IDS = genex.envs.DRIVING_ENV_IDS
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_check_env_passes(env_id):
+    env = gym.make(env_id)
+    check_env(env.unwrapped, skip_render_check=False)
+    env.close()
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_same_seed_same_frames(env_id):
+    def run(seed):
+        env = gym.make(env_id)
+        obs, info = env.reset(seed=seed)
+        frames, rewards = [obs["image"]], []
+        rng = np.random.default_rng(123)
+        for _ in range(12):
+            obs, r, term, trunc, info = env.step(int(rng.integers(env.action_space.n)))
+            frames.append(obs["image"])
+            rewards.append(r)
+            if term or trunc:
+                break
+        env.close()
+        return np.stack(frames), rewards, info["hidden"]
+
+    a, b, c = run(7), run(7), run(8)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[1] == b[1] and a[2] == b[2]
+    assert not (a[0].shape == c[0].shape and np.array_equal(a[0], c[0])), "different seeds should differ"
+
+
+@pytest.mark.parametrize("mode,kwargs", [("sync", {}), ("async", {"context": "spawn"})])
+def test_vector_envs(mode, kwargs):
+    envs = gym.make_vec(IDS[0], num_envs=2, vectorization_mode=mode, vector_kwargs=kwargs)
+    try:
+        obs, info = envs.reset(seed=[1, 2])
+        assert obs["image"].shape == (2, 64, 64, 3) and obs["image"].dtype == np.uint8
+        for _ in range(3):
+            obs, rew, term, trunc, info = envs.step(np.array([1, 3]))
+        assert rew.shape == (2,)
+        single = gym.make(IDS[0])
+        o, _ = single.reset(seed=1)
+        np.testing.assert_array_equal(envs.reset(seed=[1, 2])[0]["image"][0], o["image"])
+    finally:
+        envs.close()
+
+
+def test_config_options_shape_the_observation():
+    env = gym.make(IDS[1], width=48, height=32, panorama=3)
+    obs, _ = env.reset(seed=0)
+    assert obs["image"].shape == (32, 144, 3)
+    assert env.observation_space["image"].shape == (32, 144, 3)
+    assert set(obs) == {"image", "text", "speed"}
+    assert "car ahead" in obs["text"]
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"width": 0}, "width"),
+        ({"height": -4}, "height"),
+        ({"panorama": 0}, "panorama"),
+        ({"max_steps": -1}, "max_steps"),
+        ({"min_visible_pixels": 0}, "min_visible_pixels"),
+        ({"cue_prob": 1.5}, "cue_prob"),
+        ({"hidden_prior": 1.2}, "hidden_prior"),
+        ({"fovy": 0}, "fovy"),
+        ({"weather": "rain"}, "unknown option"),
+        ({"render_view": "side"}, "render_view"),
+    ],
+)
+def test_bad_config_gives_clear_error(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        gym.make(IDS[0], **kwargs)
+
+
+def test_stopped_lead_car_prior_needs_three_probabilities():
+    with pytest.raises(ValueError, match="3 answers"):
+        gym.make("genex/StoppedLeadCar-v0", hidden_prior=0.5)
+    env = gym.make("genex/StoppedLeadCar-v0", hidden_prior=(0.0, 0.0, 1.0))
+    for seed in range(3):
+        assert env.reset(seed=seed)[1]["hidden"]["cause"] == "breakdown"
+
+
+def test_unknown_scenario_is_rejected():
+    from genex.envs.driving.env import DrivingEnv
+
+    with pytest.raises(ValueError, match="unknown scenario"):
+        DrivingEnv("Roundabout")
+
+
+@pytest.mark.parametrize("action", [-1, 5, 99, 1.5, "brake", None])
+def test_action_outside_space_is_rejected(action):
+    env = gym.make(IDS[0])  # 5 actions
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="outside the action space"):
+        env.unwrapped.step(action)
+
+
+def test_step_before_reset_and_after_end():
+    env = gym.make(IDS[1]).unwrapped
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(0)
+    env.reset(seed=0)
+    for _ in range(12):  # accelerate into the stopped van
+        obs, r, term, trunc, info = env.step(env.action_names.index("accelerate"))
+        if term:
+            break
+    assert term and info["collision"] and info["collisions"] == 1 and r < -9
+    with pytest.raises(RuntimeError, match="ended"):
+        env.step(0)
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_snapshot_restore_round_trip(env_id):
+    env = gym.make(env_id).unwrapped
+    env.reset(seed=3)
+    for a in (0, 1, 2):
+        env.step(a)
+    snap = env.snapshot()
+    after = [env.step(a)[0]["image"] for a in (3, 1, 0)]
+    obs, info = env.restore(snap)
+    assert info["t"] == 3
+    again = [env.step(a)[0]["image"] for a in (3, 1, 0)]
+    for x, y in zip(after, again):
+        np.testing.assert_array_equal(x, y)
+    # snapshots are copies: stepping after capture does not change them
+    obs2, _ = env.restore(snap)
+    np.testing.assert_array_equal(obs["image"], obs2["image"])
+
+
+def test_restore_from_another_scenario_or_config_fails():
+    a = gym.make(IDS[0]).unwrapped
+    b = gym.make(IDS[1]).unwrapped
+    c = gym.make(IDS[0], width=32).unwrapped
+    a.reset(seed=0)
+    b.reset(seed=0)
+    c.reset(seed=0)
+    with pytest.raises(SnapshotMismatchError, match="OccludedCrosswalk"):
+        b.restore(a.snapshot())
+    with pytest.raises(SnapshotMismatchError, match="config"):
+        c.restore(a.snapshot())
+    with pytest.raises(TypeError):
+        a.restore({"state": 1})
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_questions_costs_and_hidden_info(env_id):
+    env = gym.make(env_id)
+    u = env.unwrapped
+    _, info = env.reset(seed=0)
+    for q in u.questions:
+        assert q.id in info["answers"]
+        assert 0 <= info["answers"][q.id] < len(q.answers)
+        assert u.action_costs[q.id].shape == (len(u.action_names), len(q.answers))
+        # the best action must depend on the answer, or the question would not matter
+        best = u.action_costs[q.id].argmin(axis=0)
+        assert len(set(best.tolist())) > 1
+    assert set(info["visible"]) == set(u.facts)
+    assert {"hidden", "answers", "visible", "collision", "success", "collisions", "ego", "t"} <= set(info)
+
+
+def test_priors_match_documentation():
+    """Empirical frequency of the hidden agent over 400 resets is near the documented prior."""
+    env = gym.make("genex/OccludedCrosswalk-v0", visibility_labels=False)
+    hits = [env.reset(seed=s)[1]["hidden"]["pedestrian_crossing"] for s in range(400)]
+    assert abs(np.mean(hits) - SCENARIOS["OccludedCrosswalk"].default_prior[0]) < 0.06
+
+
+def test_render_rgb_array():
+    env = gym.make(IDS[2], render_mode="rgb_array", render_size=96)
+    env.reset(seed=0)
+    view = env.render()
+    assert view.shape == (96, 96, 3) and view.dtype == np.uint8 and view.std() > 5
+    env.close()
