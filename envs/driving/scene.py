@@ -181,15 +181,15 @@ class DrivingScene:
                 if "_light" in name:
                     self.light_geoms.setdefault(slot, []).append(g)
         self.default_rgba = m.geom_rgba.copy()
-        self._ego_option = mujoco.MjvOption()
-        self._ego_option.geomgroup[3] = 0  # the ego's own car is not in its cameras
-        self._ego_renderer: mujoco.Renderer | None = None
+
+        self._ego: _EgoRenderer | None = None
         self._view_renderer: mujoco.Renderer | None = None
 
     # ------------------------------------------------------------------ model
     def _xml(self) -> str:
         spec = self.spec
-        off = max(self.width * self.n_cameras, self.render_size, 64)
+        offw = max(self.width * self.n_cameras, self.render_size, 64)
+        offh = max(2 * self.height, self.render_size, 64)  # RGB row above the segmentation row
         statics = "\n".join(
             f'<geom type="box" pos="{_fmt(b.pos)}" size="{_fmt(b.size)}" rgba="{_fmt(b.rgba)}" '
             f'euler="0 0 {np.degrees(b.yaw):.4g}"/>'
@@ -211,7 +211,7 @@ class DrivingScene:
 <mujoco model="genex_driving">
   <visual>
     <quality shadowsize="0" offsamples="0"/>
-    <global offwidth="{off}" offheight="{off}"/>
+    <global offwidth="{offw}" offheight="{offh}"/>
     <headlight ambient="0.45 0.45 0.45" diffuse="0.5 0.5 0.5" specular="0 0 0"/>
     <map znear="0.002" zfar="4"/>
   </visual>
@@ -226,9 +226,9 @@ class DrivingScene:
     {''.join(slots)}
     <body name="ego" mocap="true" pos="0 0 0">
       {''.join(cams)}
-      <!-- the ego car: group 3, drawn in the views for people, hidden from its own cameras -->
-      <geom name="ego_body" type="box" pos="0 0 0.75" size="2.25 0.95 0.45" rgba="0.1 0.8 0.9 1" group="3"/>
-      <geom name="ego_cabin" type="box" pos="-0.2 0 1.45" size="1.0 0.85 0.3" rgba="0.1 0.3 0.35 1" group="3"/>
+      <!-- the ego car: group 2, drawn in the views for people, hidden from its own cameras -->
+      <geom name="ego_body" type="box" pos="0 0 0.75" size="2.25 0.95 0.45" rgba="0.1 0.8 0.9 1" group="2"/>
+      <geom name="ego_cabin" type="box" pos="-0.2 0 1.45" size="1.0 0.85 0.3" rgba="0.1 0.3 0.35 1" group="2"/>
       <camera name="chase" pos="-9 0 5" xyaxes="{_camera_axes(0.0, np.radians(22))}" fovy="60"/>
     </body>
     <camera name="topdown" pos="{cx} {cy} 60" xyaxes="1 0 0 0 1 0" projection="orthographic" fovy="{spec.topdown_extent}"/>
@@ -271,38 +271,20 @@ class DrivingScene:
 
     # ------------------------------------------------------------------ render
     def _renderer(self, which: str) -> mujoco.Renderer:
-        if which == "ego":
-            if self._ego_renderer is None:
-                self._ego_renderer = mujoco.Renderer(self.model, self.height, self.width)
-            return self._ego_renderer
         if self._view_renderer is None:
             self._view_renderer = mujoco.Renderer(self.model, self.render_size, self.render_size)
         return self._view_renderer
 
     def render_ego(self, with_segmentation: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-        """Egocentric frame ``uint8[H, W * n_cameras, 3]`` and geom-id map ``int32[H, W * n_cameras]``.
+        """Egocentric frame ``uint8[H, W * n_cameras, 3]`` and geom-id map ``int64[H, W * n_cameras]``.
 
-        The geom-id map holds ``-1`` for background (sky).
+        The geom-id map holds ``-1`` for background (sky). RGB and segmentation
+        of every camera are drawn into one framebuffer and read back with a
+        single ``glReadPixels`` (the read, not the drawing, dominates at 64x64).
         """
-        r = self._renderer("ego")
-        frames, segs = [], []
-        for cam in self.camera_ids:
-            r.update_scene(self.data, camera=cam, scene_option=self._ego_option)
-            frames.append(r.render())
-        if with_segmentation:
-            r.enable_segmentation_rendering()
-            try:
-                for cam in self.camera_ids:
-                    r.update_scene(self.data, camera=cam, scene_option=self._ego_option)
-                    seg = r.render()
-                    segs.append(np.where(seg[..., 1] == int(mujoco.mjtObj.mjOBJ_GEOM), seg[..., 0], -1))
-            finally:
-                r.disable_segmentation_rendering()
-        frame = frames[0] if len(frames) == 1 else np.concatenate(frames, axis=1)
-        seg_map = None
-        if with_segmentation:
-            seg_map = segs[0] if len(segs) == 1 else np.concatenate(segs, axis=1)
-        return frame, seg_map
+        if self._ego is None:
+            self._ego = _EgoRenderer(self.model, self.width, self.height, self.camera_ids)
+        return self._ego.render(self.data, with_segmentation)
 
     def render_view(self, view: str = "topdown") -> np.ndarray:
         """A view for people: ``"topdown"`` (orthographic map) or ``"chase"`` (behind the ego)."""
@@ -324,7 +306,85 @@ class DrivingScene:
         return int(np.isin(seg_map, lights).sum()) if lights else 0
 
     def close(self) -> None:
-        for r in (self._ego_renderer, self._view_renderer):
-            if r is not None:
-                r.close()
-        self._ego_renderer = self._view_renderer = None
+        if self._ego is not None:
+            self._ego.close()
+        if self._view_renderer is not None:
+            self._view_renderer.close()
+        self._ego = self._view_renderer = None
+
+
+class _EgoRenderer:
+    """Low-level offscreen renderer for the egocentric cameras (RGB + segmentation, one read)."""
+
+    def __init__(self, model: mujoco.MjModel, width: int, height: int, camera_ids: list[int]) -> None:
+        self.model, self.width, self.height = model, width, height
+        n = len(camera_ids)
+        self.gl = mujoco.GLContext(max(width * n, 1), 2 * height)
+        self.gl.make_current()
+        self.con = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150)
+        mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self.con)
+        self.scene = mujoco.MjvScene(model, maxgeom=1000)
+        self.option = mujoco.MjvOption()
+        self.option.geomgroup[2] = 0  # the ego's own car is not in its cameras
+        self.perturb = mujoco.MjvPerturb()
+        self.cameras = []
+        for cid in camera_ids:
+            cam = mujoco.MjvCamera()
+            cam.type = mujoco.mjtCamera.mjCAMERA_FIXED
+            cam.fixedcamid = cid
+            self.cameras.append(cam)
+        self.buffer = np.empty((2 * height, width * n, 3), np.uint8)
+        self.full = mujoco.MjrRect(0, 0, width * n, 2 * height)
+        self.rgb_only = mujoco.MjrRect(0, height, width * n, height)
+        self._ids_cache: dict[tuple[int, int], np.ndarray] = {}
+
+    def render(self, data: mujoco.MjData, with_segmentation: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        self.gl.make_current()
+        w, h, scn, flags = self.width, self.height, self.scene, self.scene.flags
+        seg_ids = []
+        for i, cam in enumerate(self.cameras):
+            mujoco.mjv_updateScene(self.model, data, self.option, self.perturb, cam, mujoco.mjtCatBit.mjCAT_ALL, scn)
+            flags[mujoco.mjtRndFlag.mjRND_SEGMENT] = flags[mujoco.mjtRndFlag.mjRND_IDCOLOR] = False
+            mujoco.mjr_render(mujoco.MjrRect(i * w, h, w, h), scn, self.con)
+            if with_segmentation:
+                flags[mujoco.mjtRndFlag.mjRND_SEGMENT] = flags[mujoco.mjtRndFlag.mjRND_IDCOLOR] = True
+                mujoco.mjr_render(mujoco.MjrRect(i * w, 0, w, h), scn, self.con)
+                seg_ids.append(self._scene_geom_ids(i))
+        flags[mujoco.mjtRndFlag.mjRND_SEGMENT] = flags[mujoco.mjtRndFlag.mjRND_IDCOLOR] = False
+        if not with_segmentation:
+            rgb = np.empty((h, self.buffer.shape[1], 3), np.uint8)
+            mujoco.mjr_readPixels(rgb, None, self.rgb_only, self.con)
+            return np.flipud(rgb).copy(), None
+        mujoco.mjr_readPixels(self.buffer, None, self.full, self.con)
+        img = np.flipud(self.buffer)  # OpenGL rows run bottom-up
+        frame = img[:h].copy()
+        seg_rgb = img[h:].astype(np.int64)
+        index = seg_rgb[..., 0] + (seg_rgb[..., 1] << 8) + (seg_rgb[..., 2] << 16) - 1  # -1 = background
+        seg = np.full(index.shape, -1, np.int64)
+        for i, ids in enumerate(seg_ids):
+            cols = slice(i * w, (i + 1) * w)
+            idx = index[:, cols]
+            idx = np.where((idx >= 0) & (idx < len(ids) - 1), idx, len(ids) - 1)
+            seg[:, cols] = ids[idx]
+        return frame, seg
+
+    def _scene_geom_ids(self, camera: int) -> np.ndarray:
+        """Model geom id of each scene geom (+ a trailing -1 for background).
+
+        The scene lists the model's visible geoms in model order, so the map only
+        changes with the geom count; it is cached per camera and count.
+        """
+        scn = self.scene
+        key = (camera, scn.ngeom)
+        ids = self._ids_cache.get(key)
+        if ids is None:
+            geoms = scn.geoms
+            ids = np.array(
+                [geoms[j].objid if geoms[j].objtype == mujoco.mjtObj.mjOBJ_GEOM else -1 for j in range(scn.ngeom)]
+                + [-1], dtype=np.int64)
+            self._ids_cache[key] = ids
+        return ids
+
+    def close(self) -> None:
+        self.con.free()
+        self.gl.free()
