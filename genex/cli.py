@@ -137,6 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="runs/demo", help="output folder for the GIFs")
     s.set_defaults(func=cmd_demo)
+
+    # Subsystems add their own commands (train-world-model, eval-world-model, ...).
+    for module in ("genex.world_model.cli", "genex.policy.cli", "genex.runner_cli"):
+        try:
+            mod = __import__(module, fromlist=["add_commands"])
+        except ModuleNotFoundError as e:
+            if e.name is not None and module.startswith(e.name):
+                continue  # subsystem not built yet
+            raise
+        mod.add_commands(sub)
     return p
 
 
