@@ -12,7 +12,7 @@ Coordinates: metres, x along the ego's road, y to the left, z up; lanes are
 
 Documented priors (``hidden_prior`` option overrides them):
 
-* ``OccludedCrosswalk``: a pedestrian waits behind a parked truck with
+* ``OccludedCrosswalk``: a pedestrian waits behind a parked truck or bus (even odds) with
   probability 0.4 and darts out when the car is 1.6-2.6 s away (or a slow car
   is within 6-9 m). Cues (with
   probability ``cue_prob``, default 0.5, when a pedestrian is there): a ball
@@ -217,14 +217,17 @@ def _sample_crosswalk(sc: Scenario, rng: np.random.Generator, prior, cue_prob: f
     near_dist = float(rng.uniform(6.0, 9.0))
     conflict_s = CROSSWALK_X - 1.5 - 2.25 - x0  # ego progress when its front reaches the crosswalk
     ped_speed = float(rng.uniform(1.5, 2.3))
-    truck_x = float(34.0 + rng.uniform(-0.4, 0.4))
+    occluder = "truck" if rng.random() < 0.5 else "bus"
+    occ_len = AGENT_KINDS[occluder][0]
+    front = CROSSWALK_X - 2.0 + float(rng.uniform(-0.4, 0.4))  # front bumper just before the crosswalk
+    truck_x = front - occ_len / 2
     cue = "none"
     if present and rng.random() < cue_prob:
         cue = "ball" if rng.random() < 0.5 else "feet"
     ped_x = CROSSWALK_X + float(rng.uniform(-0.6, 0.6))
     if cue == "feet":
         # waiting beside the far side of the truck: legs show under its body; walks out diagonally
-        ped = dict(x=truck_x + 1.0, y=-6.6)
+        ped = dict(x=front - 3.0, y=-6.6)
         heading = math.atan2(-1.75 - ped["y"], ped_x - ped["x"])
     else:
         ped = dict(x=ped_x, y=-6.4)
@@ -236,13 +239,13 @@ def _sample_crosswalk(sc: Scenario, rng: np.random.Generator, prior, cue_prob: f
     ball_trigger = dict(trigger_tta=tta + 1.0, conflict_s=conflict_s, trigger_s=conflict_s - near_dist - 4.0)
     agents, starts = _agents(
         sc,
-        truck=dict(x=truck_x, y=-4.75),
+        **{occluder: dict(x=truck_x, y=-4.75)},
         pedestrian=dict(**ped, heading=heading, speed=ped_speed, present=present, **trigger),
         ball=dict(x=CROSSWALK_X - 0.8, y=-6.3, heading=math.pi / 2, speed=4.0, present=ball_present, **ball_trigger),
         oncoming_car=dict(x=oncoming_x, y=LANE / 2, heading=math.pi, speed=8.0, present=oncoming, start_t=0),
     )
     params = _params(sc, starts, x0=x0, y0=-LANE / 2, goal_s=55.0 - x0)
-    hidden = {"pedestrian_crossing": present, "cue": cue, "time_to_arrival_trigger": tta,
+    hidden = {"pedestrian_crossing": present, "cue": cue, "occluder": occluder, "time_to_arrival_trigger": tta,
               "near_trigger_distance": near_dist, "pedestrian_speed": ped_speed}
     return Layout(state=_world(agents, v0), params=params, slot_rgba=_colours(sc, rng), hidden=hidden,
                   answers={"pedestrian_crossing": 0 if present else 1}, landmarks={"conflict_s": conflict_s})
@@ -262,6 +265,7 @@ def _crosswalk_scene() -> SceneSpec:
     ]
     slots = (
         SlotSpec("truck", "truck"),
+        SlotSpec("bus", "bus"),
         SlotSpec("pedestrian", "pedestrian"),
         SlotSpec("ball", "ball"),
         SlotSpec("oncoming_car", "car"),
@@ -271,7 +275,7 @@ def _crosswalk_scene() -> SceneSpec:
 
 OCCLUDED_CROSSWALK = Scenario(
     name="OccludedCrosswalk",
-    description="A parked truck hides part of a crosswalk; a pedestrian may step out from behind it.",
+    description="A parked truck or bus hides part of a crosswalk; a pedestrian may step out from behind it.",
     action_names=("accelerate", "cruise", "brake", "creep", "wait"),
     questions=(Question("pedestrian_crossing", "Is a pedestrian about to cross in front of me?", ("yes", "no")),),
     action_costs={
@@ -279,7 +283,7 @@ OCCLUDED_CROSSWALK = Scenario(
         "pedestrian_crossing": np.array([[10.0, 0.0], [8.0, 0.5], [1.0, 2.0], [0.5, 1.5], [1.0, 2.5]], np.float32),
     },
     scene=_crosswalk_scene(),
-    facts=("pedestrian", "ball", "truck", "oncoming_car"),
+    facts=("pedestrian", "ball", "truck", "bus", "oncoming_car"),
     default_prior=(0.4, 0.6),
     default_cue_prob=0.5,
     max_steps=80,
