@@ -4,7 +4,8 @@ Importing this module registers every env under the ``genex/`` namespace::
 
     import gymnasium as gym
     import genex.envs
-    env = gym.make("genex/OccludedCrosswalk-v0")
+    env = gym.make("genex/OccludedCrosswalk-v0")   # driving scene (MuJoCo)
+    env = gym.make("genex/SettingsTabs-v0")        # mock GUI app (Pillow)
     # or, without the import: gym.make("genex.envs:genex/OccludedCrosswalk-v0")
 
 Contracts shared by all envs (questions, action costs, hidden info,
@@ -21,6 +22,7 @@ from .spec import EnvSnapshot, HiddenStateEnv, Question, ScriptedDriver, Snapsho
 __all__ = [
     "DRIVING_ENV_IDS",
     "ENV_IDS",
+    "GUI_ENV_IDS",
     "EnvSnapshot",
     "HiddenStateEnv",
     "Question",
@@ -48,6 +50,10 @@ def _register_all() -> None:
 
 
 _register_all()
-ENV_IDS: tuple[str, ...] = DRIVING_ENV_IDS
+
+from .gui import GUI_ENV_IDS, register_gui_envs  # noqa: E402  (gymnasium only; apps load on make)
+
+register_gui_envs()
+ENV_IDS: tuple[str, ...] = DRIVING_ENV_IDS + GUI_ENV_IDS
 
 from .scripted import drivers_for, make_driver  # noqa: E402

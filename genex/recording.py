@@ -21,6 +21,8 @@ key                 dtype / shape           meaning
 ``terminated``      ``bool[T]``
 ``truncated``       ``bool[T]``
 ``visible``         ``bool[T+1, F]``         visibility labels, facts in ``manifest.facts`` order
+``visible_json``    ``str`` (0-d)            JSON list (per frame) of the names of *all* visible
+                                             facts, including per-episode ones (GUI ``label:...``)
 ``meta_json``       ``str`` (0-d)            JSON: seed, driver, instruction, hidden, answers,
                                              success, irreversible errors, length
 ==================  ======================  ============================================
@@ -104,6 +106,7 @@ class Episode:
     truncated: np.ndarray
     visible: np.ndarray
     meta: dict[str, Any]
+    visible_names: list[list[str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.rewards)
@@ -166,11 +169,17 @@ class EpisodeRecorder:
         self.terminated: list[bool] = []
         self.truncated: list[bool] = []
         self.visible: list[list[bool]] = []
+        self.visible_names: list[list[str]] = []
         self.meta: dict[str, Any] = {"seed": seed, "driver": driver}
+
+    def _labels(self, info: Mapping[str, Any]) -> None:
+        visible = info.get("visible", {})
+        self.visible.append([bool(visible.get(f, False)) for f in self.facts])
+        self.visible_names.append(sorted(k for k, v in visible.items() if v))
 
     def start(self, obs: Mapping[str, Any], info: Mapping[str, Any]) -> None:
         self.frames.append(np.asarray(obs["image"], dtype=np.uint8))
-        self.visible.append([bool(info.get("visible", {}).get(f, False)) for f in self.facts])
+        self._labels(info)
         self.meta.update(instruction=str(obs.get("text", "")), hidden=_jsonable(info.get("hidden", {})),
                          answers=_jsonable(info.get("answers", {})))
 
@@ -181,7 +190,7 @@ class EpisodeRecorder:
         self.rewards.append(float(reward))
         self.terminated.append(bool(terminated))
         self.truncated.append(bool(truncated))
-        self.visible.append([bool(info.get("visible", {}).get(f, False)) for f in self.facts])
+        self._labels(info)
         self.meta.update(
             success=bool(info.get("success", False)),
             irreversible_errors=int(info.get("irreversible_errors", info.get("collisions", 0))),
@@ -196,6 +205,7 @@ class EpisodeRecorder:
             "terminated": np.asarray(self.terminated, bool),
             "truncated": np.asarray(self.truncated, bool),
             "visible": np.asarray(self.visible, bool).reshape(len(self.frames), len(self.facts)),
+            "visible_json": np.array(json.dumps(self.visible_names)),
             "meta_json": np.array(json.dumps(_jsonable(self.meta))),
         }
         if all(isinstance(a, int) for a in self.actions):
@@ -216,6 +226,7 @@ def load_episode(path: str | Path) -> Episode:
             truncated=z["truncated"],
             visible=z["visible"],
             meta=json.loads(str(z["meta_json"])),
+            visible_names=json.loads(str(z["visible_json"])) if "visible_json" in z else [],
         )
 
 

@@ -68,3 +68,16 @@ def test_not_a_recording(tmp_path):
         read_manifest(tmp_path)
     with pytest.raises(ValueError, match="episodes"):
         record_episodes(ENV, tmp_path, -1, progress=False)
+
+
+def test_record_gui_app_with_dict_actions(tmp_path):
+    manifest = record_episodes("genex/SettingsTabs-v0", tmp_path, 2, driver="expert", seed=0, progress=False)
+    eps = list(iter_episodes(tmp_path))
+    assert all(ep.meta["success"] for ep in eps)
+    ep = eps[0]
+    assert isinstance(ep.actions[0], dict) and "type" in ep.actions[0]
+    with pytest.raises(TypeError):
+        ep.discrete_actions
+    assert len(ep.visible_names) == len(ep.frames)
+    assert any(name.startswith("label:") for name in ep.visible_names[0])
+    assert ep.visible.shape == (len(ep.frames), len(manifest.facts))

@@ -15,10 +15,10 @@ interactive widgets of the active layer in stable order (painting order:
 window chrome, tabs/toolbar, content top to bottom, scroll bar arrows;
 only the popup's or dialog's widgets while one is open); ``info["n_elements"]``
 says how many there are. ``click`` clicks the element's centre; ``scroll``
-scrolls the list under the element; ``type`` into a text-field element
-clicks it first (focusing it and selecting its text, so typing replaces it),
-and into any other index types into the focused field; ``key`` ignores
-``element``.
+scrolls the list under the element; ``type`` with a text-field element
+that does not have focus clicks it first (focusing it and selecting its
+text, so typing replaces it), and otherwise types into the focused field at
+its caret; ``key`` ignores ``element``.
 
 Fields a type does not use are ignored, and may be left out of the dict.
 """

@@ -134,8 +134,9 @@ class GuiApp(abc.ABC):
         """Editable text fields by widget id (the values live in the app state)."""
         return {}
 
-    def on_enter(self, widget: Widget | None) -> None:
-        """``enter`` with focus on a text field (or nothing); default: nothing."""
+    def on_enter(self, widget: Widget | None) -> bool:
+        """``enter`` with focus on a text field (or nothing); returns whether it did something (default: no)."""
+        return False
 
     def cancel_dialog(self) -> None:
         """``escape`` with a dialog open; default: close it."""
@@ -218,8 +219,7 @@ class GuiApp(abc.ABC):
             return True
         if key == "enter":
             if focused is None or isinstance(focused, TextField):
-                self.on_enter(focused)
-                return True
+                return self.on_enter(focused)
             self.click(focused, screen)
             return True
         if key in ("up", "down"):

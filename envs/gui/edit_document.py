@@ -120,7 +120,8 @@ class EditDocumentApp(GuiApp):
         win.children.append(Label("", Rect(2, 115, 124, 12), s.status, colour=MUTED))
         overlay = None
         if s.dialog == "invalid":
-            overlay = Dialog("dialog", Rect(12, 36, 104, 56), "Cannot save", facts=("error_dialog",), colour=(200, 44, 44))
+            overlay = Dialog("dialog", Rect(12, 36, 104, 56), "Cannot save", facts=("error_dialog",),
+                             colour=(200, 44, 44))
             overlay.children += [
                 Label("", Rect(16, 50, 96, 11), "Check the name and"),
                 Label("", Rect(16, 61, 96, 11), "the phone number."),
@@ -143,9 +144,12 @@ class EditDocumentApp(GuiApp):
         elif widget.id == "save":
             self._save()
 
-    def on_enter(self, widget: Widget | None) -> None:
+    def on_enter(self, widget: Widget | None) -> bool:
+        """``enter`` dismisses the error dialog (its only button is OK)."""
         if self.state.dialog == "invalid":
             self.state.dialog = None
+            return True
+        return False
 
     def _save(self) -> None:
         s: DocumentState = self.state

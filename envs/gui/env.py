@@ -46,13 +46,14 @@ import numpy as np
 from gymnasium import spaces
 
 from ..spec import EnvSnapshot, validate_action_costs
-from .actions import ACTION_MODES, ACTION_TYPES, KEYS, MAX_TEXT_LENGTH, make_action_space
+from .actions import ACTION_MODES, ACTION_TYPES, KEYS, MAX_TEXT_LENGTH, action, make_action_space
 from .app import GuiApp, Intent
 from .edit_document import EditDocumentApp
 from .file_manager import FileManagerApp
 from .font import FONT_CHARSET, undrawable
 from .render import LOGICAL_SIZE, Painter
 from .settings_tabs import SettingsTabsApp
+from .text_space import LiveText
 from .ticket_shop import TicketShopApp
 from .widgets import Checkbox, Screen, TextField, Toggle, Widget
 
@@ -135,16 +136,18 @@ class GuiEnv(gym.Env):
         self.render_mode = render_mode
         self.app.dawdle_cost = cfg.dawdle_cost
         self.questions = self.app.questions
+        #: the app's fixed visibility facts (``info["visible"]`` adds per-episode ``label:``/``on:`` keys)
+        self.facts: tuple[str, ...] = tuple(self.app.facts)
         self.action_names: tuple[str, ...] = self.app.action_names
         self.action_costs = {k: v.copy() for k, v in self.app.action_costs.items()}
         validate_action_costs(self.questions, self.action_costs, len(self.action_names))
         self.action_space = make_action_space(cfg.action_mode, cfg.screen_size, cfg.max_elements)
         obs = {
             "image": spaces.Box(0, 255, (cfg.screen_size, cfg.screen_size, 3), np.uint8),
-            "text": spaces.Text(max_length=128, charset=FONT_CHARSET),
+            "text": LiveText(max_length=128, charset=FONT_CHARSET),
         }
         if cfg.accessibility:
-            obs["accessibility"] = spaces.Text(max_length=A11Y_MAX_LENGTH, min_length=2, charset=FONT_CHARSET)
+            obs["accessibility"] = LiveText(max_length=A11Y_MAX_LENGTH, min_length=2, charset=FONT_CHARSET)
         self.observation_space = spaces.Dict(obs)
         self._config_key = hashlib.sha1(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:12]
         self._painter = Painter(cfg.screen_size)
@@ -241,11 +244,15 @@ class GuiEnv(gym.Env):
 
     def intent_action(self, intent: Intent) -> dict[str, Any]:
         """A complete action (in ``action_space``) performing ``intent`` on the current screen."""
-        from .actions import action
-
         mode, screen = self.config.action_mode, self.screen
         if intent.kind in ("type", "key"):
-            return action(intent.kind, mode=mode, text=intent.text, key=intent.key or "enter")
+            element = 0
+            if mode == "element":  # point `element` at the focused widget, so typing goes where it has focus
+                elements = screen.elements()
+                focused = screen.find(self.app.state.focus or "")
+                element = elements.index(focused) if focused is not None else next(
+                    (i for i, w in enumerate(elements) if not isinstance(w, TextField)), 0)
+            return action(intent.kind, mode=mode, text=intent.text, key=intent.key or "enter", element=element)
         if intent.kind == "click":
             target = screen.find(intent.target)
         elif intent.kind == "scroll":
@@ -289,7 +296,8 @@ class GuiEnv(gym.Env):
                 x, y = _int(action.get("x"), "x"), _int(action.get("y"), "y")
                 if not (0 <= x < n and 0 <= y < n):
                     raise ValueError(
-                        f"{kind} at (x={x}, y={y}) is outside the {n}x{n} screen; x and y must be integers in [0, {n - 1}]"
+                        f"{kind} at (x={x}, y={y}) is outside the {n}x{n} screen; "
+                        f"x and y must be integers in [0, {n - 1}]"
                     )
                 out["x"], out["y"] = x, y
             else:
@@ -328,10 +336,11 @@ class GuiEnv(gym.Env):
         if kind == "wait":
             return True
         if kind == "type":
-            if "element" in act:
+            if "element" in act:  # focus a text-field element first (selecting its text), unless it has focus
                 elements = screen.elements()
-                if act["element"] < len(elements) and isinstance(elements[act["element"]], TextField):
-                    app.click(elements[act["element"]], screen)
+                field = elements[act["element"]] if act["element"] < len(elements) else None
+                if isinstance(field, TextField) and app.state.focus != field.id:
+                    app.click(field, screen)
             return app.type_text(act["text"])
         if kind == "key":
             return app.press(act["key"], screen)

@@ -31,13 +31,13 @@ __all__ = ["FileManagerApp"]
 
 N_FOLDERS = 4
 ARCHIVE = N_FOLDERS  # folder index of the Archive
-FOLDERS = ("Documents", "Pictures", "Downloads", "Music", "Videos", "Projects", "Desktop", "Work")
+FOLDERS = ("Docs", "Photos", "Music", "Videos", "Work", "School", "Travel", "Games", "Taxes", "Home")
 STEMS = ("report", "budget", "notes", "photo", "invoice", "draft", "summary", "backup", "scan", "memo", "slides",
          "data", "poster", "recipe", "travel", "lecture", "resume", "letter", "contract", "plan")
-SUFFIXES = ("", "_v2", "_2023", "_final", "_old", "_copy")
+SUFFIXES = ("", "_v2", "_old", "_new", "_2", "_23")
 EXTENSIONS: dict[str, Colour] = {
     ".pdf": (200, 50, 50), ".txt": (120, 120, 130), ".jpg": (40, 150, 90), ".png": (40, 120, 160),
-    ".docx": (40, 90, 200), ".zip": (170, 130, 40), ".mp3": (150, 60, 170), ".csv": (30, 150, 140),
+    ".doc": (40, 90, 200), ".zip": (170, 130, 40), ".mp3": (150, 60, 170), ".csv": (30, 150, 140),
 }
 PAGE = 7
 ROW_H = 12
@@ -72,16 +72,16 @@ class FileManagerApp(GuiApp):
 
     def sample(self, rng: np.random.Generator) -> FilesState:
         names = [FOLDERS[i] for i in rng.choice(len(FOLDERS), N_FOLDERS, replace=False)]
-        counts = [int(c) for c in rng.integers(3, 11, size=N_FOLDERS)]
-        stems = [STEMS[i] for i in rng.choice(len(STEMS), sum(counts) - 1, replace=False)]
+        counts = [int(c) for c in rng.integers(3, 10, size=N_FOLDERS)]
         exts = list(EXTENSIONS)
-        files = [f"{stem}{SUFFIXES[int(rng.integers(len(SUFFIXES)))]}{exts[int(rng.integers(len(exts)))]}"
-                 for stem in stems]
-        # the distractor: the target's stem with another suffix and the same extension
+        combos = [(stem, suffix, ext) for stem in STEMS for suffix in SUFFIXES for ext in exts]
+        picks = [combos[int(i)] for i in rng.choice(len(combos), sum(counts) - 1, replace=False)]
+        files = ["".join(p) for p in picks]
+        # the distractor: the target's stem and extension with another suffix
         target = files[0]
-        stem, ext = stems[0], target[target.rindex("."):]
-        others = [x for x in SUFFIXES if f"{stem}{x}{ext}" != target]
-        files.append(f"{stem}{others[int(rng.integers(len(others)))]}{ext}")
+        stem, _, ext = picks[0]
+        others = [f"{stem}{x}{ext}" for x in SUFFIXES if f"{stem}{x}{ext}" not in files]
+        files.append(others[int(rng.integers(len(others)))])
         order = rng.permutation(len(files))
         folders, start = [], 0
         for c in counts:
@@ -109,14 +109,14 @@ class FileManagerApp(GuiApp):
         win.children.append(Button("archive", Rect(2, 13, 34, 12), "Restore" if in_archive else "Archive",
                                    enabled=has_sel))
         win.children.append(Button("delete", Rect(39, 13, 30, 12), "Delete", style="danger", enabled=has_sel))
-        side = Panel("sidebar", Rect(2, 27, 37, 2 + PAGE * ROW_H))
+        side = Panel("sidebar", Rect(2, 27, 32, 2 + PAGE * ROW_H))
         for k, fname in enumerate([*s.folder_names, "Archive"]):
             wid = "folder:archive" if k == ARCHIVE else f"folder:{k}"
-            side.children.append(ListItem(wid, Rect(3, 28 + k * ROW_H, 35, ROW_H), fname, selected=k == s.open_folder))
+            side.children.append(ListItem(wid, Rect(3, 28 + k * ROW_H, 30, ROW_H), fname, selected=k == s.open_folder))
         win.children.append(side)
         files = s.folders[s.open_folder]
         offset = s.scroll.get("files", 0)
-        area = ScrollArea("files", Rect(41, 27, 85, 2 + PAGE * ROW_H), offset=offset, total=len(files), page=PAGE,
+        area = ScrollArea("files", Rect(36, 27, 90, 2 + PAGE * ROW_H), offset=offset, total=len(files), page=PAGE,
                           row_h=ROW_H)
         rows: list[Widget] = []
         for row, name in enumerate(files[offset : offset + PAGE]):

@@ -3,11 +3,11 @@
 Every app is laid out on a logical 128x128 canvas. Text is measured with
 Pillow's built-in font (``ImageFont.load_default``, bundled with Pillow, so
 screens do not depend on the fonts of the machine) at :data:`FONT_SIZE` logical
-pixels. At scale 1 (the agent's 128x128 screen) glyphs are rasterised without
-anti-aliasing so they stay crisp; at scale ``k > 1`` (the large human view)
-the same strings are re-rendered from the outline font at ``k * FONT_SIZE``
-pixels, anti-aliased, not upscaled. Masks are cached per (string, scale), so
-steady-state rendering never calls into FreeType.
+pixels, anti-aliased and unhinted (hinted monochrome glyphs at 8 pixels are
+25% wider and garble letters: t reads as l). At scale ``k > 1`` (the large
+human view) the same strings are re-rendered from the outline font at
+``k * FONT_SIZE`` pixels, not upscaled. Masks are cached per (string, scale),
+so steady-state rendering never calls into FreeType.
 """
 
 from __future__ import annotations
@@ -63,18 +63,17 @@ def fit_text(text: str, max_width: int) -> str:
     return ""
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=1024)
 def text_mask(text: str, scale: int) -> np.ndarray:
     """Coverage mask of ``text`` at ``scale``: ``uint8[LINE_HEIGHT*scale, w]``, 0..255, read-only.
 
-    The top row is the ascender line (Pillow's ``"la"`` anchor). Scale 1 is
-    binary (0 or 255); larger scales are anti-aliased.
+    The top row is the ascender line (Pillow's ``"la"`` anchor); anti-aliased.
     """
     font = _font(FONT_SIZE * scale)
     width = max(1, int(math.ceil(font.getlength(text))) + scale)
     image = Image.new("L", (width, LINE_HEIGHT * scale), 0)
     draw = ImageDraw.Draw(image)
-    draw.fontmode = "1" if scale == 1 else "L"
+    draw.fontmode = "L"
     draw.text((0, 0), text, font=font, fill=255)
     mask = np.asarray(image, dtype=np.uint8).copy()
     mask.setflags(write=False)

@@ -10,6 +10,7 @@ themselves, so a step that changes nothing on screen costs one dict lookup.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import OrderedDict
 
@@ -100,7 +101,8 @@ class Painter:
                 canvas[y0:y1, max(x0, x1 - t) : x1] = c
             elif kind == "T":
                 _, x, y, text, c, max_w = op
-                self._text(canvas, x * k, y * k, text_mask(text, k), c, max_w * k, binary=k == 1)
+                ink = _ink_small(text, k, c) if k <= 2 else _ink_large(text, k, c)
+                self._text(canvas, x * k, y * k, *ink, max_w * k)
             elif kind == "D":
                 np.right_shift(canvas, 1, out=canvas)
                 canvas += 24
@@ -109,17 +111,22 @@ class Painter:
         return canvas
 
     @staticmethod
-    def _text(canvas: np.ndarray, x: int, y: int, mask: np.ndarray, colour: Colour, max_w: int, binary: bool) -> None:
+    def _text(canvas: np.ndarray, x: int, y: int, inv: np.ndarray, term: np.ndarray, max_w: int) -> None:
         side = canvas.shape[0]
-        h = min(mask.shape[0], side - y)
-        w = min(mask.shape[1], max_w, side - x)
+        h = min(inv.shape[0], side - y)
+        w = min(inv.shape[1], max_w, side - x)
         if h <= 0 or w <= 0 or x < 0 or y < 0:
             return
-        m = mask[:h, :w]
         region = canvas[y : y + h, x : x + w]
-        if binary:  # scale 1 masks are 0/255 (rasterised without anti-aliasing)
-            region[m > 0] = colour
-            return
-        a = m[..., None].astype(np.uint16)
-        blended = (region.astype(np.uint16) * (255 - a) + np.asarray(colour, np.uint16) * a + 127) // 255
-        region[...] = blended.astype(np.uint8)
+        region[...] = (region * inv[:h, :w] + term[:h, :w]) // 255
+
+
+def _ink(text: str, scale: int, colour: Colour) -> tuple[np.ndarray, np.ndarray]:
+    """Blend terms for ``text`` in ``colour``: ``out = (bg * inv + term) // 255`` (uint16, no overflow)."""
+    alpha = text_mask(text, scale).astype(np.uint16)[..., None]
+    return 255 - alpha, alpha * np.asarray(colour, np.uint16) + 127
+
+
+# Agent screens (small, every step) get a large cache; human views (~75 KB a string at scale 4) a small one.
+_ink_small = functools.lru_cache(maxsize=4096)(_ink)
+_ink_large = functools.lru_cache(maxsize=256)(_ink)

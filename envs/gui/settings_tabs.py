@@ -29,7 +29,7 @@ from .widgets import Button, Checkbox, Label, Panel, Rect, Screen, Tab, Toggle, 
 __all__ = ["SettingsTabsApp"]
 
 N_TABS = 4
-TAB_NAMES = ("General", "Display", "Sound", "Privacy", "Network", "Power", "Account", "System", "Apps", "Storage")
+TAB_NAMES = ("General", "Display", "Sound", "Privacy", "Media", "Power", "Account", "System", "Apps", "Storage")
 SETTINGS = (
     "Dark mode", "Wi-Fi", "Bluetooth", "Auto update", "Location", "Notifications", "Night light", "Sync",
     "Airplane mode", "Battery saver", "Captions", "Hotspot", "Backup", "Cookies", "VPN", "Autoplay",

@@ -24,7 +24,9 @@ import numpy as np
 
 from ..spec import Question
 from .app import GuiApp, Intent, UiState
-from .widgets import MUTED, Button, Dialog, Dropdown, Label, ListItem, Menu, MenuItem, Rect, Screen, ScrollArea, Widget, Window
+from .widgets import (
+    MUTED, Button, Dialog, Dropdown, Label, ListItem, Menu, MenuItem, Rect, Screen, ScrollArea, Widget, Window,
+)
 
 __all__ = ["TicketShopApp"]
 
@@ -54,6 +56,7 @@ class ShopState(UiState):
     filter: str = ALL
     details: int | None = None  # index of the trip whose details dialog is open
     found: bool = False  # the right trip's details have been seen
+    dawdling: bool = False  # a step has passed since found: later steps cost dawdle_cost
 
 
 class TicketShopApp(GuiApp):
@@ -67,7 +70,8 @@ class TicketShopApp(GuiApp):
     )
     action_costs: ClassVar[dict[str, np.ndarray]] = {
         # rows: open listing 1..3, buy listing 1..3; columns: listing 1..3 is within budget
-        "affordable_listing": np.vstack([1.0 - np.eye(N_LISTINGS), 10.0 * (1.0 - np.eye(N_LISTINGS))]).astype(np.float32),
+        "affordable_listing": np.vstack([1.0 - np.eye(N_LISTINGS), 10.0 * (1.0 - np.eye(N_LISTINGS))]).astype(
+            np.float32),
     }
     facts: ClassVar[tuple[str, ...]] = ("destination", "details", "affordable_details", "expensive_details")
     default_max_steps: ClassVar[int] = 40
@@ -182,7 +186,11 @@ class TicketShopApp(GuiApp):
 
     def tick(self) -> float:
         s: ShopState = self.state
-        return -self.dawdle_cost if s.found and s.outcome is None else 0.0
+        if not s.found or s.outcome is not None:
+            return 0.0
+        cost = -self.dawdle_cost if s.dawdling else 0.0
+        s.dawdling = True
+        return cost
 
     # ------------------------------------------------------------------ truth and labels
     def hidden(self) -> dict[str, Any]:
