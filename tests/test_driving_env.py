@@ -8,6 +8,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import genex.envs
+import genex.envs.driving.env
 from genex.envs import SnapshotMismatchError
 from genex.envs.driving.scenarios import SCENARIOS
 
@@ -52,6 +53,7 @@ def test_vector_envs(mode, kwargs):
         for _ in range(3):
             obs, rew, term, trunc, info = envs.step(np.array([1, 3]))
         assert rew.shape == (2,)
+        assert tuple(obs["text"]) == (genex.envs.driving.env.INSTRUCTIONS["OccludedCrosswalk"],) * 2
         single = gym.make(IDS[0])
         o, _ = single.reset(seed=1)
         np.testing.assert_array_equal(envs.reset(seed=[1, 2])[0]["image"][0], o["image"])

@@ -34,6 +34,7 @@ import numpy as np
 from gymnasium import spaces
 
 from ..spec import EnvSnapshot, validate_action_costs
+from ..text_space import LiveText
 from . import dynamics as dyn
 from .scenarios import SCENARIOS, Layout, Scenario, lamp_states
 from .scene import DrivingScene
@@ -179,7 +180,7 @@ class DrivingEnv(gym.Env):
         self.observation_space = spaces.Dict(
             {
                 "image": spaces.Box(0, 255, (cfg.height, cfg.width * cfg.panorama, 3), np.uint8),
-                "text": spaces.Text(max_length=256, charset=TEXT_CHARSET),
+                "text": LiveText(max_length=256, charset=TEXT_CHARSET),  # survives AsyncVectorEnv shared memory
                 "speed": spaces.Box(0.0, dyn.V_MAX, (1,), np.float32),
             }
         )

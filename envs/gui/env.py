@@ -53,7 +53,7 @@ from .file_manager import FileManagerApp
 from .font import FONT_CHARSET, undrawable
 from .render import LOGICAL_SIZE, Painter
 from .settings_tabs import SettingsTabsApp
-from .text_space import LiveText
+from ..text_space import LiveText
 from .ticket_shop import TicketShopApp
 from .widgets import Checkbox, Screen, TextField, Toggle, Widget
 
