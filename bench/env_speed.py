@@ -3,8 +3,7 @@
     python bench/env_speed.py [--steps 2000] [--all-cores]
 
 Prints a Markdown table. Each rate is the best of three equal chunks of
-steps (timings on a shared machine only ever err on the slow side). Each
-genex driving row steps the env with random actions at 64x64 (resets included, visibility labels on: one RGB and one
+steps (see ``best_rate``). Each genex driving row steps the env with random actions at 64x64 (resets included, visibility labels on: one RGB and one
 segmentation render per step). The reference row is highway-env's
 ``intersection-v0`` with a 64x64 grayscale image observation, run in the same
 process under the same core pinning. GUI rows appear when ``genex.envs.gui``
@@ -28,17 +27,17 @@ import numpy as np  # noqa: E402
 REPEATS = 3
 
 
-def genex_driving_rate(env_id: str, steps: int, seed: int = 0, **kwargs) -> float:
-    env = gym.make(env_id, **kwargs)
+def best_rate(env: gym.Env, steps: int, seed: int) -> float:
+    """Random-action steps/s (resets included): best of ``REPEATS`` equal chunks.
+
+    Timings on a shared machine only ever err on the slow side, so the best
+    chunk is the fairest estimate for every row alike.
+    """
     rng = np.random.default_rng(seed)
-    env.reset(seed=seed)
-    for _ in range(20):  # warm up: jit compile, GL context
-        _, _, term, trunc, _ = env.step(int(rng.integers(env.action_space.n)))
-        if term or trunc:
-            env.reset()
     ep = seed
+    env.reset(seed=ep)
     rates = []
-    for _ in range(REPEATS):  # best of REPEATS chunks: robust to other work on a shared machine
+    for _ in range(REPEATS):
         t0 = time.perf_counter()
         for _ in range(steps // REPEATS):
             _, _, term, trunc, _ = env.step(int(rng.integers(env.action_space.n)))
@@ -46,8 +45,15 @@ def genex_driving_rate(env_id: str, steps: int, seed: int = 0, **kwargs) -> floa
                 ep += 1
                 env.reset(seed=ep)
         rates.append((steps // REPEATS) / (time.perf_counter() - t0))
-    env.close()
     return max(rates)
+
+
+def genex_driving_rate(env_id: str, steps: int, seed: int = 0, **kwargs) -> float:
+    env = gym.make(env_id, **kwargs)
+    best_rate(env, 30, seed)  # warm up: jit compile, GL context
+    rate = best_rate(env, steps, seed)
+    env.close()
+    return rate
 
 
 def highway_intersection_rate(steps: int, seed: int = 0) -> float | None:
@@ -67,19 +73,9 @@ def highway_intersection_rate(steps: int, seed: int = 0) -> float | None:
     env = gym.make("intersection-v0", config=config)
     obs, _ = env.reset(seed=seed)
     assert obs.shape[-2:] == (64, 64), obs.shape
-    rng = np.random.default_rng(seed)
-    ep = seed
-    rates = []
-    for _ in range(REPEATS):  # best of REPEATS chunks, as for the genex rows
-        t0 = time.perf_counter()
-        for _ in range(steps // REPEATS):
-            _, _, term, trunc, _ = env.step(int(rng.integers(env.action_space.n)))
-            if term or trunc:
-                ep += 1
-                env.reset(seed=ep)
-        rates.append((steps // REPEATS) / (time.perf_counter() - t0))
+    rate = best_rate(env, steps, seed)
     env.close()
-    return max(rates)
+    return rate
 
 
 def main() -> None:
