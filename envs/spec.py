@@ -9,9 +9,11 @@ setting?). Besides the Gymnasium API, each env exposes:
 * ``action_costs``: for each question, ``float32[n_actions, n_answers]``, the
   cost of taking each action when that answer is the truth, so that a planner
   can decide from a belief (expected cost) and beliefs can be scored;
-* ``info["hidden"]``: the ground truth (for metrics only; runners strip it
-  before a planner sees ``info``) and ``info["answers"]``: the index of the true
-  answer of each question;
+* ``info["hidden"]``: the ground truth and ``info["answers"]``: the index of
+  the true answer of each question (GUI apps add ``info["answer_labels"]``,
+  what each answer slot shows). These are :data:`PRIVILEGED_INFO_KEYS`: for
+  metrics only; runners strip them with :func:`public_info` before a planner
+  sees ``info``;
 * ``info["visible"]``: per-frame visibility labels, ``{fact: bool}`` saying
   which facts are visible *in this frame* (perception labels, never hidden
   truth);
@@ -31,6 +33,8 @@ from typing import Any, Mapping, Protocol, runtime_checkable
 import numpy as np
 
 __all__ = [
+    "PRIVILEGED_INFO_KEYS",
+    "public_info",
     "Question",
     "EnvSnapshot",
     "HiddenStateEnv",
@@ -38,6 +42,15 @@ __all__ = [
     "ScriptedDriver",
     "validate_action_costs",
 ]
+
+
+#: ``info`` keys that carry ground truth: metrics may read them, planners never see them.
+PRIVILEGED_INFO_KEYS: tuple[str, ...] = ("hidden", "answers", "answer_labels")
+
+
+def public_info(info: Mapping[str, Any]) -> dict[str, Any]:
+    """``info`` without its privileged keys: what a planner may see."""
+    return {k: v for k, v in info.items() if k not in PRIVILEGED_INFO_KEYS}
 
 
 @dataclass(frozen=True)

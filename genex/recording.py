@@ -289,6 +289,12 @@ def record_episodes(
         todo = [i for i in range(episodes) if not episode_path(out, i).exists()]
         if len(todo) < episodes:
             log.info("resuming: %d of %d episodes already recorded in %s", episodes - len(todo), episodes, out)
+        _, probe = env.reset(seed=int(seed))
+        if manifest.facts and not probe.get("visible"):
+            raise ValueError(
+                f"{env_id} made with {env_kwargs} gives no visibility labels (info['visible'] is empty); "
+                "recordings must carry them: drop visibility_labels=False"
+            )
         drv = make(env_id, driver)
         for i in tqdm(todo, desc=f"record {env_id}", disable=not progress, unit="ep"):
             ep_seed = int(seed) + i

@@ -21,7 +21,12 @@ PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
 stamp="$VENV/.genex-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   # The CPU build of torch first: a plain `torch` requirement would pull a multi-GB CUDA build.
-  $PIP install "torch==2.13.0" 2>/dev/null || echo "setup: torch==2.13.0 CPU wheel not available here; pip will choose a torch" >&2
+  # The +cpu local version exists only as a wheel on this machine (pip's find-links), never on PyPI,
+  # so this line cannot download a CUDA build; torch's own small dependencies come from PyPI.
+  if ! $PIP install "torch==2.13.0+cpu"; then
+    echo "setup: WARNING: no local CPU wheel torch==2.13.0+cpu; pip will now pick torch from the index," >&2
+    echo "setup: which on Linux x86_64 is a multi-GB CUDA build. Install a CPU torch first to avoid it." >&2
+  fi
   $PIP install -e ".[dev,bench]"
   touch "$stamp"
 fi

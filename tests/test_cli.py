@@ -17,7 +17,10 @@ def test_record_and_resume(tmp_path, capsys):
     args = ["record", "--env", "genex/OccludedLeftTurn-v0", "--episodes", "2", "--out", str(tmp_path), "--quiet",
             "--env-kwargs", '{"width": 32, "height": 32}']
     assert main(args) == 0
-    assert main(args) == 0
+    files = sorted((tmp_path / "episodes").glob("episode_*.npz"))
+    stamps = [f.stat().st_mtime_ns for f in files]
+    assert main(args) == 0  # resume: nothing left to do, nothing rewritten
+    assert [f.stat().st_mtime_ns for f in files] == stamps
     assert "2 episodes" in capsys.readouterr().out
 
 

@@ -83,11 +83,30 @@ def test_config_options_shape_the_observation():
         ({"fovy": 0}, "fovy"),
         ({"weather": "rain"}, "unknown option"),
         ({"render_view": "side"}, "render_view"),
+        ({"max_steps": True}, "max_steps"),
+        ({"visibility_labels": "no"}, "visibility_labels"),
+        ({"hidden_prior": "0.5"}, "hidden_prior"),
+        ({"width": 64.5}, "width"),
     ],
 )
 def test_bad_config_gives_clear_error(kwargs, match):
     with pytest.raises(ValueError, match=match):
         gym.make(IDS[0], **kwargs)
+
+
+def test_numpy_scalar_prior_is_accepted():
+    env = gym.make(IDS[0], hidden_prior=np.float32(1.0))
+    assert env.reset(seed=0)[1]["hidden"]["pedestrian_crossing"]
+
+
+def test_panorama_cameras_tile_the_horizontal_field_of_view():
+    """Wide cameras (width > height) are spaced by their horizontal FOV: neighbours neither overlap nor gap."""
+    env = gym.make(IDS[1], width=48, height=32, panorama=3).unwrapped
+    env.reset(seed=0)
+    m, d = env.scene.model, env.scene.data
+    yaws = [np.arctan2(-d.cam_xmat[c].reshape(3, 3)[1, 2], -d.cam_xmat[c].reshape(3, 3)[0, 2]) for c in env.scene.camera_ids]
+    hfov = 2 * np.arctan(np.tan(np.radians(70.0) / 2) * 48 / 32)
+    np.testing.assert_allclose(np.diff(yaws), [-hfov, -hfov], atol=1e-3)
 
 
 def test_stopped_lead_car_prior_needs_three_probabilities():
@@ -148,7 +167,7 @@ def test_snapshot_restore_round_trip(env_id):
 def test_restore_from_another_scenario_or_config_fails():
     a = gym.make(IDS[0]).unwrapped
     b = gym.make(IDS[1]).unwrapped
-    c = gym.make(IDS[0], width=32).unwrapped
+    c = gym.make(IDS[0], max_steps=10).unwrapped
     a.reset(seed=0)
     b.reset(seed=0)
     c.reset(seed=0)
@@ -158,6 +177,22 @@ def test_restore_from_another_scenario_or_config_fails():
         c.restore(a.snapshot())
     with pytest.raises(TypeError):
         a.restore({"state": 1})
+
+
+def test_restore_into_an_env_that_only_renders_differently():
+    """An oracle may render at another size or without labels: the simulated world is the same."""
+    live = gym.make(IDS[0]).unwrapped
+    oracle = gym.make(IDS[0], width=32, height=32, visibility_labels=False).unwrapped
+    live.reset(seed=4)
+    oracle.reset(seed=99)
+    for a in (1, 3, 3):
+        live.step(a)
+    _, info = oracle.restore(live.snapshot())
+    assert info["t"] == 3 and info["hidden"] == live.snapshot().state["layout"].hidden
+    o1, *_ = oracle.step(2)
+    l1, *_ = live.step(2)
+    assert o1["image"].shape == (32, 32, 3)
+    np.testing.assert_allclose(o1["speed"], l1["speed"])
 
 
 @pytest.mark.parametrize("env_id", IDS)

@@ -256,3 +256,25 @@ def test_snapshot_is_isolated_from_the_live_env():
     env.step(env.intent_action(env.app.expert_intent(env.screen)))
     obs, info = env.restore(snap)
     assert info["t"] == 0 and info["hidden"]["values"] == info["hidden"]["original"]
+
+
+def test_visible_key_order_does_not_depend_on_the_hidden_tab():
+    """info["visible"] keys are sorted, so their order cannot give away which tab holds the target."""
+    import genex.envs  # noqa: F401
+
+    env = gym.make("genex/SettingsTabs-v0")
+    for seed in range(10):
+        _, info = env.reset(seed=seed)
+        dynamic = [k for k in info["visible"] if k.startswith(("label:", "on:"))]
+        labels = [k for k in dynamic if k.startswith("label:")]
+        ons = [k for k in dynamic if k.startswith("on:")]
+        assert labels == sorted(labels) and ons == sorted(ons)
+
+
+def test_type_with_element_out_of_range_is_rejected():
+    import genex.envs  # noqa: F401
+
+    env = gym.make("genex/SettingsTabs-v0", action_mode="element")
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="element"):
+        env.unwrapped.step({"type": 1, "text": "hi", "element": -1})

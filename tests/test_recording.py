@@ -63,6 +63,11 @@ def test_mismatched_folder_is_an_error(tmp_path):
         record_episodes("genex/StoppedLeadCar-v0", tmp_path, 1, driver="random", seed=0, progress=False)
 
 
+def test_recording_without_labels_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="visibility"):
+        record_episodes(ENV, tmp_path, 1, env_kwargs={"visibility_labels": False}, progress=False)
+
+
 def test_not_a_recording(tmp_path):
     with pytest.raises(FileNotFoundError, match="recording folder"):
         read_manifest(tmp_path)

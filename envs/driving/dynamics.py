@@ -222,6 +222,9 @@ rollout_jit = jax.jit(rollout)
 rollout_plans = jax.jit(jax.vmap(rollout, in_axes=(None, None, 0)))
 #: ``rollout`` batched over particles (states with a leading axis) and shared plans.
 rollout_particles = jax.jit(jax.vmap(rollout, in_axes=(None, 0, None)))
+#: ``rollout`` batched over hypotheses: each particle has its own params *and* state (both with a
+#: leading axis), e.g. sampled start times or triggers of hidden agents; plans are shared.
+rollout_hypotheses = jax.jit(jax.vmap(rollout, in_axes=(0, 0, None)))
 ego_pose_jit = jax.jit(ego_pose)
 
 

@@ -81,13 +81,20 @@ class DrivingConfig:
 
     def resolved(self, scenario: Scenario) -> "DrivingConfig":
         """Validate against ``scenario`` and fill scenario defaults; raises ``ValueError``."""
+        def is_int(v: Any) -> bool:
+            return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
         for name in ("width", "height", "render_size"):
             v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or not 8 <= v <= 1024:
+            if not is_int(v) or not 8 <= v <= 1024:
                 raise ValueError(f"{name} must be an integer in [8, 1024], got {v!r}")
-        if not isinstance(self.panorama, (int, np.integer)) or not 1 <= self.panorama <= 8:
+        if not isinstance(self.visibility_labels, (bool, np.bool_)):
+            raise ValueError(f"visibility_labels must be True or False, got {self.visibility_labels!r}")
+        if not is_int(self.min_visible_pixels):
+            raise ValueError(f"min_visible_pixels must be an integer, got {self.min_visible_pixels!r}")
+        if not is_int(self.panorama) or not 1 <= self.panorama <= 8:
             raise ValueError(f"panorama must be an integer in [1, 8] (number of cameras), got {self.panorama!r}")
-        if not 10.0 <= float(self.fovy) <= 150.0:
+        if isinstance(self.fovy, (bool, str)) or not 10.0 <= float(self.fovy) <= 150.0:
             raise ValueError(f"fovy must be in [10, 150] degrees, got {self.fovy!r}")
         if self.min_visible_pixels < 1:
             raise ValueError(f"min_visible_pixels must be >= 1, got {self.min_visible_pixels}")
@@ -97,7 +104,9 @@ class DrivingConfig:
         prior = self.hidden_prior
         if prior is None:
             prior = scenario.default_prior
-        elif isinstance(prior, (int, float)):
+        elif isinstance(prior, str):
+            raise ValueError(f"hidden_prior must be a number or a tuple of numbers, got the string {prior!r}")
+        elif np.ndim(prior) == 0:
             if n_answers != 2:
                 raise ValueError(
                     f"{scenario.name} has {n_answers} answers {scenario.questions[0].answers}; "
@@ -114,7 +123,7 @@ class DrivingConfig:
         if not 0.0 <= cue <= 1.0:
             raise ValueError(f"cue_prob must be in [0, 1], got {self.cue_prob!r}")
         max_steps = scenario.max_steps if self.max_steps is None else self.max_steps
-        if not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
+        if not is_int(max_steps) or max_steps < 1:
             raise ValueError(f"max_steps must be a positive integer, got {self.max_steps!r}")
         return DrivingConfig(**{**asdict(self), "hidden_prior": prior, "cue_prob": cue, "max_steps": int(max_steps)})
 
@@ -188,7 +197,10 @@ class DrivingEnv(gym.Env):
             sc.scene, width=cfg.width, height=cfg.height, n_cameras=cfg.panorama, fovy=cfg.fovy,
             render_size=cfg.render_size, min_visible_pixels=cfg.min_visible_pixels,
         )
-        self._config_key = hashlib.sha1(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:12]
+        # Snapshots restore across envs that differ only in how they render (an oracle may render
+        # without labels, or at another size); options that change the simulated world must match.
+        sim = {k: v for k, v in asdict(cfg).items() if k in ("hidden_prior", "cue_prob", "max_steps")}
+        self._config_key = hashlib.sha1(json.dumps(sim, sort_keys=True).encode()).hexdigest()[:12]
         self._layout: Layout | None = None
         self._params: dyn.DynamicsParams | None = None
         self._world: dyn.WorldState | None = None  # JAX leaves
@@ -266,7 +278,12 @@ class DrivingEnv(gym.Env):
     # ---------------------------------------------------------------- accessors for drivers and planners
     @property
     def dynamics_params(self) -> dyn.DynamicsParams:
-        """This episode's dynamics parameters (JAX leaves), for batched what-if rollouts."""
+        """This episode's dynamics parameters (JAX leaves), for batched what-if rollouts.
+
+        Privileged: per-agent start times and triggers encode hidden facts (a
+        broken-down van never starts). Scripted experts and oracles may read it;
+        a fair planner samples hypotheses instead (see ``dyn.rollout_hypotheses``).
+        """
         return self._params
 
     @property
@@ -302,6 +319,7 @@ class DrivingEnv(gym.Env):
         counts = self.scene.slot_pixel_counts(seg)
         pixels = {s.role: int(counts[i]) for i, s in enumerate(self.scenario.scene.slots)}
         visible = {f: pixels[f] >= self.config.min_visible_pixels for f in self.facts if f in pixels}
+        # Lamps are tiny (1-2 pixels at 64x64), so a lit lamp counts as visible from one pixel on.
         for fact, lit in lamps.items():
             slot = self.scenario.slot("lead_car")
             n = self.scene.light_pixel_counts(seg, slot)

@@ -201,8 +201,10 @@ class DrivingScene:
             geoms = "\n".join(xml.replace("{p}", f"slot{i}") for _, xml in _agent_geoms(slot.kind, length, width))
             slots.append(f'<body name="slot{i}" mocap="true" pos="0 0 -100">{geoms}</body>')
         cams = []
+        # fovy is vertical; cameras sit side by side, so space them by the horizontal field of view
+        hfov = 2 * np.arctan(np.tan(np.radians(self.fovy) / 2) * self.width / self.height)
         for i in range(self.n_cameras):
-            yaw = np.radians(self.fovy) * ((self.n_cameras - 1) / 2 - i)  # left camera first
+            yaw = hfov * ((self.n_cameras - 1) / 2 - i)  # left camera first
             cams.append(
                 f'<camera name="ego_cam{i}" pos="1.2 0 1.3" xyaxes="{_camera_axes(yaw, np.radians(4))}" fovy="{self.fovy}"/>'
             )
@@ -386,5 +388,15 @@ class _EgoRenderer:
         return ids
 
     def close(self) -> None:
+        if self.gl is None:
+            return
+        self.gl.make_current()  # free the render context in its own GL context
         self.con.free()
         self.gl.free()
+        self.gl = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: the GL library may already be gone
+            pass

@@ -19,9 +19,10 @@ Reward: ``-step_cost`` a step; ``+success_reward`` on success and
 TicketShop adds ``-dawdle_cost`` a step once the right ticket has been found
 and not bought. Episodes truncate after ``max_steps`` (inside the env, so
 snapshots capture it).
-Info: ``hidden`` and ``answers`` (ground truth, for metrics only);
-``question_text`` and ``answer_labels`` (this episode's wording of each
-question and what each answer slot shows); ``visible`` (per-frame labels:
+Info: ``hidden``, ``answers`` and ``answer_labels`` (ground truth and what
+each answer slot shows, which may name rows not yet on screen: privileged,
+see :data:`genex.envs.spec.PRIVILEGED_INFO_KEYS`); ``question_text`` (this
+episode's wording of each question); ``visible`` (per-frame labels:
 the app's semantic facts, ``label:<text>`` for every label of the episode and
 ``on:<label>`` for switches that are on screen and on); ``irreversible_errors``
 (count), ``success``, ``t``, ``n_elements`` (interactive widgets on screen),
@@ -264,7 +265,9 @@ class GuiEnv(gym.Env):
         if mode == "element":
             elements = screen.elements()
             inside = {id(w) for w in target.walk()}
-            hit = next(w for w in elements if id(w) in inside)
+            hit = next((w for w in elements if id(w) in inside), None)
+            if hit is None:
+                raise LookupError(f"{intent.target!r} has no interactive element to {intent.kind}")
             return action(intent.kind, mode=mode, element=elements.index(hit), down=intent.down)
         x, y = self._to_screen(*target.rect.center)
         return action(intent.kind, x=x, y=y, down=intent.down)
@@ -320,6 +323,8 @@ class GuiEnv(gym.Env):
             out["text"] = text
             if cfg.action_mode == "element" and "element" in action:
                 out["element"] = _int(action["element"], "element")
+                if not 0 <= out["element"] < cfg.max_elements:
+                    raise ValueError(f"element must be in [0, {cfg.max_elements}), got {out['element']}")
         elif kind == "key":
             key = action.get("key")
             if isinstance(key, str):
@@ -405,8 +410,9 @@ class GuiEnv(gym.Env):
                 switched_on.add(w.label)
         app = self.app
         out = {f: f in tags for f in app.facts}
-        out.update({f"label:{lab}": lab in labels for lab in app.labels()})
-        out.update({f"on:{lab}": lab in switched_on for lab in app.switch_labels()})
+        # sorted: the apps list labels tab by tab, and that order would give away where the target is
+        out.update({f"label:{lab}": lab in labels for lab in sorted(set(app.labels()))})
+        out.update({f"on:{lab}": lab in switched_on for lab in sorted(set(app.switch_labels()))})
         return out
 
     def _info(self) -> dict[str, Any]:
