@@ -9,7 +9,6 @@ import pytest
 import genex.envs.gui as gui
 from genex.envs.gui import actions as A
 from genex.envs.gui.app import Intent
-from genex.envs.gui.bench import gui_steps_per_second
 from genex.envs.gui.users import GUI_DRIVERS, GuiExpert, RandomClicker
 from genex.envs.spec import ScriptedDriver
 
@@ -203,7 +202,3 @@ def test_edit_document_choices():
     with pytest.raises(ValueError, match="choice must be in"):
         env.choice_action(3)
 
-
-def test_steps_per_second():
-    sps = gui_steps_per_second("genex/FileManager-v0", n_steps=300, seed=0)
-    assert sps > 200  # loose: the target is >= 1000 steps/s on one core (see envs/gui/bench.py)

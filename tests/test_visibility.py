@@ -108,3 +108,15 @@ def test_feet_cue_shows_legs_under_the_truck():
             if term or trunc:
                 break
     assert found >= 1
+
+
+@pytest.mark.parametrize("env_id", ["genex/OccludedCrosswalk-v0", "genex/StoppedLeadCar-v0", "genex/OccludedLeftTurn-v0"])
+def test_first_exploration_action_reveals_the_hidden_agent(env_id):
+    prior = {"genex/StoppedLeadCar-v0": (1.0, 0.0, 0.0)}.get(env_id, 1.0)
+    fact = {"genex/OccludedLeftTurn-v0": "oncoming_vehicle"}.get(env_id, "pedestrian")
+    for seed in SEEDS:
+        env = gym.make(env_id, hidden_prior=prior, cue_prob=0.0).unwrapped
+        env.reset(seed=seed)
+        assert env.exploration_actions and set(env.exploration_actions) <= set(env.action_names)
+        k, _, _ = _first_visible(env, env.exploration_actions[0], fact)
+        assert k is not None

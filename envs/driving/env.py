@@ -184,6 +184,8 @@ class DrivingEnv(gym.Env):
         self.action_costs = {k: v.copy() for k, v in sc.action_costs.items()}
         validate_action_costs(self.questions, self.action_costs, len(self.action_names))
         self.facts: tuple[str, ...] = sc.facts
+        #: actions that gather information about the hidden fact (what ``explore``/``imagine`` try)
+        self.exploration_actions: tuple[str, ...] = sc.exploration_actions
         self.instruction = INSTRUCTIONS[sc.name]
         self.action_space = spaces.Discrete(len(self.action_names))
         self.observation_space = spaces.Dict(

@@ -130,6 +130,8 @@ class Scenario:
     default_cue_prob: float
     max_steps: int
     sampler: Any  # (scenario, rng, prior, cue_prob) -> Layout
+    # actions that gather information about the hidden fact (physically, or in imagination)
+    exploration_actions: tuple[str, ...] = ()
 
     @property
     def action_codes(self) -> np.ndarray:
@@ -288,6 +290,7 @@ OCCLUDED_CROSSWALK = Scenario(
     default_cue_prob=0.5,
     max_steps=80,
     sampler=_sample_crosswalk,
+    exploration_actions=("creep",),  # edging up to the truck's front shows the sidewalk behind it
 )
 
 
@@ -392,6 +395,7 @@ STOPPED_LEAD_CAR = Scenario(
     default_cue_prob=0.6,
     max_steps=100,
     sampler=_sample_lead,
+    exploration_actions=("overtake", "wait"),  # one overtake step peeks past the van; waiting shows the cause
 )
 
 
@@ -463,6 +467,9 @@ OCCLUDED_LEFT_TURN = Scenario(
     default_cue_prob=0.0,
     max_steps=80,
     sampler=_sample_left_turn,
+    # The truck's shadow covers the far lane from every point of the approach and widens as the ego
+    # gets closer, so creeping does not reveal an oncoming car earlier: only time (waiting) does.
+    exploration_actions=("wait",),
 )
 
 SCENARIOS: dict[str, Scenario] = {

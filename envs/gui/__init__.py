@@ -11,8 +11,7 @@ screen (128x128 by default) with NumPy and Pillow's built-in font:
 Modules: :mod:`.font` (text), :mod:`.render` (display lists to pixels),
 :mod:`.widgets` (toolkit), :mod:`.editing` (text fields), :mod:`.app` (the app
 contract), one module per app, :mod:`.actions` (action space and helpers),
-:mod:`.env` (the Gymnasium envs), :mod:`.users` (scripted users),
-:mod:`.bench` (speed). Importing this package is cheap (registration only);
+:mod:`.env` (the Gymnasium envs), :mod:`.users` (scripted users). Speed: ``bench/env_speed.py``. Importing this package is cheap (registration only);
 this package never imports torch.
 """
 
