@@ -42,12 +42,13 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
+
+from .io import atomic_write_bytes
 
 __all__ = [
     "FORMAT",
@@ -133,15 +134,6 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def episode_path(out: Path, index: int) -> Path:
     return out / "episodes" / f"episode_{index:06d}.npz"
 
@@ -212,7 +204,7 @@ class EpisodeRecorder:
             arrays["actions"] = np.asarray(self.actions, np.int64)
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
-        _atomic_write_bytes(path, buf.getvalue())
+        atomic_write_bytes(path, buf.getvalue())
 
 
 def load_episode(path: str | Path) -> Episode:
@@ -284,7 +276,7 @@ def record_episodes(
                 )
         else:
             (out / "episodes").mkdir(parents=True, exist_ok=True)
-            _atomic_write_bytes(manifest_path, json.dumps(asdict(manifest), indent=2).encode())
+            atomic_write_bytes(manifest_path, json.dumps(asdict(manifest), indent=2).encode())
         (out / "episodes").mkdir(parents=True, exist_ok=True)
         todo = [i for i in range(episodes) if not episode_path(out, i).exists()]
         if len(todo) < episodes:

@@ -1,0 +1,23 @@
+"""Small file helpers shared by recorders and checkpoints."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["atomic_write_bytes"]
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a torn one.
+
+    Writes ``path.tmp``, flushes it to disk, then renames it over ``path``: an
+    interruption leaves at most a stray ``.tmp`` file.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
