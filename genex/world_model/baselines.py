@@ -1,0 +1,100 @@
+"""Reference world models: the floor (copy the last frame) and the ceiling (the simulator itself)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .protocol import check_context
+
+__all__ = ["CopyLastFrameWorldModel", "OracleWorldModel"]
+
+
+class CopyLastFrameWorldModel:
+    """Predicts that nothing changes: every imagined frame is the last context frame."""
+
+    context_is_state = True
+
+    def imagine(self, context_frames: np.ndarray, actions: Sequence[Any], num_samples: int = 1,
+                seed: int | None = None) -> np.ndarray:
+        """``uint8[K,H,W,3]``, ``T`` actions -> ``uint8[S,T,H,W,3]``."""
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        last = check_context(context_frames)[-1]
+        return np.broadcast_to(last, (num_samples, len(actions)) + last.shape).copy()
+
+    def imagine_batch(self, contexts: np.ndarray, actions: Sequence[Sequence[Any]],
+                      seed: int | None = None) -> np.ndarray:
+        contexts = check_context(contexts, batched=True)
+        t = len(actions[0]) if len(actions) else 0
+        last = contexts[:, -1]
+        return np.broadcast_to(last[:, None], (last.shape[0], t) + last.shape[1:]).copy()
+
+
+class OracleWorldModel:
+    """The upper bound: renders the *true* outcome with the simulator (snapshot/restore).
+
+    Args:
+        env: an env with ``snapshot()``/``restore(snapshot)`` (``genex`` envs), either
+            the live env (its state is snapshotted before and restored after every
+            rollout, so the live episode is untouched) or a private copy.
+        snapshot: the state to imagine from; ``None`` = the env's state at each
+            ``imagine`` call. Set it later with :meth:`sync`.
+
+    The context frames are ignored (the snapshot is the state). The simulator
+    is deterministic given the snapshot, so the ``S`` samples are identical.
+    After an episode ends inside a rollout, the last frame repeats.
+    """
+
+    context_is_state = False
+
+    def __init__(self, env: Any, snapshot: Any = None) -> None:
+        base = getattr(env, "unwrapped", env)
+        if not (hasattr(base, "snapshot") and hasattr(base, "restore")):
+            raise TypeError(f"{type(base).__name__} has no snapshot()/restore(); the oracle needs a genex env")
+        self.env = base
+        self.snapshot = snapshot
+
+    def sync(self, snapshot: Any) -> None:
+        """Imagine from ``snapshot`` (e.g. ``live_env.unwrapped.snapshot()``) from now on."""
+        self.snapshot = snapshot
+
+    def rollout(self, snapshot: Any, actions: Sequence[Any]) -> np.ndarray:
+        """``uint8[T,H,W,3]``: the true frames after each action from ``snapshot``; env state is restored after."""
+        try:
+            saved = self.env.snapshot()
+        except RuntimeError:  # a private env that was never reset has no state to keep
+            saved = None
+        try:
+            obs, _ = self.env.restore(snapshot)
+            frames, done = [], False
+            last = np.asarray(obs["image"])
+            for a in actions:
+                if not done:
+                    obs, _, terminated, truncated, _ = self.env.step(a)
+                    last = np.asarray(obs["image"])
+                    done = bool(terminated or truncated)
+                frames.append(last)
+            shape = (0,) + last.shape
+            return np.stack(frames).astype(np.uint8) if frames else np.zeros(shape, np.uint8)
+        finally:
+            if saved is not None:
+                self.env.restore(saved)
+
+    def imagine(self, context_frames: np.ndarray, actions: Sequence[Any], num_samples: int = 1,
+                seed: int | None = None, snapshot: Any = None) -> np.ndarray:
+        """``uint8[S,T,H,W,3]`` true futures (identical samples); ``snapshot`` overrides the synced one."""
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        snap = snapshot if snapshot is not None else self.snapshot
+        if snap is None:
+            snap = self.env.snapshot()
+        frames = self.rollout(snap, list(actions))
+        return np.broadcast_to(frames[None], (num_samples,) + frames.shape).copy()
+
+    def imagine_batch(self, contexts: np.ndarray, actions: Sequence[Sequence[Any]], seed: int | None = None,
+                      snapshots: Sequence[Any] | None = None) -> np.ndarray:
+        """One true future per action sequence, each from ``snapshots[b]`` (default: the synced snapshot)."""
+        snaps = list(snapshots) if snapshots is not None else [self.snapshot] * len(actions)
+        return np.stack([self.imagine(None, a, 1, snapshot=s)[0] for a, s in zip(actions, snaps)])

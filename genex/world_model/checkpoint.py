@@ -1,0 +1,169 @@
+"""World-model checkpoints: safetensors weights + ``config.json`` + a SHA-256 hash. Never pickle.
+
+A shipped checkpoint is a folder::
+
+    weights.safetensors   the (EMA) denoiser weights; header metadata holds the config JSON
+    config.json           {"format", "version", "model": WorldModelConfig, "sha256": of weights.safetensors,
+                           "data": ..., "command": ..., "train_seconds": ...}
+
+:func:`load_world_model` checks the hash (truncated/corrupt files fail with
+:class:`CorruptCheckpointError`) and, given an env, the frame size and action
+family (:class:`CheckpointMismatchError`). Writes are atomic (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..io import atomic_write_bytes
+from .config import WorldModelConfig
+from .denoiser import Denoiser
+
+__all__ = ["FORMAT", "VERSION", "CheckpointError", "CorruptCheckpointError", "CheckpointMismatchError",
+           "save_world_model", "load_world_model", "load_denoiser", "check_env_compatible", "sha256_file",
+           "atomic_write_bytes", "atomic_save_tensors"]
+
+FORMAT = "genex-world-model"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A world-model checkpoint cannot be used."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """The checkpoint's files are missing, truncated or corrupt."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """The checkpoint was made for another env, frame size or action space."""
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_save_tensors(tensors: Mapping[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_world_model(denoiser: Denoiser, out: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``weights.safetensors`` then ``config.json`` (with the weights' hash) into folder ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = denoiser.cfg
+    weights = out / "weights.safetensors"
+    atomic_save_tensors(denoiser.state_dict(), weights,
+                        metadata={"format": FORMAT, "version": str(VERSION), "config": cfg.to_json()})
+    meta = {"format": FORMAT, "version": VERSION, "model": cfg.to_dict(), "sha256": sha256_file(weights),
+            **(extra or {})}
+    atomic_write_bytes(out / "config.json", json.dumps(meta, indent=2).encode())
+    return out
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    cfg_path = path / "config.json"
+    if not path.is_dir():
+        raise CorruptCheckpointError(f"{path} is not a world-model checkpoint folder (expected weights.safetensors "
+                                     "and config.json inside)")
+    if not cfg_path.exists():
+        raise CorruptCheckpointError(f"{cfg_path} is missing; is {path} a world-model checkpoint folder?")
+    try:
+        meta = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorruptCheckpointError(f"{cfg_path} is not valid JSON ({e}); the checkpoint is corrupt") from e
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{cfg_path} is not a {FORMAT} checkpoint (format={meta.get('format')!r})")
+    if meta.get("version") != VERSION:
+        raise CheckpointError(f"{cfg_path} has version {meta.get('version')}; this genex reads version {VERSION}")
+    return meta
+
+
+def load_denoiser(path: str | Path, verify_hash: bool = True) -> tuple[Denoiser, dict[str, Any]]:
+    """Load the denoiser of checkpoint folder ``path``; returns ``(denoiser, metadata)``."""
+    path = Path(path)
+    meta = _read_meta(path)
+    weights = path / "weights.safetensors"
+    if not weights.exists():
+        raise CorruptCheckpointError(f"{weights} is missing")
+    if verify_hash and meta.get("sha256") and sha256_file(weights) != meta["sha256"]:
+        raise CorruptCheckpointError(
+            f"{weights} does not match the SHA-256 in config.json: the file is truncated or corrupt "
+            "(re-download or re-export the checkpoint)")
+    try:
+        cfg = WorldModelConfig.from_dict(meta["model"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CorruptCheckpointError(f"{path / 'config.json'} has an invalid model config: {e}") from e
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CorruptCheckpointError(f"{weights} cannot be read as safetensors ({e}); the file is truncated or "
+                                     "corrupt") from e
+    denoiser = Denoiser(cfg)
+    try:
+        denoiser.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointMismatchError(f"{weights} does not fit its config: {e}") from e
+    meta["path"] = str(path)
+    return denoiser, meta
+
+
+def check_env_compatible(cfg: WorldModelConfig, env: Any, source: str = "checkpoint") -> None:
+    """Raise :class:`CheckpointMismatchError` unless ``env``'s frames and actions fit ``cfg``."""
+    base = getattr(env, "unwrapped", env)
+    space = getattr(env, "observation_space", None)
+    try:
+        shape = tuple(space["image"].shape)
+    except (TypeError, KeyError):
+        shape = tuple(getattr(space, "shape", ()) or ())
+    if shape[:2] != (cfg.height, cfg.width):
+        env_id = getattr(getattr(env, "spec", None), "id", type(base).__name__)
+        raise CheckpointMismatchError(
+            f"{source} imagines {cfg.height}x{cfg.width} frames but {env_id} renders {shape[0]}x{shape[1]}; "
+            f"use a checkpoint trained for this env and frame size (or make the env with width={cfg.width}, "
+            f"height={cfg.height})")
+    action_space = getattr(env, "action_space", None)
+    is_dict = hasattr(action_space, "spaces") and "type" in getattr(action_space, "spaces", {})
+    if cfg.action_family == "gui" and not is_dict:
+        raise CheckpointMismatchError(f"{source} is a GUI world model but the env's actions are {action_space}")
+    if cfg.action_family == "discrete":
+        if is_dict:
+            raise CheckpointMismatchError(f"{source} is a driving (discrete-action) world model but the env has "
+                                          f"GUI actions; use a GUI checkpoint")
+        names = getattr(base, "action_names", None)
+        if names is not None:
+            missing = sorted(set(names) - set(cfg.action_vocab))
+            if missing:
+                raise CheckpointMismatchError(f"{source} does not know the env's actions {missing} "
+                                              f"(vocabulary {list(cfg.action_vocab)})")
+
+
+def load_world_model(path: str | Path, env: Any = None, device: str = "auto", verify_hash: bool = True):
+    """Load a :class:`~genex.world_model.model.DiffusionWorldModel` from checkpoint folder ``path``.
+
+    With ``env`` (a Gymnasium env), check frame size and actions against it and
+    adopt its ``action_names``.
+    """
+    from .model import DiffusionWorldModel
+
+    denoiser, meta = load_denoiser(path, verify_hash=verify_hash)
+    model = DiffusionWorldModel(denoiser, info=meta, device=device)
+    if env is not None:
+        model.bind(env)
+    return model

@@ -1,0 +1,95 @@
+"""``genex train-world-model`` and ``genex eval-world-model`` (added to the ``genex`` CLI)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["add_commands"]
+
+log = logging.getLogger(__name__)
+
+
+def _set_threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .checkpoint import CheckpointError
+    from .config import preset
+    from .train import TrainingStateError, train_world_model
+
+    _set_threads(args.threads)
+    overrides = {}
+    for k in ("max_steps", "batch_size", "checkpoint_every", "eval_every", "seed", "lr"):
+        v = getattr(args, k)
+        if v is not None:
+            overrides[k] = v
+    try:
+        model_cfg, train_cfg = preset(args.config, **overrides)
+    except ValueError as e:
+        raise SystemExit(f"genex train-world-model: {e}") from e
+    command = "genex " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if args.command_line is None else args.command_line
+    t0 = time.time()
+    try:
+        metrics = train_world_model(args.data, args.out, model_cfg, train_cfg, resume=args.resume, device=args.device,
+                                    progress=not args.quiet, command=command, stop_after=args.stop_after)
+    except (TrainingStateError, CheckpointError, ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"genex train-world-model: {e}") from e
+    print(f"trained to step {metrics.get('step')} in {time.time() - t0:.0f}s; model in {Path(args.out) / 'model'}; "
+          f"last metrics {json.dumps({k: v for k, v in metrics.items() if k != 'step'})}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .checkpoint import CheckpointError
+    from .evaluate import evaluate_cli
+
+    _set_threads(args.threads)
+    try:
+        return evaluate_cli(args)
+    except (CheckpointError, ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"genex eval-world-model: {e}") from e
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("train-world-model", help="train the action-conditioned diffusion world model")
+    s.add_argument("--data", action="append", required=True, help="recording folder from `genex record` (repeatable)")
+    s.add_argument("--config", default="small", help="preset: tiny, small (driving 64x64), gui-small (GUI 128x128)")
+    s.add_argument("--out", required=True, help="run folder (checkpoints, metrics.csv, model/)")
+    s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    s.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, mps")
+    s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    s.add_argument("--max-steps", type=int, default=None)
+    s.add_argument("--batch-size", type=int, default=None)
+    s.add_argument("--lr", type=float, default=None)
+    s.add_argument("--checkpoint-every", type=int, default=None)
+    s.add_argument("--eval-every", type=int, default=None)
+    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
+    s.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("eval-world-model", help="PSNR/SSIM per horizon vs copy-last and oracle on held-out episodes")
+    s.add_argument("--checkpoint", required=True, help="checkpoint folder (weights.safetensors + config.json)")
+    s.add_argument("--data", action="append", required=True, help="held-out recording folder (repeatable)")
+    s.add_argument("--out", required=True, help="folder for metrics.json, metrics.csv and the figure")
+    s.add_argument("--horizon", type=int, default=8)
+    s.add_argument("--samples", type=int, default=4, help="imagined futures per window (for diversity)")
+    s.add_argument("--stride", type=int, default=8, help="steps between evaluation windows in an episode")
+    s.add_argument("--max-episodes", type=int, default=None, help="per data folder")
+    s.add_argument("--no-oracle", action="store_true", help="skip the oracle (it replays the env)")
+    s.add_argument("--steps", type=int, default=None, help="override the checkpoint's denoising steps")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_eval)

@@ -1,0 +1,158 @@
+"""Typed, serialisable configuration of the diffusion world model.
+
+A :class:`WorldModelConfig` fixes everything a checkpoint depends on: the
+frame size, the number of context frames ``K``, the action vocabulary, the
+network widths and the EDM/sampling constants. It is saved next to the
+weights (``config.json``) and checked when a checkpoint is loaded.
+
+Presets (``--config NAME``): ``tiny`` (tests, seconds), ``small`` (driving,
+64x64) and ``gui-small`` (GUI apps, 128x128).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+__all__ = ["DRIVING_ACTION_VOCAB", "GUI_ACTION_TYPES", "GUI_KEYS", "WorldModelConfig", "TrainConfig", "PRESETS",
+           "preset"]
+
+#: One vocabulary of driving action *names*, so one model serves every driving scenario.
+DRIVING_ACTION_VOCAB: tuple[str, ...] = ("accelerate", "cruise", "brake", "creep", "wait", "overtake")
+#: GUI action types and keys, in the order of ``genex.envs.gui.actions`` (kept here: no env import).
+GUI_ACTION_TYPES: tuple[str, ...] = ("click", "type", "key", "scroll", "wait")
+GUI_KEYS: tuple[str, ...] = ("enter", "tab", "backspace", "delete", "escape", "up", "down", "left", "right", "home",
+                             "end", "select_all")
+
+
+@dataclass(frozen=True)
+class WorldModelConfig:
+    """What a world-model checkpoint is (shapes, conditioning, network, EDM constants).
+
+    Attributes:
+        height, width: frame size in pixels (frames are ``uint8[H, W, 3]``).
+        context: ``K``, number of past frames stacked as input channels.
+        action_family: ``"discrete"`` (driving: an embedding per action name) or
+            ``"gui"`` (type + key + hashed text embeddings and a click blob map).
+        action_vocab: names of the discrete actions (``discrete``) or action types (``gui``).
+        patch: pixel-unshuffle factor before the UNet (2 halves the UNet's resolution: 4x cheaper).
+        channels: UNet ``block_out_channels``; ``layers_per_block``: resnets per block.
+        attention: add self-attention at the lowest resolution.
+        cond_dim: width of the conditioning vector (noise level + action).
+        text_buckets, text_length: hashed character-bigram vocabulary for typed text.
+        blob_sigma: radius (pixels) of the Gaussian click map.
+        residual: diffuse the change ``next - last context frame`` instead of the frame itself
+            (copy-last is then the zero prediction; ``sigma_data`` is the std of that change).
+        sigma_data, p_mean, p_std: EDM preconditioning and training noise distribution.
+        sigma_min, sigma_max, rho: Karras sampling schedule; ``steps`` denoising steps; ``sampler`` euler|heun.
+    """
+
+    height: int = 64
+    width: int = 64
+    context: int = 4
+    action_family: str = "discrete"
+    action_vocab: tuple[str, ...] = DRIVING_ACTION_VOCAB
+    patch: int = 2
+    channels: tuple[int, ...] = (32, 64, 64)
+    layers_per_block: int = 1
+    attention: bool = False
+    cond_dim: int = 128
+    text_buckets: int = 512
+    text_length: int = 16
+    blob_sigma: float = 3.0
+    residual: bool = True
+    sigma_data: float = 0.2
+    p_mean: float = -1.3
+    p_std: float = 1.2
+    sigma_min: float = 0.002
+    sigma_max: float = 2.0
+    rho: float = 7.0
+    steps: int = 3
+    sampler: str = "euler"
+
+    def __post_init__(self) -> None:
+        if self.action_family not in ("discrete", "gui"):
+            raise ValueError(f"action_family must be 'discrete' or 'gui', got {self.action_family!r}")
+        if self.sampler not in ("euler", "heun"):
+            raise ValueError(f"sampler must be 'euler' or 'heun', got {self.sampler!r}")
+        if self.context < 1 or self.steps < 1:
+            raise ValueError(f"context and steps must be >= 1, got context={self.context}, steps={self.steps}")
+        down = self.patch * 2 ** (len(self.channels) - 1)
+        if self.height % down or self.width % down:
+            raise ValueError(f"height/width ({self.height}x{self.width}) must be divisible by patch*2^(levels-1)="
+                             f"{down}; change the frame size, patch or channels")
+        if self.action_family == "gui" and tuple(self.action_vocab) != GUI_ACTION_TYPES:
+            raise ValueError(f"gui action_vocab must be {GUI_ACTION_TYPES}")
+
+    @property
+    def num_actions(self) -> int:
+        return len(self.action_vocab)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["action_vocab"] = list(self.action_vocab)
+        d["channels"] = list(self.channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "WorldModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown world-model config keys {unknown}; is this checkpoint from a newer genex?")
+        d = dict(d)
+        for k in ("action_vocab", "channels"):
+            if k in d:
+                d[k] = tuple(d[k])
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def replace(self, **changes: Any) -> "WorldModelConfig":
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (not part of the model's identity)."""
+
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    warmup_steps: int = 100
+    max_steps: int = 2500
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    checkpoint_every: int = 500
+    eval_every: int = 500
+    log_every: int = 25
+    eval_episodes: int = 4
+    seed: int = 0
+
+
+PRESETS: dict[str, tuple[WorldModelConfig, TrainConfig]] = {
+    "tiny": (WorldModelConfig(height=16, width=16, context=2, patch=1, channels=(16, 32), cond_dim=32,
+                              text_buckets=64, text_length=8),
+             TrainConfig(batch_size=8, lr=2e-3, warmup_steps=5, max_steps=60, ema_decay=0.9, checkpoint_every=20,
+                         eval_every=30, log_every=5, eval_episodes=1)),
+    "small": (WorldModelConfig(),
+              TrainConfig()),
+    "gui-small": (WorldModelConfig(height=128, width=128, context=2, action_family="gui",
+                                   action_vocab=GUI_ACTION_TYPES, patch=4, channels=(48, 64, 96), blob_sigma=4.0),
+                  TrainConfig(batch_size=16)),
+}
+
+
+def preset(name: str, **overrides: Any) -> tuple[WorldModelConfig, TrainConfig]:
+    """The ``(model, train)`` configs of preset ``name``; ``overrides`` replace fields of either."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown world-model config {name!r}; choose one of {sorted(PRESETS)}")
+    model, train = PRESETS[name]
+    mk = {k: v for k, v in overrides.items() if k in {f.name for f in fields(WorldModelConfig)}}
+    tk = {k: v for k, v in overrides.items() if k in {f.name for f in fields(TrainConfig)}}
+    bad = sorted(set(overrides) - set(mk) - set(tk))
+    if bad:
+        raise ValueError(f"unknown config field(s) {bad}")
+    return replace(model, **mk), replace(train, **tk)

@@ -1,0 +1,120 @@
+"""Training data: recorded episodes (``genex record``) cut into next-frame windows.
+
+A window at step ``t`` of an episode is ``(context, action, target)`` with
+``context = frames[t-K+1 .. t]`` (frames before the start repeat the reset
+frame), ``action = actions[t]`` and ``target = frames[t+1]``. All frames of a
+dataset are held in memory as ``uint8``; batches are drawn by a NumPy
+``Generator`` whose state is checkpointed, so a resumed run draws the same
+batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..recording import iter_episodes, read_manifest
+from .actions import encode_actions
+from .config import WorldModelConfig
+from .denoiser import Batch
+
+__all__ = ["EpisodeData", "WindowDataset", "load_recordings", "split_episodes"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EpisodeData:
+    """One episode ready for the model: ``frames`` uint8[T+1,H,W,3], ``actions`` float32[T,A] (encoded)."""
+
+    frames: np.ndarray
+    actions: np.ndarray
+    raw_actions: list
+    env_id: str
+    seed: int
+    meta: dict
+
+
+def load_recordings(dirs: Sequence[str | Path], cfg: WorldModelConfig, limit: int | None = None) -> list[EpisodeData]:
+    """Episodes of every recording folder in ``dirs``, checked against ``cfg`` (frame size, actions)."""
+    out: list[EpisodeData] = []
+    for d in dirs:
+        manifest = read_manifest(d)
+        h, w = manifest.image_shape[:2]
+        if (h, w) != (cfg.height, cfg.width):
+            raise ValueError(f"{d} holds {h}x{w} frames but the world-model config expects {cfg.height}x{cfg.width}; "
+                             f"record with matching --env-kwargs or pick another --config")
+        if cfg.action_family == "discrete":
+            missing = sorted(set(manifest.action_names) - set(cfg.action_vocab))
+            if missing:
+                raise ValueError(f"{d} ({manifest.env_id}) uses actions {missing} outside the model's vocabulary "
+                                 f"{list(cfg.action_vocab)}")
+        n = 0
+        for ep in iter_episodes(d):
+            if len(ep) == 0:
+                continue
+            out.append(EpisodeData(frames=ep.frames, actions=encode_actions(ep.actions, cfg, manifest.action_names),
+                                   raw_actions=list(ep.actions), env_id=manifest.env_id,
+                                   seed=int(ep.meta.get("seed", -1)), meta=ep.meta))
+            n += 1
+            if limit is not None and n >= limit:
+                break
+        log.info("loaded %d episodes from %s (%s)", n, d, manifest.env_id)
+    if not out:
+        raise ValueError(f"no episodes found in {list(map(str, dirs))}")
+    return out
+
+
+def split_episodes(episodes: list[EpisodeData], eval_fraction: float = 0.05,
+                   max_eval: int = 16) -> tuple[list[EpisodeData], list[EpisodeData]]:
+    """Deterministic train/validation split: every ``1/eval_fraction``-th episode goes to validation."""
+    stride = max(2, int(round(1 / eval_fraction))) if eval_fraction > 0 else 0
+    if not stride:
+        return episodes, []
+    val = [e for i, e in enumerate(episodes) if i % stride == stride - 1][:max_eval]
+    ids = {id(e) for e in val}
+    return [e for e in episodes if id(e) not in ids], val
+
+
+class WindowDataset:
+    """All next-frame windows of a list of episodes; ``sample(rng, n)`` draws a :class:`Batch`."""
+
+    def __init__(self, episodes: list[EpisodeData], context: int) -> None:
+        if not episodes:
+            raise ValueError("WindowDataset needs at least one episode")
+        self.context = context
+        self.frames = torch.from_numpy(np.concatenate([e.frames for e in episodes]))
+        self.actions = torch.from_numpy(np.concatenate([e.actions for e in episodes]))
+        starts, steps, first = [], [], []
+        f0 = 0
+        for e in episodes:
+            t = len(e.actions)
+            steps.append(f0 + np.arange(t))
+            first.append(np.full(t, f0))
+            f0 += t + 1
+        self.frame_index = np.concatenate(steps)  # frame index of frame t of each window
+        self.first_index = np.concatenate(first)  # reset frame of its episode
+        a0 = 0
+        for e in episodes:
+            starts.append(a0 + np.arange(len(e.actions)))
+            a0 += len(e.actions)
+        self.action_index = np.concatenate(starts)
+
+    def __len__(self) -> int:
+        return len(self.frame_index)
+
+    def get(self, idx: np.ndarray) -> Batch:
+        k = self.context
+        t = self.frame_index[idx]
+        offs = np.arange(-k + 1, 1)
+        ctx = np.maximum(t[:, None] + offs[None, :], self.first_index[idx][:, None])
+        return Batch(context=self.frames[torch.from_numpy(ctx)], action=self.actions[torch.from_numpy(self.action_index[idx])],
+                     target=self.frames[torch.from_numpy(t + 1)])
+
+    def sample(self, rng: np.random.Generator, n: int) -> Batch:
+        return self.get(rng.integers(0, len(self), size=n))

@@ -1,0 +1,383 @@
+"""Evaluating world models on held-out recorded episodes.
+
+Windows: in each episode, every ``stride`` steps ``t0`` (with ``t0 + T`` inside
+the episode), the context is ``frames[t0-K+1 .. t0]`` (reset frame repeated
+before the start), the actions ``actions[t0 .. t0+T-1]`` and the truth
+``frames[t0+1 .. t0+T]``.
+
+Metrics, per horizon step ``h = 1..T`` and model:
+
+* ``psnr``: PSNR in dB (identical frames capped at 60 dB), mean over windows
+  and samples; ``ssim``: SSIM (Gaussian 11x11 window, sigma 1.5, per channel);
+* ``diversity``: mean over pixels of the standard deviation across the ``S``
+  samples (0..255 units), i.e. how much the imagined futures disagree. It is
+  reported separately for *unresolved* windows (the scenario's hidden agent
+  is not visible in any context frame of an episode where it appears later)
+  and *resolved* windows (fully visible: it is in view, or the episode has no
+  hidden agent and the window starts after the last step of the first half).
+
+The oracle needs the simulator: ``make_env(env_id, env_kwargs)`` rebuilds the
+recorded env, which is replayed from ``reset(seed)`` with the recorded actions
+and snapshotted at every window start.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .data import EpisodeData
+
+__all__ = ["Window", "make_windows", "psnr", "ssim", "evaluate_models", "save_strip_figure", "click_transitions"]
+
+log = logging.getLogger(__name__)
+
+#: the fact whose (in)visibility makes a window's future uncertain, per scenario
+HIDDEN_FACT = {"OccludedCrosswalk": "pedestrian", "OccludedLeftTurn": "oncoming_vehicle",
+               "StoppedLeadCar": "pedestrian"}
+
+
+@dataclass
+class Window:
+    episode: int
+    t0: int
+    context: np.ndarray  # uint8[K,H,W,3]
+    actions: list  # T raw actions
+    truth: np.ndarray  # uint8[T,H,W,3]
+    group: str  # "unresolved", "resolved" or ""
+
+
+def _group(ep: EpisodeData, t0: int, k: int, facts: Sequence[str] | None, visible: np.ndarray | None) -> str:
+    name = ep.env_id.split("/")[-1].removesuffix("-v0")
+    fact = HIDDEN_FACT.get(name)
+    if fact is None or facts is None or visible is None or fact not in facts:
+        return ""
+    col = visible[:, list(facts).index(fact)]
+    ctx = col[max(0, t0 - k + 1): t0 + 1]
+    if ctx.any():
+        return "resolved"
+    if col.any() and t0 < int(np.argmax(col)):
+        return "unresolved"
+    if not col.any() and t0 >= len(col) // 2:
+        return "resolved"
+    return ""
+
+
+def make_windows(episodes: Sequence[EpisodeData], context: int, horizon: int, stride: int,
+                 facts: Mapping[str, Sequence[str]] | None = None) -> list[Window]:
+    out = []
+    for i, ep in enumerate(episodes):
+        n = len(ep.raw_actions)
+        for t0 in range(0, n - horizon + 1, stride):
+            idx = np.maximum(np.arange(t0 - context + 1, t0 + 1), 0)
+            vis = ep.meta.get("_visible")
+            out.append(Window(i, t0, ep.frames[idx], ep.raw_actions[t0:t0 + horizon],
+                              ep.frames[t0 + 1:t0 + 1 + horizon],
+                              _group(ep, t0, context, (facts or {}).get(ep.env_id), vis)))
+    return out
+
+
+def psnr(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """PSNR (dB) over the last three axes ``[..., H, W, 3]``, capped at 60 dB."""
+    mse = ((pred.astype(np.float64) - truth.astype(np.float64)) ** 2).reshape(*pred.shape[:-3], -1).mean(-1)
+    return 10 * np.log10(255.0**2 / np.maximum(mse, 255.0**2 * 1e-6))
+
+
+def ssim(pred: np.ndarray, truth: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """SSIM over the last three axes ``[..., H, W, 3]`` (Gaussian window 11, sigma 1.5, mean over channels).
+
+    Computed in chunks of ``chunk`` images to bound memory."""
+    lead = pred.shape[:-3]
+    xs = pred.reshape(-1, *pred.shape[-3:])
+    ys = truth.reshape(-1, *truth.shape[-3:])
+    g = torch.exp(-(torch.arange(11, dtype=torch.float32) - 5) ** 2 / (2 * 1.5**2))
+    g = g / g.sum()
+    win = (g[:, None] * g[None, :]).expand(3, 1, 11, 11).contiguous()
+
+    def blur(z: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(z, win, groups=3)
+
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    out = []
+    for i in range(0, len(xs), chunk):
+        x = torch.from_numpy(np.ascontiguousarray(xs[i:i + chunk])).float().movedim(-1, 1)
+        y = torch.from_numpy(np.ascontiguousarray(ys[i:i + chunk])).float().movedim(-1, 1)
+        mx, my = blur(x), blur(y)
+        sxx, syy, sxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+        s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
+        out.append(s.flatten(1).mean(1))
+    return torch.cat(out).numpy().reshape(lead)
+
+
+def _chunks(n: int, size: int) -> list[slice]:
+    return [slice(i, min(n, i + size)) for i in range(0, n, size)]
+
+
+def evaluate_models(models: Mapping[str, Any], windows: Sequence[Window], num_samples: int, seed: int = 0,
+                    snapshots: Sequence[Any] | None = None, batch_size: int = 64, progress: bool = True,
+                    model_actions: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Per-horizon PSNR/SSIM (and diversity) of each model; returns ``(metrics, imagined)``.
+
+    Models named ``"oracle"`` are called per window with ``snapshot=snapshots[i]``;
+    the others through ``imagine_batch``, ``num_samples`` samples for ``"diffusion"``
+    and one otherwise. ``model_actions[name]`` replaces the windows' raw actions
+    for that model (e.g. pre-encoded ``float32[N, T, A]``).
+    ``imagined[name]`` is ``uint8[N, S, T, H, W, 3]``.
+    """
+    from tqdm.auto import tqdm
+
+    truth = np.stack([w.truth for w in windows])  # [N,T,H,W,3]
+    contexts = np.stack([w.context for w in windows])
+    actions = [w.actions for w in windows]
+    groups = np.array([w.group for w in windows])
+    metrics: dict[str, Any] = {"windows": len(windows), "horizon": int(truth.shape[1]), "models": {}}
+    imagined: dict[str, np.ndarray] = {}
+    for name, model in models.items():
+        s = num_samples if name == "diffusion" else 1
+        acts_all = (model_actions or {}).get(name, actions)
+        parts = []
+        if name == "oracle":
+            for i in tqdm(range(len(windows)), desc="oracle", disable=not progress):
+                parts.append(model.imagine(contexts[i], acts_all[i], 1, snapshot=snapshots[i])[None])
+        else:
+            n = len(windows)
+            for sl in tqdm(_chunks(n, max(1, batch_size // s)), desc=name, disable=not progress):
+                ctx = np.repeat(contexts[sl], s, axis=0)
+                acts = acts_all[sl]
+                acts = np.repeat(acts, s, axis=0) if isinstance(acts, np.ndarray) else [a for a in acts for _ in range(s)]
+                out = model.imagine_batch(ctx, acts, seed=seed + sl.start)
+                parts.append(out.reshape(sl.stop - sl.start, s, *out.shape[1:]))
+        pred = np.concatenate(parts)  # [N,S,T,H,W,3]
+        imagined[name] = pred
+        p = psnr(pred, truth[:, None])  # [N,S,T]
+        q = ssim(pred, np.broadcast_to(truth[:, None], pred.shape))
+        m = {"psnr": p.mean((0, 1)).tolist(), "ssim": q.mean((0, 1)).tolist(),
+             "psnr_std_over_windows": p.mean(1).std(0).tolist()}
+        if s > 1:
+            div = pred.astype(np.float32).std(1).mean((-3, -2, -1))  # [N,T]
+            m["diversity"] = div.mean(0).tolist()
+            for g in ("unresolved", "resolved"):
+                if (groups == g).any():
+                    m[f"diversity_{g}"] = div[groups == g].mean(0).tolist()
+                    m[f"windows_{g}"] = int((groups == g).sum())
+        metrics["models"][name] = m
+    return metrics, imagined
+
+
+def save_strip_figure(path: str | Path, windows: Sequence[Window], imagined: Mapping[str, np.ndarray],
+                      rows: int = 3, seed: int = 0) -> Path:
+    """A PNG: for a few windows, the real future strip above each model's imagined strip (sample 0)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(windows), size=min(rows, len(windows)), replace=False)
+    names = ["real"] + list(imagined)
+    t = windows[0].truth.shape[0]
+    fig, axes = plt.subplots(len(pick) * len(names), 1, figsize=(1.2 * t, 1.3 * len(pick) * len(names)))
+    axes = np.atleast_1d(axes)
+    for r, i in enumerate(pick):
+        for j, name in enumerate(names):
+            strip = windows[i].truth if name == "real" else imagined[name][i, 0]
+            ax = axes[r * len(names) + j]
+            ax.imshow(np.concatenate(list(strip), axis=1))
+            ax.set_yticks([])
+            ax.set_xticks([])
+            ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def click_transitions(model: Any, episodes: Sequence[EpisodeData], min_changed: float = 0.05, seed: int = 0,
+                      batch_size: int = 32) -> dict[str, Any]:
+    """GUI check: after clicks that change the screen a lot (a tab or dialog opens), is the imagined next
+    screen closer (PSNR) to the true next screen than to the current one?
+
+    A click "opens something" when at least ``min_changed`` of the pixels change. Returns the fraction
+    of such clicks where ``PSNR(imagined, next) > PSNR(imagined, current)`` and the mean PSNRs.
+    """
+    cfg = model.cfg
+    ctxs, acts, cur, nxt = [], [], [], []
+    for ep in episodes:
+        for t, a in enumerate(ep.raw_actions):
+            if not isinstance(a, Mapping) or int(a.get("type", -1)) != 0:
+                continue
+            changed = (ep.frames[t] != ep.frames[t + 1]).any(-1).mean()
+            if changed < min_changed:
+                continue
+            idx = np.maximum(np.arange(t - cfg.context + 1, t + 1), 0)
+            ctxs.append(ep.frames[idx])
+            acts.append(ep.actions[t:t + 1])
+            cur.append(ep.frames[t])
+            nxt.append(ep.frames[t + 1])
+    if not ctxs:
+        return {"clicks": 0}
+    preds = []
+    for sl in _chunks(len(ctxs), batch_size):
+        preds.append(model.imagine_batch(np.stack(ctxs[sl]), np.stack(acts[sl]).astype(np.float32),
+                                         seed=seed + sl.start)[:, 0])
+    pred = np.concatenate(preds)
+    to_next, to_cur = psnr(pred, np.stack(nxt)), psnr(pred, np.stack(cur))
+    return {"clicks": len(ctxs), "min_changed": min_changed,
+            "closer_to_next": float((to_next > to_cur).mean()),
+            "psnr_to_next": float(to_next.mean()), "psnr_to_current": float(to_cur.mean()),
+            "copy_last_psnr_to_next": float(psnr(np.stack(cur), np.stack(nxt)).mean())}
+
+
+def evaluate_cli(args: Any) -> int:
+    """``genex eval-world-model`` (see :mod:`.cli`)."""
+    import gymnasium as gym
+
+    from ..recording import iter_episodes, read_manifest
+    from .actions import encode_actions
+    from .baselines import CopyLastFrameWorldModel, OracleWorldModel
+    from .checkpoint import load_world_model
+
+    model = load_world_model(args.checkpoint, device=args.device)
+    if getattr(args, "steps", None):
+        model.denoiser.cfg = model.cfg = model.cfg.replace(steps=args.steps)  # sampling-only override
+    cfg = model.cfg
+    episodes: list[EpisodeData] = []
+    facts: dict[str, list[str]] = {}
+    manifests = {}
+    for d in args.data:
+        m = read_manifest(d)
+        manifests[m.env_id] = m
+        facts[m.env_id] = list(m.facts)
+        for i, ep in enumerate(iter_episodes(d)):
+            if args.max_episodes is not None and i >= args.max_episodes:
+                break
+            if len(ep) == 0:
+                continue
+            if ep.frames.shape[1:3] != (cfg.height, cfg.width):
+                raise ValueError(f"{d} holds {ep.frames.shape[1]}x{ep.frames.shape[2]} frames; the checkpoint "
+                                 f"imagines {cfg.height}x{cfg.width}")
+            meta = dict(ep.meta, _visible=ep.visible)
+            episodes.append(EpisodeData(ep.frames, encode_actions(ep.actions, cfg, m.action_names), list(ep.actions),
+                                        m.env_id, int(ep.meta.get("seed", -1)), meta))
+    windows = make_windows(episodes, cfg.context, args.horizon, args.stride, facts)
+    if not windows:
+        raise ValueError(f"no windows of {args.horizon} steps in the held-out episodes")
+    # encode actions per window with its own env's action names
+    names = {eid: m.action_names for eid, m in manifests.items()}
+    enc = np.stack([encode_actions(w.actions, cfg, names[episodes[w.episode].env_id]) for w in windows])
+
+    models: dict[str, Any] = {"diffusion": model, "copy_last": CopyLastFrameWorldModel()}
+    snapshots = None
+    if not args.no_oracle:
+        snapshots = _replay_snapshots(episodes, windows, manifests, gym)
+        oracles = {eid: OracleWorldModel(make_env(eid, m.env_kwargs)) for eid, m in manifests.items()}
+
+        class _Oracle:
+            """Dispatches each window to the oracle of its env (snapshots are ``(env_id, snapshot)``)."""
+
+            context_is_state = False
+
+            def imagine(self, ctx: Any, acts: Any, s: int, snapshot: Any = None) -> np.ndarray:
+                return oracles[snapshot[0]].imagine(ctx, acts, s, snapshot=snapshot[1])
+
+        models["oracle"] = _Oracle()
+    metrics, imagined = evaluate_models(models, windows, args.samples, seed=args.seed, snapshots=snapshots,
+                                        model_actions={"diffusion": enc})
+    if cfg.action_family == "gui":
+        metrics["gui_clicks"] = click_transitions(model, episodes, seed=args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics["checkpoint"] = str(args.checkpoint)
+    metrics["data"] = [str(d) for d in args.data]
+    metrics["samples"] = args.samples
+    metrics["stride"] = args.stride
+    metrics["sampling_steps"] = cfg.steps
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    with open(out / "metrics.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["model", "horizon", "psnr", "ssim", "diversity"])
+        for name, m in metrics["models"].items():
+            for h in range(metrics["horizon"]):
+                w.writerow([name, h + 1, f"{m['psnr'][h]:.3f}", f"{m['ssim'][h]:.4f}",
+                            f"{m['diversity'][h]:.3f}" if "diversity" in m else ""])
+    save_strip_figure(out / "strips.png", windows, imagined)
+    print(format_table(metrics))
+    if "gui_clicks" in metrics:
+        print("clicks that open a tab/dialog:", json.dumps(metrics["gui_clicks"]))
+    print(f"wrote {out / 'metrics.json'}, {out / 'metrics.csv'}, {out / 'strips.png'}")
+    return 0
+
+
+def format_table(metrics: Mapping[str, Any]) -> str:
+    names = list(metrics["models"])
+    lines = ["| h | " + " | ".join(f"{n} PSNR | {n} SSIM" for n in names) + " |",
+             "|---|" + "---|---|" * len(names)]
+    for h in range(metrics["horizon"]):
+        cells = []
+        for n in names:
+            m = metrics["models"][n]
+            cells += [f"{m['psnr'][h]:.2f}", f"{m['ssim'][h]:.3f}"]
+        lines.append(f"| {h + 1} | " + " | ".join(cells) + " |")
+    d = metrics["models"].get("diffusion", {})
+    for g in ("diversity", "diversity_unresolved", "diversity_resolved"):
+        if g in d:
+            lines.append(f"{g} (per h): " + " ".join(f"{v:.2f}" for v in d[g]) +
+                         (f"  [{d.get('windows_' + g.split('_')[-1], '')} windows]" if g != "diversity" else ""))
+    return "\n".join(lines)
+
+
+def make_env(env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> Any:
+    """Build a recorded env by id for the oracle. Only the evaluation command does this: the env
+    package is imported lazily by name (``genex.envs``, then ``genex.envs.gui``), never at module import."""
+    import importlib
+
+    import gymnasium as gym
+
+    importlib.import_module("genex.envs")  # registers the driving envs
+    if env_id not in gym.registry:
+        try:
+            importlib.import_module("genex.envs.gui").register_gui_envs()
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"cannot build {env_id!r} for the oracle ({e}); use --no-oracle") from e
+    return gym.make(env_id, **dict(env_kwargs or {}))
+
+
+def _replay_snapshots(episodes: Sequence[EpisodeData], windows: Sequence[Window], manifests: Mapping[str, Any],
+                      gym: Any) -> list[Any]:
+    """Replay each episode from ``reset(seed)`` with its recorded actions; snapshot at each window start."""
+    by_ep: dict[int, list[int]] = {}
+    for j, w in enumerate(windows):
+        by_ep.setdefault(w.episode, []).append(j)
+    snaps: list[Any] = [None] * len(windows)
+    envs: dict[str, Any] = {}
+    mismatches = 0
+    for i, js in by_ep.items():
+        ep = episodes[i]
+        if ep.env_id not in envs:
+            envs[ep.env_id] = make_env(ep.env_id, manifests[ep.env_id].env_kwargs)
+        env = envs[ep.env_id]
+        obs, _ = env.reset(seed=ep.seed)
+        starts = {windows[j].t0: j for j in js}
+        for t, a in enumerate(ep.raw_actions):
+            if t in starts:
+                snaps[starts[t]] = (ep.env_id, env.unwrapped.snapshot())
+                if not np.array_equal(obs["image"], ep.frames[t]):
+                    mismatches += 1
+            if t >= max(starts):
+                break
+            obs, *_ = env.step(a)
+    if mismatches:
+        log.warning("%d window starts replayed to frames that differ from the recording (non-deterministic env?)",
+                    mismatches)
+    for e in envs.values():
+        e.close()
+    return snaps

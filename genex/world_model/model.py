@@ -1,0 +1,122 @@
+"""``DiffusionWorldModel``: the trained denoiser rolled out autoregressively.
+
+Each imagined step samples the next frame from the last ``K`` frames and the
+action (a few Euler/Heun steps), then slides the window. ``S`` samples run as
+one batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .actions import action_dim, encode_actions
+from .config import WorldModelConfig
+from .denoiser import Denoiser, to_uint8
+from .protocol import check_context
+from .sampler import sample_next_frame
+
+__all__ = ["DiffusionWorldModel", "select_device"]
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``"auto"`` picks CUDA, then Apple MPS, then CPU; otherwise ``torch.device(name)``."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+class DiffusionWorldModel:
+    """Action-conditioned next-frame diffusion model implementing the ``WorldModel`` protocol.
+
+    Args:
+        denoiser: the trained :class:`Denoiser` (EMA weights for inference).
+        action_names: the env's ``action_names`` so integer actions map onto the
+            model's name vocabulary (driving); ignored for GUI models.
+        info: checkpoint metadata (training command, data, ...), for reference.
+    """
+
+    context_is_state = True
+
+    def __init__(self, denoiser: Denoiser, action_names: Sequence[str] | None = None,
+                 info: dict[str, Any] | None = None, device: str | torch.device = "auto") -> None:
+        self.device = select_device(device) if isinstance(device, str) else device
+        self.denoiser = denoiser.to(self.device).eval()
+        self.cfg: WorldModelConfig = denoiser.cfg
+        self.action_names = tuple(action_names) if action_names is not None else None
+        self.info = dict(info or {})
+
+    # --------------------------------------------------------------- env binding
+    def bind(self, env: Any) -> "DiffusionWorldModel":
+        """Check this model fits ``env`` (frame size, actions) and adopt its ``action_names``; returns self."""
+        from .checkpoint import check_env_compatible
+
+        check_env_compatible(self.cfg, env, source=self.info.get("path", "this model"))
+        names = getattr(getattr(env, "unwrapped", env), "action_names", None)
+        if self.cfg.action_family == "discrete" and names is not None:
+            self.action_names = tuple(names)
+        return self
+
+    # --------------------------------------------------------------- protocol
+    def _encode(self, actions: Sequence[Sequence[Any]] | np.ndarray) -> torch.Tensor:
+        if isinstance(actions, np.ndarray) and actions.dtype == np.float32 and actions.ndim == 3 \
+                and actions.shape[-1] == action_dim(self.cfg):
+            enc = actions  # already encoded float32[B, T, A]
+        else:
+            seqs = [encode_actions(list(a), self.cfg, self.action_names) for a in actions]
+            lengths = {len(s) for s in seqs}
+            if len(lengths) != 1:
+                raise ValueError(f"all action sequences must have the same length, got lengths {sorted(lengths)}")
+            enc = np.stack(seqs)
+        return torch.from_numpy(enc).to(self.device)
+
+    def _prepare_context(self, contexts: np.ndarray) -> torch.Tensor:
+        cfg = self.cfg
+        if contexts.shape[2:4] != (cfg.height, cfg.width):
+            raise ValueError(f"context frames are {contexts.shape[2]}x{contexts.shape[3]}, this model imagines "
+                             f"{cfg.height}x{cfg.width} frames")
+        k = contexts.shape[1]
+        if k >= cfg.context:
+            contexts = contexts[:, k - cfg.context:]
+        else:
+            pad = np.repeat(contexts[:, :1], cfg.context - k, axis=1)
+            contexts = np.concatenate([pad, contexts], axis=1)
+        return torch.from_numpy(np.ascontiguousarray(contexts)).to(self.device)
+
+    @torch.no_grad()
+    def imagine_batch(self, contexts: np.ndarray, actions: Sequence[Sequence[Any]] | np.ndarray,
+                      seed: int | None = None) -> np.ndarray:
+        """``uint8[B,K,H,W,3]`` contexts and ``B`` action sequences of length ``T`` -> ``uint8[B,T,H,W,3]``."""
+        contexts = check_context(contexts, batched=True)
+        acts = self._encode(actions)
+        b = contexts.shape[0]
+        if acts.shape[0] != b:
+            raise ValueError(f"got {b} contexts but {acts.shape[0]} action sequences")
+        gen = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+        window = self._prepare_context(contexts)  # uint8[B,K,H,W,3]
+        ctx = self.denoiser.stack_context(window)  # float[B,3K,H,W]
+        out = []
+        for t in range(acts.shape[1]):
+            x = sample_next_frame(self.denoiser, ctx, acts[:, t], generator=gen)
+            frame = to_uint8(x)
+            out.append(frame.cpu())
+            x_q = frame.movedim(-1, -3).float().div(127.5).sub(1.0)  # feed back the quantised frame
+            ctx = torch.cat([ctx[:, 3:], x_q], dim=1)
+        if not out:
+            return np.zeros((b, 0, self.cfg.height, self.cfg.width, 3), np.uint8)
+        return torch.stack(out, dim=1).numpy()
+
+    def imagine(self, context_frames: np.ndarray, actions: Sequence[Any], num_samples: int = 1,
+                seed: int | None = None) -> np.ndarray:
+        """``uint8[K,H,W,3]`` context, ``T`` actions -> ``uint8[S,T,H,W,3]`` (see :mod:`.protocol`)."""
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        ctx = check_context(context_frames)
+        contexts = np.repeat(ctx[None], num_samples, axis=0)
+        return self.imagine_batch(contexts, [list(actions)] * num_samples, seed=seed)

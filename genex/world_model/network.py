@@ -1,0 +1,101 @@
+"""The network behind the denoiser: a diffusers ``UNet2DModel`` plus conditioning.
+
+Input channels: the (preconditioned) noisy next frame and the ``K`` context
+frames stacked as channels, plus (GUI) one Gaussian click map; all
+pixel-unshuffled by ``cfg.patch`` so the UNet runs at ``H/patch``. The noise
+level (``c_noise``) and the action are embedded into one vector that the UNet
+adds to its time embedding (``class_embed_type="identity"``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from diffusers import UNet2DModel
+from torch import nn
+from torch.nn import functional as F
+
+from .config import GUI_KEYS, WorldModelConfig
+
+__all__ = ["ConditionedUNet", "click_map"]
+
+
+def click_map(xy: torch.Tensor, height: int, width: int, sigma: float) -> torch.Tensor:
+    """``float32[B, 1, H, W]`` Gaussian blobs at ``xy`` (``float[B, 2]`` in [0, 1]); zeros where ``x < 0``."""
+    ys = (torch.arange(height, dtype=xy.dtype, device=xy.device) + 0.5) / height
+    xs = (torch.arange(width, dtype=xy.dtype, device=xy.device) + 0.5) / width
+    dx = (xs[None, :] - xy[:, 0, None]) * width  # [B, W] in pixels
+    dy = (ys[None, :] - xy[:, 1, None]) * height
+    blob = torch.exp(-(dy[:, :, None] ** 2 + dx[:, None, :] ** 2) / (2 * sigma**2))
+    return (blob * (xy[:, 0] >= 0).to(xy.dtype)[:, None, None])[:, None]
+
+
+class FourierFeatures(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.randn(1, dim // 2) * 4.0, persistent=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = 2 * math.pi * x[:, None] * self.weight
+        return torch.cat([f.cos(), f.sin()], dim=-1)
+
+
+class ConditionedUNet(nn.Module):
+    """``F(x_in, c_noise, context, action) -> float[B, 3, H, W]`` (the EDM network ``F_theta``)."""
+
+    def __init__(self, cfg: WorldModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.cond_dim
+        self.noise_embed = nn.Sequential(FourierFeatures(d), nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        self.action_embed = nn.Embedding(cfg.num_actions, d)
+        if cfg.action_family == "gui":
+            self.key_embed = nn.Embedding(len(GUI_KEYS) + 3, d)  # keys, scroll up/down, none
+            self.text_embed = nn.EmbeddingBag(cfg.text_buckets, d, mode="mean", padding_idx=0)
+            self.xy_embed = nn.Linear(2, d)
+        self.cond_mlp = nn.Sequential(nn.SiLU(), nn.Linear(d, d))
+        extra = 1 if cfg.action_family == "gui" else 0
+        p = cfg.patch
+        in_ch = (3 * (cfg.context + 1) + extra) * p * p
+        levels = len(cfg.channels)
+        down = ["DownBlock2D"] * levels
+        up = ["UpBlock2D"] * levels
+        if cfg.attention:
+            down[-1], up[0] = "AttnDownBlock2D", "AttnUpBlock2D"
+        self.unet = UNet2DModel(
+            sample_size=(cfg.height // p, cfg.width // p), in_channels=in_ch, out_channels=3 * p * p,
+            down_block_types=tuple(down), up_block_types=tuple(up), block_out_channels=tuple(cfg.channels),
+            layers_per_block=cfg.layers_per_block, norm_num_groups=min(8, cfg.channels[0]),
+            attention_head_dim=32, class_embed_type="identity", add_attention=cfg.attention,
+            time_embedding_dim=d,
+        )
+        nn.init.zeros_(self.unet.conv_out.weight)
+        nn.init.zeros_(self.unet.conv_out.bias)
+
+    def embed(self, c_noise: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        e = self.noise_embed(c_noise) + self.action_embed(action[:, 0].long().clamp(0, cfg.num_actions - 1))
+        if cfg.action_family == "gui":
+            key = torch.where(action[:, 3] < 0, torch.full_like(action[:, 3], len(GUI_KEYS) + 2), action[:, 3])
+            e = e + self.key_embed(key.long()) + self.text_embed(action[:, 4:].long())
+            e = e + self.xy_embed(action[:, 1:3])
+        return self.cond_mlp(e)
+
+    def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, context: torch.Tensor,
+                action: torch.Tensor) -> torch.Tensor:
+        """``x_in``: float[B,3,H,W]; ``c_noise``: float[B]; ``context``: float[B,3K,H,W] in [-1,1];
+        ``action``: float[B, A] (see :mod:`.actions`)."""
+        cfg = self.cfg
+        parts = [x_in, context]
+        if cfg.action_family == "gui":
+            parts.append(click_map(action[:, 1:3], cfg.height, cfg.width, cfg.blob_sigma) * 2 - 1)
+        h = torch.cat(parts, dim=1)
+        if cfg.patch > 1:
+            h = F.pixel_unshuffle(h, cfg.patch)
+        cond = self.embed(c_noise, action)
+        t = torch.zeros(h.shape[0], device=h.device)
+        out = self.unet(h, t, class_labels=cond).sample
+        if cfg.patch > 1:
+            out = F.pixel_shuffle(out, cfg.patch)
+        return out

@@ -1,0 +1,40 @@
+"""A few-step EDM sampler (Euler or Heun) over a Karras sigma schedule."""
+
+from __future__ import annotations
+
+import torch
+
+from .config import WorldModelConfig
+from .denoiser import Denoiser
+
+__all__ = ["karras_sigmas", "sample_next_frame"]
+
+
+def karras_sigmas(cfg: WorldModelConfig, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``float[steps + 1]``: ``sigma_max`` ... ``sigma_min``, then 0."""
+    n = cfg.steps
+    ramp = torch.linspace(0, 1, n, device=device) if n > 1 else torch.zeros(1, device=device)
+    lo, hi = cfg.sigma_min ** (1 / cfg.rho), cfg.sigma_max ** (1 / cfg.rho)
+    sigmas = (hi + ramp * (lo - hi)) ** cfg.rho
+    return torch.cat([sigmas, sigmas.new_zeros(1)])
+
+
+@torch.no_grad()
+def sample_next_frame(denoiser: Denoiser, context: torch.Tensor, action: torch.Tensor,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sample the next frame: ``context`` float[B,3K,H,W], ``action`` float[B,A] -> float[B,3,H,W] in [-1,1]."""
+    cfg = denoiser.cfg
+    b, device = context.shape[0], context.device
+    sigmas = karras_sigmas(cfg, device)
+    x = torch.randn((b, 3, cfg.height, cfg.width), generator=generator, device="cpu").to(device) * sigmas[0]
+    for i in range(cfg.steps):
+        s, s_next = sigmas[i], sigmas[i + 1]
+        d = (x - denoiser.denoise(x, s.expand(b), context, action)) / s
+        x_next = x + d * (s_next - s)
+        if cfg.sampler == "heun" and s_next > 0:
+            d2 = (x_next - denoiser.denoise(x_next, s_next.expand(b), context, action)) / s_next
+            x_next = x + (d + d2) / 2 * (s_next - s)
+        x = x_next
+    if cfg.residual:
+        x = x + context[:, -3:]
+    return x.clamp(-1, 1)

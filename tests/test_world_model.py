@@ -1,0 +1,281 @@
+"""World model: EDM denoiser, sampling, protocol, ImaginedEnv, training loop, resume, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+
+from genex.world_model import (  # noqa: E402
+    CheckpointMismatchError, CopyLastFrameWorldModel, CorruptCheckpointError, Denoiser, DiffusionWorldModel,
+    ImaginedEnv, OracleWorldModel, WorldModel, load_world_model, preset, save_world_model,
+)
+from genex.world_model.actions import encode_action, hash_text  # noqa: E402
+from genex.world_model.data import WindowDataset, load_recordings  # noqa: E402
+from genex.world_model.network import click_map  # noqa: E402
+from genex.world_model.synthetic import write_synthetic_recording  # noqa: E402
+from genex.world_model.train import train_world_model  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> Path:
+    return write_synthetic_recording(tmp_path_factory.mktemp("wm") / "rec", episodes=8, steps=12, size=16, seed=0)
+
+
+def tiny_model(seed: int = 0) -> DiffusionWorldModel:
+    torch.manual_seed(seed)
+    cfg, _ = preset("tiny")
+    return DiffusionWorldModel(Denoiser(cfg), action_names=("accelerate", "cruise", "brake", "creep", "wait"),
+                               device="cpu")
+
+
+def test_edm_preconditioning_is_skip_at_init():
+    cfg, _ = preset("tiny")
+    torch.manual_seed(0)
+    d = Denoiser(cfg)  # conv_out is zero-initialised: F = 0, so D(x) = c_skip * x
+    x = torch.randn(2, 3, 16, 16)
+    sigma = torch.tensor([0.5, 2.0])
+    ctx = torch.zeros(2, 3 * cfg.context, 16, 16)
+    a = torch.tensor([[0.0, -1, -1, -1] + [0] * cfg.text_length] * 2)
+    out = d.denoise(x, sigma, ctx, a)
+    c_skip = cfg.sigma_data**2 / (sigma**2 + cfg.sigma_data**2)
+    torch.testing.assert_close(out, c_skip.view(-1, 1, 1, 1) * x)
+
+
+def test_sampling_shapes_and_determinism():
+    wm = tiny_model()
+    ctx = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    actions = ["accelerate", 2, "wait"]
+    a = wm.imagine(ctx, actions, num_samples=3, seed=7)
+    b = wm.imagine(ctx, actions, num_samples=3, seed=7)
+    c = wm.imagine(ctx, actions, num_samples=3, seed=8)
+    assert a.shape == (3, 3, 16, 16, 3) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert not np.array_equal(a[0], a[1])  # samples are independent draws
+    assert wm.imagine(ctx, [], num_samples=2, seed=0).shape == (2, 0, 16, 16, 3)
+    with pytest.raises(ValueError, match="vocabulary"):
+        wm.imagine(ctx, ["fly"], seed=0)
+
+
+def test_protocol_honoured_by_all_three_and_oracle_leaves_live_env_alone():
+    gym = pytest.importorskip("gymnasium")
+    pytest.importorskip("mujoco")
+    import genex.envs  # noqa: F401
+
+    env = gym.make("genex/OccludedCrosswalk-v0", width=16, height=16)
+    twin = gym.make("genex/OccludedCrosswalk-v0", width=16, height=16)
+    obs, _ = env.reset(seed=3)
+    twin.reset(seed=3)
+    for _ in range(2):
+        obs, *_ = env.step(1)
+        twin.step(1)
+    ctx = np.stack([obs["image"]] * 2)
+    actions = [0, 0, 2]
+    oracle = OracleWorldModel(env)
+    models = {"diffusion": tiny_model().bind(env), "copy_last": CopyLastFrameWorldModel(), "oracle": oracle}
+    for name, wm in models.items():
+        assert isinstance(wm, WorldModel), name
+        out = wm.imagine(ctx, actions, num_samples=2, seed=0)
+        assert out.shape == (2, 3, 16, 16, 3) and out.dtype == np.uint8, name
+        batch = wm.imagine_batch(np.stack([ctx, ctx]), [actions, actions], seed=0)
+        assert batch.shape == (2, 3, 16, 16, 3), name
+    np.testing.assert_array_equal(models["copy_last"].imagine(ctx, actions)[0, 2], obs["image"])
+    # the oracle rendered the truth, and the live episode continues as if nothing happened
+    truth = oracle.imagine(ctx, actions)[0]
+    real = [twin.step(a)[0]["image"] for a in actions]
+    np.testing.assert_array_equal(truth, np.stack(real))
+    after, *_ = env.step(0)
+    np.testing.assert_array_equal(after["image"], real[0])
+    env.close()
+    twin.close()
+
+
+def test_imagined_env_runs_code_written_for_the_real_env():
+    gym = pytest.importorskip("gymnasium")
+    pytest.importorskip("mujoco")
+    import genex.envs  # noqa: F401
+
+    env = gym.make("genex/StoppedLeadCar-v0", width=16, height=16)
+    obs, _ = env.reset(seed=1)
+    snap = env.unwrapped.snapshot()
+    ctx = np.stack([obs["image"]] * 2)
+    for wm in (tiny_model().bind(env), CopyLastFrameWorldModel(), OracleWorldModel(env, snapshot=snap)):
+        ienv = ImaginedEnv.like(env, wm, num_envs=3, max_steps=2, seed=0)
+        iobs, info = ienv.reset(ctx, observation=obs)
+        assert iobs["image"].shape == (3, 16, 16, 3) and info["imagined"]
+        assert iobs["text"] == [obs["text"]] * 3
+        for t in range(2):
+            iobs, rew, term, trunc, _ = ienv.step([env.action_space.sample() for _ in range(3)])
+            assert iobs["image"].shape == (3, 16, 16, 3) and iobs["image"].dtype == np.uint8
+            assert env.observation_space["image"].contains(iobs["image"][0])
+        assert trunc.all() and not term.any() and rew.shape == (3,)
+    # oracle in imagination == reality
+    ienv = ImaginedEnv.like(env, OracleWorldModel(env, snapshot=snap), num_envs=1)
+    ienv.reset(ctx)
+    env.unwrapped.restore(snap)
+    for a in (0, 2, 0):
+        iobs, *_ = ienv.step([a])
+        real, *_ = env.step(a)
+        np.testing.assert_array_equal(iobs["image"][0], real["image"])
+    env.close()
+
+
+def test_gui_action_conditioning():
+    cfg, _ = preset("gui-small")
+    v = encode_action({"type": 0, "x": 31, "y": 95, "text": "ignored", "key": 3}, cfg)
+    assert v[0] == 0 and v[1] == pytest.approx(31.5 / 128) and v[2] == pytest.approx(95.5 / 128) and v[3] == -1
+    m = click_map(torch.from_numpy(v[None, 1:3]), 128, 128, 4.0)[0, 0]
+    assert tuple(int(i) for i in divmod(int(m.argmax()), 128)) == (95, 31)
+    typed = encode_action({"type": 1, "text": "Paris"}, cfg)
+    assert typed[1] == -1 and (typed[4:9] > 0).all() and (typed[9:] == 0).all()
+    assert not np.array_equal(hash_text("Paris", 512, 16), hash_text("Parsi", 512, 16))
+    assert encode_action({"type": 2, "key": 4}, cfg)[3] == 4
+    assert click_map(torch.tensor([[-1.0, -1.0]]), 8, 8, 2.0).abs().sum() == 0
+    torch.manual_seed(0)
+    wm = DiffusionWorldModel(Denoiser(cfg.replace(height=32, width=32, channels=(16, 16), patch=2, cond_dim=32)),
+                             device="cpu")
+    out = wm.imagine(np.zeros((2, 32, 32, 3), np.uint8), [{"type": 0, "x": 3, "y": 4}, {"type": 1, "text": "hi"}],
+                     num_samples=2, seed=0)
+    assert out.shape == (2, 2, 32, 32, 3)
+
+
+def test_windows_pad_with_the_reset_frame(synthetic):
+    cfg, _ = preset("tiny")
+    eps = load_recordings([synthetic], cfg)
+    ds = WindowDataset(eps[:1], context=3)
+    b = ds.get(np.array([0, 5]))
+    f = torch.from_numpy(eps[0].frames)
+    assert torch.equal(b.context[0], f[[0, 0, 0]]) and torch.equal(b.target[0], f[1])
+    assert torch.equal(b.context[1], f[[3, 4, 5]]) and torch.equal(b.target[1], f[6])
+
+
+def test_training_reduces_loss(synthetic, tmp_path):
+    cfg, tc = preset("tiny")
+    train_world_model([synthetic], tmp_path / "run", cfg, tc, progress=False)
+    cfg_eps = load_recordings([synthetic], cfg)
+    batch = WindowDataset(cfg_eps, cfg.context).sample(np.random.default_rng(0), 64)
+
+    def loss_of(d: Denoiser) -> float:
+        torch.manual_seed(123)
+        with torch.no_grad():
+            return float(d(batch)[0])
+
+    torch.manual_seed(tc.seed)
+    before = loss_of(Denoiser(cfg))
+    trained = load_world_model(tmp_path / "run" / "model", device="cpu")
+    after = loss_of(trained.denoiser)
+    assert after < 0.6 * before, (before, after)
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("step,loss") and len(rows) > 5
+
+
+def _train_cmd(data: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "genex.cli", "train-world-model", "--data", str(data), "--config", "tiny",
+            "--out", str(out), "--threads", "1", "--quiet", "--max-steps", "40", "--checkpoint-every", "10",
+            "--device", "cpu", *extra]
+
+
+@pytest.mark.slow
+def test_resume_after_kill_matches_uninterrupted(synthetic, tmp_path):
+    """Kill a training subprocess after a checkpoint, resume it: the weights equal an uninterrupted run's."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    full = tmp_path / "full"
+    subprocess.run(_train_cmd(synthetic, full), check=True, env=env, capture_output=True, timeout=300)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(synthetic, killed), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    latest = killed / "state" / "latest.json"
+    deadline = time.time() + 120
+    step = 0
+    while time.time() < deadline and proc.poll() is None:
+        if latest.exists():
+            try:
+                step = json.loads(latest.read_text())["step"]
+            except (json.JSONDecodeError, KeyError):
+                step = 0
+            if step >= 10:
+                break
+        time.sleep(0.02)
+    interrupted = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert interrupted, "training finished before it could be killed"
+    stopped = json.loads(latest.read_text())["step"]
+    assert 10 <= stopped < 40
+    from genex.world_model.train import TrainingStateError
+
+    cfg, tc = preset("tiny", max_steps=40, checkpoint_every=10)
+    with pytest.raises(TrainingStateError, match="--resume"):  # refuses to overwrite a run without --resume
+        train_world_model([synthetic], killed, cfg, tc, progress=False)
+    subprocess.run(_train_cmd(synthetic, killed, "--resume"), check=True, env=env, capture_output=True, timeout=300)
+    from safetensors.torch import load_file
+
+    a = load_file(str(full / "model" / "weights.safetensors"))
+    b = load_file(str(killed / "model" / "weights.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert (full / "metrics.csv").read_text().count("\n") == (killed / "metrics.csv").read_text().count("\n")
+
+
+def test_corrupt_and_mismatched_checkpoints(tmp_path):
+    gym = pytest.importorskip("gymnasium")
+    from gymnasium import spaces
+
+    wm = tiny_model()
+    path = save_world_model(wm.denoiser, tmp_path / "ckpt")
+    weights = path / "weights.safetensors"
+    assert weights.read_bytes()[8:9] == b"{"  # a safetensors JSON header, not a pickle
+    assert load_world_model(path, device="cpu").cfg == wm.cfg
+
+    class FakeEnv:
+        def __init__(self, h: int, w: int, action_space) -> None:
+            self.observation_space = spaces.Dict({"image": spaces.Box(0, 255, (h, w, 3), np.uint8)})
+            self.action_space = action_space
+            self.action_names = ("accelerate", "cruise", "brake", "creep", "wait")
+
+    load_world_model(path, env=FakeEnv(16, 16, spaces.Discrete(5)), device="cpu")
+    with pytest.raises(CheckpointMismatchError, match="16x16 frames but .* renders 64x64"):
+        load_world_model(path, env=FakeEnv(64, 64, spaces.Discrete(5)), device="cpu")
+    gui_space = spaces.Dict({"type": spaces.Discrete(5), "x": spaces.Discrete(16), "y": spaces.Discrete(16)})
+    with pytest.raises(CheckpointMismatchError, match="GUI"):
+        load_world_model(path, env=FakeEnv(16, 16, gui_space), device="cpu")
+
+    good = weights.read_bytes()
+    weights.write_bytes(good[: len(good) // 2])
+    with pytest.raises(CorruptCheckpointError, match="truncated or corrupt"):
+        load_world_model(path, device="cpu")
+    with pytest.raises(CorruptCheckpointError, match="truncated or corrupt"):
+        load_world_model(path, device="cpu", verify_hash=False)
+    flipped = bytearray(good)
+    flipped[-5] ^= 0xFF
+    weights.write_bytes(bytes(flipped))
+    with pytest.raises(CorruptCheckpointError, match="SHA-256"):
+        load_world_model(path, device="cpu")
+    weights.write_bytes(good)
+    (path / "config.json").write_text("{not json")
+    with pytest.raises(CorruptCheckpointError, match="not valid JSON"):
+        load_world_model(path, device="cpu")
+    with pytest.raises(CorruptCheckpointError, match="not a world-model checkpoint folder"):
+        load_world_model(tmp_path / "nope", device="cpu")
