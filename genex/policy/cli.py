@@ -1,0 +1,104 @@
+"""``genex train-policy`` and ``genex serve-policy``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+
+log = logging.getLogger(__name__)
+
+__all__ = ["add_commands"]
+
+
+_TRAIN_OPTIONS = ("data", "eval_data", "out", "labels", "image_size", "patch_size", "dim", "heads", "vision_layers",
+                  "fusion_layers", "steps", "minutes", "batch_frames", "lr", "frame_stride", "seed", "save_every",
+                  "threads", "init", "no_balance", "eval_max_frames")
+
+
+_ARCH_OPTIONS = ("patch_size", "dim", "heads", "vision_layers", "fusion_layers")
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    """The full ``genex train-policy`` command that reproduces ``args`` (every option spelled out)."""
+    parts = ["genex", "train-policy"]
+    for name in _TRAIN_OPTIONS:
+        if args.init and name in _ARCH_OPTIONS:
+            continue  # with --init the checkpoint's architecture is used, not these
+        value = getattr(args, name)
+        if value is None or value is False:
+            continue
+        if value is True:
+            parts.append("--" + name.replace("_", "-"))
+            continue
+        for v in value if isinstance(value, list) else [value]:
+            parts += ["--" + name.replace("_", "-"), str(v)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def cmd_train_policy(args: argparse.Namespace) -> int:
+    from genex.policy.train import TrainConfig, train_policy
+
+    cfg = TrainConfig(
+        data=args.data, out=args.out, eval_data=args.eval_data or [], labels=args.labels,
+        image_size=args.image_size, patch_size=args.patch_size, dim=args.dim, heads=args.heads,
+        vision_layers=args.vision_layers, fusion_layers=args.fusion_layers, steps=args.steps,
+        minutes=args.minutes, batch_frames=args.batch_frames, lr=args.lr, frame_stride=args.frame_stride,
+        seed=args.seed, save_every=args.save_every, threads=args.threads, init=args.init,
+        balance=not args.no_balance, eval_max_frames=args.eval_max_frames or None,
+        command=_command_line(args),
+    )
+    try:
+        meta = train_policy(cfg, progress=not args.quiet)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"genex train-policy: {e}") from e
+    print(f"checkpoint: {args.out}  ({meta['steps_done']} steps, {meta['train_seconds']} s)")
+    for key, value in meta.get("heldout", {}).items():
+        print(f"  held-out {key:32s} acc={value['acc']:.3f} balanced={value['balanced_acc']:.3f} n={value['n']}")
+    return 0
+
+
+def cmd_serve_policy(args: argparse.Namespace) -> int:
+    from genex.policy.server import serve
+
+    serve(args.checkpoint, host=args.host, port=args.port, model_name=args.model_name, api_key_env=args.api_key_env)
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("train-policy", help="train the tiny VLM policy on recorded episodes")
+    s.add_argument("--data", action="append", required=True, help="recording folder (repeatable)")
+    s.add_argument("--eval-data", action="append", help="held-out recording folder (repeatable)")
+    s.add_argument("--out", required=True, help="checkpoint folder to write (atomically)")
+    s.add_argument("--labels", choices=("visible", "hidden"), default="visible",
+                   help="visible: perception labels (default); hidden: the amortized reference only")
+    s.add_argument("--image-size", type=int, default=64, help="frames are resized to this square size")
+    s.add_argument("--patch-size", type=int, default=8)
+    s.add_argument("--dim", type=int, default=96)
+    s.add_argument("--heads", type=int, default=4)
+    s.add_argument("--vision-layers", type=int, default=3)
+    s.add_argument("--fusion-layers", type=int, default=2)
+    s.add_argument("--steps", type=int, default=3000)
+    s.add_argument("--minutes", type=float, default=None, help="stop after this many minutes of training")
+    s.add_argument("--batch-frames", type=int, default=32)
+    s.add_argument("--lr", type=float, default=1e-3)
+    s.add_argument("--frame-stride", type=int, default=1, help="keep every n-th recorded frame")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--save-every", type=int, default=500)
+    s.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    s.add_argument("--eval-max-frames", type=int, default=2000,
+                   help="held-out frames evaluated, evenly spaced over all episodes (0: all)")
+    s.add_argument("--no-balance", action="store_true", help="sample frames uniformly (default: frames showing "
+                   "rare answers are drawn more often)")
+    s.add_argument("--init", default=None, help="continue training from this checkpoint (its architecture and "
+                   "tokenizer are kept)")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_train_policy)
+
+    s = sub.add_parser("serve-policy", help="serve the tiny policy over an OpenAI-compatible chat API")
+    s.add_argument("--checkpoint", required=True, help="tiny VLM checkpoint folder")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8765)
+    s.add_argument("--model-name", default="genex-tiny")
+    s.add_argument("--api-key-env", default=None, help="require this env variable's value as Bearer key")
+    s.set_defaults(func=cmd_serve_policy)
