@@ -104,3 +104,29 @@ def test_label_never_overflows_its_rect(text):
     Label("", Rect(10, 10, 30, 12), text).paint(dl, None)
     for op in dl.ops:
         assert op[0] == "T" and op[1] + op[5] <= 40
+
+
+
+def test_prefix_reuse_paints_the_same_pixels_as_a_fresh_painter():
+    """Resuming from a saved canvas of a shared op prefix must not change a single pixel."""
+    import gymnasium as gym
+
+    import genex.envs
+    from genex.envs.gui.render import Painter
+
+    for env_id in genex.envs.GUI_ENV_IDS:
+        env = gym.make(env_id).unwrapped
+        driver = genex.envs.make_driver(env_id, "random")
+        resumed = 0
+        for seed in range(4):
+            obs, info = env.reset(seed=seed)
+            driver.reset(env, seed=seed)
+            for _ in range(20):
+                ops = env.screen.display_list(env.app.state.focus).key()
+                fresh = Painter(128)._rasterise(ops)  # no previous frame: paints every op
+                np.testing.assert_array_equal(obs["image"], fresh)
+                resumed += len(env._painter._checkpoints) > 1
+                obs, r, term, trunc, info = env.step(driver.act(obs, info))
+                if term or trunc:
+                    break
+        assert resumed > 0

@@ -22,6 +22,7 @@ from .font import text_mask
 __all__ = ["LOGICAL_SIZE", "Colour", "DisplayList", "Painter"]
 
 LOGICAL_SIZE = 128  # apps are laid out on a LOGICAL_SIZE x LOGICAL_SIZE canvas
+CHECKPOINT_EVERY = 16  # ops between saved canvases for prefix reuse
 Colour = tuple[int, int, int]
 
 
@@ -67,6 +68,10 @@ class Painter:
         self.scale = max(1, math.ceil(size / LOGICAL_SIZE))
         self._cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
+        # Consecutive frames share long prefixes of ops (window chrome, tab bar): keep canvases
+        # every CHECKPOINT_EVERY ops of the last list and resume from the last shared one.
+        self._prev_ops: tuple = ()
+        self._checkpoints: list[np.ndarray] = []
 
     def paint(self, display: DisplayList) -> np.ndarray:
         """The frame for ``display`` (a read-only array shared with the cache; copy before mutating)."""
@@ -85,8 +90,26 @@ class Painter:
     def _rasterise(self, ops: tuple) -> np.ndarray:
         k = self.scale
         side = LOGICAL_SIZE * k
-        canvas = np.zeros((side, side, 3), np.uint8)
-        for op in ops:
+        every = CHECKPOINT_EVERY if side <= 256 else 0  # large human views: copies cost more than they save
+        shared = 0
+        if every:
+            prev = self._prev_ops
+            limit = min(len(prev), len(ops))
+            while shared < limit and prev[shared] == ops[shared]:
+                shared += 1
+        resume = min(shared // every, len(self._checkpoints) - 1) if every and self._checkpoints else -1
+        if resume >= 0:
+            canvas = self._checkpoints[resume].copy()
+            start = resume * every
+            del self._checkpoints[resume + 1:]
+        else:
+            canvas = np.zeros((side, side, 3), np.uint8)
+            start = 0
+            self._checkpoints = []
+        for i in range(start, len(ops)):
+            if every and i % every == 0 and i // every == len(self._checkpoints):
+                self._checkpoints.append(canvas.copy())
+            op = ops[i]
             kind = op[0]
             if kind == "F":
                 _, x, y, w, h, c = op
@@ -106,6 +129,8 @@ class Painter:
             elif kind == "D":
                 np.right_shift(canvas, 1, out=canvas)
                 canvas += 24
+        if every:
+            self._prev_ops = ops
         if side != self.size:
             canvas = np.asarray(Image.fromarray(canvas).resize((self.size, self.size), Image.Resampling.BOX))
         return canvas
