@@ -153,8 +153,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if getattr(args, "episodes", 0) is not None and getattr(args, "episodes", 0) < 0:
-        raise SystemExit("--episodes must be >= 0")
     return int(args.func(args) or 0)
 
 

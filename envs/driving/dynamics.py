@@ -216,7 +216,6 @@ def rollout(params: DynamicsParams, state: WorldState, actions: jax.Array) -> tu
     return jax.lax.scan(body, state, actions)
 
 
-step_jit = jax.jit(step)
 rollout_jit = jax.jit(rollout)
 #: ``rollout`` batched over plans: ``actions: int32[P, T]`` -> outputs ``[P, T]``.
 rollout_plans = jax.jit(jax.vmap(rollout, in_axes=(None, None, 0)))

@@ -36,12 +36,13 @@ from gymnasium import spaces
 from ..spec import EnvSnapshot, validate_action_costs
 from ..text_space import LiveText
 from . import dynamics as dyn
-from .scenarios import SCENARIOS, Layout, Scenario, lamp_states
+from .scenarios import BRAKE_ON, HAZARD_ON, LAMP_OFF, SCENARIOS, Layout, Scenario, lamp_states
 from .scene import DrivingScene
 
 __all__ = ["DrivingConfig", "DrivingEnv", "OccludedCrosswalkEnv", "StoppedLeadCarEnv", "OccludedLeftTurnEnv"]
 
 TEXT_CHARSET = string.printable
+LIGHTBAR_COLOURS = ((0.95, 0.1, 0.1, 1.0), (0.1, 0.2, 0.95, 1.0))
 INSTRUCTIONS = {
     "OccludedCrosswalk": "Drive past the crosswalk ahead safely and without wasting time.",
     "StoppedLeadCar": "The car ahead has stopped at a green light. Get through the intersection safely.",
@@ -197,11 +198,17 @@ class DrivingEnv(gym.Env):
         )
         self.scene = DrivingScene(
             sc.scene, width=cfg.width, height=cfg.height, n_cameras=cfg.panorama, fovy=cfg.fovy,
-            render_size=cfg.render_size, min_visible_pixels=cfg.min_visible_pixels,
+            render_size=cfg.render_size,
         )
         # Snapshots restore across envs that differ only in how they render (an oracle may render
         # without labels, or at another size); options that change the simulated world must match.
         sim = {k: v for k, v in asdict(cfg).items() if k in ("hidden_prior", "cue_prob", "max_steps")}
+        roles = {slot.role for slot in sc.scene.slots}
+        self._lamp_slot = sc.slot("lead_car") if "lead_car" in roles else None
+        self._lightbar_geoms = (
+            [g for g in self.scene.slot_geoms[sc.slot("emergency_vehicle")] if "lightbar" in self.scene.model.geom(g).name]
+            if "emergency_vehicle" in roles else []
+        )
         self._config_key = hashlib.sha1(json.dumps(sim, sort_keys=True).encode()).hexdigest()[:12]
         self._layout: Layout | None = None
         self._params: dyn.DynamicsParams | None = None
@@ -322,31 +329,24 @@ class DrivingEnv(gym.Env):
         pixels = {s.role: int(counts[i]) for i, s in enumerate(self.scenario.scene.slots)}
         visible = {f: pixels[f] >= self.config.min_visible_pixels for f in self.facts if f in pixels}
         # Lamps are tiny (1-2 pixels at 64x64), so a lit lamp counts as visible from one pixel on.
-        for fact, lit in lamps.items():
-            slot = self.scenario.slot("lead_car")
-            n = self.scene.light_pixel_counts(seg, slot)
-            pixels[fact] = n if lit else 0
-            visible[fact] = lit and n >= 1
+        if lamps:
+            n = self.scene.light_pixel_counts(seg, self._lamp_slot)
+            for fact, lit in lamps.items():
+                pixels[fact] = n if lit else 0
+                visible[fact] = lit and n >= 1
         self._visible, self._visible_pixels = visible, pixels
 
     def _apply_lamps(self) -> dict[str, bool]:
-        sc = self.scenario
-        if "lead_car" not in {s.role for s in sc.scene.slots} or not self.scene.light_geoms:
+        """Colour the lead car's lamps and the emergency light bar for this step; returns lit lamp facts."""
+        if self._lamp_slot is None:
             return {}
-        from .scenarios import BRAKE_ON, HAZARD_ON, LAMP_OFF
-
-        slot = sc.slot("lead_car")
-        lamps = lamp_states(sc, self._layout, int(self._world_np.t), bool(self._world_np.agents.moving[slot]))
+        slot, t = self._lamp_slot, int(self._world_np.t)
+        lamps = lamp_states(self.scenario, self._layout, t, bool(self._world_np.agents.moving[slot]))
         colour = HAZARD_ON if lamps.get("hazard_lights") else BRAKE_ON if lamps.get("brake_lights") else LAMP_OFF
         for i in range(len(self.scene.light_geoms.get(slot, []))):
             self.scene.set_light(slot, i, colour)
-        ev = sc.slot("emergency_vehicle") if "emergency_vehicle" in sc.facts else None
-        if ev is not None:
-            red, blue = (0.95, 0.1, 0.1, 1.0), (0.1, 0.2, 0.95, 1.0)
-            flip = int(self._world_np.t) % 2 == 1
-            geoms = [g for g in self.scene.slot_geoms[ev] if "lightbar" in (self.scene.model.geom(g).name)]
-            for j, g in enumerate(geoms):
-                self.scene.model.geom_rgba[g] = (red, blue)[(j + flip) % 2]
+        for j, g in enumerate(self._lightbar_geoms):  # red and blue swap every step
+            self.scene.model.geom_rgba[g] = LIGHTBAR_COLOURS[(j + t) % 2]
         return lamps
 
     def _observation(self) -> dict[str, Any]:

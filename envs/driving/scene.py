@@ -17,7 +17,7 @@ geoms of its group cover at least ``min_visible_pixels`` pixels.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -69,8 +69,6 @@ class SceneSpec:
     slots: tuple[SlotSpec, ...]
     topdown_center: tuple[float, float]
     topdown_extent: float  # metres shown across the top-down view
-    # named groups of geoms whose visibility is labelled, besides the slots' roles
-    extra_facts: tuple[str, ...] = field(default=())
 
 
 def _fmt(v: Sequence[float]) -> str:
@@ -138,7 +136,6 @@ class DrivingScene:
             cameras side by side (left to right), each ``fovy`` wide.
         fovy: vertical field of view of each camera (degrees).
         render_size: side of the square top-down view for people.
-        min_visible_pixels: pixels a fact needs to count as visible.
     """
 
     def __init__(
@@ -150,13 +147,11 @@ class DrivingScene:
         n_cameras: int = 1,
         fovy: float = 70.0,
         render_size: int = 256,
-        min_visible_pixels: int = 3,
     ) -> None:
         self.spec = spec
         self.width, self.height, self.n_cameras = width, height, n_cameras
         self.fovy = fovy
         self.render_size = render_size
-        self.min_visible_pixels = min_visible_pixels
         self.model = mujoco.MjModel.from_xml_string(self._xml())
         self.data = mujoco.MjData(self.model)
         m = self.model
@@ -272,7 +267,7 @@ class DrivingScene:
         self.model.geom_rgba[self.light_geoms[slot][index]] = rgba
 
     # ------------------------------------------------------------------ render
-    def _renderer(self, which: str) -> mujoco.Renderer:
+    def _view(self) -> mujoco.Renderer:
         if self._view_renderer is None:
             self._view_renderer = mujoco.Renderer(self.model, self.render_size, self.render_size)
         return self._view_renderer
@@ -292,7 +287,7 @@ class DrivingScene:
         """A view for people: ``"topdown"`` (orthographic map) or ``"chase"`` (behind the ego)."""
         if view not in ("topdown", "chase"):
             raise ValueError(f"unknown view {view!r}; expected 'topdown' or 'chase'")
-        r = self._renderer("view")
+        r = self._view()
         r.update_scene(self.data, camera=self.topdown_id if view == "topdown" else self.chase_id)
         return r.render().copy()
 
