@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from gymnasium.envs.registration import register, registry
 
-from .spec import EnvSnapshot, HiddenStateEnv, Question, ScriptedDriver, SnapshotMismatchError
+from .spec import EnvSnapshot, HiddenStateEnv, Probe, Question, ScriptedDriver, SnapshotMismatchError
 
 __all__ = [
     "DRIVING_ENV_IDS",
@@ -25,6 +25,7 @@ __all__ = [
     "GUI_ENV_IDS",
     "EnvSnapshot",
     "HiddenStateEnv",
+    "Probe",
     "Question",
     "ScriptedDriver",
     "SnapshotMismatchError",

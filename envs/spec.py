@@ -36,11 +36,13 @@ __all__ = [
     "PRIVILEGED_INFO_KEYS",
     "public_info",
     "Question",
+    "Probe",
     "EnvSnapshot",
     "HiddenStateEnv",
     "SnapshotMismatchError",
     "ScriptedDriver",
     "validate_action_costs",
+    "validate_probes",
 ]
 
 
@@ -72,6 +74,57 @@ class Question:
             raise ValueError(f"question {self.id!r} needs at least two answers, got {self.answers}")
         if len(set(self.answers)) != len(self.answers):
             raise ValueError(f"question {self.id!r} has duplicate answers {self.answers}")
+
+
+@dataclass(frozen=True)
+class Probe:
+    """How a *visible* fact bears on a hidden question: perception evidence, declared by the env.
+
+    A perception model (the VLM) says how likely ``fact`` is visible in a frame
+    (``p``). The env declares what that means for ``question``: seeing the fact
+    happens with probability ``detect`` when the truth is one of ``supports``,
+    and ``false_alarm`` otherwise. A planner turns ``p`` into a likelihood over
+    the answers, ``L(a) = p * P(seen | a) + (1 - p) * P(unseen | a)``, so an
+    unseen fact is weak evidence against ``supports`` (an occluded pedestrian
+    is "unseen" too: ``detect`` says how much a frame usually shows).
+
+    ``after_choice``: the probe only applies to frames reached by carrying out
+    action choice ``after_choice`` (GUI: "open tab 3" shows whether the target
+    is in tab 3); ``None`` applies to every frame.
+    """
+
+    question: str
+    fact: str
+    supports: tuple[str, ...]
+    detect: float = 0.8
+    false_alarm: float = 0.02
+    after_choice: int | None = None
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.false_alarm < self.detect <= 1.0):
+            raise ValueError(f"probe {self.fact!r}: need 0 <= false_alarm < detect <= 1, got "
+                             f"false_alarm={self.false_alarm}, detect={self.detect}")
+        if not self.supports:
+            raise ValueError(f"probe {self.fact!r} supports no answer")
+
+    def likelihood(self, p_seen: float, answers: tuple[str, ...]) -> np.ndarray:
+        """``float64[n_answers]``: how likely the observation ``P(fact visible) = p_seen`` is under each answer."""
+        unknown = set(self.supports) - set(answers)
+        if unknown:
+            raise ValueError(f"probe {self.fact!r} supports {sorted(unknown)}, not answers of {self.question!r}")
+        hit = np.array([self.detect if a in self.supports else self.false_alarm for a in answers])
+        return p_seen * hit + (1.0 - p_seen) * (1.0 - hit)
+
+
+def validate_probes(questions: tuple[Question, ...], probes: tuple[Probe, ...], n_actions: int) -> None:
+    """Check every probe names a declared question, its answers, and a valid action choice."""
+    by_id = {q.id: q for q in questions}
+    for pr in probes:
+        if pr.question not in by_id:
+            raise ValueError(f"probe {pr.fact!r} names unknown question {pr.question!r}")
+        pr.likelihood(0.5, by_id[pr.question].answers)
+        if pr.after_choice is not None and not 0 <= pr.after_choice < n_actions:
+            raise ValueError(f"probe {pr.fact!r}: after_choice {pr.after_choice} is not an action index")
 
 
 class SnapshotMismatchError(ValueError):

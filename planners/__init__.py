@@ -1,4 +1,106 @@
-"""Planners (installed as ``genex.planners``): react, imagine, lookahead, oracle, explore, particle.
+"""Planners (installed as ``genex.planners``): decide from real and imagined frames through a belief.
 
-Not implemented yet; see the project's issues.
+=================  ==========================================================================
+``react``          prior + the policy on the current real frame only
+``imagine``        GenEx: imagine the env's exploration branches with the world model first
+``lookahead``      WebDreamer/MPC: imagine each candidate decision, score its outcome
+``oracle-imagine`` ``imagine`` with the simulator as world model (the upper bound)
+``explore``        take the exploration actions for real while uncertain
+``prior``          the documented prior alone (never looks): what looking buys
+``amortized``      a policy trained on hidden-state labels, asked the declared questions
+=================  ==========================================================================
+
+``make_planner(name, env, ...)`` builds one with the shipped checkpoints (or
+the policy / world model you pass). Every planner follows :class:`Planner`::
+
+    planner.reset(env, seed)
+    action, trace = planner.act(obs, public_info(info))   # trace: a DecisionTrace, or None mid-macro
+
+Any Gymnasium env with ``uint8[H, W, 3]`` image observations (or a dict with
+``"image"``) and a ``Discrete`` action space works: without declared questions
+the policy picks the action (see :func:`~genex.planners.task.task_from_env`).
 """
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .base import BeliefPlanner, DecisionTrace, Planner
+from .imagining import ExplorePlanner, ImaginePlanner, LookaheadPlanner
+from .reference import AmortizedPlanner, PriorPlanner
+from .task import Branch, Task, task_from_env
+
+__all__ = [
+    "PLANNERS", "Planner", "DecisionTrace", "BeliefPlanner", "ImaginePlanner", "LookaheadPlanner", "ExplorePlanner",
+    "PriorPlanner", "AmortizedPlanner", "Task", "Branch", "task_from_env", "make_planner", "default_checkpoint",
+    "env_family",
+]
+
+#: name -> (class, which world model: None | "learned" | "oracle", which policy: "tiny" | "reference")
+PLANNERS: dict[str, tuple[type, str | None, str]] = {
+    "react": (BeliefPlanner, None, "tiny"),
+    "imagine": (ImaginePlanner, "learned", "tiny"),
+    "lookahead": (LookaheadPlanner, "learned", "tiny"),
+    "oracle-imagine": (ImaginePlanner, "oracle", "tiny"),
+    "oracle-lookahead": (LookaheadPlanner, "oracle", "tiny"),
+    "explore": (ExplorePlanner, None, "tiny"),
+    "prior": (PriorPlanner, None, "tiny"),
+    "amortized": (AmortizedPlanner, None, "reference"),
+}
+
+_CHECKPOINTS = {
+    ("policy", "driving"): "checkpoints/policy/tiny-driving",
+    ("policy", "gui"): "checkpoints/policy/tiny-gui",
+    ("reference", "driving"): "checkpoints/policy/reference-hidden-driving",
+    ("reference", "gui"): "checkpoints/policy/reference-hidden-gui",
+    ("world_model", "driving"): "checkpoints/world_model/driving",
+    ("world_model", "gui"): "checkpoints/world_model/gui",
+}
+
+
+def env_family(env: Any) -> str:
+    """``"gui"`` for the mock apps (action choices are macros), ``"driving"`` otherwise."""
+    return "gui" if hasattr(getattr(env, "unwrapped", env), "choice_action") else "driving"
+
+
+def default_checkpoint(kind: str, family: str) -> Path:
+    """The shipped checkpoint folder for ``kind`` (policy | reference | world_model) and ``family``.
+
+    Looked up relative to the working directory, then to the source checkout.
+    """
+    rel = _CHECKPOINTS[(kind, family)]
+    for root in (Path.cwd(), Path(__file__).resolve().parents[1]):
+        if (root / rel).is_dir():
+            return root / rel
+    raise FileNotFoundError(f"no shipped {kind} checkpoint for {family} envs ({rel} does not exist); "
+                            f"train one (see README) and pass its path")
+
+
+def make_planner(name: str, env: Any, *, policy: Any = None, world_model: Any = None, oracle_env: Any = None,
+                 **kwargs: Any) -> Any:
+    """Build planner ``name`` for ``env``; loads the shipped policy / world model unless given.
+
+    ``oracle_env``: a private copy of the env for the oracle world model (default: the live env,
+    whose state the oracle saves and restores around every rollout).
+    """
+    if name not in PLANNERS:
+        raise ValueError(f"unknown planner {name!r}; choose from {sorted(PLANNERS)}")
+    cls, wm_kind, policy_kind = PLANNERS[name]
+    family = env_family(env)
+    if policy is None:
+        from genex.policy import make_policy
+
+        policy = make_policy("tiny", checkpoint=default_checkpoint("policy" if policy_kind == "tiny" else
+                                                                   "reference", family))
+    if world_model is None and wm_kind == "learned":
+        from genex.world_model import load_world_model
+
+        world_model = load_world_model(default_checkpoint("world_model", family), env=env, device="cpu")
+    elif wm_kind == "oracle":
+        from genex.world_model import OracleWorldModel
+
+        world_model = OracleWorldModel(oracle_env if oracle_env is not None else env)
+    planner = cls(policy, world_model, **kwargs)
+    planner.name = name
+    return planner

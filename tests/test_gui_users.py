@@ -170,7 +170,7 @@ def test_file_manager_delete_wrong_file_and_archive():
 
 @pytest.mark.parametrize("env_id,finish", [
     ("genex/SettingsTabs-v0", None),
-    ("genex/FileManager-v0", "delete selected file"),
+    ("genex/FileManager-v0", None),  # "find and delete in folder k" deletes the target itself
     ("genex/TicketShop-v0", "buy listing {k}"),
 ])
 def test_action_choices_carry_out_the_right_decision(env_id, finish):

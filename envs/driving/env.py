@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from gymnasium import spaces
 
-from ..spec import EnvSnapshot, validate_action_costs
+from ..spec import EnvSnapshot, Probe, validate_action_costs, validate_probes
 from ..text_space import LiveText
 from . import dynamics as dyn
 from .scenarios import BRAKE_ON, HAZARD_ON, LAMP_OFF, SCENARIOS, Layout, Scenario, lamp_states
@@ -187,6 +187,11 @@ class DrivingEnv(gym.Env):
         self.facts: tuple[str, ...] = sc.facts
         #: actions that gather information about the hidden fact (what ``explore``/``imagine`` try)
         self.exploration_actions: tuple[str, ...] = sc.exploration_actions
+        #: perception evidence: how visible facts bear on the questions (see ``spec.Probe``)
+        self.probes: tuple[Probe, ...] = sc.probes
+        validate_probes(self.questions, self.probes, len(self.action_names))
+        #: the documented prior over the first question's answers (public knowledge, like a base rate)
+        self.priors: dict[str, tuple[float, ...]] = {self.questions[0].id: tuple(self.config.hidden_prior)}
         self.instruction = INSTRUCTIONS[sc.name]
         self.action_space = spaces.Discrete(len(self.action_names))
         self.observation_space = spaces.Dict(

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from ..spec import Question
+from ..spec import Probe, Question
 from . import dynamics as dyn
 from .scene import AGENT_KINDS, Box, SceneSpec, SlotSpec
 
@@ -132,6 +132,8 @@ class Scenario:
     sampler: Any  # (scenario, rng, prior, cue_prob) -> Layout
     # actions that gather information about the hidden fact (physically, or in imagination)
     exploration_actions: tuple[str, ...] = ()
+    # how visible facts bear on the questions (perception evidence for planners; see spec.Probe)
+    probes: tuple[Probe, ...] = ()
 
     @property
     def action_codes(self) -> np.ndarray:
@@ -291,6 +293,11 @@ OCCLUDED_CROSSWALK = Scenario(
     max_steps=80,
     sampler=_sample_crosswalk,
     exploration_actions=("creep",),  # edging up to the truck's front shows the sidewalk behind it
+    probes=(
+        Probe("pedestrian_crossing", "pedestrian", ("yes",)),
+        # a ball rolls out first in half the episodes with a pedestrian, and 10% of those without
+        Probe("pedestrian_crossing", "ball", ("yes",), detect=0.25, false_alarm=0.05),
+    ),
 )
 
 
@@ -396,6 +403,13 @@ STOPPED_LEAD_CAR = Scenario(
     max_steps=100,
     sampler=_sample_lead,
     exploration_actions=("overtake", "wait"),  # one overtake step peeks past the van; waiting shows the cause
+    probes=(
+        Probe("lead_car_cause", "pedestrian", ("pedestrian",)),
+        Probe("lead_car_cause", "emergency_vehicle", ("emergency_vehicle",)),
+        Probe("lead_car_cause", "hazard_lights", ("breakdown",), detect=0.3, false_alarm=0.01),
+        # brake lights: on 80% of the time while waiting, off when broken down
+        Probe("lead_car_cause", "brake_lights", ("pedestrian", "emergency_vehicle"), detect=0.8, false_alarm=0.05),
+    ),
 )
 
 
@@ -470,6 +484,7 @@ OCCLUDED_LEFT_TURN = Scenario(
     # The truck's shadow covers the far lane from every point of the approach and widens as the ego
     # gets closer, so creeping does not reveal an oncoming car earlier: only time (waiting) does.
     exploration_actions=("wait",),
+    probes=(Probe("oncoming_vehicle", "oncoming_vehicle", ("yes",)),),
 )
 
 SCENARIOS: dict[str, Scenario] = {

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..spec import Question
+from ..spec import Probe, Question
 from .editing import TextValue
 from .widgets import Dropdown, ScrollArea, ScrollButton, Screen, TextField, Widget
 
@@ -75,6 +75,10 @@ class GuiApp(abc.ABC):
     action_costs: ClassVar[dict[str, np.ndarray]]
     facts: ClassVar[tuple[str, ...]]  # semantic visibility facts (widget tags)
     default_max_steps: ClassVar[int]
+    #: how visible facts bear on the questions (perception evidence for planners; see ``spec.Probe``)
+    probes: ClassVar[tuple[Probe, ...]] = ()
+    #: the action choice whose view the app starts in (its ``after_choice`` probes apply at reset), if any
+    initial_view_choice: ClassVar[int | None] = None
 
     def __init__(self) -> None:
         self.state: Any = None

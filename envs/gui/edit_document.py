@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..spec import Question
+from ..spec import Probe, Question
 from .app import GuiApp, Intent, UiState
 from .editing import TextValue
 from .widgets import MUTED, Button, Dialog, Label, Rect, Screen, ScrollArea, TextField, Widget, Window
@@ -68,6 +68,7 @@ class EditDocumentApp(GuiApp):
         "phone_below_fold": np.array([[1.0, 0.0], [0.0, 1.0], [10.0, 10.0]], np.float32),
     }
     facts: ClassVar[tuple[str, ...]] = ("name_field", "phone_field", "name_correct", "phone_correct", "error_dialog")
+    probes: ClassVar[tuple[Probe, ...]] = (Probe("phone_below_fold", "phone_field", ("no",), detect=0.95),)
     default_max_steps: ClassVar[int] = 40
 
     def sample(self, rng: np.random.Generator) -> DocumentState:

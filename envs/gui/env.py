@@ -46,7 +46,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from ..spec import EnvSnapshot, validate_action_costs
+from ..spec import EnvSnapshot, Probe, validate_action_costs, validate_probes
 from .actions import ACTION_MODES, ACTION_TYPES, KEYS, MAX_TEXT_LENGTH, action, make_action_space
 from .app import GuiApp, Intent
 from .edit_document import EditDocumentApp
@@ -142,6 +142,10 @@ class GuiEnv(gym.Env):
         self.action_names: tuple[str, ...] = self.app.action_names
         self.action_costs = {k: v.copy() for k, v in self.app.action_costs.items()}
         validate_action_costs(self.questions, self.action_costs, len(self.action_names))
+        #: perception evidence: how visible facts bear on the questions (see ``spec.Probe``)
+        self.probes: tuple[Probe, ...] = tuple(self.app.probes)
+        self.initial_view_choice: int | None = self.app.initial_view_choice
+        validate_probes(self.questions, self.probes, len(self.action_names))
         self.action_space = make_action_space(cfg.action_mode, cfg.screen_size, cfg.max_elements)
         obs = {
             "image": spaces.Box(0, 255, (cfg.screen_size, cfg.screen_size, 3), np.uint8),

@@ -11,9 +11,10 @@ file of folder 1 is selected at the start (never the target).
 * irreversible error: any other file is deleted;
 
 Question ``target_folder``: which folder (slot 1-4, top to bottom) holds the
-target at the start. Action choices: ``open folder k`` (open it and select
-the target if it is there; 1 wasted step if not) and ``delete selected file``
-(10: the file selected at the start is never the target).
+target at the start. Action choices: ``find and delete in folder k`` (open
+it, and if the target is there select it, delete it and confirm; 1 wasted
+step if it is not there) and ``delete selected file`` (10: the file selected
+at the start is never the target).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..spec import Question
+from ..spec import Probe, Question
 from .app import GuiApp, Intent, UiState
 from .widgets import MUTED, Button, Colour, Dialog, Label, ListItem, Panel, Rect, Screen, ScrollArea, Widget, Window
 
@@ -61,13 +62,17 @@ class FileManagerApp(GuiApp):
         Question("target_folder", "Which folder holds the file to delete?",
                  tuple(f"folder {i + 1}" for i in range(N_FOLDERS))),
     )
-    action_names: ClassVar[tuple[str, ...]] = (*(f"open folder {i + 1}" for i in range(N_FOLDERS)),
+    action_names: ClassVar[tuple[str, ...]] = (*(f"find and delete in folder {i + 1}" for i in range(N_FOLDERS)),
                                                "delete selected file")
     action_costs: ClassVar[dict[str, np.ndarray]] = {
-        # rows: open folder 1..4, delete selected file; columns: folder 1..4 holds the target
+        # rows: find and delete in folder 1..4, delete selected file; columns: folder 1..4 holds the target
         "target_folder": np.vstack([1.0 - np.eye(N_FOLDERS), np.full((1, N_FOLDERS), 10.0)]).astype(np.float32),
     }
     facts: ClassVar[tuple[str, ...]] = ("target", "target_selected", "confirm_dialog", "confirm_target")
+    # a folder holds more files than its list shows, so the target may need scrolling: detect < 1
+    probes: ClassVar[tuple[Probe, ...]] = tuple(
+        Probe("target_folder", "target", (f"folder {i + 1}",), detect=0.8, after_choice=i) for i in range(N_FOLDERS))
+    initial_view_choice: ClassVar[int | None] = 0  # folder 1 is open at the start
     default_max_steps: ClassVar[int] = 40
 
     def sample(self, rng: np.random.Generator) -> FilesState:
@@ -225,6 +230,8 @@ class FileManagerApp(GuiApp):
     def choice_intent(self, choice: int, screen: Screen) -> Intent | None:
         s: FilesState = self.state
         if choice < N_FOLDERS:
+            if s.selected == s.target and s.open_folder == choice and s.target not in s.deleted:
+                return Intent("click", "dialog:delete") if s.dialog == "confirm" else Intent("click", "delete")
             return self._select(choice, screen)
         if s.dialog == "confirm":
             return Intent("click", "dialog:delete")

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..spec import Question
+from ..spec import Probe, Question
 from .app import GuiApp, Intent, UiState
 from .widgets import Button, Checkbox, Label, Panel, Rect, Screen, Tab, Toggle, Widget, Window
 
@@ -61,6 +61,9 @@ class SettingsTabsApp(GuiApp):
         "target_tab": np.vstack([1.0 - np.eye(N_TABS), np.full((1, N_TABS), 10.0)]).astype(np.float32),
     }
     facts: ClassVar[tuple[str, ...]] = ("target", "target_on")
+    probes: ClassVar[tuple[Probe, ...]] = tuple(
+        Probe("target_tab", "target", (f"tab {i + 1}",), detect=0.95, after_choice=i) for i in range(N_TABS))
+    initial_view_choice: ClassVar[int | None] = 0  # tab 1 is open at the start
     default_max_steps: ClassVar[int] = 30
 
     def sample(self, rng: np.random.Generator) -> SettingsState:

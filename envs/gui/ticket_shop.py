@@ -12,7 +12,8 @@ three trips, of which exactly one is within budget.
 
 Question ``affordable_listing``: which of the destination's three trips (in
 list order) is within budget. Action choices: ``open listing k`` (view its
-details; 1 wasted step if wrong) and ``buy listing k`` (10 if wrong: irreversible).
+details; 1 wasted step if wrong, 0.5 if right: it does not buy) and ``buy listing k`` (open it and buy;
+10 if wrong: irreversible).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..spec import Question
+from ..spec import Probe, Question
 from .app import GuiApp, Intent, UiState
 from .widgets import (
     MUTED, Button, Dialog, Dropdown, Label, ListItem, Menu, MenuItem, Rect, Screen, ScrollArea, Widget, Window,
@@ -69,11 +70,17 @@ class TicketShopApp(GuiApp):
         *(f"open listing {i + 1}" for i in range(N_LISTINGS)), *(f"buy listing {i + 1}" for i in range(N_LISTINGS)),
     )
     action_costs: ClassVar[dict[str, np.ndarray]] = {
-        # rows: open listing 1..3, buy listing 1..3; columns: listing 1..3 is within budget
-        "affordable_listing": np.vstack([1.0 - np.eye(N_LISTINGS), 10.0 * (1.0 - np.eye(N_LISTINGS))]).astype(
+        # rows: open listing 1..3, buy listing 1..3; columns: listing 1..3 is within budget. Opening the right
+        # listing costs 0.5: it shows the price but does not buy, so a confident belief buys (p > 0.95).
+        "affordable_listing": np.vstack([1.0 - 0.5 * np.eye(N_LISTINGS), 10.0 * (1.0 - np.eye(N_LISTINGS))]).astype(
             np.float32),
     }
     facts: ClassVar[tuple[str, ...]] = ("destination", "details", "affordable_details", "expensive_details")
+    probes: ClassVar[tuple[Probe, ...]] = tuple(
+        p for i in range(N_LISTINGS) for p in (
+            Probe("affordable_listing", "affordable_details", (f"listing {i + 1}",), detect=0.95, after_choice=i),
+            Probe("affordable_listing", "expensive_details",
+                  tuple(f"listing {j + 1}" for j in range(N_LISTINGS) if j != i), detect=0.95, after_choice=i)))
     default_max_steps: ClassVar[int] = 40
 
     def sample(self, rng: np.random.Generator) -> ShopState:

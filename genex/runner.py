@@ -1,0 +1,400 @@
+"""Run planners on held-out episodes and summarise them honestly: ``genex compare``.
+
+Output folder::
+
+    run.json                     the settings (a rerun with other settings into the same folder is refused)
+    episodes.jsonl               one row per finished episode, appended and flushed (fsync) as it ends
+    traces/<env>/<planner>/seed_<seed>.json     every DecisionTrace of the episode (atomic write)
+    frames/<env>/<planner>/seed_<seed>.npz      real and imagined frames (``--save-frames`` only)
+    summary.md, summary.csv      mean and 95% CI per (env, planner)
+    bars.png, compute.png        success / collision bars with CIs; success vs imagined frames per decision
+
+A rerun with the same ``--out`` skips the episodes already in
+``episodes.jsonl`` (a torn last line from a kill is ignored), so an
+interrupted comparison resumes where it stopped. Episodes run in worker
+processes (``spawn``; one torch thread each) or on Ray (``executor="ray"``).
+
+Planners only ever see :func:`genex.envs.spec.public_info`; hidden truth is
+read here, after the fact, for the metrics.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from genex.io import atomic_write_bytes
+
+__all__ = ["CompareConfig", "EpisodeKey", "run_episode", "compare", "load_rows", "summarise", "write_summary",
+           "METRICS"]
+
+log = logging.getLogger(__name__)
+
+#: summary columns: (row key, label, kind) -- "rate" columns are proportions
+METRICS: tuple[tuple[str, str, str], ...] = (
+    ("success", "success", "rate"),
+    ("collision", "collision / irreversible error", "rate"),
+    ("return", "return", "mean"),
+    ("steps", "real steps", "mean"),
+    ("brier", "belief Brier", "mean"),
+    ("log_loss", "belief log loss", "mean"),
+    ("imagined_per_decision", "imagined frames / decision", "mean"),
+    ("seconds_per_decision", "s / decision", "mean"),
+)
+
+
+@dataclass(frozen=True)
+class EpisodeKey:
+    env: str
+    planner: str
+    seed: int
+
+    @property
+    def slug(self) -> str:
+        return f"{self.env.split('/')[-1]}/{self.planner}/seed_{self.seed}"
+
+
+@dataclass
+class CompareConfig:
+    envs: list[str]
+    planners: list[str]
+    episodes: int = 20
+    seed: int = 200_000  # held out: world-model and policy data use seeds 0.. and 100000..
+    samples: int = 4
+    horizon: int = 8
+    trust: float = 0.7
+    world_model: str | None = None  # checkpoint folder (default: the shipped one for the env family)
+    policy: str | None = None  # tiny checkpoint folder (default: shipped)
+    save_frames: bool = False
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def keys(self) -> list[EpisodeKey]:
+        return [EpisodeKey(e, p, self.seed + i) for e in self.envs for i in range(self.episodes) for p in self.planners]
+
+
+# ---------------------------------------------------------------------------------------------- one episode
+class _Models:
+    """Per-process cache: checkpoints are loaded once per worker, not once per episode."""
+
+    def __init__(self) -> None:
+        self.cache: dict[tuple[str, str], Any] = {}
+
+    def get(self, kind: str, path: str, env: Any) -> Any:
+        key = (kind, path)
+        if key not in self.cache:
+            if kind == "policy":
+                from genex.policy import make_policy
+
+                self.cache[key] = make_policy("tiny", checkpoint=path)
+            else:
+                from genex.world_model import load_world_model
+
+                self.cache[key] = load_world_model(path, env=env, device="cpu")
+        return self.cache[key]
+
+
+_MODELS = _Models()
+
+
+def _build(cfg: CompareConfig, key: EpisodeKey, env: Any) -> Any:
+    import gymnasium as gym
+
+    from genex.planners import PLANNERS, default_checkpoint, env_family, make_planner
+
+    _, wm_kind, policy_kind = PLANNERS[key.planner]
+    family = env_family(env)
+    pol_path = cfg.policy if (cfg.policy and policy_kind == "tiny") else str(
+        default_checkpoint("policy" if policy_kind == "tiny" else "reference", family))
+    policy = _MODELS.get("policy", pol_path, env)
+    wm, oracle_env = None, None
+    if wm_kind == "learned":
+        wm = _MODELS.get("world_model", cfg.world_model or str(default_checkpoint("world_model", family)), env)
+        wm.bind(env)
+    elif wm_kind == "oracle":
+        oracle_env = gym.make(key.env, **cfg.env_kwargs)
+    kwargs = dict(samples=cfg.samples, horizon=cfg.horizon, trust=cfg.trust, save_frames=cfg.save_frames,
+                  seed=key.seed)
+    return make_planner(key.planner, env, policy=policy, world_model=wm, oracle_env=oracle_env, **kwargs), oracle_env
+
+
+def _score_belief(belief: dict[str, list[float]], answers: dict[str, int]) -> tuple[float, float]:
+    briers, losses = [], []
+    for qid, p in belief.items():
+        p = np.asarray(p, np.float64)
+        y = int(answers[qid])
+        onehot = np.zeros_like(p)
+        onehot[y] = 1.0
+        briers.append(float(((p - onehot) ** 2).sum()))
+        losses.append(float(-math.log(max(p[y], 1e-6))))
+    return float(np.mean(briers)), float(np.mean(losses))
+
+
+def run_episode(cfg: CompareConfig, key: EpisodeKey, out: str | Path | None = None) -> dict[str, Any]:
+    """Run one episode; returns its JSONL row (and writes its traces/frames under ``out``)."""
+    import gymnasium as gym
+
+    import genex.envs  # noqa: F401  (registers the envs)
+    from genex.envs.spec import public_info
+
+    t_start = time.perf_counter()
+    env = gym.make(key.env, **cfg.env_kwargs)
+    oracle_env = None
+    try:
+        planner, oracle_env = _build(cfg, key, env)
+        obs, info = env.reset(seed=key.seed)
+        if oracle_env is not None:
+            oracle_env.reset(seed=key.seed)
+        planner.reset(env, seed=key.seed)
+        answers = dict(info.get("answers", {}))
+        traces, ret, steps, done = [], 0.0, 0, False
+        while not done:
+            action, trace = planner.act(obs, public_info(info))
+            if trace is not None:
+                traces.append(trace)
+            obs, reward, terminated, truncated, info = env.step(action)
+            ret += float(reward)
+            steps += 1
+            done = bool(terminated or truncated)
+    finally:
+        env.close()
+        if oracle_env is not None:
+            oracle_env.close()
+    wall = time.perf_counter() - t_start
+    scores = [_score_belief(t.belief, answers) for t in traces if t.belief and answers]
+    n_dec = max(1, len(traces))
+    collisions = int(info.get("collisions", 0)) + int(info.get("irreversible_errors", 0))
+    row = {
+        "env": key.env, "planner": key.planner, "seed": key.seed,
+        "success": bool(info.get("success", False)), "collision": collisions > 0, "collisions": collisions,
+        "return": round(ret, 4), "steps": steps, "decisions": len(traces),
+        "brier": round(float(np.mean([s[0] for s in scores])), 5) if scores else None,
+        "log_loss": round(float(np.mean([s[1] for s in scores])), 5) if scores else None,
+        "first_brier": round(scores[0][0], 5) if scores else None,
+        "imagined_frames": int(sum(t.imagined_frames for t in traces)),
+        "imagined_per_decision": round(sum(t.imagined_frames for t in traces) / n_dec, 3),
+        "policy_images": int(sum(t.policy_images for t in traces)),
+        "seconds_per_decision": round(sum(t.seconds.get("total", 0.0) for t in traces) / n_dec, 5),
+        "world_model_seconds": round(sum(t.seconds.get("world_model", 0.0) for t in traces), 4),
+        "policy_seconds": round(sum(t.seconds.get("policy", 0.0) for t in traces), 4),
+        "wall_seconds": round(wall, 3), "answers": answers,
+    }
+    if out is not None:
+        out = Path(out)
+        body = {"key": asdict(key), "answers": answers, "decisions": [t.to_json() for t in traces]}
+        atomic_write_bytes(out / "traces" / f"{key.slug}.json", json.dumps(body).encode())
+        if cfg.save_frames:
+            import io
+
+            arrays = {}
+            for t in traces:
+                for name, arr in (t.frames or {}).items():
+                    arrays[f"step_{t.step:04d}/{name}"] = arr
+            buf = io.BytesIO()
+            np.savez_compressed(buf, **arrays)
+            atomic_write_bytes(out / "frames" / f"{key.slug}.npz", buf.getvalue())
+    return row
+
+
+# ---------------------------------------------------------------------------------------------- many episodes
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+def _worker(cfg: CompareConfig, key: EpisodeKey, out: str) -> dict[str, Any]:
+    return run_episode(cfg, key, out)
+
+
+def load_rows(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of ``episodes.jsonl``; a torn (partially written) last line is skipped."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            log.warning("skipping a torn line in %s (an interrupted run)", path)
+    return rows
+
+
+def _append(path: Path, row: dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _iter_results(cfg: CompareConfig, todo: Sequence[EpisodeKey], out: Path, workers: int,
+                  executor: str) -> Iterator[dict[str, Any]]:
+    if executor == "ray":
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(num_cpus=max(1, workers), include_dashboard=False, log_to_driver=False)
+        remote = ray.remote(num_cpus=1)(_worker)
+        pending = [remote.remote(cfg, k, str(out)) for k in todo]
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            yield ray.get(done[0])
+    elif executor == "process" and workers > 1:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_worker_init) as ex:
+            futures = [ex.submit(_worker, cfg, k, str(out)) for k in todo]
+            for fut in as_completed(futures):
+                yield fut.result()
+    elif executor in ("process", "inline"):
+        for k in todo:
+            yield run_episode(cfg, k, out)
+    else:
+        raise ValueError(f"unknown executor {executor!r}; choose process, inline or ray")
+
+
+def compare(cfg: CompareConfig, out: str | Path, workers: int | None = None, executor: str = "process",
+            progress: bool = True) -> list[dict[str, Any]]:
+    """Run every (env, planner, seed) of ``cfg`` not yet in ``out/episodes.jsonl``; returns all rows."""
+    from tqdm.auto import tqdm
+
+    from genex.planners import PLANNERS
+
+    bad = [p for p in cfg.planners if p not in PLANNERS]
+    if bad:
+        raise ValueError(f"unknown planner(s) {bad}; choose from {sorted(PLANNERS)}")
+    if cfg.episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {cfg.episodes}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("envs", "planners", "episodes", "save_frames")}
+    run_path = out / "run.json"
+    if run_path.exists():
+        old = json.loads(run_path.read_text())
+        diff = sorted(k for k in settings if old.get("settings", {}).get(k) != settings[k])
+        if diff:
+            raise ValueError(f"{out} holds a comparison with other settings ({', '.join(diff)} differ); "
+                             "use another --out to compare under new settings")
+    atomic_write_bytes(run_path, json.dumps({"settings": settings, "config": asdict(cfg)}, indent=2).encode())
+    path = out / "episodes.jsonl"
+    rows = load_rows(path)
+    if path.exists() and path.read_bytes()[-1:] not in (b"", b"\n"):  # drop a torn tail before appending
+        atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+    done = {(r["env"], r["planner"], int(r["seed"])) for r in rows}
+    todo = [k for k in cfg.keys() if (k.env, k.planner, k.seed) not in done]
+    if len(rows) and todo:
+        log.info("resuming %s: %d episodes done, %d to go", out, len(done), len(todo))
+    workers = workers if workers is not None else max(1, min(len(todo), (os.cpu_count() or 1)))
+    bar = tqdm(total=len(todo), disable=not progress, desc="compare", unit="episode")
+    try:
+        for row in _iter_results(cfg, todo, out, workers, executor):
+            _append(path, row)
+            rows.append(row)
+            bar.update(1)
+            bar.set_postfix_str(f"{row['planner']} {row['env'].split('/')[-1]} seed {row['seed']}")
+    finally:
+        bar.close()
+    wanted = {(k.env, k.planner, k.seed) for k in cfg.keys()}
+    return [r for r in rows if (r["env"], r["planner"], int(r["seed"])) in wanted]
+
+
+# ---------------------------------------------------------------------------------------------- summaries
+def _ci(values: Sequence[float], rate: bool) -> tuple[float, float]:
+    """Mean and 95% CI half-width (Wilson-style for rates is overkill at our n; normal approx)."""
+    x = np.asarray([v for v in values if v is not None], np.float64)
+    if len(x) == 0:
+        return float("nan"), float("nan")
+    m = float(x.mean())
+    if len(x) < 2:
+        return m, float("nan")
+    sd = math.sqrt(m * (1 - m)) if rate else float(x.std(ddof=1))
+    return m, 1.96 * sd / math.sqrt(len(x))
+
+
+def summarise(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One dict per (env, planner): ``n`` and ``<metric>``/``<metric>_ci`` for every metric in :data:`METRICS`."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["env"], r["planner"]), []).append(r)
+    out = []
+    for (env, planner), rs in groups.items():
+        s: dict[str, Any] = {"env": env, "planner": planner, "n": len(rs)}
+        for key, _, kind in METRICS:
+            vals = [float(r[key]) if r.get(key) is not None else None for r in rs]
+            s[key], s[f"{key}_ci"] = _ci(vals, kind == "rate")
+        out.append(s)
+    return out
+
+
+def gap_closed(summary: Sequence[dict[str, Any]], metric: str = "success", planner: str = "imagine",
+               low: str = "react", high: str = "oracle-imagine") -> dict[str, float]:
+    """Per env: ``(planner - low) / (high - low)`` of ``metric`` (the share of the react→oracle gap closed)."""
+    by = {(s["env"], s["planner"]): s[metric] for s in summary}
+    res = {}
+    for env in sorted({s["env"] for s in summary}):
+        if all((env, p) in by for p in (planner, low, high)):
+            gap = by[(env, high)] - by[(env, low)]
+            res[env] = float("nan") if abs(gap) < 1e-9 else (by[(env, planner)] - by[(env, low)]) / gap
+    return res
+
+
+def format_table(summary: Sequence[dict[str, Any]], planners_order: Sequence[str] | None = None) -> str:
+    order = {p: i for i, p in enumerate(planners_order or [])}
+    rows = sorted(summary, key=lambda s: (s["env"], order.get(s["planner"], 99), s["planner"]))
+    head = "| env | planner | n | " + " | ".join(label for _, label, _ in METRICS) + " |"
+    lines = [head, "|" + "---|" * (3 + len(METRICS))]
+    for s in rows:
+        cells = []
+        for key, _, kind in METRICS:
+            m, ci = s[key], s[f"{key}_ci"]
+            if math.isnan(m):
+                cells.append("–")
+            elif kind == "rate":
+                cells.append(f"{100 * m:.0f}% ± {100 * ci:.0f}" if not math.isnan(ci) else f"{100 * m:.0f}%")
+            else:
+                prec = 3 if key in ("brier", "log_loss", "seconds_per_decision") else 1
+                cells.append(f"{m:.{prec}f} ± {ci:.{prec}f}" if not math.isnan(ci) else f"{m:.{prec}f}")
+        lines.append(f"| {s['env'].split('/')[-1]} | {s['planner']} | {s['n']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_summary(rows: Sequence[dict[str, Any]], out: str | Path, planners_order: Sequence[str] | None = None,
+                  plots: bool = True) -> str:
+    """Write ``summary.md``/``summary.csv`` (and plots) into ``out``; returns the Markdown table."""
+    out = Path(out)
+    summary = summarise(rows)
+    table = format_table(summary, planners_order)
+    gaps = gap_closed(summary)
+    text = table + "\n"
+    if gaps:
+        text += "\nShare of the react → oracle-imagine success gap closed by imagine: " + ", ".join(
+            f"{e.split('/')[-1]} {100 * g:.0f}%" if not math.isnan(g) else f"{e.split('/')[-1]} – (no gap)"
+            for e, g in gaps.items()) + "\n"
+    atomic_write_bytes(out / "summary.md", text.encode())
+    fields = ["env", "planner", "n"] + [k for key, _, _ in METRICS for k in (key, f"{key}_ci")]
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields)
+    w.writeheader()
+    for s in summary:
+        w.writerow({k: s[k] for k in fields})
+    atomic_write_bytes(out / "summary.csv", buf.getvalue().encode())
+    if plots and summary:
+        from genex.viz import plot_comparison, plot_compute
+
+        plot_comparison(summary, out / "bars.png", planners_order)
+        plot_compute(summary, out / "compute.png")
+    return text

@@ -1,0 +1,101 @@
+"""``genex compare`` and ``genex viz`` (added to the ``genex`` CLI)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["add_commands"]
+
+DEFAULT_PLANNERS = "react,imagine,oracle-imagine"
+
+
+def _split(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import genex.envs
+    from genex.planners import PLANNERS
+
+    from .runner import CompareConfig, compare, write_summary
+
+    envs = _split(args.env)
+    unknown = [e for e in envs if e not in genex.envs.ENV_IDS]
+    if unknown:
+        raise SystemExit(f"genex compare: unknown env(s) {unknown}; choose from {', '.join(genex.envs.ENV_IDS)}")
+    planners = _split(args.planners)
+    bad = [p for p in planners if p not in PLANNERS]
+    if bad:
+        raise SystemExit(f"genex compare: unknown planner(s) {bad}; choose from {', '.join(PLANNERS)}")
+    if args.episodes < 1:
+        raise SystemExit("genex compare: --episodes must be >= 1")
+    env_kwargs = {}
+    if args.env_kwargs:
+        try:
+            env_kwargs = json.loads(args.env_kwargs)
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"--env-kwargs must be a JSON object: {e}") from e
+    cfg = CompareConfig(envs=envs, planners=planners, episodes=args.episodes, seed=args.seed, samples=args.samples,
+                        horizon=args.horizon, trust=args.trust, world_model=args.world_model, policy=args.policy,
+                        save_frames=args.save_frames, env_kwargs=env_kwargs)
+    try:
+        rows = compare(cfg, args.out, workers=args.workers, executor=args.executor, progress=not args.quiet)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"genex compare: {e}") from e
+    text = write_summary(rows, args.out, planners, plots=not args.no_plots)
+    print(text)
+    print(f"rows: {Path(args.out) / 'episodes.jsonl'}; table: {Path(args.out) / 'summary.md'}")
+    return 0
+
+
+def cmd_viz(args: argparse.Namespace) -> int:
+    from .viz import viz_run
+
+    try:
+        written = viz_run(args.run, args.out, env=args.env, planner=args.planner, seed=args.seed)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"genex viz: {e}") from e
+    for p in written:
+        print(p)
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("compare", help="run planners on held-out episodes; per-episode JSONL + summary table",
+                       description="Run every planner on the same held-out seeds of every env. Resumable: rerun "
+                                   "with the same --out to skip finished episodes.")
+    s.add_argument("--env", required=True, help="env id(s), comma-separated, e.g. genex/OccludedCrosswalk-v0")
+    s.add_argument("--planners", default=DEFAULT_PLANNERS, help=f"comma-separated (default {DEFAULT_PLANNERS})")
+    s.add_argument("--episodes", type=int, default=20, help="episodes per env and planner (seeds seed..seed+N-1)")
+    s.add_argument("--seed", type=int, default=200_000, help="first seed (held out from all training data)")
+    s.add_argument("--out", required=True, help="output folder (created; rerun to resume)")
+    s.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
+    s.add_argument("--executor", choices=("process", "inline", "ray"), default="process",
+                   help="process pool (default), inline (one process) or a Ray cluster (pip install ray)")
+    s.add_argument("--samples", type=int, default=4, help="imagined futures per branch (S)")
+    s.add_argument("--horizon", type=int, default=8, help="imagined steps per exploration branch")
+    s.add_argument("--trust", type=float, default=0.7, help="weight of imagined evidence, in [0, 1]")
+    s.add_argument("--world-model", default=None, help="world-model checkpoint folder (default: shipped)")
+    s.add_argument("--policy", default=None, help="tiny policy checkpoint folder (default: shipped)")
+    s.add_argument("--env-kwargs", default=None, help="JSON object of env options")
+    s.add_argument("--save-frames", action="store_true", help="keep real and imagined frames for genex viz")
+    s.add_argument("--no-plots", action="store_true", help="skip bars.png / compute.png")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("viz", help="pictures and a GIF of one episode of a compare run")
+    s.add_argument("run", help="a genex compare --out folder")
+    s.add_argument("--env", default=None, help="env id or name (default: the first episode found)")
+    s.add_argument("--planner", default=None)
+    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--out", default=None, help="output folder (default RUN/viz)")
+    s.set_defaults(func=cmd_viz)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from .cli import main
+
+    sys.exit(main(["compare", *sys.argv[1:]]))

@@ -1,0 +1,236 @@
+"""Pictures of what planners saw, imagined and believed (matplotlib + imageio; headless-safe).
+
+* :func:`plot_comparison`: success and collision rates per planner and env, with 95% CIs;
+* :func:`plot_compute`: success vs imagined frames per decision (accuracy vs compute);
+* :func:`imagination_strip`: the real frame, then each imagined branch's S samples over time;
+* :func:`belief_timeline`: the belief in the true answer over an episode, with the decisions;
+* :func:`episode_gif`: an episode's real frames, each next to what was imagined at that step;
+* :func:`viz_run`: all of the above for one episode of a ``genex compare`` run (``genex viz RUN``).
+
+Every function returns the figure / writes the file and never opens a window.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["plot_comparison", "plot_compute", "imagination_strip", "belief_timeline", "episode_gif", "viz_run",
+           "load_episode"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: str | Path | None) -> Any:
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        _plt().close(fig)
+    return fig
+
+
+def plot_comparison(summary: Sequence[Mapping[str, Any]], path: str | Path | None = None,
+                    planners_order: Sequence[str] | None = None) -> Any:
+    """Grouped bars (one group per env) of success and collision rates with 95% CI whiskers."""
+    plt = _plt()
+    envs = sorted({s["env"] for s in summary})
+    planners = list(planners_order or []) + sorted({s["planner"] for s in summary} - set(planners_order or []))
+    planners = [p for p in planners if any(s["planner"] == p for s in summary)]
+    by = {(s["env"], s["planner"]): s for s in summary}
+    fig, axes = plt.subplots(1, 2, figsize=(max(6, 1.6 * len(envs) * 2 + 2), 3.4), sharey=True)
+    width = 0.8 / max(1, len(planners))
+    cmap = plt.get_cmap("tab10")
+    for ax, (metric, title) in zip(axes, [("success", "success rate"), ("collision", "collision / irreversible error")]):
+        for j, p in enumerate(planners):
+            xs, ms, cis = [], [], []
+            for i, e in enumerate(envs):
+                s = by.get((e, p))
+                if s is None:
+                    continue
+                xs.append(i + (j - (len(planners) - 1) / 2) * width)
+                ms.append(s[metric])
+                cis.append(0 if math.isnan(s[f"{metric}_ci"]) else s[f"{metric}_ci"])
+            ax.bar(xs, ms, width, yerr=cis, capsize=2, label=p, color=cmap(j % 10))
+        ax.set_xticks(range(len(envs)), [e.split("/")[-1].replace("-v0", "") for e in envs], fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(title, fontsize=10)
+    axes[0].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_compute(summary: Sequence[Mapping[str, Any]], path: str | Path | None = None) -> Any:
+    """Success rate vs imagined frames per decision, one marker per (env, planner)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    envs = sorted({s["env"] for s in summary})
+    markers = "osD^v<>"
+    for i, e in enumerate(envs):
+        for s in summary:
+            if s["env"] != e:
+                continue
+            ax.errorbar(s["imagined_per_decision"] + 0.5, s["success"],
+                        yerr=0 if math.isnan(s["success_ci"]) else s["success_ci"], fmt=markers[i % len(markers)],
+                        capsize=2, label=f"{e.split('/')[-1].replace('-v0', '')}: {s['planner']}")
+    ax.set_xscale("log")
+    ax.set_xlabel("imagined frames per decision (+0.5, log scale)")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(-0.02, 1.05)
+    ax.legend(fontsize=6, ncol=1, bbox_to_anchor=(1.02, 1), loc="upper left")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def imagination_strip(real: np.ndarray, imagined: Mapping[str, np.ndarray], path: str | Path | None = None,
+                      title: str = "", max_steps: int = 8, p_seen: Mapping[str, Mapping[str, Sequence[float]]] | None = None
+                      ) -> Any:
+    """Real frame (left column), then per branch its ``S`` samples (rows) over imagined time (columns).
+
+    ``imagined``: ``{branch name: uint8[S, T, H, W, 3]}``; ``p_seen``: optional
+    ``{branch: {fact: [S]}}`` printed beside each sample (what the policy saw in it).
+    """
+    plt = _plt()
+    rows = [(b, s) for b, arr in imagined.items() for s in range(arr.shape[0])] or [("", 0)]
+    t_max = min(max_steps, max([arr.shape[1] for arr in imagined.values()] or [0]))
+    fig, axes = plt.subplots(len(rows), t_max + 1, figsize=(1.2 * (t_max + 1) + 1.5, 1.25 * len(rows) + 0.4),
+                             squeeze=False)
+    for r, (b, s) in enumerate(rows):
+        for c in range(t_max + 1):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for sp in ax.spines.values():
+                sp.set_visible(False)
+            if c == 0:
+                if r == 0:
+                    ax.imshow(real)
+                    ax.set_title("real now", fontsize=7)
+                    for sp in ax.spines.values():
+                        sp.set_visible(True)
+                        sp.set_color("green")
+                continue
+            arr = imagined.get(b)
+            if arr is not None and c - 1 < arr.shape[1]:
+                ax.imshow(arr[s, c - 1])
+                if r == 0:
+                    ax.set_title(f"+{c}", fontsize=7)
+        label = f"{b}\nsample {s}"
+        if p_seen and b in p_seen:
+            label += "\n" + ", ".join(f"{f} {v[s]:.2f}" for f, v in p_seen[b].items() if s < len(v))
+        axes[r, 1].set_ylabel(label, fontsize=6, rotation=0, ha="right", va="center")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def load_episode(run: str | Path, env: str | None = None, planner: str | None = None,
+                 seed: int | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Traces (and frames, if saved) of one episode of a ``genex compare`` run (the first match)."""
+    run = Path(run)
+    files = sorted((run / "traces").rglob("seed_*.json"))
+    for f in files:
+        body = json.loads(f.read_text())
+        k = body["key"]
+        if (env is None or k["env"] == env or k["env"].split("/")[-1] == env) and \
+                (planner is None or k["planner"] == planner) and (seed is None or int(k["seed"]) == int(seed)):
+            npz = run / "frames" / f.relative_to(run / "traces").with_suffix(".npz")
+            frames = dict(np.load(npz)) if npz.exists() else {}
+            return body, frames
+    raise FileNotFoundError(f"no episode matching env={env} planner={planner} seed={seed} in {run}/traces")
+
+
+def belief_timeline(body: Mapping[str, Any], path: str | Path | None = None) -> Any:
+    """The belief in each answer over the decisions (true answer bold), with the decisions below."""
+    plt = _plt()
+    decisions = body["decisions"]
+    answers = body.get("answers", {})
+    qids = list(decisions[0]["belief"]) if decisions else []
+    fig, axes = plt.subplots(len(qids) + 1, 1, figsize=(7, 1.9 * len(qids) + 1.3), sharex=True, squeeze=False)
+    steps = [d["step"] for d in decisions]
+    for ax, q in zip(axes[:, 0], qids):
+        probs = np.array([d["belief"][q] for d in decisions])
+        real = np.array([d["belief_real"].get(q, d["belief"][q]) for d in decisions])
+        for a in range(probs.shape[1]):
+            truth = answers.get(q) == a
+            line, = ax.plot(steps, probs[:, a], lw=2.5 if truth else 1.0,
+                            label=f"answer {a}" + (" (truth)" if truth else ""))
+            ax.plot(steps, real[:, a], ls=":", lw=1.0, color=line.get_color())
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel(f"P({q})", fontsize=7)
+        ax.legend(fontsize=6, loc="upper right")
+    ax = axes[-1, 0]
+    names = [d["decision_name"] for d in decisions]
+    uniq = list(dict.fromkeys(names))
+    ax.scatter(steps, [uniq.index(n) for n in names], s=12)
+    ax.set_yticks(range(len(uniq)), uniq, fontsize=7)
+    ax.set_xlabel("step (dotted: belief from real frames only; solid: after imagination)")
+    k = body.get("key", {})
+    fig.suptitle(f"{k.get('env', '')} {k.get('planner', '')} seed {k.get('seed', '')}", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def episode_gif(body: Mapping[str, Any], frames: Mapping[str, np.ndarray], path: str | Path, fps: int = 4,
+                scale: int = 3) -> Path:
+    """GIF (or MP4 by suffix) of an episode: the real frame beside the first imagined sample's last frame
+    of each branch at that step (blank where nothing was imagined)."""
+    import imageio.v3 as iio
+
+    pics = []
+    for d in body["decisions"]:
+        pre = f"step_{d['step']:04d}/"
+        real = frames.get(pre + "real")
+        if real is None:
+            continue
+        tiles = [real]
+        for b in d.get("branches", []):
+            arr = frames.get(pre + f"imagined/{b['name']}")
+            tiles.append(arr[0, -1] if arr is not None and arr.shape[1] else np.zeros_like(real))
+        row = np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0))) for t in tiles], axis=1)
+        pics.append(np.kron(row, np.ones((scale, scale, 1), np.uint8)) if scale > 1 else row)
+    if not pics:
+        raise ValueError("no saved frames in this episode: run genex compare with --save-frames")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".gif":
+        iio.imwrite(path, np.stack(pics), duration=1000 / fps, loop=0)
+    else:
+        iio.imwrite(path, np.stack(pics), fps=fps)
+    return path
+
+
+def viz_run(run: str | Path, out: str | Path | None = None, env: str | None = None, planner: str | None = None,
+            seed: int | None = None) -> list[Path]:
+    """Belief timeline, imagination strip of the first imagining decision and a GIF for one episode."""
+    body, frames = load_episode(run, env, planner, seed)
+    k = body["key"]
+    out = Path(out or Path(run) / "viz")
+    stem = f"{k['env'].split('/')[-1]}_{k['planner']}_seed{k['seed']}"
+    written = [out / f"{stem}_belief.png"]
+    belief_timeline(body, written[0])
+    for d in body["decisions"]:
+        pre = f"step_{d['step']:04d}/"
+        imagined = {b["name"]: frames[pre + f"imagined/{b['name']}"] for b in d.get("branches", [])
+                    if pre + f"imagined/{b['name']}" in frames}
+        if imagined and pre + "real" in frames:
+            p = out / f"{stem}_step{d['step']}_imagined.png"
+            imagination_strip(frames[pre + "real"], imagined, p,
+                              title=f"step {d['step']}: decided {d['decision_name']}",
+                              p_seen={b["name"]: b.get("p_seen", {}) for b in d.get("branches", [])})
+            written.append(p)
+            break
+    if frames:
+        written.append(episode_gif(body, frames, out / f"{stem}.gif"))
+    return written

@@ -1,0 +1,271 @@
+"""The ``Planner`` protocol, ``DecisionTrace``, and the belief machinery every planner shares.
+
+One decision of a belief planner::
+
+    prior (the env's documented base rates, else uniform)
+      + real evidence: the policy's P(fact visible) on the current real frame, through the env's probes
+        (GUI: plus what the real screen showed after each action choice already carried out)
+      + imagined evidence (imagine / lookahead / oracle-imagine): the policy on imagined frames, per branch,
+        P(fact seen at any imagined step) per sample, mixed over the S samples, weighted by ``trust``
+      -> decision = argmin expected cost (``Belief.decide`` with the env's cost tables)
+
+Subclasses only change *which* branches are imagined or taken for real, and how
+the decision is scored. Every decision yields a :class:`DecisionTrace`.
+Planners see ``public_info`` only: they never read ``info["hidden"]``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from genex.belief import Belief
+from genex.envs.spec import PRIVILEGED_INFO_KEYS
+from genex.policy.data import fact_question
+from genex.policy.protocol import PolicyQuestion, TaggedImage
+
+from .task import Branch, Task, image_of, prompt_of, task_from_env
+
+__all__ = ["Planner", "DecisionTrace", "BeliefPlanner", "to_jsonable"]
+
+YES_NO = ("yes", "no")
+
+
+@runtime_checkable
+class Planner(Protocol):
+    """``reset(env, seed)`` at each episode start; ``act(obs, info) -> (action, trace or None)`` per step.
+
+    ``trace`` is None on steps that carry out an earlier decision (GUI macros) and a
+    :class:`DecisionTrace` whenever the planner decided.
+    """
+
+    name: str
+
+    def reset(self, env: Any, seed: int | None = None) -> None: ...
+
+    def act(self, obs: Any, info: Mapping[str, Any] | None = None) -> tuple[Any, "DecisionTrace | None"]: ...
+
+
+@dataclass
+class DecisionTrace:
+    """Everything one decision did (JSON-friendly except ``frames``).
+
+    ``branches``: one dict per imagined/explored branch: ``name``, ``kind``
+    (``explore`` | ``candidate``), ``p_seen`` ``{fact: [S]}`` (max over the imagined
+    steps of each sample), ``evidence`` ``{question: likelihood over answers}``.
+    ``frames`` (only with ``save_frames``): ``"real"`` uint8[H, W, 3] and
+    ``"imagined/<branch>"`` uint8[S, T, H, W, 3].
+    """
+
+    step: int
+    decision: int | None
+    decision_name: str | None
+    action: Any
+    belief_real: dict[str, list[float]] = field(default_factory=dict)
+    belief: dict[str, list[float]] = field(default_factory=dict)
+    expected_costs: list[float] = field(default_factory=list)
+    real_p_seen: dict[str, float] = field(default_factory=dict)
+    branches: list[dict[str, Any]] = field(default_factory=list)
+    imagined_frames: int = 0
+    policy_images: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    rationale: str = ""
+    frames: dict[str, np.ndarray] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("frames")
+        return to_jsonable(d)
+
+
+def to_jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): to_jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [to_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return to_jsonable(x.tolist())
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, float):
+        return round(x, 6)
+    return x
+
+
+class BeliefPlanner:
+    """``react``: decide from the prior and the current real frame only. Base of the other planners.
+
+    Args:
+        policy: a :class:`genex.policy.Policy` (answers "is <fact> visible?" per frame).
+        world_model: a :class:`genex.world_model.WorldModel` (imagining planners only). An oracle
+            (``context_is_state=False``) is given the live env's snapshot at each decision.
+        samples: ``S`` imagined futures per branch.
+        horizon: imagined steps per exploration branch (direct mode).
+        trust: weight of imagined evidence in ``[0, 1]`` (real evidence weighs 1).
+        context: real frames kept as the world model's context.
+        save_frames: keep the real and imagined frames in each trace (for ``genex viz``).
+        seed: base seed of the world model's sampling (per decision: ``seed + step``).
+    """
+
+    name = "react"
+    imagines = False
+
+    def __init__(self, policy: Any, world_model: Any = None, *, samples: int = 4, horizon: int = 8,
+                 trust: float = 0.7, context: int = 4, save_frames: bool = False, seed: int = 0) -> None:
+        if samples < 1 or horizon < 1 or context < 1:
+            raise ValueError(f"samples, horizon and context must be >= 1, got {samples}, {horizon}, {context}")
+        if not 0.0 <= trust <= 1.0:
+            raise ValueError(f"trust must be in [0, 1], got {trust}")
+        if self.imagines and world_model is None:
+            raise ValueError(f"the {self.name} planner needs a world model")
+        self.policy = policy
+        self.world_model = world_model
+        self.samples, self.horizon, self.trust, self.context = samples, horizon, trust, context
+        self.save_frames = save_frames
+        self.seed = seed
+        self.env: Any = None
+        self.task: Task | None = None
+
+    # ------------------------------------------------------------------ episode
+    def reset(self, env: Any, seed: int | None = None) -> None:
+        self.env = env
+        self.task = task_from_env(env, self.horizon)
+        self.episode_seed = self.seed if seed is None else int(seed)
+        self.frames: deque[np.ndarray] = deque(maxlen=self.context)
+        self.memory: dict[int, dict[str, np.ndarray]] = {}  # choice -> likelihoods seen after carrying it out
+        self.current: int | None = None  # GUI: the action choice being carried out
+        self.step = 0
+        self.rng = np.random.default_rng(self.episode_seed)
+        if hasattr(self.policy, "reset"):
+            self.policy.reset()
+
+    @property
+    def unwrapped(self) -> Any:
+        return getattr(self.env, "unwrapped", self.env)
+
+    def act(self, obs: Any, info: Mapping[str, Any] | None = None) -> tuple[Any, DecisionTrace | None]:
+        if self.task is None:
+            raise RuntimeError("call reset(env) before act()")
+        if info is not None and any(k in info for k in PRIVILEGED_INFO_KEYS):
+            raise ValueError("planners must not see privileged info; pass genex.envs.spec.public_info(info)")
+        frame = image_of(obs)
+        self.frames.append(frame)
+        self.prompt = prompt_of(obs)
+        t = self.step
+        self.step += 1
+        task = self.task
+        if task.generic:
+            return self._act_generic(frame, t)
+        if task.mode == "choice":
+            if self.current is not None:
+                a = self.unwrapped.choice_action(self.current)
+                if a is not None:
+                    return a, None
+                self._pending_memory = self.current  # the choice is done: the current screen shows its outcome
+            elif t == 0 and task.initial_view_choice is not None:
+                self._pending_memory = task.initial_view_choice
+            else:
+                self._pending_memory = None
+        return self._decide(frame, t)
+
+    # ------------------------------------------------------------------ decisions
+    def _decide(self, frame: np.ndarray, t: int) -> tuple[Any, DecisionTrace]:
+        task = self.task
+        t0 = time.perf_counter()
+        self._timers = {"policy": 0.0, "world_model": 0.0}
+        self._policy_images = 0
+        belief = Belief(task.questions, priors=task.priors or None)
+        p_real = self._p_seen([frame], imagined=False)[0]  # {fact: p}
+        if task.mode == "choice" and self._pending_memory is not None:
+            self.memory[self._pending_memory] = self._likelihoods(p_real, task.probes_for(self._pending_memory),
+                                                                  conditional_only=True)
+        for q in task.questions:
+            lik = self._likelihoods(p_real, task.probes_for(None)).get(q.id)
+            if lik is not None:
+                belief.update_real(q.id, lik)
+            for mem in self.memory.values():
+                if q.id in mem:
+                    belief.update_real(q.id, mem[q.id])
+        belief_real = belief.as_dict()
+        branches, frames = self._imagine(belief, frame, t)
+        decision, costs = self._choose(belief, branches)
+        action, decision = self._to_action(decision, costs)
+        trace = DecisionTrace(
+            step=t, decision=decision, decision_name=task.action_names[decision], action=to_jsonable(action),
+            belief_real=belief_real, belief=belief.as_dict(), expected_costs=[float(c) for c in costs],
+            real_p_seen={k: float(v) for k, v in p_real.items()}, branches=branches,
+            imagined_frames=sum(int(b.get("frames", 0)) for b in branches), policy_images=self._policy_images,
+            seconds={**{k: round(v, 5) for k, v in self._timers.items()}, "total": round(time.perf_counter() - t0, 5)},
+            frames=({"real": frame.copy(), **frames} if self.save_frames else None),
+        )
+        return action, trace
+
+    def _imagine(self, belief: Belief, frame: np.ndarray, t: int) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+        """Add imagined evidence to ``belief``; returns branch summaries and (optionally) frames."""
+        return [], {}
+
+    def _choose(self, belief: Belief, branches: list[dict[str, Any]]) -> tuple[int, np.ndarray]:
+        costs = belief.expected_costs(self.task.action_costs)
+        return int(np.argmin(costs)), costs
+
+    def _to_action(self, decision: int, costs: np.ndarray) -> tuple[Any, int]:
+        """The env action for ``decision``; GUI choices with nothing left to do fall back to the next best."""
+        if self.task.mode == "direct":
+            return decision, decision
+        order = [decision] + [int(i) for i in np.argsort(costs, kind="stable") if int(i) != decision]
+        for choice in order:
+            a = self.unwrapped.choice_action(choice)
+            if a is not None:
+                self.current = choice
+                return a, choice
+        self.current = None
+        from genex.envs.gui.actions import wait
+
+        return wait(mode=self.unwrapped.config.action_mode), decision
+
+    # ------------------------------------------------------------------ perception
+    def _questions(self) -> list[PolicyQuestion]:
+        return [PolicyQuestion(f, fact_question(f), YES_NO) for f in self.task.facts]
+
+    def _p_seen(self, frames: Sequence[np.ndarray], imagined: bool, step: int = 0) -> list[dict[str, float]]:
+        """``P(fact visible)`` for each frame (one batched policy call)."""
+        facts = self.task.facts
+        if not facts or len(frames) == 0:
+            return [{} for _ in frames]
+        images = [TaggedImage(np.ascontiguousarray(f), step=step, imagined=imagined, sample=i if imagined else 0)
+                  for i, f in enumerate(frames)]
+        t0 = time.perf_counter()
+        r = self.policy.answer(images, self.prompt, self._questions())
+        self._timers["policy"] += time.perf_counter() - t0
+        self._policy_images += len(images)
+        return [{f: float(r.per_image[f][i][0]) for f in facts} for i in range(len(images))]
+
+    def _likelihoods(self, p_seen: Mapping[str, float], probes: Sequence[Any],
+                     conditional_only: bool = False) -> dict[str, np.ndarray]:
+        """Naive-Bayes product of the probes' likelihoods, per question, normalised."""
+        out: dict[str, np.ndarray] = {}
+        answers = {q.id: tuple(q.answers) for q in self.task.questions}
+        for pr in probes:
+            if conditional_only and pr.after_choice is None:
+                continue
+            lik = pr.likelihood(p_seen[pr.fact], answers[pr.question])
+            out[pr.question] = out.get(pr.question, 1.0) * lik
+        return {q: v / v.sum() for q, v in out.items()}
+
+    # ------------------------------------------------------------------ generic envs
+    def _act_generic(self, frame: np.ndarray, t: int) -> tuple[Any, DecisionTrace]:
+        """No questions declared: ask the policy for an action (uniformly random if it gives none)."""
+        t0 = time.perf_counter()
+        self._timers = {"policy": 0.0, "world_model": 0.0}
+        names = list(self.task.action_names)
+        r = self.policy.answer([TaggedImage(frame, step=t)], self.prompt,
+                               [PolicyQuestion("progress", "Is the goal visible?", YES_NO)], actions=names)
+        self._timers["policy"] += time.perf_counter() - t0
+        a = int(r.action) if r.action is not None else int(self.rng.integers(len(names)))
+        return a, DecisionTrace(step=t, decision=a, decision_name=names[a], action=a, policy_images=1,
+                                rationale=r.rationale or "", seconds={**self._timers,
+                                                                      "total": round(time.perf_counter() - t0, 5)})

@@ -1,0 +1,203 @@
+"""Planners that look before they act: ``imagine`` (GenEx), ``lookahead`` (WebDreamer/MPC), ``explore``.
+
+* :class:`ImaginePlanner` imagines the env's *exploration* branches (creep
+  forward, wait, peek past the van; open each tab/folder/listing), reads the
+  imagined frames with the policy, revises the belief, then decides by expected
+  cost. With an :class:`~genex.world_model.OracleWorldModel` it is
+  ``oracle-imagine``, the upper bound.
+* :class:`LookaheadPlanner` imagines the outcome of *each candidate decision*
+  (the action held for ``horizon`` steps, or the GUI choice) and scores each
+  candidate by its expected cost under the belief revised with its own
+  imagined outcome.
+* :class:`ExplorePlanner` takes the exploration actions *for real* while the
+  belief is uncertain (real steps, real risk), then decides.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from genex.belief import Belief
+
+from .base import BeliefPlanner
+from .task import Branch
+
+__all__ = ["ImaginePlanner", "LookaheadPlanner", "ExplorePlanner"]
+
+
+class ImaginePlanner(BeliefPlanner):
+    """GenEx mental exploration; see the module docstring (and :class:`BeliefPlanner` for the arguments)."""
+
+    name = "imagine"
+    imagines = True
+    branch_kind = "explore"
+
+    def _branches(self) -> tuple[Branch, ...]:
+        return self.task.exploration
+
+    # ------------------------------------------------------------------ imagination
+    def _branch_actions(self, branch: Branch) -> list[Any]:
+        if branch.choice is None:
+            return list(branch.actions)
+        a = self.unwrapped.choice_action(branch.choice)  # GUI: the choice's next primitive action
+        return [] if a is None else [a]
+
+    def _rollout(self, branches: tuple[Branch, ...], t: int) -> list[np.ndarray]:
+        """Imagined frames per branch, ``uint8[S, T_b, H, W, 3]`` (``T_b = 0``: nothing to imagine)."""
+        wm = self.world_model
+        deterministic = not getattr(wm, "context_is_state", True)  # the oracle's samples are identical
+        s = 1 if deterministic else self.samples
+        t0 = time.perf_counter()
+        seed = self.episode_seed * 100_003 + t
+        acts = [self._branch_actions(b) for b in branches]
+        out: list[np.ndarray] = []
+        if not getattr(wm, "context_is_state", True):  # oracle: the simulator from the live env's snapshot
+            u = self.unwrapped
+            snap = u.snapshot()
+            for b, a in zip(branches, acts):
+                if b.choice is not None and hasattr(getattr(wm, "env", None), "choice_action"):
+                    frames = _oracle_choice(wm.env, snap, b.choice)
+                else:
+                    frames = wm.rollout(snap, a) if a else np.zeros((0,) + self.frames[-1].shape, np.uint8)
+                out.append(np.broadcast_to(frames[None], (s,) + frames.shape).copy())
+        else:
+            ctx = np.stack(self.frames)
+            lengths = {len(a) for a in acts if a}
+            if len(lengths) == 1 and hasattr(wm, "imagine_batch"):  # one batch: all branches x samples
+                live = [i for i, a in enumerate(acts) if a]
+                contexts = np.repeat(ctx[None], len(live) * s, axis=0)
+                seqs = [acts[i] for i in live for _ in range(s)]
+                frames = wm.imagine_batch(contexts, seqs, seed=seed)
+                by_branch = {i: frames[j * s:(j + 1) * s] for j, i in enumerate(live)}
+            else:
+                by_branch = {i: wm.imagine(ctx, a, num_samples=s, seed=seed + i) for i, a in enumerate(acts) if a}
+            empty = np.zeros((s, 0) + ctx.shape[1:], np.uint8)
+            out = [by_branch.get(i, empty) for i in range(len(branches))]
+        self._timers["world_model"] += time.perf_counter() - t0
+        return out
+
+    def _branch_evidence(self, branches: tuple[Branch, ...], t: int) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+        """Imagine every branch, ask the policy about all imagined frames in one call, build evidence."""
+        rolled = self._rollout(branches, t)
+        flat = [f for r in rolled for f in r.reshape((-1,) + r.shape[2:])]
+        p_flat = self._p_seen(flat, imagined=True, step=t + 1)
+        summaries, frames, k = [], {}, 0
+        for b, r in zip(branches, rolled):
+            s, steps = r.shape[:2]
+            n = s * steps
+            p = p_flat[k:k + n]
+            k += n
+            summary: dict[str, Any] = {"name": b.name, "kind": self.branch_kind, "choice": b.choice,
+                                       "frames": n, "steps": steps}
+            if steps == 0:
+                summary.update(p_seen={}, evidence={})
+                summaries.append(summary)
+                continue
+            p_seen = {f: np.array([max(p[i * steps + j][f] for j in range(steps)) for i in range(s)])
+                      for f in self.task.facts}
+            probes = self.task.probes_for(b.choice)
+            per_sample = [self._likelihoods({f: v[i] for f, v in p_seen.items()}, probes) for i in range(s)]
+            evidence = {q: np.mean([ps[q] for ps in per_sample], axis=0) for q in per_sample[0]}
+            summary.update(p_seen={f: v.round(4).tolist() for f, v in p_seen.items()},
+                           evidence={q: v.round(6).tolist() for q, v in evidence.items()})
+            summaries.append(summary)
+            if self.save_frames:
+                frames[f"imagined/{b.name}"] = r
+        return summaries, frames
+
+    def _imagine(self, belief: Belief, frame: np.ndarray, t: int):
+        summaries, frames = self._branch_evidence(self._branches(), t)
+        for sm in summaries:
+            for q, lik in sm["evidence"].items():
+                belief.update_imagined(q, [lik], self.trust)
+        return summaries, frames
+
+
+def _oracle_choice(env: Any, snapshot: Any, choice: int, max_steps: int = 8) -> np.ndarray:
+    """The oracle's view of a whole GUI macro: carry out ``choice`` in ``env`` from ``snapshot``.
+
+    ``uint8[T, H, W, 3]``; ``env``'s previous state is restored afterwards.
+    """
+    try:
+        saved = env.snapshot()
+    except RuntimeError:
+        saved = None
+    try:
+        obs, _ = env.restore(snapshot)
+        frames = []
+        for _ in range(max_steps):
+            a = env.choice_action(choice)
+            if a is None:
+                break
+            obs, _, terminated, truncated, _ = env.step(a)
+            frames.append(np.asarray(obs["image"]))
+            if terminated or truncated:
+                break
+        return np.stack(frames) if frames else np.zeros((0,) + np.asarray(obs["image"]).shape, np.uint8)
+    finally:
+        if saved is not None:
+            env.restore(saved)
+
+
+class LookaheadPlanner(ImaginePlanner):
+    """WebDreamer/MPC: imagine each candidate decision, score it under the belief its outcome implies."""
+
+    name = "lookahead"
+    branch_kind = "candidate"
+
+    def _branches(self) -> tuple[Branch, ...]:
+        return self.task.branches_for_actions(self.horizon)
+
+    def _imagine(self, belief: Belief, frame: np.ndarray, t: int):
+        summaries, frames = self._branch_evidence(self._branches(), t)
+        return summaries, frames
+
+    def _choose(self, belief: Belief, branches: list[dict[str, Any]]) -> tuple[int, np.ndarray]:
+        costs = belief.expected_costs(self.task.action_costs)
+        scored = np.array(costs, dtype=np.float64)
+        for a, sm in enumerate(branches):
+            if not sm["evidence"]:
+                continue
+            b = belief.copy()
+            for q, lik in sm["evidence"].items():
+                b.update_imagined(q, [lik], self.trust)
+            scored[a] = b.expected_costs(self.task.action_costs)[a]
+            sm["expected_cost"] = float(scored[a])
+        return int(np.argmin(scored)), scored
+
+
+class ExplorePlanner(BeliefPlanner):
+    """Physically explore while uncertain: take the first exploration action (driving) or open the
+    most likely unexplored view (GUI) until the belief's top answer has ``confidence``, at most
+    ``budget`` times per episode; then decide as ``react``."""
+
+    name = "explore"
+
+    def __init__(self, policy: Any, world_model: Any = None, *, confidence: float = 0.9, budget: int = 16,
+                 **kwargs: Any) -> None:
+        super().__init__(policy, world_model, **kwargs)
+        if not 0.5 <= confidence <= 1.0 or budget < 0:
+            raise ValueError(f"need 0.5 <= confidence <= 1 and budget >= 0, got {confidence}, {budget}")
+        self.confidence, self.budget = confidence, budget
+
+    def reset(self, env: Any, seed: int | None = None) -> None:
+        super().reset(env, seed)
+        self.explored = 0
+
+    def _choose(self, belief: Belief, branches: list[dict[str, Any]]) -> tuple[int, np.ndarray]:
+        costs = belief.expected_costs(self.task.action_costs)
+        sure = all(belief.probs(q.id).max() >= self.confidence for q in self.task.questions)
+        if sure or self.explored >= self.budget or not self.task.exploration:
+            return int(np.argmin(costs)), costs
+        self.explored += 1
+        if self.task.mode == "direct":
+            return int(self.task.exploration[0].actions[0]), costs
+        open_views = [b.choice for b in self.task.exploration if b.choice not in self.memory]
+        if not open_views:
+            return int(np.argmin(costs)), costs
+        q = self.task.questions[0]
+        mass = {c: float(belief.probs(q.id)[min(c, len(q.answers) - 1)]) for c in open_views}
+        return max(open_views, key=lambda c: mass[c]), costs

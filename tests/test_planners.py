@@ -1,0 +1,290 @@
+"""Planners: the protocol on both env families, no access to hidden state, evidence math, decisions."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium import spaces
+
+import genex.envs  # noqa: F401
+from genex.envs.spec import PRIVILEGED_INFO_KEYS, Probe, public_info
+from genex.planners import (PLANNERS, BeliefPlanner, DecisionTrace, ImaginePlanner, LookaheadPlanner, Planner,
+                            make_planner, task_from_env)
+from genex.policy.protocol import PolicyResponse
+from genex.world_model import CopyLastFrameWorldModel, OracleWorldModel
+
+
+class OraclePerception:
+    """A test policy that answers 'is <fact> visible?' from a lookup the test controls."""
+
+    name = "stub"
+
+    def __init__(self, answer=lambda image, fact: 0.0, action=None):
+        self.answer_fn, self.action, self.calls = answer, action, 0
+
+    def answer(self, images, prompt, questions, actions=()):
+        self.calls += 1
+        per = {q.id: np.array([[p, 1 - p] for p in (self.answer_fn(im.image, q.id) for im in images)])
+               for q in questions}
+        imagined = np.array([im.imagined for im in images])
+        return PolicyResponse(probs={k: v.mean(0) for k, v in per.items()}, per_image=per, imagined=imagined,
+                              action=self.action)
+
+
+class GuardedEnv(gym.Wrapper):
+    """Hands a planner the env but raises if it touches anything that holds hidden state."""
+
+    FORBIDDEN = ("world_state", "dynamics_params", "_layout", "_world", "_params", "app", "state")
+
+    def __init__(self, env):
+        super().__init__(env)
+        object.__setattr__(self, "_guarded", _Guard(env.unwrapped, self.FORBIDDEN))
+
+    @property
+    def unwrapped(self):
+        return self._guarded
+
+
+class _Guard:
+    def __init__(self, inner, forbidden):
+        object.__setattr__(self, "_inner", inner)
+        object.__setattr__(self, "_forbidden", forbidden)
+
+    def __getattr__(self, name):
+        if name in self._forbidden:
+            raise AssertionError(f"a planner read privileged attribute {name!r}")
+        return getattr(self._inner, name)
+
+
+def run(planner, env, seed, max_steps=200, guard=True):
+    obs, info = env.reset(seed=seed)
+    planner.reset(GuardedEnv(env) if guard else env, seed=seed)
+    traces, total, steps = [], 0.0, 0
+    for steps in range(1, max_steps + 1):
+        action, trace = planner.act(obs, public_info(info))
+        if trace is not None:
+            traces.append(trace)
+        obs, r, term, trunc, info = env.step(action)
+        total += r
+        if term or trunc:
+            break
+    return info, traces, total, steps
+
+
+def test_probe_likelihood_math():
+    p = Probe("q", "ped", ("yes",), detect=0.8, false_alarm=0.02)
+    np.testing.assert_allclose(p.likelihood(1.0, ("yes", "no")), [0.8, 0.02])
+    np.testing.assert_allclose(p.likelihood(0.0, ("yes", "no")), [0.2, 0.98])
+    np.testing.assert_allclose(p.likelihood(0.5, ("yes", "no")), [0.5, 0.5])
+    with pytest.raises(ValueError, match="false_alarm < detect"):
+        Probe("q", "ped", ("yes",), detect=0.1, false_alarm=0.2)
+    with pytest.raises(ValueError, match="not answers"):
+        p.likelihood(0.5, ("a", "b"))
+
+
+def test_every_env_declares_consistent_probes_and_tasks():
+    for env_id in genex.envs.ENV_IDS:
+        env = gym.make(env_id)
+        task = task_from_env(env)
+        assert task.probes and task.facts, env_id
+        assert set(task.facts) <= set(env.unwrapped.facts), env_id  # probes ask about labelled facts only
+        if env_id != "genex/EditDocument-v0":  # its question is read off the first screen: nothing to explore
+            assert task.exploration, f"{env_id} declares nothing to explore"
+        env.close()
+
+
+def test_planner_refuses_privileged_info():
+    env = gym.make("genex/SettingsTabs-v0")
+    planner = BeliefPlanner(OraclePerception())
+    obs, info = env.reset(seed=0)
+    planner.reset(env)
+    assert any(k in info for k in PRIVILEGED_INFO_KEYS)
+    with pytest.raises(ValueError, match="privileged"):
+        planner.act(obs, info)
+    action, trace = planner.act(obs, public_info(info))
+    assert isinstance(planner, Planner) and isinstance(trace, DecisionTrace)
+
+
+@pytest.mark.parametrize("env_id", ["genex/OccludedCrosswalk-v0", "genex/StoppedLeadCar-v0", "genex/SettingsTabs-v0",
+                                    "genex/FileManager-v0"])
+@pytest.mark.parametrize("name", ["react", "imagine", "lookahead", "explore", "prior"])
+def test_planners_never_read_hidden_state(env_id, name):
+    """Each planner runs a whole episode through a guard that raises on any hidden-state attribute."""
+    env = gym.make(env_id)
+    cls = PLANNERS[name][0]
+    wm = CopyLastFrameWorldModel() if PLANNERS[name][1] else None
+    planner = cls(OraclePerception(), wm, samples=2, horizon=2)
+    info, traces, _, steps = run(planner, env, seed=3, max_steps=12)
+    assert traces and traces[0].step == 0
+    for t in traces:
+        assert set(t.belief) == {q.id for q in env.unwrapped.questions}
+        for p in t.belief.values():
+            assert abs(sum(p) - 1) < 1e-5  # rounded to 6 digits in the trace
+        t.to_json()  # JSON-friendly
+
+
+def _label_frames(*envs):
+    """Perfect perception for tests: record each rendered frame's visibility labels, keyed by its pixels."""
+    labels: dict[bytes, dict[str, bool]] = {}
+    for env in envs:
+        u = env.unwrapped
+        original = u._observation
+
+        def observe(original=original, u=u):
+            obs = original()
+            labels[obs["image"].tobytes()] = dict(u._visible)
+            return obs
+
+        u._observation = observe
+    return lambda image, fact: float(labels.get(image.tobytes(), {}).get(fact, False))
+
+
+def test_oracle_imagine_sees_the_target_tab_and_needs_fewer_steps_than_react():
+    """Settings: react searches tab by tab; imagination opens every tab in the mind first."""
+    env, oracle_env = gym.make("genex/SettingsTabs-v0"), gym.make("genex/SettingsTabs-v0")
+    truth = {}
+
+    def perception(image, fact):  # perfect perception: is the target on this screen? (pixel lookup)
+        return float(truth["frames"].get(image.tobytes(), False))
+
+    steps = {"react": [], "oracle-imagine": []}
+    for seed in range(8):
+        for name in steps:
+            pol = OraclePerception(perception)
+            planner = make_planner(name, env, policy=pol, oracle_env=oracle_env)
+            truth["frames"] = {}
+            obs, info = env.reset(seed=seed)
+            oracle_env.reset(seed=seed)
+            # index every screen reachable by opening a tab, with its true "target" label
+            for k in range(4):
+                snap = env.unwrapped.snapshot()
+                o, *_, i = env.step(env.unwrapped.choice_action(k)) if env.unwrapped.choice_action(k) else (obs, 0, 0, 0, info)
+                truth["frames"][o["image"].tobytes()] = i["visible"]["target"]
+                env.unwrapped.restore(snap)
+            truth["frames"][obs["image"].tobytes()] = info["visible"]["target"]
+            planner.reset(env, seed=seed)
+            n = 0
+            while True:
+                a, _ = planner.act(obs, public_info(info))
+                obs, r, term, trunc, info = env.step(a)
+                truth["frames"].setdefault(obs["image"].tobytes(), info["visible"]["target"])
+                n += 1
+                if term or trunc:
+                    break
+            assert info["success"], (name, seed)
+            steps[name].append(n)
+    assert np.mean(steps["oracle-imagine"]) < np.mean(steps["react"])
+    assert max(steps["oracle-imagine"]) == 2  # open the right tab, switch the setting on
+
+
+def test_imagined_evidence_is_trust_weighted_and_mixed_over_samples():
+    env = gym.make("genex/OccludedCrosswalk-v0")
+
+    class TwoFutures:  # sample 0 shows a white frame (the stub sees a pedestrian there), sample 1 does not
+        context_is_state = True
+
+        def imagine_batch(self, contexts, actions, seed=None):
+            b, t = len(actions), len(actions[0])
+            out = np.zeros((b, t) + contexts.shape[2:], np.uint8)
+            out[::2] = 255
+            return out
+
+    def sees_white(image, fact):
+        return 1.0 if fact == "pedestrian" and image.mean() > 250 else 0.0
+
+    beliefs = {}
+    for trust in (0.0, 0.5, 1.0):
+        planner = ImaginePlanner(OraclePerception(sees_white), TwoFutures(), samples=2, horizon=3, trust=trust)
+        obs, info = env.reset(seed=1)
+        planner.reset(env, seed=1)
+        _, trace = planner.act(obs, public_info(info))
+        (branch,) = trace.branches
+        assert branch["p_seen"]["pedestrian"] == [1.0, 0.0] and branch["frames"] == 6
+        beliefs[trust] = trace.belief["pedestrian_crossing"][0]
+        if trust == 0.0:
+            assert trace.belief == trace.belief_real  # untrusted imagination changes nothing
+    assert beliefs[0.0] < beliefs[0.5] < beliefs[1.0]  # half the futures show a pedestrian: P(yes) rises
+
+
+def test_oracle_imagine_avoids_collisions_react_makes():
+    """Crosswalk seeds where the naive react planner hits the pedestrian; the oracle's imagination sees it."""
+    env, oracle_env = gym.make("genex/OccludedCrosswalk-v0"), gym.make("genex/OccludedCrosswalk-v0")
+    perception = _label_frames(env, oracle_env)
+    collisions = {"react": 0, "oracle-imagine": 0}
+    for seed in (1001, 1006):
+        for name in collisions:
+            pl = make_planner(name, env, policy=OraclePerception(perception), oracle_env=oracle_env, horizon=8)
+            oracle_env.reset(seed=seed)
+            info, traces, _, _ = run(pl, env, seed, guard=False)
+            collisions[name] += info["collisions"] > 0
+    assert collisions["react"] == 2 and collisions["oracle-imagine"] == 0
+
+
+def test_lookahead_scores_each_candidate():
+    env = gym.make("genex/OccludedLeftTurn-v0")
+    planner = LookaheadPlanner(OraclePerception(), CopyLastFrameWorldModel(), samples=1, horizon=2)
+    obs, info = env.reset(seed=0)
+    planner.reset(env)
+    _, trace = planner.act(obs, public_info(info))
+    assert [b["name"] for b in trace.branches] == [f"{a} x2" for a in env.unwrapped.action_names]
+    assert all("expected_cost" in b for b in trace.branches)
+    assert trace.decision == int(np.argmin([b["expected_cost"] for b in trace.branches]))
+
+
+class PixelWorld(gym.Env):
+    """A non-genex env: image observations, Discrete actions, no questions."""
+
+    observation_space = spaces.Box(0, 255, (8, 8, 3), np.uint8)
+    action_space = spaces.Discrete(3)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros((8, 8, 3), np.uint8), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.full((8, 8, 3), 40 * self.t, np.uint8), float(action == 2), self.t >= 5, False, {}
+
+
+def test_generic_env_adapter():
+    env = PixelWorld()
+    task = task_from_env(env)
+    assert task.generic and task.action_names == ("action 0", "action 1", "action 2")
+    info, traces, total, steps = run(BeliefPlanner(OraclePerception(action=2)), env, seed=0, guard=False)
+    assert steps == 5 and total == 5.0 and all(t.decision == 2 for t in traces)
+    _, traces, _, _ = run(BeliefPlanner(OraclePerception(action=None)), env, seed=0, guard=False)
+    assert len({t.decision for t in traces}) > 1  # no action from the policy: seeded random choice
+
+
+def test_make_planner_errors():
+    env = gym.make("genex/OccludedCrosswalk-v0")
+    with pytest.raises(ValueError, match="unknown planner"):
+        make_planner("dream", env, policy=OraclePerception())
+    with pytest.raises(ValueError, match="needs a world model"):
+        ImaginePlanner(OraclePerception())
+    with pytest.raises(ValueError, match="trust"):
+        BeliefPlanner(OraclePerception(), trust=2.0)
+    with pytest.raises(RuntimeError, match="reset"):
+        BeliefPlanner(OraclePerception()).act({"image": np.zeros((64, 64, 3), np.uint8)})
+    planner = BeliefPlanner(OraclePerception())
+    planner.reset(env)
+    with pytest.raises(ValueError, match="uint8"):
+        planner.act({"image": np.zeros((64, 64, 3), np.float32)})
+
+
+def test_oracle_world_model_leaves_live_env_untouched():
+    env = gym.make("genex/OccludedCrosswalk-v0")
+    obs, info = env.reset(seed=5)
+    planner = make_planner("oracle-imagine", env, policy=OraclePerception())
+    planner.reset(env, seed=5)
+    before = env.unwrapped.snapshot()
+    planner.act(obs, public_info(info))
+    o2, *_ = env.step(0)
+    env2 = gym.make("genex/OccludedCrosswalk-v0")
+    env2.reset(seed=5)
+    o3, *_ = env2.step(0)
+    np.testing.assert_array_equal(o2["image"], o3["image"])
+    assert isinstance(planner.world_model, OracleWorldModel)
+    assert int(before.state["world"].t) == 0

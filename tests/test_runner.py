@@ -1,0 +1,103 @@
+"""genex compare: episodes, resumable JSONL, summaries with CIs, worker processes, CLI, viz."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from genex import runner
+from genex.cli import main
+from genex.runner import CompareConfig, compare, gap_closed, load_rows, summarise, write_summary
+
+
+def small_cfg(**kw):
+    base = dict(envs=["genex/SettingsTabs-v0"], planners=["react", "oracle-imagine"], episodes=3, seed=300)
+    base.update(kw)
+    return CompareConfig(**base)
+
+
+def test_compare_writes_rows_traces_and_summary(tmp_path):
+    rows = compare(small_cfg(), tmp_path, executor="inline", progress=False)
+    assert len(rows) == 6 and len(load_rows(tmp_path / "episodes.jsonl")) == 6
+    for r in rows:
+        assert {"success", "collision", "return", "steps", "brier", "log_loss", "imagined_per_decision",
+                "seconds_per_decision", "answers"} <= set(r)
+        body = json.loads((tmp_path / "traces" / "SettingsTabs-v0" / r["planner"] / f"seed_{r['seed']}.json").read_text())
+        assert len(body["decisions"]) == r["decisions"] >= 1
+    by = {(r["planner"], r["seed"]): r for r in rows}
+    for seed in (300, 301, 302):  # the oracle's imagination never needs more real steps than react's search
+        assert by[("oracle-imagine", seed)]["steps"] <= by[("react", seed)]["steps"]
+        assert by[("oracle-imagine", seed)]["imagined_per_decision"] > 0 == by[("react", seed)]["imagined_per_decision"]
+    text = write_summary(rows, tmp_path, ["react", "oracle-imagine"])
+    assert "| SettingsTabs-v0 | react | 3 |" in text
+    for f in ("summary.md", "summary.csv", "bars.png", "compute.png"):
+        assert (tmp_path / f).stat().st_size > 0
+
+
+def test_interrupted_compare_resumes_without_redoing_episodes(tmp_path, monkeypatch):
+    cfg = small_cfg(planners=["react"], episodes=4)
+    full = compare(cfg, tmp_path / "full", executor="inline", progress=False)
+    # an interrupted run: two finished episodes and a torn third line
+    part = tmp_path / "part"
+    part.mkdir()
+    lines = (tmp_path / "full" / "episodes.jsonl").read_text().splitlines()
+    (part / "episodes.jsonl").write_text("\n".join(lines[:2]) + "\n" + lines[2][:25])
+    calls = []
+    real = runner.run_episode
+    monkeypatch.setattr(runner, "run_episode", lambda c, k, out=None: calls.append(k.seed) or real(c, k, out))
+    rows = compare(cfg, part, executor="inline", progress=False)
+    assert sorted(calls) == [302, 303]
+    strip = lambda rs: sorted((r["seed"], r["success"], r["steps"], r["return"]) for r in rs)  # noqa: E731
+    assert strip(rows) == strip(full)
+    calls.clear()
+    compare(cfg, part, executor="inline", progress=False)  # nothing left to do
+    assert calls == []
+    with pytest.raises(ValueError, match="other settings"):
+        compare(small_cfg(planners=["react"], trust=0.1), part, executor="inline", progress=False)
+
+
+def test_worker_processes_match_inline(tmp_path):
+    cfg = small_cfg(planners=["react"], episodes=2)
+    a = compare(cfg, tmp_path / "a", executor="inline", progress=False)
+    b = compare(cfg, tmp_path / "b", executor="process", workers=2, progress=False)
+    key = lambda rs: sorted((r["seed"], r["steps"], r["return"], r["brier"]) for r in rs)  # noqa: E731
+    assert key(a) == key(b)
+
+
+def test_ray_executor(tmp_path):
+    pytest.importorskip("ray")
+    rows = compare(small_cfg(planners=["react"], episodes=2), tmp_path, executor="ray", workers=2, progress=False)
+    assert len(rows) == 2
+
+
+def test_summary_means_and_confidence_intervals():
+    rows = [{"env": "e", "planner": "p", "success": s, "collision": False, "return": r, "steps": 10,
+             "brier": None, "log_loss": None, "imagined_per_decision": 0, "seconds_per_decision": 0.1}
+            for s, r in [(True, 1.0), (False, -1.0), (True, 1.0), (True, 3.0)]]
+    (s,) = summarise(rows)
+    assert s["n"] == 4 and s["success"] == 0.75
+    assert s["success_ci"] == pytest.approx(1.96 * math.sqrt(0.75 * 0.25 / 4))
+    assert s["return"] == 1.0 and s["return_ci"] == pytest.approx(1.96 * np.std([1, -1, 1, 3], ddof=1) / 2)
+    assert math.isnan(s["brier"])
+    summary = [{"env": "e", "planner": p, "success": v} for p, v in
+               [("react", 0.6), ("imagine", 0.8), ("oracle-imagine", 1.0)]]
+    assert gap_closed(summary) == {"e": pytest.approx(0.5)}
+
+
+def test_cli_compare_and_viz(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["compare", "--env", "genex/SettingsTabs-v0", "--planners", "react,oracle-imagine", "--episodes", "1",
+                 "--out", str(out), "--executor", "inline", "--save-frames", "--quiet", "--no-plots"]) == 0
+    text = capsys.readouterr().out
+    assert "oracle-imagine" in text and "success" in text
+    assert main(["viz", str(out), "--planner", "oracle-imagine"]) == 0
+    written = capsys.readouterr().out.split()
+    assert any(p.endswith("_belief.png") for p in written) and any(p.endswith(".gif") for p in written)
+    assert any(p.endswith("_imagined.png") for p in written)
+    with pytest.raises(SystemExit, match="unknown planner"):
+        main(["compare", "--env", "genex/SettingsTabs-v0", "--planners", "dream", "--out", str(out)])
+    with pytest.raises(SystemExit, match="unknown env"):
+        main(["compare", "--env", "genex/Nope-v0", "--out", str(out)])
