@@ -74,6 +74,7 @@ class CompareConfig:
     samples: int = 4
     horizon: int = 8
     trust: float = 0.7
+    imagine_every: int = 1
     world_model: str | None = None  # checkpoint folder (default: the shipped one for the env family)
     policy: str | None = None  # tiny checkpoint folder (default: shipped)
     save_frames: bool = False
@@ -125,6 +126,8 @@ def _build(cfg: CompareConfig, key: EpisodeKey, env: Any) -> Any:
         oracle_env = gym.make(key.env, **cfg.env_kwargs)
     kwargs = dict(samples=cfg.samples, horizon=cfg.horizon, trust=cfg.trust, save_frames=cfg.save_frames,
                   seed=key.seed)
+    if wm_kind is not None:
+        kwargs["imagine_every"] = cfg.imagine_every
     return make_planner(key.planner, env, policy=policy, world_model=wm, oracle_env=oracle_env, **kwargs), oracle_env
 
 
@@ -259,6 +262,7 @@ def _iter_results(cfg: CompareConfig, todo: Sequence[EpisodeKey], out: Path, wor
             for fut in as_completed(futures):
                 yield fut.result()
     elif executor in ("process", "inline"):
+        _worker_init()  # one torch thread, as in the workers: small models lose more to thread sync than they gain
         for k in todo:
             yield run_episode(cfg, k, out)
     else:
@@ -283,7 +287,8 @@ def compare(cfg: CompareConfig, out: str | Path, workers: int | None = None, exe
     run_path = out / "run.json"
     if run_path.exists():
         old = json.loads(run_path.read_text())
-        diff = sorted(k for k in settings if old.get("settings", {}).get(k) != settings[k])
+        defaults = asdict(CompareConfig(envs=[], planners=[]))  # settings added since that run: their defaults
+        diff = sorted(k for k in settings if old.get("settings", {}).get(k, defaults[k]) != settings[k])
         if diff:
             raise ValueError(f"{out} holds a comparison with other settings ({', '.join(diff)} differ); "
                              "use another --out to compare under new settings")

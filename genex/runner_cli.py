@@ -39,7 +39,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         except json.JSONDecodeError as e:
             raise SystemExit(f"--env-kwargs must be a JSON object: {e}") from e
     cfg = CompareConfig(envs=envs, planners=planners, episodes=args.episodes, seed=args.seed, samples=args.samples,
-                        horizon=args.horizon, trust=args.trust, world_model=args.world_model, policy=args.policy,
+                        horizon=args.horizon, trust=args.trust, imagine_every=args.imagine_every,
+                        world_model=args.world_model, policy=args.policy,
                         save_frames=args.save_frames, env_kwargs=env_kwargs)
     try:
         rows = compare(cfg, args.out, workers=args.workers, executor=args.executor, progress=not args.quiet)
@@ -78,6 +79,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--samples", type=int, default=4, help="imagined futures per branch (S)")
     s.add_argument("--horizon", type=int, default=8, help="imagined steps per exploration branch")
     s.add_argument("--trust", type=float, default=0.7, help="weight of imagined evidence, in [0, 1]")
+    s.add_argument("--imagine-every", type=int, default=1,
+                   help="imagining planners imagine every N-th decision and reuse that evidence in between")
     s.add_argument("--world-model", default=None, help="world-model checkpoint folder (default: shipped)")
     s.add_argument("--policy", default=None, help="tiny policy checkpoint folder (default: shipped)")
     s.add_argument("--env-kwargs", default=None, help="JSON object of env options")

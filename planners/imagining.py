@@ -35,6 +35,28 @@ class ImaginePlanner(BeliefPlanner):
     imagines = True
     branch_kind = "explore"
 
+    def __init__(self, policy: Any, world_model: Any = None, *, imagine_every: int = 1, **kwargs: Any) -> None:
+        super().__init__(policy, world_model, **kwargs)
+        if imagine_every < 1:
+            raise ValueError(f"imagine_every must be >= 1, got {imagine_every}")
+        #: imagine at every ``imagine_every``-th decision and reuse that evidence in between (compute knob)
+        self.imagine_every = imagine_every
+
+    def reset(self, env: Any, seed: int | None = None) -> None:
+        super().reset(env, seed)
+        self._decisions = 0
+        self._cached: tuple[list[dict[str, Any]], dict[str, np.ndarray]] | None = None
+
+    def _imagined(self, t: int) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+        """Fresh branch evidence every ``imagine_every`` decisions, else the last one (marked ``reused``)."""
+        fresh = self._cached is None or self._decisions % self.imagine_every == 0
+        self._decisions += 1
+        if fresh:
+            self._cached = self._branch_evidence(self._branches(), t)
+            return self._cached
+        summaries = [{**sm, "frames": 0, "reused": True} for sm in self._cached[0]]
+        return summaries, {}
+
     def _branches(self) -> tuple[Branch, ...]:
         return self.task.exploration
 
@@ -109,7 +131,7 @@ class ImaginePlanner(BeliefPlanner):
         return summaries, frames
 
     def _imagine(self, belief: Belief, frame: np.ndarray, t: int):
-        summaries, frames = self._branch_evidence(self._branches(), t)
+        summaries, frames = self._imagined(t)
         for sm in summaries:
             for q, lik in sm["evidence"].items():
                 belief.update_imagined(q, [lik], self.trust)
@@ -152,8 +174,7 @@ class LookaheadPlanner(ImaginePlanner):
         return self.task.branches_for_actions(self.horizon)
 
     def _imagine(self, belief: Belief, frame: np.ndarray, t: int):
-        summaries, frames = self._branch_evidence(self._branches(), t)
-        return summaries, frames
+        return self._imagined(t)
 
     def _choose(self, belief: Belief, branches: list[dict[str, Any]]) -> tuple[int, np.ndarray]:
         costs = belief.expected_costs(self.task.action_costs)

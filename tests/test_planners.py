@@ -288,3 +288,14 @@ def test_oracle_world_model_leaves_live_env_untouched():
     np.testing.assert_array_equal(o2["image"], o3["image"])
     assert isinstance(planner.world_model, OracleWorldModel)
     assert int(before.state["world"].t) == 0
+
+
+def test_imagine_every_reuses_evidence_between_imaginations():
+    env = gym.make("genex/OccludedLeftTurn-v0")
+    planner = ImaginePlanner(OraclePerception(), CopyLastFrameWorldModel(), samples=2, horizon=2, imagine_every=3)
+    info, traces, _, _ = run(planner, env, seed=0, max_steps=7)
+    imagined = [t.imagined_frames for t in traces]
+    assert imagined[:7] == [4, 0, 0, 4, 0, 0, 4]
+    assert traces[1].branches[0]["reused"] and traces[1].branches[0]["evidence"] == traces[0].branches[0]["evidence"]
+    with pytest.raises(ValueError, match="imagine_every"):
+        ImaginePlanner(OraclePerception(), CopyLastFrameWorldModel(), imagine_every=0)
