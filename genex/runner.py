@@ -194,7 +194,9 @@ def run_episode(cfg: CompareConfig, key: EpisodeKey, out: str | Path | None = No
     }
     if out is not None:
         out = Path(out)
-        body = {"key": asdict(key), "answers": answers, "decisions": [t.to_json() for t in traces]}
+        names = {q.id: list(q.answers) for q in getattr(env.unwrapped, "questions", ())}
+        body = {"key": asdict(key), "answers": answers, "answer_names": names,
+                "decisions": [t.to_json() for t in traces]}
         atomic_write_bytes(out / "traces" / f"{key.slug}.json", json.dumps(body).encode())
         if cfg.save_frames:
             import io

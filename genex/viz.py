@@ -95,7 +95,7 @@ def plot_compute(summary: Sequence[Mapping[str, Any]], path: str | Path | None =
 def imagination_strip(real: np.ndarray, imagined: Mapping[str, np.ndarray], path: str | Path | None = None,
                       title: str = "", max_steps: int = 8, p_seen: Mapping[str, Mapping[str, Sequence[float]]] | None = None
                       ) -> Any:
-    """Real frame (left column), then per branch its ``S`` samples (rows) over imagined time (columns).
+    """Real frame (left), then per branch its ``S`` samples (rows) over imagined time (columns).
 
     ``imagined``: ``{branch name: uint8[S, T, H, W, 3]}``; ``p_seen``: optional
     ``{branch: {fact: [S]}}`` printed beside each sample (what the policy saw in it).
@@ -103,35 +103,40 @@ def imagination_strip(real: np.ndarray, imagined: Mapping[str, np.ndarray], path
     plt = _plt()
     rows = [(b, s) for b, arr in imagined.items() for s in range(arr.shape[0])] or [("", 0)]
     t_max = min(max_steps, max([arr.shape[1] for arr in imagined.values()] or [0]))
-    fig, axes = plt.subplots(len(rows), t_max + 1, figsize=(1.2 * (t_max + 1) + 1.5, 1.25 * len(rows) + 0.4),
-                             squeeze=False)
+    tile = 1.0
+    fig = plt.figure(figsize=(tile * (t_max + 1) + 2.2, tile * len(rows) + 0.6))
+    grid = fig.add_gridspec(len(rows), t_max + 2, width_ratios=[2.2 / tile] + [1] * (t_max + 1),
+                            wspace=0.05, hspace=0.12)
     for r, (b, s) in enumerate(rows):
+        label = f"{b}\nsample {s}"
+        if p_seen and b in p_seen:
+            label += "\n" + "\n".join(f"P({f}) {v[s]:.2f}" for f, v in p_seen[b].items() if s < len(v))
+        ax = fig.add_subplot(grid[r, 0])
+        ax.axis("off")
+        ax.text(1.0, 0.5, label, ha="right", va="center", fontsize=7, transform=ax.transAxes)
         for c in range(t_max + 1):
-            ax = axes[r, c]
+            ax = fig.add_subplot(grid[r, c + 1])
             ax.set_xticks([])
             ax.set_yticks([])
-            for sp in ax.spines.values():
-                sp.set_visible(False)
             if c == 0:
                 if r == 0:
                     ax.imshow(real)
-                    ax.set_title("real now", fontsize=7)
+                    ax.set_title("real now", fontsize=7, color="green")
                     for sp in ax.spines.values():
-                        sp.set_visible(True)
                         sp.set_color("green")
+                        sp.set_linewidth(2)
+                else:
+                    ax.axis("off")
                 continue
             arr = imagined.get(b)
             if arr is not None and c - 1 < arr.shape[1]:
                 ax.imshow(arr[s, c - 1])
                 if r == 0:
-                    ax.set_title(f"+{c}", fontsize=7)
-        label = f"{b}\nsample {s}"
-        if p_seen and b in p_seen:
-            label += "\n" + ", ".join(f"{f} {v[s]:.2f}" for f, v in p_seen[b].items() if s < len(v))
-        axes[r, 1].set_ylabel(label, fontsize=6, rotation=0, ha="right", va="center")
+                    ax.set_title(f"imagined +{c}", fontsize=7)
+            else:
+                ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
     return _save(fig, path)
 
 
@@ -162,10 +167,11 @@ def belief_timeline(body: Mapping[str, Any], path: str | Path | None = None) -> 
     for ax, q in zip(axes[:, 0], qids):
         probs = np.array([d["belief"][q] for d in decisions])
         real = np.array([d["belief_real"].get(q, d["belief"][q]) for d in decisions])
+        names = body.get("answer_names", {}).get(q) or [f"answer {a}" for a in range(probs.shape[1])]
         for a in range(probs.shape[1]):
             truth = answers.get(q) == a
             line, = ax.plot(steps, probs[:, a], lw=2.5 if truth else 1.0,
-                            label=f"answer {a}" + (" (truth)" if truth else ""))
+                            label=names[a] + (" (truth)" if truth else ""))
             ax.plot(steps, real[:, a], ls=":", lw=1.0, color=line.get_color())
         ax.set_ylim(-0.02, 1.02)
         ax.set_ylabel(f"P({q})", fontsize=7)
