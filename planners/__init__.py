@@ -6,6 +6,7 @@
 ``lookahead``      WebDreamer/MPC: imagine each candidate decision, score its outcome
 ``oracle-imagine`` ``imagine`` with the simulator as world model (the upper bound)
 ``explore``        take the exploration actions for real while uncertain
+``particle``       belief-space MPC over simulator hypotheses with the JAX dynamics (driving only)
 ``prior``          the documented prior alone (never looks): what looking buys
 ``amortized``      a policy trained on hidden-state labels, asked the declared questions
 =================  ==========================================================================
@@ -28,12 +29,13 @@ from typing import Any
 
 from .base import BeliefPlanner, DecisionTrace, Planner
 from .imagining import ExplorePlanner, ImaginePlanner, LookaheadPlanner
+from .particle import ParticlePlanner
 from .reference import AmortizedPlanner, PriorPlanner
 from .task import Branch, Task, task_from_env
 
 __all__ = [
     "PLANNERS", "Planner", "DecisionTrace", "BeliefPlanner", "ImaginePlanner", "LookaheadPlanner", "ExplorePlanner",
-    "PriorPlanner", "AmortizedPlanner", "Task", "Branch", "task_from_env", "make_planner", "default_checkpoint",
+    "PriorPlanner", "AmortizedPlanner", "ParticlePlanner", "Task", "Branch", "task_from_env", "make_planner", "default_checkpoint",
     "env_family",
 ]
 
@@ -45,6 +47,7 @@ PLANNERS: dict[str, tuple[type, str | None, str]] = {
     "oracle-imagine": (ImaginePlanner, "oracle", "tiny"),
     "oracle-lookahead": (LookaheadPlanner, "oracle", "tiny"),
     "explore": (ExplorePlanner, None, "tiny"),
+    "particle": (ParticlePlanner, None, "tiny"),
     "prior": (PriorPlanner, None, "tiny"),
     "amortized": (AmortizedPlanner, None, "reference"),
 }

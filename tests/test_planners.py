@@ -108,11 +108,13 @@ def test_planner_refuses_privileged_info():
 
 @pytest.mark.parametrize("env_id", ["genex/OccludedCrosswalk-v0", "genex/StoppedLeadCar-v0", "genex/SettingsTabs-v0",
                                     "genex/FileManager-v0"])
-@pytest.mark.parametrize("name", ["react", "imagine", "lookahead", "explore", "prior"])
+@pytest.mark.parametrize("name", ["react", "imagine", "lookahead", "explore", "prior", "particle"])
 def test_planners_never_read_hidden_state(env_id, name):
     """Each planner runs a whole episode through a guard that raises on any hidden-state attribute."""
     env = gym.make(env_id)
     cls = PLANNERS[name][0]
+    if name == "particle" and "Crosswalk" not in env_id and "LeadCar" not in env_id:
+        pytest.skip("the particle planner needs JAX dynamics (driving scenes)")
     wm = CopyLastFrameWorldModel() if PLANNERS[name][1] else None
     planner = cls(OraclePerception(), wm, samples=2, horizon=2)
     info, traces, _, steps = run(planner, env, seed=3, max_steps=12)
@@ -299,3 +301,33 @@ def test_imagine_every_reuses_evidence_between_imaginations():
     assert traces[1].branches[0]["reused"] and traces[1].branches[0]["evidence"] == traces[0].branches[0]["evidence"]
     with pytest.raises(ValueError, match="imagine_every"):
         ImaginePlanner(OraclePerception(), CopyLastFrameWorldModel(), imagine_every=0)
+
+
+def test_hypotheses_redraw_hidden_agents_without_the_truth():
+    env = gym.make("genex/OccludedCrosswalk-v0")
+    u = env.unwrapped
+    ped = u.scenario.slot("pedestrian")
+    draws = {}
+    for seed in (1000, 1001):  # no pedestrian / a pedestrian
+        _, info = env.reset(seed=seed)
+        params, states, answers = u.hypotheses(3, seed=7)
+        assert answers.tolist() == [0, 0, 0, 1, 1, 1] and params.trigger_tta.shape[0] == 6
+        np.testing.assert_array_equal(states.agents.present[:, ped], [True] * 3 + [False] * 3)
+        draws[info["answers"]["pedestrian_crossing"]] = (params.trigger_tta[:, ped], states.agents.y[:, ped])
+    (a_tta, a_y), (b_tta, b_y) = draws.values()
+    np.testing.assert_array_equal(a_tta, b_tta)  # the hidden agents depend on the hypothesis seed only
+    np.testing.assert_array_equal(a_y, b_y)
+    with pytest.raises(ValueError, match="n_per_answer"):
+        u.hypotheses(0, seed=0)
+
+
+def test_particle_planner_avoids_the_hidden_pedestrian_and_rejects_gui():
+    from genex.planners import ParticlePlanner
+
+    env = gym.make("genex/OccludedCrosswalk-v0")
+    planner = ParticlePlanner(OraclePerception(), particles=4, plan_horizon=16)
+    info, traces, total, _ = run(planner, env, seed=1001, guard=False)  # react hits this pedestrian
+    assert info["success"] and info["collisions"] == 0
+    assert traces[0].branches[-1]["particles"] == 8
+    with pytest.raises(ValueError, match="JAX dynamics"):
+        ParticlePlanner(OraclePerception()).reset(gym.make("genex/SettingsTabs-v0"))

@@ -305,6 +305,52 @@ class DrivingEnv(gym.Env):
         """The current full world state (JAX leaves). Privileged: hidden agents included."""
         return self._world
 
+    def hypotheses(self, n_per_answer: int, seed: int) -> tuple[dyn.DynamicsParams, dyn.WorldState, np.ndarray]:
+        """Particles for belief-space planners, without the hidden truth.
+
+        For every answer ``a`` of the first question, ``n_per_answer`` copies of this episode's
+        *start* (t = 0) in which the hidden agents (``Scenario.hidden_roles``: presence, state,
+        triggers; ``hidden_param_roles``: start times and triggers only) are redrawn from the
+        scenario's sampler given ``a``. What the ego can see or knows (its own start, the
+        occluders, other traffic, the road) is kept. The true hidden agents are replaced in every
+        particle, the true answer's included, so the particles carry no trace of the truth.
+
+        Returns NumPy ``params`` and ``states`` with a leading axis ``[A * n_per_answer]`` and
+        ``int[A * n_per_answer]`` answers; advance the states with the actions actually taken
+        (``jax.vmap(dynamics.step, in_axes=(0, 0, None))``) to reach the present.
+        """
+        if self._layout is None:
+            raise RuntimeError("call reset() before hypotheses()")
+        if n_per_answer < 1:
+            raise ValueError(f"n_per_answer must be >= 1, got {n_per_answer}")
+        sc, base = self.scenario, self._layout
+        rng = np.random.default_rng(seed)
+        n_answers = len(sc.questions[0].answers)
+        params_list, states, answers = [], [], []
+        for a in range(n_answers):
+            prior = tuple(1.0 if i == a else 0.0 for i in range(n_answers))
+            for _ in range(n_per_answer):
+                draw = sc.sample(rng, prior, self.config.cue_prob)
+                shift = np.float32(float(draw.params.x0) - float(base.params.x0))  # path coordinates follow x0
+                p = {k: np.array(v, copy=True) for k, v in base.params._asdict().items()}
+                ag = {k: np.array(v, copy=True) for k, v in base.state.agents._asdict().items()}
+                for role in sc.hidden_roles + sc.hidden_param_roles:
+                    i = sc.slot(role)
+                    for k in ("start_t", "trigger_tta"):
+                        p[k][i] = getattr(draw.params, k)[i]
+                    for k in ("trigger_s", "conflict_s"):
+                        p[k][i] = getattr(draw.params, k)[i] + shift
+                    if role in sc.hidden_roles:
+                        for k in ag:
+                            ag[k][i] = getattr(draw.state.agents, k)[i]
+                params_list.append(dyn.DynamicsParams(**p))
+                states.append(base.state._replace(agents=dyn.AgentState(**ag)))
+                answers.append(a)
+        stack = lambda *xs: np.stack(xs)  # noqa: E731
+        params = dyn.DynamicsParams(*[stack(*vals) for vals in zip(*params_list)])
+        world = jax.tree_util.tree_map(stack, *states)
+        return params, world, np.asarray(answers)
+
     # ---------------------------------------------------------------- internals
     def _load(self, layout: Layout, world_np: dyn.WorldState, collisions: int) -> None:
         self._layout = layout

@@ -134,6 +134,10 @@ class Scenario:
     exploration_actions: tuple[str, ...] = ()
     # how visible facts bear on the questions (perception evidence for planners; see spec.Probe)
     probes: tuple[Probe, ...] = ()
+    # agents whose presence, state and triggers carry the hidden facts (redrawn for planner hypotheses),
+    # and agents whose *position* is visible but whose start time / triggers are hidden
+    hidden_roles: tuple[str, ...] = ()
+    hidden_param_roles: tuple[str, ...] = ()
 
     @property
     def action_codes(self) -> np.ndarray:
@@ -298,6 +302,7 @@ OCCLUDED_CROSSWALK = Scenario(
         # a ball rolls out first in half the episodes with a pedestrian, and 10% of those without
         Probe("pedestrian_crossing", "ball", ("yes",), detect=0.25, false_alarm=0.05),
     ),
+    hidden_roles=("pedestrian", "ball"),
 )
 
 
@@ -410,6 +415,8 @@ STOPPED_LEAD_CAR = Scenario(
         # brake lights: on 80% of the time while waiting, off when broken down
         Probe("lead_car_cause", "brake_lights", ("pedestrian", "emergency_vehicle"), detect=0.8, false_alarm=0.05),
     ),
+    hidden_roles=("pedestrian", "emergency_vehicle"),
+    hidden_param_roles=("lead_car",),
 )
 
 
@@ -485,6 +492,7 @@ OCCLUDED_LEFT_TURN = Scenario(
     # gets closer, so creeping does not reveal an oncoming car earlier: only time (waiting) does.
     exploration_actions=("wait",),
     probes=(Probe("oncoming_vehicle", "oncoming_vehicle", ("yes",)),),
+    hidden_roles=("oncoming_vehicle",),
 )
 
 SCENARIOS: dict[str, Scenario] = {
