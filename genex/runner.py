@@ -381,6 +381,7 @@ def write_summary(rows: Sequence[dict[str, Any]], out: str | Path, planners_orde
                   plots: bool = True) -> str:
     """Write ``summary.md``/``summary.csv`` (and plots) into ``out``; returns the Markdown table."""
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     summary = summarise(rows)
     table = format_table(summary, planners_order)
     gaps = gap_closed(summary)

@@ -64,6 +64,28 @@ def cmd_viz(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_summarize(args: argparse.Namespace) -> int:
+    from .runner import load_rows, write_summary
+
+    rows, seen = [], set()
+    for run in args.runs:
+        path = Path(run) / "episodes.jsonl"
+        if not path.exists():
+            raise SystemExit(f"genex summarize: {path} does not exist (is {run} a genex compare --out folder?)")
+        for r in load_rows(path):
+            key = (r["env"], r["planner"], int(r["seed"]))
+            if key in seen:  # the same episode in two runs: keep the first
+                continue
+            seen.add(key)
+            rows.append(r)
+    planners = _split(args.planners) if args.planners else None
+    if planners:
+        rows = [r for r in rows if r["planner"] in planners]
+    text = write_summary(rows, Path(args.out), planners, plots=not args.no_plots)
+    print(text)
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("compare", help="run planners on held-out episodes; per-episode JSONL + summary table",
                        description="Run every planner on the same held-out seeds of every env. Resumable: rerun "
@@ -88,6 +110,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--no-plots", action="store_true", help="skip bars.png / compute.png")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("summarize", help="one summary table over the episodes of several compare runs")
+    s.add_argument("runs", nargs="+", help="genex compare --out folders (an episode in several: the first wins)")
+    s.add_argument("--out", required=True, help="folder for summary.md / summary.csv / plots")
+    s.add_argument("--planners", default=None, help="comma-separated: keep and order these planners")
+    s.add_argument("--no-plots", action="store_true")
+    s.set_defaults(func=cmd_summarize)
 
     s = sub.add_parser("viz", help="pictures and a GIF of one episode of a compare run")
     s.add_argument("run", help="a genex compare --out folder")

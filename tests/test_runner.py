@@ -97,6 +97,10 @@ def test_cli_compare_and_viz(tmp_path, capsys):
     written = capsys.readouterr().out.split()
     assert any(p.endswith("_belief.png") for p in written) and any(p.endswith(".gif") for p in written)
     assert any(p.endswith("_imagined.png") for p in written)
+    assert main(["summarize", str(out), str(out), "--out", str(tmp_path / "sum"), "--planners", "react",
+                 "--no-plots"]) == 0
+    text = capsys.readouterr().out
+    assert "| SettingsTabs-v0 | react | 1 |" in text and "oracle-imagine" not in text
     with pytest.raises(SystemExit, match="unknown planner"):
         main(["compare", "--env", "genex/SettingsTabs-v0", "--planners", "dream", "--out", str(out)])
     with pytest.raises(SystemExit, match="unknown env"):
