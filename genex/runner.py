@@ -75,6 +75,7 @@ class CompareConfig:
     horizon: int = 8
     trust: float = 0.7
     imagine_every: int = 1
+    fidelity: bool = True  # read learned imagination through the world model's fidelity.json when it has one
     world_model: str | None = None  # checkpoint folder (default: the shipped one for the env family)
     policy: str | None = None  # tiny checkpoint folder (default: shipped)
     save_frames: bool = False
@@ -119,15 +120,21 @@ def _build(cfg: CompareConfig, key: EpisodeKey, env: Any) -> Any:
         default_checkpoint("policy" if policy_kind == "tiny" else "reference", family))
     policy = _MODELS.get("policy", pol_path, env)
     wm, oracle_env = None, None
+    fidelity = None
     if wm_kind == "learned":
-        wm = _MODELS.get("world_model", cfg.world_model or str(default_checkpoint("world_model", family)), env)
+        from genex.planners.calibration import load_fidelity
+
+        wm_dir = cfg.world_model or str(default_checkpoint("world_model", family))
+        wm = _MODELS.get("world_model", wm_dir, env)
         wm.bind(env)
+        fidelity = load_fidelity(wm_dir) if cfg.fidelity else None
     elif wm_kind == "oracle":
         oracle_env = gym.make(key.env, **cfg.env_kwargs)
     kwargs = dict(samples=cfg.samples, horizon=cfg.horizon, trust=cfg.trust, save_frames=cfg.save_frames,
                   seed=key.seed)
     if wm_kind is not None:
         kwargs["imagine_every"] = cfg.imagine_every
+        kwargs["fidelity"] = fidelity
     return make_planner(key.planner, env, policy=policy, world_model=wm, oracle_env=oracle_env, **kwargs), oracle_env
 
 

@@ -40,7 +40,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise SystemExit(f"--env-kwargs must be a JSON object: {e}") from e
     cfg = CompareConfig(envs=envs, planners=planners, episodes=args.episodes, seed=args.seed, samples=args.samples,
                         horizon=args.horizon, trust=args.trust, imagine_every=args.imagine_every,
-                        world_model=args.world_model, policy=args.policy,
+                        world_model=args.world_model, policy=args.policy, fidelity=not args.no_fidelity,
                         save_frames=args.save_frames, env_kwargs=env_kwargs)
     try:
         rows = compare(cfg, args.out, workers=args.workers, executor=args.executor, progress=not args.quiet)
@@ -86,6 +86,43 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import shlex
+
+    import gymnasium as gym
+    import torch
+
+    import genex.envs  # noqa: F401
+    from genex.io import atomic_write_bytes
+    from genex.planners.calibration import FIDELITY_FILE, measure_fidelity
+    from genex.policy import make_policy
+    from genex.recording import read_manifest
+    from genex.world_model import load_world_model
+
+    torch.set_num_threads(args.threads)
+    facts: list[str] = []
+    env = None
+    for d in args.data:
+        env = gym.make(read_manifest(d).env_id)
+        facts += [p.fact for p in getattr(env.unwrapped, "probes", ()) if p.fact not in facts]
+    try:
+        wm = load_world_model(args.world_model, env=env, device="cpu")
+        policy = make_policy("tiny", checkpoint=args.policy)
+    except Exception as e:  # checkpoint errors carry their own advice
+        raise SystemExit(f"genex calibrate-imagination: {e}") from e
+    result = measure_fidelity(wm, policy, args.data, facts, horizon=args.horizon, samples=args.samples,
+                              max_windows=args.max_windows, seed=args.seed, progress=not args.quiet)
+    out = Path(args.out) if args.out else Path(args.world_model) / FIDELITY_FILE
+    body = {"facts": result, "horizon": args.horizon, "samples": args.samples, "data": args.data,
+            "policy": args.policy, "command": "genex " + " ".join(shlex.quote(a) for a in sys.argv[1:])}
+    atomic_write_bytes(out, json.dumps(body, indent=2).encode())
+    for f, r in result.items():
+        print(f"{f:20s} recall {r['recall']:.3f} ({r['positives']} windows)  false alarm {r['false_alarm']:.3f} "
+              f"({r['negatives']} windows)")
+    print(f"wrote {out}")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("compare", help="run planners on held-out episodes; per-episode JSONL + summary table",
                        description="Run every planner on the same held-out seeds of every env. Resumable: rerun "
@@ -104,12 +141,28 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--imagine-every", type=int, default=1,
                    help="imagining planners imagine every N-th decision and reuse that evidence in between")
     s.add_argument("--world-model", default=None, help="world-model checkpoint folder (default: shipped)")
+    s.add_argument("--no-fidelity", action="store_true",
+                   help="take learned imagination at face value (ignore the checkpoint's fidelity.json)")
     s.add_argument("--policy", default=None, help="tiny policy checkpoint folder (default: shipped)")
     s.add_argument("--env-kwargs", default=None, help="JSON object of env options")
     s.add_argument("--save-frames", action="store_true", help="keep real and imagined frames for genex viz")
     s.add_argument("--no-plots", action="store_true", help="skip bars.png / compute.png")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("calibrate-imagination", help="measure how often imagination shows what really comes "
+                       "(recall, false alarms per fact) on held-out recordings; writes fidelity.json")
+    s.add_argument("--world-model", required=True, help="world-model checkpoint folder")
+    s.add_argument("--policy", required=True, help="tiny policy checkpoint folder")
+    s.add_argument("--data", action="append", required=True, help="held-out recording folder (repeatable)")
+    s.add_argument("--horizon", type=int, default=8)
+    s.add_argument("--samples", type=int, default=4)
+    s.add_argument("--max-windows", type=int, default=400)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--out", default=None, help="default: WORLD_MODEL/fidelity.json")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_calibrate)
 
     s = sub.add_parser("summarize", help="one summary table over the episodes of several compare runs")
     s.add_argument("runs", nargs="+", help="genex compare --out folders (an episode in several: the first wins)")

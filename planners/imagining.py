@@ -16,13 +16,14 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
 from genex.belief import Belief
 
 from .base import BeliefPlanner
+from .calibration import apply_fidelity
 from .task import Branch
 
 __all__ = ["ImaginePlanner", "LookaheadPlanner", "ExplorePlanner"]
@@ -35,12 +36,16 @@ class ImaginePlanner(BeliefPlanner):
     imagines = True
     branch_kind = "explore"
 
-    def __init__(self, policy: Any, world_model: Any = None, *, imagine_every: int = 1, **kwargs: Any) -> None:
+    def __init__(self, policy: Any, world_model: Any = None, *, imagine_every: int = 1,
+                 fidelity: Mapping[str, Mapping[str, float]] | None = None, **kwargs: Any) -> None:
         super().__init__(policy, world_model, **kwargs)
         if imagine_every < 1:
             raise ValueError(f"imagine_every must be >= 1, got {imagine_every}")
         #: imagine at every ``imagine_every``-th decision and reuse that evidence in between (compute knob)
         self.imagine_every = imagine_every
+        #: measured recall / false alarms of imagined facts (``planners.calibration``); None: take imagined
+        #: frames at face value (right for the oracle, optimistic for a learned world model)
+        self.fidelity = fidelity
 
     def reset(self, env: Any, seed: int | None = None) -> None:
         super().reset(env, seed)
@@ -120,7 +125,7 @@ class ImaginePlanner(BeliefPlanner):
                 continue
             p_seen = {f: np.array([max(p[i * steps + j][f] for j in range(steps)) for i in range(s)])
                       for f in self.task.facts}
-            probes = self.task.probes_for(b.choice)
+            probes = apply_fidelity(self.task.probes_for(b.choice), self.fidelity)
             per_sample = [self._likelihoods({f: v[i] for f, v in p_seen.items()}, probes) for i in range(s)]
             evidence = {q: np.mean([ps[q] for ps in per_sample], axis=0) for q in per_sample[0]}
             summary.update(p_seen={f: v.round(4).tolist() for f, v in p_seen.items()},

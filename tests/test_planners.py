@@ -331,3 +331,52 @@ def test_particle_planner_avoids_the_hidden_pedestrian_and_rejects_gui():
     assert traces[0].branches[-1]["particles"] == 8
     with pytest.raises(ValueError, match="JAX dynamics"):
         ParticlePlanner(OraclePerception()).reset(gym.make("genex/SettingsTabs-v0"))
+
+
+def test_fidelity_shrinks_imagined_evidence():
+    from genex.planners.calibration import apply_fidelity
+
+    p = Probe("q", "ped", ("yes",), detect=0.8, false_alarm=0.02)
+    (half,) = apply_fidelity([p], {"ped": {"recall": 0.5, "false_alarm": 0.1}})
+    assert half.false_alarm == 0.1 and half.detect == pytest.approx(0.1 + 0.5 * 0.7)
+    assert apply_fidelity([p], {"ped": {"recall": 0.0, "false_alarm": 0.0}}) == ()  # imagination says nothing
+    assert apply_fidelity([p], {}) == ()  # never measured: nothing either
+    assert apply_fidelity([p], None) == (p,)  # the oracle: face value
+
+
+def test_measure_fidelity_on_recordings(tmp_path, monkeypatch):
+    """A model that replays the true future has recall 1; copy-last-frame never shows what comes into view."""
+    import dataclasses
+
+    import genex.recording
+    from genex.planners.calibration import measure_fidelity
+    from genex.recording import iter_episodes, read_manifest, record_episodes
+
+    record_episodes("genex/OccludedLeftTurn-v0", tmp_path, 4, driver="cautious", seed=0, progress=False)
+    facts = read_manifest(tmp_path).facts
+    episodes = []
+    for e, ep in enumerate(iter_episodes(tmp_path)):  # stamp frames so that equal views stay distinguishable
+        frames = ep.frames.copy()
+        frames[:, 0, 0] = [e, 0, 0]
+        frames[:, 0, 1, 0] = np.arange(len(frames)) % 256
+        episodes.append(dataclasses.replace(ep, frames=frames))
+    monkeypatch.setattr(genex.recording, "iter_episodes", lambda d: iter(episodes))
+    labels, futures = {}, {}
+    for ep in episodes:
+        for t, frame in enumerate(ep.frames):
+            labels[frame.tobytes()] = dict(zip(facts, ep.visible[t]))
+        for t in range(len(ep.frames)):
+            futures[ep.frames[t].tobytes()] = ep.frames[t + 1:]
+    perception = OraclePerception(lambda image, fact: float(labels.get(image.tobytes(), {}).get(fact, False)))
+
+    class Replay:
+        def imagine(self, context, actions, num_samples=1, seed=None):
+            fut = futures[context[-1].tobytes()][:len(actions)]
+            return np.repeat(fut[None], num_samples, axis=0)
+
+    replay = measure_fidelity(Replay(), perception, [tmp_path], ["oncoming_vehicle"], horizon=4, samples=2,
+                              progress=False)["oncoming_vehicle"]
+    assert replay["positives"] > 0 and replay["recall"] == 1.0 and replay["false_alarm"] == 0.0
+    copy = measure_fidelity(CopyLastFrameWorldModel(), perception, [tmp_path], ["oncoming_vehicle"], horizon=4,
+                            samples=2, progress=False)["oncoming_vehicle"]
+    assert copy["recall"] == 0.0 and copy["positives"] == replay["positives"]

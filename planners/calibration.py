@@ -1,0 +1,129 @@
+"""How far to believe imagination: the *fidelity* of a world model + policy pair, measured on held-out video.
+
+An imagined future that shows no pedestrian is evidence against one only if the
+world model would have shown one that was coming. So, for each probed fact,
+on held-out recorded episodes (never seen in training):
+
+* **recall**: over windows where the fact is *not* visible in the last context
+  frame but *becomes* visible in the real future within ``horizon`` steps (under
+  the recorded actions), the share of imagined samples in which the policy sees it
+  (``P(visible) > 0.5`` in any imagined frame);
+* **false alarm**: over windows where the fact stays out of view for the whole
+  real future, the share of imagined samples in which the policy sees it anyway.
+
+:class:`~genex.planners.ImaginePlanner` (``fidelity=...``) then reads imagined
+frames through probes whose detect rate is shrunk towards their false-alarm
+rate by the recall: ``detect' = fa' + recall * (detect - fa')`` with
+``fa' = max(fa, false alarm)``; with ``recall = 0`` imagination carries no
+evidence at all, and the planner falls back to what it sees for real.
+The oracle world model needs no calibration (recall 1 by construction).
+
+``genex calibrate-imagination`` writes the result as ``fidelity.json`` next to
+the world-model checkpoint, where ``genex compare`` picks it up.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from genex.envs.spec import Probe
+
+__all__ = ["measure_fidelity", "apply_fidelity", "load_fidelity", "FIDELITY_FILE"]
+
+FIDELITY_FILE = "fidelity.json"
+
+
+def apply_fidelity(probes: Sequence[Probe], fidelity: Mapping[str, Mapping[str, float]] | None) -> tuple[Probe, ...]:
+    """The probes to read *imagined* frames with (see the module docstring); unknown facts are dropped."""
+    if fidelity is None:
+        return tuple(probes)
+    out = []
+    for p in probes:
+        f = fidelity.get(p.fact)
+        if f is None:
+            continue  # never measured: no evidence from imagination about this fact
+        fa = max(p.false_alarm, float(f.get("false_alarm", 0.0)))
+        detect = fa + float(f.get("recall", 0.0)) * (p.detect - fa)
+        if detect - fa > 1e-3:
+            out.append(replace(p, detect=min(detect, 1.0), false_alarm=fa))
+    return tuple(out)
+
+
+def load_fidelity(world_model_dir: str | Path | None) -> dict[str, dict[str, float]] | None:
+    """``fidelity.json`` of a world-model checkpoint folder, or None if it has none."""
+    if world_model_dir is None:
+        return None
+    path = Path(world_model_dir) / FIDELITY_FILE
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())["facts"]
+
+
+def _kinds(window: tuple, facts: Sequence[str], horizon: int) -> dict[str, str]:
+    """Per fact: "pos" (comes into view within the horizon), "neg" (stays out of view), or absent."""
+    ep, names, _, t, _ = window
+    future = ep.visible[t + 1:t + 1 + horizon]
+    kinds = {}
+    for f in facts:
+        if f in names:
+            j = names.index(f)
+            now, later = bool(ep.visible[t, j]), bool(future[:, j].any())
+            if not now:
+                kinds[f] = "pos" if later else "neg"
+    return kinds
+
+
+def measure_fidelity(world_model: Any, policy: Any, data_dirs: Sequence[str | Path], facts: Sequence[str],
+                     horizon: int = 8, samples: int = 4, context: int = 4, stride: int = 2,
+                     max_windows: int = 400, seed: int = 0, progress: bool = True) -> dict[str, dict[str, float]]:
+    """Recall and false-alarm rate of imagined facts per fact; see the module docstring."""
+    import gymnasium as gym
+    from tqdm.auto import tqdm
+
+    import genex.envs  # noqa: F401
+    from genex.policy.data import fact_question
+    from genex.policy.protocol import PolicyQuestion, TaggedImage
+    from genex.recording import iter_episodes, read_manifest
+
+    stats = {f: {"pos": [], "neg": []} for f in facts}
+    windows = []
+    for d in data_dirs:
+        m = read_manifest(d)
+        env = gym.make(m.env_id, **m.env_kwargs)
+        prompt = getattr(env.unwrapped, "instruction", "")
+        env.close()
+        names = list(m.facts)  # the columns of Episode.visible
+        for ep in iter_episodes(d):
+            acts = ep.discrete_actions
+            for t in range(context - 1, len(acts) - horizon + 1, stride):
+                windows.append((ep, names, acts, t, prompt))
+    # every window where a fact comes into view (rare, and what matters), then out-of-view ones to fill
+    rng = np.random.default_rng(seed)
+    labelled = [(w, _kinds(w, facts, horizon)) for w in windows]
+    pos = [i for i, (_, k) in enumerate(labelled) if "pos" in k.values()]
+    neg = [i for i, (_, k) in enumerate(labelled) if k and "pos" not in k.values()]
+    pos = list(rng.permutation(pos)[:max(1, max_windows // 2)]) if pos else []
+    neg = list(rng.permutation(neg)[:max(0, max_windows - len(pos))]) if neg else []
+    chosen = [labelled[i] for i in sorted(pos + neg)]
+    questions = [PolicyQuestion(f, fact_question(f), ("yes", "no")) for f in facts]
+    for i, ((ep, names, acts, t, prompt), kinds) in enumerate(tqdm(chosen, disable=not progress, desc="fidelity")):
+        ctx = ep.frames[t - context + 1:t + 1]
+        frames = world_model.imagine(ctx, [int(a) for a in acts[t:t + horizon]], num_samples=samples,
+                                     seed=seed + i)  # uint8[S, T, H, W, 3]
+        flat = frames.reshape((-1,) + frames.shape[2:])
+        r = policy.answer([TaggedImage(np.ascontiguousarray(x), step=t + 1, imagined=True) for x in flat], prompt,
+                          questions)
+        for f, kind in kinds.items():
+            seen = (r.per_image[f][:, 0].reshape(samples, -1) > 0.5).any(axis=1)
+            stats[f][kind].append(float(seen.mean()))
+    out = {}
+    for f, s in stats.items():
+        out[f] = {"recall": float(np.mean(s["pos"])) if s["pos"] else 0.0,
+                  "false_alarm": float(np.mean(s["neg"])) if s["neg"] else 1.0,
+                  "positives": len(s["pos"]), "negatives": len(s["neg"])}
+    return out
