@@ -78,6 +78,27 @@ def test_sampling_shapes_and_determinism():
         wm.imagine(ctx, ["fly"], seed=0)
 
 
+def test_snap_copies_small_changes_exactly():
+    from genex.world_model.sampler import sample_next_frame
+
+    cfg, _ = preset("tiny")
+    torch.manual_seed(0)
+    d = Denoiser(cfg.replace(steps=1, sigma_max=5.0))  # F = 0 at init: the sample is c_skip * noise, a small change
+    ctx = torch.rand(3, 3 * cfg.context, 16, 16) * 2 - 1
+    a = torch.zeros(3, 4 + cfg.text_length)
+    noisy = sample_next_frame(d, ctx, a, generator=torch.Generator().manual_seed(0))
+    assert (noisy - ctx[:, -3:]).abs().amax() > 0  # without the snap the leftover noise changes the frame
+    d.cfg = d.cfg.replace(snap=8.0)
+    snapped = sample_next_frame(d, ctx, a, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(snapped, ctx[:, -3:])  # ... with it, a static frame is copied exactly
+    # large changes pass through untouched
+    d.denoise = lambda x, s, c, act: torch.full_like(x, 0.5)  # type: ignore[method-assign]
+    moved = sample_next_frame(d, ctx * 0, a, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(moved, torch.full_like(moved, 0.5))
+    with pytest.raises(ValueError, match="snap"):
+        cfg.replace(snap=-1.0)
+
+
 def test_protocol_honoured_by_all_three_and_oracle_leaves_live_env_alone():
     gym = pytest.importorskip("gymnasium")
     pytest.importorskip("mujoco")

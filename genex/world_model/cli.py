@@ -89,6 +89,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--max-episodes", type=int, default=None, help="per data folder")
     s.add_argument("--no-oracle", action="store_true", help="skip the oracle (it replays the env)")
     s.add_argument("--steps", type=int, default=None, help="override the checkpoint's denoising steps")
+    s.add_argument("--snap", type=float, default=None,
+                   help="override the checkpoint's snap (changes below this many uint8 levels are copied exactly)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--device", default="auto")

@@ -249,6 +249,8 @@ def evaluate_cli(args: Any) -> int:
     model = load_world_model(args.checkpoint, device=args.device)
     if getattr(args, "steps", None):
         model.denoiser.cfg = model.cfg = model.cfg.replace(steps=args.steps)  # sampling-only override
+    if getattr(args, "snap", None) is not None:
+        model.denoiser.cfg = model.cfg = model.cfg.replace(snap=args.snap)  # sampling-only override
     cfg = model.cfg
     episodes: list[EpisodeData] = []
     facts: dict[str, list[str]] = {}
@@ -301,6 +303,7 @@ def evaluate_cli(args: Any) -> int:
     metrics["samples"] = args.samples
     metrics["stride"] = args.stride
     metrics["sampling_steps"] = cfg.steps
+    metrics["snap"] = cfg.snap
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     with open(out / "metrics.csv", "w", newline="") as f:
         w = csv.writer(f)

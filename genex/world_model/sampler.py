@@ -36,5 +36,7 @@ def sample_next_frame(denoiser: Denoiser, context: torch.Tensor, action: torch.T
             x_next = x + (d + d2) / 2 * (s_next - s)
         x = x_next
     if cfg.residual:
+        if cfg.snap > 0:  # small changes are denoising leftovers: copy those pixels exactly
+            x = x * (x.abs().amax(1, keepdim=True) >= cfg.snap / 127.5)
         x = x + context[:, -3:]
     return x.clamp(-1, 1)
