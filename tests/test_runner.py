@@ -85,6 +85,15 @@ def test_summary_means_and_confidence_intervals():
     summary = [{"env": "e", "planner": p, "success": v} for p, v in
                [("react", 0.6), ("imagine", 0.8), ("oracle-imagine", 1.0)]]
     assert gap_closed(summary) == {"e": pytest.approx(0.5)}
+    # paired: imagine ran seeds 0-1 only; react failed there, so unpaired means would flatter imagine
+    paired = [{"env": "e", "planner": p, "seed": i, "success": ok} for p, i, ok in
+              [("react", 0, False), ("react", 1, False), ("react", 2, True), ("react", 3, True),
+               ("imagine", 0, False), ("imagine", 1, True), ("oracle-imagine", 0, True), ("oracle-imagine", 1, True),
+               ("oracle-imagine", 2, True), ("oracle-imagine", 3, True)]]
+    for r in paired:
+        r.update({k: 0.0 for k, _, _ in runner.METRICS if k != "success"})
+    gaps, ns = runner.paired_gap_closed(paired)
+    assert ns == {"e": 2} and gaps["e"] == pytest.approx(0.5)
 
 
 def test_cli_compare_and_viz(tmp_path, capsys):
