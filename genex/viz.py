@@ -75,14 +75,17 @@ def plot_compute(summary: Sequence[Mapping[str, Any]], path: str | Path | None =
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.4))
     envs = sorted({s["env"] for s in summary})
+    planners = list(dict.fromkeys(s["planner"] for s in summary))
+    cmap = plt.get_cmap("tab10")
     markers = "osD^v<>"
-    for i, e in enumerate(envs):
+    for i, e in enumerate(envs):  # colour = planner, marker = env
         for s in summary:
             if s["env"] != e:
                 continue
             ax.errorbar(s["imagined_per_decision"] + 0.5, s["success"],
                         yerr=0 if math.isnan(s["success_ci"]) else s["success_ci"], fmt=markers[i % len(markers)],
-                        capsize=2, label=f"{e.split('/')[-1].replace('-v0', '')}: {s['planner']}")
+                        color=cmap(planners.index(s["planner"]) % 10), capsize=2, alpha=0.85,
+                        label=f"{e.split('/')[-1].replace('-v0', '')}: {s['planner']}")
     ax.set_xscale("log")
     ax.set_xlabel("imagined frames per decision (+0.5, log scale)")
     ax.set_ylabel("success rate")
