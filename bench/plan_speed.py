@@ -20,7 +20,7 @@ from genex.envs.spec import public_info
 from genex.planners import make_planner
 
 PLANNERS = {
-    "genex/OccludedCrosswalk-v0": ("react", "imagine", "lookahead", "oracle-imagine", "explore", "amortized"),
+    "genex/OccludedCrosswalk-v0": ("react", "imagine", "lookahead", "oracle-imagine", "explore", "particle", "amortized"),
     "genex/SettingsTabs-v0": ("react", "oracle-imagine", "oracle-lookahead", "explore"),
 }
 
