@@ -11,13 +11,14 @@ export SDL_VIDEODRIVER ?= dummy
 setup:
 	bash scripts/setup.sh
 
-# The main job: a short imagine-vs-react comparison on the shipped checkpoints (held-out seeds), then
-# pictures of one imagining episode. About 5 minutes on 2 CPU cores; rerunning resumes.
-DEMO_ENVS ?= genex/OccludedCrosswalk-v0,genex/OccludedLeftTurn-v0
-DEMO_EPISODES ?= 8
+# The main job: a short imagine-vs-react comparison on the shipped checkpoints (held-out seeds) with the
+# oracle and particle reference rows, then pictures of one imagining episode. About 2-3 minutes on 2 CPU
+# cores after set-up; rerunning resumes.
+DEMO_ENVS ?= genex/OccludedCrosswalk-v0
+DEMO_EPISODES ?= 12
 demo: setup
-	$(VENV)/bin/genex compare --env $(DEMO_ENVS) --planners react,imagine,oracle-imagine \
-		--episodes $(DEMO_EPISODES) --samples 2 --imagine-every 2 --save-frames --out runs/demo
+	$(VENV)/bin/genex compare --env $(DEMO_ENVS) --planners react,imagine,oracle-imagine,particle \
+		--episodes $(DEMO_EPISODES) --samples 2 --save-frames --out runs/demo
 	$(VENV)/bin/genex viz runs/demo --planner imagine --out runs/demo/viz
 
 test: setup
