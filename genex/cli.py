@@ -7,6 +7,14 @@ Subcommands:
     ``genex demo [--env ID ...] --out DIR``
                                          run one episode per env and write GIFs
                                          (egocentric view next to the top-down map)
+    ``genex compare --env ID[,ID] --planners a,b --episodes N --out DIR``
+                                         run planners on held-out seeds; JSONL + summary (resumable)
+    ``genex summarize RUN [RUN ...] --out DIR``   one table over several compare runs
+    ``genex viz RUN``                    belief timeline, imagination strip and GIF of one episode
+    ``genex calibrate-imagination --world-model DIR --policy DIR --data DIR``
+                                         how often imagination shows what really comes (fidelity.json)
+    ``genex train-world-model`` / ``eval-world-model`` / ``train-policy`` / ``serve-policy``
+                                         see docs/world_model.md and docs/policy.md
 """
 
 from __future__ import annotations
