@@ -139,15 +139,11 @@ def _build(cfg: CompareConfig, key: EpisodeKey, env: Any) -> Any:
 
 
 def _score_belief(belief: dict[str, list[float]], answers: dict[str, int]) -> tuple[float, float]:
-    briers, losses = [], []
-    for qid, p in belief.items():
-        p = np.asarray(p, np.float64)
-        y = int(answers[qid])
-        onehot = np.zeros_like(p)
-        onehot[y] = 1.0
-        briers.append(float(((p - onehot) ** 2).sum()))
-        losses.append(float(-math.log(max(p[y], 1e-6))))
-    return float(np.mean(briers)), float(np.mean(losses))
+    """Brier and log loss of one decision's belief, averaged over the questions."""
+    from genex.belief import brier_score, log_loss
+
+    scores = [(brier_score([p], [answers[qid]]), log_loss([p], [answers[qid]], eps=1e-6)) for qid, p in belief.items()]
+    return float(np.mean([b for b, _ in scores])), float(np.mean([ll for _, ll in scores]))
 
 
 def run_episode(cfg: CompareConfig, key: EpisodeKey, out: str | Path | None = None) -> dict[str, Any]:

@@ -183,8 +183,9 @@ class BeliefPlanner:
         if task.mode == "choice" and self._pending_memory is not None:
             self.memory[self._pending_memory] = self._likelihoods(p_real, task.probes_for(self._pending_memory),
                                                                   conditional_only=True)
+        real = self._likelihoods(p_real, task.probes_for(None))
         for q in task.questions:
-            lik = self._likelihoods(p_real, task.probes_for(None)).get(q.id)
+            lik = real.get(q.id)
             if lik is not None:
                 belief.update_real(q.id, lik)
             for mem in self.memory.values():

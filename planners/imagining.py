@@ -86,7 +86,7 @@ class ImaginePlanner(BeliefPlanner):
             snap = u.snapshot()
             for b, a in zip(branches, acts):
                 if b.choice is not None and hasattr(getattr(wm, "env", None), "choice_action"):
-                    frames = _oracle_choice(wm.env, snap, b.choice)
+                    frames = wm.rollout_choice(snap, b.choice)
                 else:
                     frames = wm.rollout(snap, a) if a else np.zeros((0,) + self.frames[-1].shape, np.uint8)
                 out.append(np.broadcast_to(frames[None], (s,) + frames.shape).copy())
@@ -141,32 +141,6 @@ class ImaginePlanner(BeliefPlanner):
             for q, lik in sm["evidence"].items():
                 belief.update_imagined(q, [lik], self.trust)
         return summaries, frames
-
-
-def _oracle_choice(env: Any, snapshot: Any, choice: int, max_steps: int = 8) -> np.ndarray:
-    """The oracle's view of a whole GUI macro: carry out ``choice`` in ``env`` from ``snapshot``.
-
-    ``uint8[T, H, W, 3]``; ``env``'s previous state is restored afterwards.
-    """
-    try:
-        saved = env.snapshot()
-    except RuntimeError:
-        saved = None
-    try:
-        obs, _ = env.restore(snapshot)
-        frames = []
-        for _ in range(max_steps):
-            a = env.choice_action(choice)
-            if a is None:
-                break
-            obs, _, terminated, truncated, _ = env.step(a)
-            frames.append(np.asarray(obs["image"]))
-            if terminated or truncated:
-                break
-        return np.stack(frames) if frames else np.zeros((0,) + np.asarray(obs["image"]).shape, np.uint8)
-    finally:
-        if saved is not None:
-            env.restore(saved)
 
 
 class LookaheadPlanner(ImaginePlanner):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -60,14 +61,23 @@ class OracleWorldModel:
         """Imagine from ``snapshot`` (e.g. ``live_env.unwrapped.snapshot()``) from now on."""
         self.snapshot = snapshot
 
-    def rollout(self, snapshot: Any, actions: Sequence[Any]) -> np.ndarray:
-        """``uint8[T,H,W,3]``: the true frames after each action from ``snapshot``; env state is restored after."""
+    @contextmanager
+    def _at(self, snapshot: Any) -> Iterator[Any]:
+        """Restore ``snapshot`` into the env (yielding its observation), then put the env back as it was."""
         try:
             saved = self.env.snapshot()
         except RuntimeError:  # a private env that was never reset has no state to keep
             saved = None
         try:
             obs, _ = self.env.restore(snapshot)
+            yield obs
+        finally:
+            if saved is not None:
+                self.env.restore(saved)
+
+    def rollout(self, snapshot: Any, actions: Sequence[Any]) -> np.ndarray:
+        """``uint8[T,H,W,3]``: the true frames after each action from ``snapshot``; env state is restored after."""
+        with self._at(snapshot) as obs:
             frames, done = [], False
             last = np.asarray(obs["image"])
             for a in actions:
@@ -78,9 +88,21 @@ class OracleWorldModel:
                 frames.append(last)
             shape = (0,) + last.shape
             return np.stack(frames).astype(np.uint8) if frames else np.zeros(shape, np.uint8)
-        finally:
-            if saved is not None:
-                self.env.restore(saved)
+
+    def rollout_choice(self, snapshot: Any, choice: int, max_steps: int = 8) -> np.ndarray:
+        """``uint8[T,H,W,3]``: the true frames while the env carries out GUI action choice ``choice`` (a macro
+        expanded by ``env.choice_action``) from ``snapshot``, at most ``max_steps``; env state is restored after."""
+        with self._at(snapshot) as obs:
+            frames = []
+            for _ in range(max_steps):
+                a = self.env.choice_action(choice)
+                if a is None:
+                    break
+                obs, _, terminated, truncated, _ = self.env.step(a)
+                frames.append(np.asarray(obs["image"]))
+                if terminated or truncated:
+                    break
+            return np.stack(frames) if frames else np.zeros((0,) + np.asarray(obs["image"]).shape, np.uint8)
 
     def imagine(self, context_frames: np.ndarray, actions: Sequence[Any], num_samples: int = 1,
                 seed: int | None = None, snapshot: Any = None) -> np.ndarray:
