@@ -39,12 +39,13 @@ class TrainConfig:
     out: str
     eval_data: list[str] = field(default_factory=list)
     labels: str = "visible"
-    image_size: int = 64
-    patch_size: int = 8
-    dim: int = 96
-    heads: int = 4
-    vision_layers: int = 3
-    fusion_layers: int = 2
+    # architecture (ignored with ``init``); defaults are the model's own
+    image_size: int = TinyVLMConfig.image_size
+    patch_size: int = TinyVLMConfig.patch_size
+    dim: int = TinyVLMConfig.dim
+    heads: int = TinyVLMConfig.heads
+    vision_layers: int = TinyVLMConfig.vision_layers
+    fusion_layers: int = TinyVLMConfig.fusion_layers
     steps: int = 3000
     minutes: float | None = None
     batch_frames: int = 32
