@@ -198,7 +198,9 @@ def run_episode(cfg: CompareConfig, key: EpisodeKey, out: str | Path | None = No
     if out is not None:
         out = Path(out)
         names = {q.id: list(q.answers) for q in getattr(env.unwrapped, "questions", ())}
+        task = getattr(planner, "task", None)  # the options expected costs are listed for (actions or choices)
         body = {"key": asdict(key), "answers": answers, "answer_names": names,
+                "option_names": list(task.action_names) if task is not None else [],
                 "decisions": [t.to_json() for t in traces]}
         atomic_write_bytes(out / "traces" / f"{key.slug}.json", json.dumps(body).encode())
         if cfg.save_frames:

@@ -4,7 +4,11 @@
 * :func:`plot_compute`: success vs imagined frames per decision (accuracy vs compute);
 * :func:`imagination_strip`: the real frame, then each imagined branch's S samples over time;
 * :func:`belief_timeline`: the belief in the true answer over an episode, with the decisions;
+* :func:`decision_timeline`: per decision, the expected cost of every option (chosen one marked)
+  and how much was imagined;
 * :func:`episode_gif`: an episode's real frames, each next to what was imagined at that step;
+* :func:`driving_map`: a driving scene from above with the ego's field of view, the region its
+  occluders hide (shaded) and the hidden agents (red, dashed);
 * :func:`viz_run`: all of the above for one episode of a ``genex compare`` run (``genex viz RUN``).
 
 Every function returns the figure / writes the file and never opens a window.
@@ -14,19 +18,23 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["plot_comparison", "plot_compute", "imagination_strip", "belief_timeline", "episode_gif", "viz_run",
-           "load_episode"]
+__all__ = ["plot_comparison", "plot_compute", "imagination_strip", "belief_timeline", "decision_timeline",
+           "episode_gif", "driving_map", "viz_run", "load_episode"]
 
 
 def _plt():
     import matplotlib
 
-    matplotlib.use("Agg")
+    # Headless-safe without stealing a notebook's inline backend: force Agg only where there is no
+    # screen and no backend was chosen (Jupyter's inline backend is kept, so figures show there).
+    if not os.environ.get("DISPLAY") and "inline" not in str(matplotlib.get_backend()).lower():
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
@@ -189,6 +197,110 @@ def belief_timeline(body: Mapping[str, Any], path: str | Path | None = None) -> 
     fig.suptitle(f"{k.get('env', '')} {k.get('planner', '')} seed {k.get('seed', '')}", fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def decision_timeline(body: Mapping[str, Any], path: str | Path | None = None,
+                      option_names: Sequence[str] | None = None) -> Any:
+    """Why each action was chosen: expected cost of every option per decision (colour, lower is
+    better; the chosen option ringed), and imagined frames per decision below.
+
+    ``body``: a trace file of ``genex compare`` (:func:`load_episode`); ``option_names``: names of
+    the options in cost order (default: the decision names seen, else ``option i``).
+    """
+    plt = _plt()
+    decisions = [d for d in body["decisions"] if d.get("expected_costs")]
+    if not decisions:
+        raise ValueError("no decision in this episode carries expected costs")
+    costs = np.array([d["expected_costs"] for d in decisions], float)  # [D, options]
+    steps = [d["step"] for d in decisions]
+    n_opt = costs.shape[1]
+    names = list(option_names or body.get("option_names") or [])
+    if len(names) != n_opt:
+        names = [f"option {i}" for i in range(n_opt)]
+        for d in decisions:  # fill in the names we saw chosen
+            if d.get("decision") is not None and d.get("decision_name") and 0 <= d["decision"] < n_opt:
+                names[d["decision"]] = d["decision_name"]
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(max(6, 0.22 * len(decisions) + 3), 0.35 * n_opt + 2.6),
+                                  sharex=True, gridspec_kw={"height_ratios": [max(2, n_opt), 1.4]})
+    rel = costs - costs.min(axis=1, keepdims=True)  # regret of each option at that decision
+    im = ax.imshow(rel.T, aspect="auto", cmap="viridis_r", interpolation="nearest",
+                   extent=(-0.5, len(decisions) - 0.5, n_opt - 0.5, -0.5))
+    chosen = [d.get("decision") for d in decisions]
+    xs = [i for i, c in enumerate(chosen) if c is not None]
+    ax.scatter(xs, [chosen[i] for i in xs], s=40, facecolors="none", edgecolors="red", linewidths=1.5,
+               label="chosen")
+    ax.set_yticks(range(n_opt), names, fontsize=7)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01, label="expected cost - best")
+    ax2.bar(range(len(decisions)), [d.get("imagined_frames", 0) for d in decisions], color="tab:purple")
+    ax2.set_ylabel("imagined\nframes", fontsize=7)
+    tick = max(1, len(decisions) // 12)
+    ax2.set_xticks(range(0, len(decisions), tick), [str(steps[i]) for i in range(0, len(decisions), tick)], fontsize=7)
+    ax2.set_xlabel("env step of the decision")
+    k = body.get("key", {})
+    fig.suptitle(f"{k.get('env', '')} {k.get('planner', '')} seed {k.get('seed', '')}: "
+                 "expected cost of each option per decision", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def driving_map(scene_map: Any, ax: Any = None, path: str | Path | None = None, title: str | None = None,
+                resolution: float = 0.25) -> Any:
+    """Draw a :class:`genex.envs.driving.topdown.SceneMap` (``env.unwrapped.scene_map()``).
+
+    Yellow: the ego cameras' field of view; dark grey inside it: ground the occluders hide from
+    the ego; red dashed outline: an agent that carries the hidden fact (labelled "in view" or
+    "hidden"). ``ax``: draw into this axes (e.g. beside the egocentric frame) instead of a new
+    figure. Returns the figure.
+    """
+    plt = _plt()
+    from matplotlib.patches import Patch, Polygon, Wedge
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4.6, 4.6))
+    else:
+        fig = ax.figure
+    m = scene_map
+    cx, cy = m.center
+    half = m.extent / 2
+    for b in sorted(m.statics, key=lambda b: b.occludes):  # ground and paint first, buildings on top
+        ax.add_patch(Polygon(b.corners(), closed=True, facecolor=b.rgba[:3], edgecolor="none", zorder=1))
+    for cam_x, cam_y, yaw in m.cameras:
+        ax.add_patch(Wedge((cam_x, cam_y), 2 * m.extent, np.degrees(yaw - m.hfov / 2), np.degrees(yaw + m.hfov / 2),
+                           facecolor=(1.0, 0.9, 0.2, 0.22), edgecolor=(0.9, 0.7, 0.0, 0.9), lw=0.8, zorder=2))
+    xs = np.arange(cx - half, cx + half, resolution) + resolution / 2
+    ys = np.arange(cy - half, cy + half, resolution) + resolution / 2
+    gx, gy = np.meshgrid(xs, ys)
+    shade = m.in_view_cone(gx, gy, max_range=2 * m.extent) & m.occluded(gx, gy)
+    rgba = np.zeros((*shade.shape, 4))
+    rgba[shade] = (0.05, 0.05, 0.2, 0.62)
+    ax.imshow(rgba, origin="lower", extent=(xs[0] - resolution / 2, xs[-1] + resolution / 2,
+                                            ys[0] - resolution / 2, ys[-1] + resolution / 2), zorder=3,
+              interpolation="nearest")
+    for a in m.agents:
+        ax.add_patch(Polygon(a.corners(), closed=True, facecolor=a.rgba[:3], zorder=4,
+                             edgecolor="red" if a.hidden else "black", lw=1.8 if a.hidden else 0.5,
+                             ls="--" if a.hidden else "-"))
+        if a.hidden:
+            ax.annotate(f"{a.label}\n({'in view' if a.visible else 'hidden'})", (a.x, a.y), xytext=(6, 6),
+                        textcoords="offset points", fontsize=7, color="red", zorder=6,
+                        bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.75))
+    e = m.ego
+    ax.add_patch(Polygon(e.corners(), closed=True, facecolor=e.rgba[:3], edgecolor="black", lw=0.8, zorder=5))
+    ax.annotate("", (e.x + 3.2 * np.cos(e.yaw), e.y + 3.2 * np.sin(e.yaw)), (e.x, e.y), zorder=6,
+                arrowprops=dict(arrowstyle="->", color="black", lw=1.2))
+    ax.legend(handles=[Patch(facecolor=(1.0, 0.9, 0.2, 0.5), label="field of view"),
+                       Patch(facecolor=(0.05, 0.05, 0.2, 0.62), label="hidden from the ego"),
+                       Patch(facecolor="white", edgecolor="red", ls="--", label="hidden-fact agent")],
+              fontsize=6, loc="lower left", framealpha=0.8)
+    ax.set_xlim(cx - half, cx + half)
+    ax.set_ylim(cy - half, cy + half)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title if title is not None else f"t = {m.t} (from above; privileged view)",
+                 fontsize=8)
+    return _save(fig, path) if path is not None else fig
 
 
 def episode_gif(body: Mapping[str, Any], frames: Mapping[str, np.ndarray], path: str | Path, fps: int = 4,

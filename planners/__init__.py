@@ -84,6 +84,9 @@ def make_planner(name: str, env: Any, *, policy: Any = None, world_model: Any = 
                  **kwargs: Any) -> Any:
     """Build planner ``name`` for ``env``; loads the shipped policy / world model unless given.
 
+    A defaulted learned world model comes with its ``fidelity.json`` (as in ``genex compare``)
+    unless ``fidelity`` is passed (``fidelity=None``: take imagination at face value).
+
     ``oracle_env``: a private copy of the env for the oracle world model (default: the live env,
     whose state the oracle saves and restores around every rollout).
     """
@@ -99,7 +102,12 @@ def make_planner(name: str, env: Any, *, policy: Any = None, world_model: Any = 
     if world_model is None and wm_kind == "learned":
         from genex.world_model import load_world_model
 
-        world_model = load_world_model(default_checkpoint("world_model", family), env=env, device="cpu")
+        wm_dir = default_checkpoint("world_model", family)
+        world_model = load_world_model(wm_dir, env=env, device="cpu")
+        if "fidelity" not in kwargs:  # read the shipped model through its measured fidelity, as `genex compare` does
+            from .calibration import load_fidelity
+
+            kwargs["fidelity"] = load_fidelity(wm_dir)
     elif wm_kind == "oracle":
         from genex.world_model import OracleWorldModel
 

@@ -37,7 +37,8 @@ from ..spec import EnvSnapshot, Probe, validate_action_costs, validate_probes
 from ..text_space import LiveText
 from . import dynamics as dyn
 from .scenarios import BRAKE_ON, HAZARD_ON, LAMP_OFF, SCENARIOS, Layout, Scenario, lamp_states
-from .scene import DrivingScene
+from .scene import AGENT_KINDS, DrivingScene
+from .topdown import OCCLUDER_MIN_HEIGHT, VEHICLE_KINDS, Footprint, SceneMap
 
 __all__ = ["DrivingConfig", "DrivingEnv", "OccludedCrosswalkEnv", "StoppedLeadCarEnv", "OccludedLeftTurnEnv"]
 
@@ -350,6 +351,42 @@ class DrivingEnv(gym.Env):
         params = dyn.DynamicsParams(*[stack(*vals) for vals in zip(*params_list)])
         world = jax.tree_util.tree_map(stack, *states)
         return params, world, np.asarray(answers)
+
+    def scene_map(self) -> SceneMap:
+        """The scene now, from above, for people (privileged: shows hidden agents); see ``topdown``.
+
+        ``genex.viz.driving_map(env.unwrapped.scene_map())`` draws it with the ego's field of view
+        and the region its occluders hide.
+        """
+        if self._layout is None:
+            raise RuntimeError("call reset() before scene_map()")
+        sc, a = self.scenario, self._world_np.agents
+        statics = tuple(
+            Footprint(b.pos[0], b.pos[1], b.yaw, 2 * b.size[0], 2 * b.size[1], tuple(b.rgba),
+                      occludes=b.pos[2] + b.size[2] >= OCCLUDER_MIN_HEIGHT)
+            for b in sc.scene.statics
+        )
+        agents = []
+        for i, slot in enumerate(sc.scene.slots):
+            if not bool(a.present[i]):
+                continue
+            length, width = AGENT_KINDS[slot.kind]
+            agents.append(Footprint(
+                float(a.x[i]), float(a.y[i]), float(a.heading[i]), length, width,
+                tuple(float(c) for c in self._layout.slot_rgba[i]), label=slot.role,
+                occludes=slot.kind in VEHICLE_KINDS, hidden=slot.role in sc.hidden_roles,
+                visible=self._visible_pixels.get(slot.role, 0) >= self.config.min_visible_pixels,
+            ))
+        x, y, h = self._pose
+        ego = Footprint(x, y, h, float(self._params.ego_length), float(self._params.ego_width),
+                        (0.1, 0.8, 0.9, 1.0), label="ego")
+        n = self.config.panorama
+        hfov = float(2 * np.arctan(np.tan(np.radians(self.config.fovy) / 2) * self.config.width / self.config.height))
+        cam_x, cam_y = x + 1.2 * np.cos(h), y + 1.2 * np.sin(h)  # the cameras sit 1.2 m ahead of the ego centre
+        cameras = tuple((float(cam_x), float(cam_y), float(h + hfov * ((n - 1) / 2 - i))) for i in range(n))
+        return SceneMap(statics=statics, agents=tuple(agents), ego=ego, cameras=cameras, hfov=hfov,
+                        center=tuple(sc.scene.topdown_center), extent=float(sc.scene.topdown_extent),
+                        t=int(self._world_np.t))
 
     # ---------------------------------------------------------------- internals
     def _load(self, layout: Layout, world_np: dyn.WorldState, collisions: int) -> None:
