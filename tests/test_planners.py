@@ -10,7 +10,7 @@ from gymnasium import spaces
 import genex.envs  # noqa: F401
 from genex.envs.spec import PRIVILEGED_INFO_KEYS, Probe, public_info
 from genex.planners import (PLANNERS, BeliefPlanner, DecisionTrace, ImaginePlanner, LookaheadPlanner, Planner,
-                            make_planner, task_from_env)
+                            default_checkpoint, make_planner, task_from_env)
 from genex.policy.protocol import PolicyResponse
 from genex.world_model import CopyLastFrameWorldModel, OracleWorldModel
 
@@ -380,3 +380,13 @@ def test_measure_fidelity_on_recordings(tmp_path, monkeypatch):
     copy = measure_fidelity(CopyLastFrameWorldModel(), perception, [tmp_path], ["oncoming_vehicle"], horizon=4,
                             samples=2, progress=False)["oncoming_vehicle"]
     assert copy["recall"] == 0.0 and copy["positives"] == replay["positives"]
+
+
+def test_make_planner_reads_the_shipped_world_model_through_its_fidelity():
+    from genex.planners.calibration import load_fidelity
+
+    env = gym.make("genex/OccludedCrosswalk-v0")
+    shipped = load_fidelity(default_checkpoint("world_model", "driving"))
+    assert shipped is not None
+    assert make_planner("imagine", env, policy=OraclePerception()).fidelity == shipped
+    assert make_planner("imagine", env, policy=OraclePerception(), fidelity=None).fidelity is None
