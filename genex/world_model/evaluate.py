@@ -158,7 +158,7 @@ def evaluate_models(models: Mapping[str, Any], windows: Sequence[Window], num_sa
         pred = np.concatenate(parts)  # [N,S,T,H,W,3]
         imagined[name] = pred
         p = psnr(pred, truth[:, None])  # [N,S,T]
-        q = ssim(pred, np.broadcast_to(truth[:, None], pred.shape))
+        q = ssim(pred, np.ascontiguousarray(np.broadcast_to(truth[:, None], pred.shape)))  # writable: torch warns on views
         m = {"psnr": p.mean((0, 1)).tolist(), "ssim": q.mean((0, 1)).tolist(),
              "psnr_std_over_windows": p.mean(1).std(0).tolist()}
         if s > 1:
