@@ -428,5 +428,5 @@ def write_summary(rows: Sequence[dict[str, Any]], out: str | Path, planners_orde
         from genex.viz import plot_comparison, plot_compute
 
         plot_comparison(summary, out / "bars.png", planners_order)
-        plot_compute(summary, out / "compute.png")
+        plot_compute(summary, out / "compute.png", planners_order)
     return text

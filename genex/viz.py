@@ -53,8 +53,7 @@ def plot_comparison(summary: Sequence[Mapping[str, Any]], path: str | Path | Non
     """Grouped bars (one group per env) of success and collision rates with 95% CI whiskers."""
     plt = _plt()
     envs = sorted({s["env"] for s in summary})
-    planners = list(planners_order or []) + sorted({s["planner"] for s in summary} - set(planners_order or []))
-    planners = [p for p in planners if any(s["planner"] == p for s in summary)]
+    planners = _planner_order(summary, planners_order)
     by = {(s["env"], s["planner"]): s for s in summary}
     fig, axes = plt.subplots(1, 2, figsize=(max(6, 1.6 * len(envs) * 2 + 2), 3.4), sharey=True)
     width = 0.8 / max(1, len(planners))
@@ -78,12 +77,20 @@ def plot_comparison(summary: Sequence[Mapping[str, Any]], path: str | Path | Non
     return _save(fig, path)
 
 
-def plot_compute(summary: Sequence[Mapping[str, Any]], path: str | Path | None = None) -> Any:
+def _planner_order(summary: Sequence[Mapping[str, Any]], planners_order: Sequence[str] | None) -> list[str]:
+    """Planners in the given order, then the rest sorted: one colour per planner across every figure."""
+    first = list(planners_order or [])
+    return [p for p in first + sorted({s["planner"] for s in summary} - set(first))
+            if any(s["planner"] == p for s in summary)]
+
+
+def plot_compute(summary: Sequence[Mapping[str, Any]], path: str | Path | None = None,
+                 planners_order: Sequence[str] | None = None) -> Any:
     """Success rate vs imagined frames per decision, one marker per (env, planner)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.4))
     envs = sorted({s["env"] for s in summary})
-    planners = list(dict.fromkeys(s["planner"] for s in summary))
+    planners = _planner_order(summary, planners_order)
     cmap = plt.get_cmap("tab10")
     markers = "osD^v<>"
     for i, e in enumerate(envs):  # colour = planner, marker = env
