@@ -300,3 +300,23 @@ def test_corrupt_and_mismatched_checkpoints(tmp_path):
         load_world_model(path, device="cpu")
     with pytest.raises(CorruptCheckpointError, match="not a world-model checkpoint folder"):
         load_world_model(tmp_path / "nope", device="cpu")
+
+
+def test_window_sampling_can_oversample_changing_frames():
+    """GUI videos are mostly static: ``changed_share`` draws that share of a batch from windows that change."""
+    from genex.world_model.config import TrainConfig
+    from genex.world_model.data import EpisodeData, WindowDataset
+
+    frames = np.zeros((11, 8, 8, 3), np.uint8)
+    frames[6:] = 255  # only the window 5 -> 6 changes
+    ep = EpisodeData(frames=frames, actions=np.zeros((10, 1), np.float32), raw_actions=[0] * 10, env_id="toy", seed=0,
+                     meta={})
+    data = WindowDataset([ep], context=2)
+    assert np.flatnonzero(data.changed_fraction()).tolist() == [5]
+    rng = np.random.default_rng(0)
+    batch = data.sample(rng, 8, changed_share=1.0)
+    assert (batch.target.float().mean((1, 2, 3)) == 255).all() and (batch.context[:, -1] == 0).all()
+    uniform = data.sample(np.random.default_rng(0), 200)
+    assert 0 < (uniform.target.float().mean((1, 2, 3)) == 255).float().mean() < 0.7  # frames 6..10 are white
+    with pytest.raises(ValueError, match="changed_share"):
+        TrainConfig(changed_share=1.5)

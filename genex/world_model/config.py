@@ -137,6 +137,12 @@ class TrainConfig:
     log_every: int = 25
     eval_episodes: int = 4
     seed: int = 0
+    # share of each batch drawn from windows where >= 5% of the pixels change (0: uniform windows)
+    changed_share: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.changed_share <= 1.0:
+            raise ValueError(f"changed_share must be in [0, 1], got {self.changed_share}")
 
 
 PRESETS: dict[str, tuple[WorldModelConfig, TrainConfig]] = {
@@ -151,7 +157,7 @@ PRESETS: dict[str, tuple[WorldModelConfig, TrainConfig]] = {
     "gui-small": (WorldModelConfig(height=128, width=128, context=2, action_family="gui",
                                    action_vocab=GUI_ACTION_TYPES, patch=4, channels=(48, 64, 96), blob_sigma=4.0,
                                    p_mean=0.0, sigma_max=5.0, steps=2, snap=32.0),
-                  TrainConfig(batch_size=16, max_steps=2000)),
+                  TrainConfig(batch_size=16, max_steps=2000, changed_share=0.5)),
 }
 
 

@@ -116,5 +116,25 @@ class WindowDataset:
         return Batch(context=self.frames[torch.from_numpy(ctx)], action=self.actions[torch.from_numpy(self.action_index[idx])],
                      target=self.frames[torch.from_numpy(t + 1)])
 
-    def sample(self, rng: np.random.Generator, n: int) -> Batch:
-        return self.get(rng.integers(0, len(self), size=n))
+    def changed_fraction(self, chunk: int = 1024) -> np.ndarray:
+        """``float[len(self)]``: share of pixels that differ between frame ``t`` and ``t + 1`` of each window."""
+        if getattr(self, "_changed", None) is None:
+            t = self.frame_index
+            out = np.empty(len(t), np.float32)
+            for s in range(0, len(t), chunk):
+                a, b = self.frames[t[s:s + chunk]], self.frames[t[s:s + chunk] + 1]
+                out[s:s + chunk] = (a != b).any(-1).float().mean((1, 2)).numpy()
+            self._changed = out
+        return self._changed
+
+    def sample(self, rng: np.random.Generator, n: int, changed_share: float = 0.0, min_changed: float = 0.05) -> Batch:
+        """``n`` random windows; ``changed_share`` of them (rounded) from windows where at least
+        ``min_changed`` of the pixels change. GUI videos are mostly static (a click that opens a tab is a
+        few percent of the steps), so uniform batches teach a model to copy the last frame."""
+        idx = rng.integers(0, len(self), size=n)
+        k = int(round(changed_share * n))
+        if k:
+            moving = np.flatnonzero(self.changed_fraction() >= min_changed)
+            if len(moving):
+                idx[:k] = moving[rng.integers(0, len(moving), size=k)]
+        return self.get(idx)

@@ -238,7 +238,7 @@ def train_world_model(
         while step < tc.max_steps:
             for g in opt.param_groups:
                 g["lr"] = tc.lr * _lr_factor(step, tc)
-            batch = data.sample(rng, tc.batch_size).to(dev)
+            batch = data.sample(rng, tc.batch_size, changed_share=tc.changed_share).to(dev)
             loss, logs = denoiser(batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
