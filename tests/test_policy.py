@@ -317,3 +317,10 @@ def test_subsample_spreads_and_renumbers(tmp_path):
     assert len(small.frames) == 5 and {e.frame for e in small.examples} == set(range(5))
     np.testing.assert_array_equal(small.frames[1], data.frames[6])  # evenly spaced: 0, 6, 12, ...
     assert len(subsample(data, None).frames) == 32
+
+
+def test_fact_questions_ask_gui_labels_as_text():
+    from genex.policy.data import fact_question
+
+    assert fact_question("label:Battery saver") == "Is the text 'Battery saver' on screen?"
+    assert fact_question("pedestrian") == "Is a pedestrian visible?"
