@@ -278,25 +278,3 @@ def test_type_with_element_out_of_range_is_rejected():
     env.reset(seed=0)
     with pytest.raises(ValueError, match="element"):
         env.unwrapped.step({"type": 1, "text": "hi", "element": -1})
-
-
-@pytest.mark.parametrize("env_id,question", [("genex/SettingsTabs-v0", "target_tab"),
-                                             ("genex/FileManager-v0", "target_folder")])
-def test_episode_probes_name_the_instructions_target_label(env_id, question):
-    """The probes are public: derived from the instruction; the label shows after the right choice only."""
-    from genex.policy.data import fact_question
-
-    env = gym.make(env_id)
-    for seed in range(3):
-        obs, info = env.reset(seed=seed)
-        u = env.unwrapped
-        target = obs["text"].split(" ", 2)[-1] if env_id.endswith("SettingsTabs-v0") else obs["text"][len("Delete "):]
-        assert {p.fact for p in u.probes} == {f"label:{target}"}
-        assert [p.after_choice for p in u.probes] == list(range(len(u.probes)))
-        assert fact_question(f"label:{target}") == f"Is the text '{target}' on screen?"
-        truth = info["answers"][question]
-        snap = u.snapshot()
-        obs, *_, info = env.step(u.choice_action(truth))
-        assert info["visible"][f"label:{target}"] or env_id.endswith("FileManager-v0")  # may need scrolling
-        u.restore(snap)
-        assert {p.fact for p in u.probes} == {f"label:{target}"}

@@ -117,11 +117,6 @@ class GuiApp(abc.ABC):
     def answer_labels(self) -> dict[str, list[str]]:
         """What each answer slot shows on screen this episode (e.g. the tab names)."""
 
-    def episode_probes(self) -> tuple[Probe, ...]:
-        """This episode's probes (called after ``reset``): the class's ``probes`` unless the app derives
-        better ones from public information, e.g. the target's label named in the instruction."""
-        return tuple(self.probes)
-
     @abc.abstractmethod
     def labels(self) -> tuple[str, ...]:
         """Every label that may appear this episode: keys of the ``label:<text>`` visibility facts."""

@@ -142,8 +142,7 @@ class GuiEnv(gym.Env):
         self.action_names: tuple[str, ...] = self.app.action_names
         self.action_costs = {k: v.copy() for k, v in self.app.action_costs.items()}
         validate_action_costs(self.questions, self.action_costs, len(self.action_names))
-        #: perception evidence: how visible facts bear on the questions (see ``spec.Probe``); the app's
-        #: class-level probes until ``reset``, then ``app.episode_probes()`` (e.g. the target's label)
+        #: perception evidence: how visible facts bear on the questions (see ``spec.Probe``)
         self.probes: tuple[Probe, ...] = tuple(self.app.probes)
         self.initial_view_choice: int | None = self.app.initial_view_choice
         validate_probes(self.questions, self.probes, len(self.action_names))
@@ -172,7 +171,6 @@ class GuiEnv(gym.Env):
             raise ValueError(f"{self.app.name}.reset takes no options, got {sorted(options)}")
         self.app.reset(self.np_random)
         self._t, self._errors, self._ended, self._invalid = 0, 0, False, False
-        self._set_probes()
         self._refresh()
         return self._observation(), self._info()
 
@@ -231,14 +229,8 @@ class GuiEnv(gym.Env):
         self.np_random.bit_generator.state = copy.deepcopy(st["rng"])
         self.app.state = copy.deepcopy(st["app"])
         self._t, self._errors, self._ended, self._invalid = st["t"], st["errors"], st["ended"], False
-        self._set_probes()
         self._refresh()
         return self._observation(), self._info()
-
-    def _set_probes(self) -> None:
-        """Per-episode probes (public: derived from the instruction), validated like the class's."""
-        self.probes = tuple(self.app.episode_probes())
-        validate_probes(self.questions, self.probes, len(self.action_names))
 
     # ---------------------------------------------------------------- scripting helpers
     @property

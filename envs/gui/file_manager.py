@@ -102,12 +102,6 @@ class FileManagerApp(GuiApp):
     def instruction(self) -> str:
         return f"Delete {self.state.target}"
 
-    def episode_probes(self) -> tuple[Probe, ...]:
-        # the file's name is in the instruction (public): probe its label, which the VLM reads as text
-        # (see SettingsTabsApp.episode_probes); detect < 1 because the list may need scrolling
-        return tuple(Probe("target_folder", f"label:{self.state.target}", (f"folder {i + 1}",), detect=0.8,
-                           after_choice=i) for i in range(N_FOLDERS))
-
     def _where(self, name: str) -> int:
         return next(k for k, f in enumerate(self.state.folders) if name in f)
 

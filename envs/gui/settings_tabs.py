@@ -85,13 +85,6 @@ class SettingsTabsApp(GuiApp):
     def instruction(self) -> str:
         return f"Turn on {self.state.target}"
 
-    def episode_probes(self) -> tuple[Probe, ...]:
-        # The setting's name is in the instruction (public). A VLM reads a named label ("Is the text
-        # 'Battery saver' on screen?") far better than it matches "the item named in the instruction"
-        # (tiny-gui: P(yes) 0.21 whether or not the item shows; notebook 4), so probe the label itself.
-        return tuple(Probe("target_tab", f"label:{self.state.target}", (f"tab {i + 1}",), detect=0.95,
-                           after_choice=i) for i in range(N_TABS))
-
     # ------------------------------------------------------------------ view
     def view(self) -> Screen:
         s: SettingsState = self.state
