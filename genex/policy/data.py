@@ -65,6 +65,9 @@ FACT_QUESTIONS: dict[str, str] = {
 
 
 def fact_question(fact: str) -> str:
+    """The question for a visibility fact; GUI ``label:<text>`` facts are asked as text questions."""
+    if fact.startswith("label:"):
+        return text_question(fact[len("label:"):])
     return FACT_QUESTIONS.get(fact, f"Is {fact.replace('_', ' ')} visible?")
 
 
