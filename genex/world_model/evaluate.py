@@ -108,8 +108,9 @@ def ssim(pred: np.ndarray, truth: np.ndarray, chunk: int = 256) -> np.ndarray:
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
     out = []
     for i in range(0, len(xs), chunk):
-        x = torch.from_numpy(np.ascontiguousarray(xs[i:i + chunk])).float().movedim(-1, 1)
-        y = torch.from_numpy(np.ascontiguousarray(ys[i:i + chunk])).float().movedim(-1, 1)
+        # float copies: inputs may be read-only views (broadcasts, recorded arrays), which torch warns about
+        x = torch.from_numpy(np.array(xs[i:i + chunk], dtype=np.float32)).movedim(-1, 1)
+        y = torch.from_numpy(np.array(ys[i:i + chunk], dtype=np.float32)).movedim(-1, 1)
         mx, my = blur(x), blur(y)
         sxx, syy, sxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
         s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
@@ -158,7 +159,7 @@ def evaluate_models(models: Mapping[str, Any], windows: Sequence[Window], num_sa
         pred = np.concatenate(parts)  # [N,S,T,H,W,3]
         imagined[name] = pred
         p = psnr(pred, truth[:, None])  # [N,S,T]
-        q = ssim(pred, np.ascontiguousarray(np.broadcast_to(truth[:, None], pred.shape)))  # writable: torch warns on views
+        q = ssim(pred, np.broadcast_to(truth[:, None], pred.shape))
         m = {"psnr": p.mean((0, 1)).tolist(), "ssim": q.mean((0, 1)).tolist(),
              "psnr_std_over_windows": p.mean(1).std(0).tolist()}
         if s > 1:
