@@ -56,7 +56,8 @@ def cmd_viz(args: argparse.Namespace) -> int:
     from .viz import viz_run
 
     try:
-        written = viz_run(args.run, args.out, env=args.env, planner=args.planner, seed=args.seed)
+        written = viz_run(args.run, args.out, env=args.env, planner=args.planner, seed=args.seed,
+                          movie=args.movie)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"genex viz: {e}") from e
     for p in written:
@@ -171,12 +172,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--no-plots", action="store_true")
     s.set_defaults(func=cmd_summarize)
 
-    s = sub.add_parser("viz", help="pictures and a GIF of one episode of a compare run")
+    s = sub.add_parser("viz", help="pictures and a GIF/MP4 of one episode of a compare run")
     s.add_argument("run", help="a genex compare --out folder")
     s.add_argument("--env", default=None, help="env id or name (default: the first episode found)")
     s.add_argument("--planner", default=None)
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--out", default=None, help="output folder (default RUN/viz)")
+    s.add_argument("--movie", choices=("gif", "mp4"), default="gif", help="format of the episode movie")
     s.set_defaults(func=cmd_viz)
 
 

@@ -9,7 +9,7 @@
 * :func:`episode_gif`: an episode's real frames, each next to what was imagined at that step;
 * :func:`driving_map`: a driving scene from above with the ego's field of view, the region its
   occluders hide (shaded) and the hidden agents (red, dashed);
-* :func:`viz_run`: all of the above for one episode of a ``genex compare`` run (``genex viz RUN``).
+* :func:`viz_run`: the episode pictures above for one episode of a ``genex compare`` run (``genex viz RUN``).
 
 Every function returns the figure / writes the file and never opens a window.
 """
@@ -312,8 +312,8 @@ def driving_map(scene_map: Any, ax: Any = None, path: str | Path | None = None, 
 
 def episode_gif(body: Mapping[str, Any], frames: Mapping[str, np.ndarray], path: str | Path, fps: int = 4,
                 scale: int = 3) -> Path:
-    """GIF (or MP4 by suffix) of an episode: the real frame beside the first imagined sample's last frame
-    of each branch at that step (blank where nothing was imagined)."""
+    """GIF (or MP4 by suffix, through imageio-ffmpeg) of an episode: the real frame beside the first imagined
+    sample's last frame of each branch at that step (blank where nothing was imagined)."""
     import imageio.v3 as iio
 
     pics = []
@@ -332,22 +332,31 @@ def episode_gif(body: Mapping[str, Any], frames: Mapping[str, np.ndarray], path:
         raise ValueError("no saved frames in this episode: run genex compare with --save-frames")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # steps imagine different numbers of branches (imagine_every > 1, GUI macros): pad to one size
+    h, w = max(p.shape[0] for p in pics), max(p.shape[1] for p in pics)
+    movie = np.stack([np.pad(p, ((0, h - p.shape[0]), (0, w - p.shape[1]), (0, 0))) for p in pics])
     if path.suffix == ".gif":
-        iio.imwrite(path, np.stack(pics), duration=1000 / fps, loop=0)
+        iio.imwrite(path, movie, duration=1000 / fps, loop=0)
     else:
-        iio.imwrite(path, np.stack(pics), fps=fps)
+        # H.264 wants even frame sizes; pad by a pixel where needed
+        movie = np.pad(movie, ((0, 0), (0, movie.shape[1] % 2), (0, movie.shape[2] % 2), (0, 0)))
+        iio.imwrite(path, movie, fps=fps)
     return path
 
 
 def viz_run(run: str | Path, out: str | Path | None = None, env: str | None = None, planner: str | None = None,
-            seed: int | None = None) -> list[Path]:
-    """Belief timeline, imagination strip of the first imagining decision and a GIF for one episode."""
+            seed: int | None = None, movie: str = "gif") -> list[Path]:
+    """Belief timeline, decision timeline, imagination strip of the first imagining decision and a GIF
+    (``movie="mp4"``: an MP4) for one episode."""
     body, frames = load_episode(run, env, planner, seed)
     k = body["key"]
     out = Path(out or Path(run) / "viz")
     stem = f"{k['env'].split('/')[-1]}_{k['planner']}_seed{k['seed']}"
     written = [out / f"{stem}_belief.png"]
     belief_timeline(body, written[0])
+    if any(d.get("expected_costs") for d in body["decisions"]):
+        written.append(out / f"{stem}_decisions.png")
+        decision_timeline(body, written[-1])
     for d in body["decisions"]:
         pre = f"step_{d['step']:04d}/"
         imagined = {b["name"]: frames[pre + f"imagined/{b['name']}"] for b in d.get("branches", [])
@@ -360,5 +369,7 @@ def viz_run(run: str | Path, out: str | Path | None = None, env: str | None = No
             written.append(p)
             break
     if frames:
-        written.append(episode_gif(body, frames, out / f"{stem}.gif"))
+        if movie not in ("gif", "mp4"):
+            raise ValueError(f"movie must be 'gif' or 'mp4', got {movie!r}")
+        written.append(episode_gif(body, frames, out / f"{stem}.{movie}"))
     return written

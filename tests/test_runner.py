@@ -105,7 +105,9 @@ def test_cli_compare_and_viz(tmp_path, capsys):
     assert main(["viz", str(out), "--planner", "oracle-imagine"]) == 0
     written = capsys.readouterr().out.split()
     assert any(p.endswith("_belief.png") for p in written) and any(p.endswith(".gif") for p in written)
-    assert any(p.endswith("_imagined.png") for p in written)
+    assert any(p.endswith("_imagined.png") for p in written) and any(p.endswith("_decisions.png") for p in written)
+    assert main(["viz", str(out), "--planner", "oracle-imagine", "--movie", "mp4", "--out", str(tmp_path / "v")]) == 0
+    assert any(p.endswith(".mp4") for p in capsys.readouterr().out.split())
     assert main(["summarize", str(out), str(out), "--out", str(tmp_path / "sum"), "--planners", "react",
                  "--no-plots"]) == 0
     text = capsys.readouterr().out

@@ -65,3 +65,18 @@ def test_decision_timeline_marks_the_chosen_option(tmp_path):
     assert offsets[:, 1].tolist() == [0, 1, 0, 1]  # the rings sit on the chosen options
     with pytest.raises(ValueError, match="expected costs"):
         viz.decision_timeline({"decisions": [{"step": 0}]})
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".mp4"])
+def test_episode_movie(tmp_path, suffix):
+    import imageio.v3 as iio
+
+    if suffix == ".mp4":
+        pytest.importorskip("imageio_ffmpeg")
+    real = np.full((63, 64, 3), 100, np.uint8)  # odd height: the MP4 writer pads it
+    frames = {f"step_{t:04d}/real": real + t for t in range(3)}
+    frames["step_0001/imagined/creep x8"] = np.full((2, 4, 63, 64, 3), 200, np.uint8)
+    body = {"decisions": [{"step": t, "branches": [{"name": "creep x8"}] if t == 1 else []} for t in range(3)]}
+    path = viz.episode_gif(body, frames, tmp_path / f"episode{suffix}", fps=4, scale=1)
+    movie = iio.imread(path)
+    assert len(movie) == 3
