@@ -29,7 +29,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     _set_threads(args.threads)
     overrides = {}
-    for k in ("max_steps", "batch_size", "checkpoint_every", "eval_every", "seed", "lr"):
+    for k in ("max_steps", "batch_size", "checkpoint_every", "eval_every", "seed", "lr", "changed_share"):
         v = getattr(args, k)
         if v is not None:
             overrides[k] = v
@@ -74,6 +74,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--checkpoint-every", type=int, default=None)
     s.add_argument("--eval-every", type=int, default=None)
     s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--changed-share", type=float, default=None,
+                   help="share of each batch from windows where >= 5%% of the pixels change (GUI videos are mostly static)")
     s.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
     s.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
     s.add_argument("--quiet", action="store_true", help="no progress bar")
