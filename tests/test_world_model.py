@@ -320,3 +320,34 @@ def test_window_sampling_can_oversample_changing_frames():
     assert 0 < (uniform.target.float().mean((1, 2, 3)) == 255).float().mean() < 0.7  # frames 6..10 are white
     with pytest.raises(ValueError, match="changed_share"):
         TrainConfig(changed_share=1.5)
+
+
+def test_evaluate_models_samples_every_stochastic_model():
+    """Two learned models on the same windows in one call: each gets S samples, copy-last one."""
+    from genex.world_model import CopyLastFrameWorldModel
+    from genex.world_model.evaluate import Window, evaluate_models
+
+    class Noisy:  # a stand-in for a learned model: random frames
+        def imagine_batch(self, contexts, actions, seed=None):
+            rng = np.random.default_rng(seed)
+            return rng.integers(0, 256, (len(contexts), len(actions[0]), *contexts.shape[2:]), dtype=np.uint8)
+
+    frames = np.zeros((2, 16, 16, 3), np.uint8)  # SSIM's window is 11 pixels
+    windows = [Window(episode=0, t0=0, context=frames, actions=[0, 0], truth=frames, group="") for _ in range(3)]
+    metrics, imagined = evaluate_models({"a": Noisy(), "b": Noisy(), "copy_last": CopyLastFrameWorldModel()},
+                                        windows, num_samples=4, progress=False)
+    assert imagined["a"].shape[:3] == imagined["b"].shape[:3] == (3, 4, 2)
+    assert imagined["copy_last"].shape[:3] == (3, 1, 2)
+    assert metrics["models"]["copy_last"]["psnr"] == [60.0, 60.0] and metrics["models"]["a"]["diversity"][0] > 50
+
+
+def test_cli_overrides_network_widths(synthetic, tmp_path):
+    from genex.cli import main
+
+    out = tmp_path / "narrow"
+    assert main(["train-world-model", "--data", str(synthetic), "--config", "tiny", "--out", str(out), "--threads", "1",
+                 "--quiet", "--max-steps", "2", "--checkpoint-every", "2", "--eval-every", "2", "--device", "cpu",
+                 "--channels", "8,16"]) == 0
+    assert json.loads((out / "model" / "config.json").read_text())["model"]["channels"] == [8, 16]
+    with pytest.raises(SystemExit, match="comma-separated integers"):
+        main(["train-world-model", "--data", str(synthetic), "--config", "tiny", "--out", str(out), "--channels", "8;16"])

@@ -16,6 +16,7 @@ class CopyLastFrameWorldModel:
     """Predicts that nothing changes: every imagined frame is the last context frame."""
 
     context_is_state = True
+    deterministic = True  # every sample is the same frame: evaluations draw one
 
     def imagine(self, context_frames: np.ndarray, actions: Sequence[Any], num_samples: int = 1,
                 seed: int | None = None) -> np.ndarray:
@@ -49,6 +50,7 @@ class OracleWorldModel:
     """
 
     context_is_state = False
+    deterministic = True  # the simulator from a snapshot: evaluations draw one sample
 
     def __init__(self, env: Any, snapshot: Any = None) -> None:
         base = getattr(env, "unwrapped", env)

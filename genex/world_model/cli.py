@@ -33,6 +33,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         v = getattr(args, k)
         if v is not None:
             overrides[k] = v
+    if args.channels:
+        try:
+            overrides["channels"] = tuple(int(c) for c in args.channels.split(","))
+        except ValueError:
+            raise SystemExit(f"genex train-world-model: --channels takes comma-separated integers, got {args.channels!r}")
     try:
         model_cfg, train_cfg = preset(args.config, **overrides)
     except ValueError as e:
@@ -74,6 +79,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--checkpoint-every", type=int, default=None)
     s.add_argument("--eval-every", type=int, default=None)
     s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--channels", default=None,
+                   help="UNet widths per resolution, e.g. 16,32,32 (default: the preset's); part of the checkpoint")
     s.add_argument("--changed-share", type=float, default=None,
                    help="share of each batch from windows where >= 5%% of the pixels change (GUI videos are mostly static)")
     s.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)

@@ -128,8 +128,9 @@ def evaluate_models(models: Mapping[str, Any], windows: Sequence[Window], num_sa
     """Per-horizon PSNR/SSIM (and diversity) of each model; returns ``(metrics, imagined)``.
 
     Models named ``"oracle"`` are called per window with ``snapshot=snapshots[i]``;
-    the others through ``imagine_batch``, ``num_samples`` samples for ``"diffusion"``
-    and one otherwise. ``model_actions[name]`` replaces the windows' raw actions
+    the others through ``imagine_batch``, ``num_samples`` samples each unless the model
+    says ``deterministic = True`` (copy-last, oracle: one sample), so several learned
+    models can be scored on the same windows in one call. ``model_actions[name]`` replaces the windows' raw actions
     for that model (e.g. pre-encoded ``float32[N, T, A]``).
     ``imagined[name]`` is ``uint8[N, S, T, H, W, 3]``.
     """
@@ -142,7 +143,7 @@ def evaluate_models(models: Mapping[str, Any], windows: Sequence[Window], num_sa
     metrics: dict[str, Any] = {"windows": len(windows), "horizon": int(truth.shape[1]), "models": {}}
     imagined: dict[str, np.ndarray] = {}
     for name, model in models.items():
-        s = num_samples if name == "diffusion" else 1
+        s = 1 if getattr(model, "deterministic", False) else num_samples
         acts_all = (model_actions or {}).get(name, actions)
         parts = []
         if name == "oracle":
