@@ -229,11 +229,20 @@ def log_loss(probs: Any, truth: Any, eps: float = 1e-12) -> float:
     return float(np.mean(-np.log(np.clip(p[np.arange(len(p)), t], eps, 1.0))))
 
 
-def reliability_table(probs: Any, truth: Any, n_bins: int = 10) -> list[dict[str, float]]:
-    """Per confidence bin (equal width on [0, 1]): count, mean confidence, accuracy of the top answer."""
+def reliability_table(probs: Any, truth: Any, n_bins: int = 10, per_answer: bool = False) -> list[dict[str, float]]:
+    """Per confidence bin (equal width on [0, 1]): count, mean confidence, accuracy of the top answer.
+
+    ``per_answer=True`` pools every (item, answer) pair instead: the probability given to each answer
+    against whether it was the true one. Use it for many-answer beliefs that are often near uniform,
+    where the top answer is a tie and its accuracy is arbitrary.
+    """
     p, t = _check_scores_input(probs, truth)
-    conf = p.max(1)
-    correct = (p.argmax(1) == t).astype(float)
+    if per_answer:
+        conf = p.reshape(-1)
+        correct = (np.arange(p.shape[1])[None, :] == t[:, None]).reshape(-1).astype(float)
+    else:
+        conf = p.max(1)
+        correct = (p.argmax(1) == t).astype(float)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     idx = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
     rows = []

@@ -177,3 +177,14 @@ def test_score_beliefs_and_per_belief_score():
     assert set(out["ped"]) == {"brier", "log_loss", "ece", "n"}
     assert b1.score({"ped": 0})["ped"]["log_loss"] == pytest.approx(-np.log(0.9))
     assert b1.as_dict()["ped"] == pytest.approx([0.9, 0.1])
+
+
+def test_reliability_per_answer_pools_every_answer():
+    from genex.belief import reliability_table
+
+    probs = np.array([[0.25, 0.25, 0.25, 0.25]] * 8)  # uniform over 4: calibrated, top answer a tie
+    truth = np.array([0, 1, 2, 3] * 2)
+    top = [r for r in reliability_table(probs, truth) if r["count"]]
+    assert top[0]["accuracy"] == 0.25 and top[0]["count"] == 8
+    rows = [r for r in reliability_table(probs, truth, per_answer=True) if r["count"]]
+    assert len(rows) == 1 and rows[0]["count"] == 32 and rows[0]["confidence"] == rows[0]["accuracy"] == 0.25
