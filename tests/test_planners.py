@@ -390,3 +390,16 @@ def test_make_planner_reads_the_shipped_world_model_through_its_fidelity():
     assert shipped is not None
     assert make_planner("imagine", env, policy=OraclePerception()).fidelity == shipped
     assert make_planner("imagine", env, policy=OraclePerception(), fidelity=None).fidelity is None
+
+
+def test_shipped_gui_world_model_imagines_for_the_gui_planners():
+    """`imagine` on a GUI app with the shipped GUI world model: imagined screens, a finished episode."""
+    from genex.runner import CompareConfig, EpisodeKey, run_episode
+
+    try:
+        default_checkpoint("world_model", "gui")
+    except FileNotFoundError:
+        pytest.skip("no GUI world-model checkpoint shipped")
+    cfg = CompareConfig(envs=["genex/SettingsTabs-v0"], planners=["imagine"], samples=2)
+    row = run_episode(cfg, EpisodeKey("genex/SettingsTabs-v0", "imagine", 200_000))
+    assert row["imagined_frames"] > 0 and row["steps"] >= 1 and row["decisions"] >= 1
