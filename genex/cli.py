@@ -10,7 +10,8 @@ Subcommands:
     ``genex compare --env ID[,ID] --planners a,b --episodes N --out DIR``
                                          run planners on held-out seeds; JSONL + summary (resumable)
     ``genex summarize RUN [RUN ...] --out DIR``   one table over several compare runs
-    ``genex viz RUN``                    belief timeline, imagination strip and GIF of one episode
+    ``genex viz RUN``                    belief and decision timelines, imagination strip and GIF/MP4
+                                         of one episode
     ``genex calibrate-imagination --world-model DIR --policy DIR --data DIR``
                                          how often imagination shows what really comes (fidelity.json)
     ``genex train-world-model`` / ``eval-world-model`` / ``train-policy`` / ``serve-policy``

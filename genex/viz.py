@@ -348,6 +348,8 @@ def viz_run(run: str | Path, out: str | Path | None = None, env: str | None = No
             seed: int | None = None, movie: str = "gif") -> list[Path]:
     """Belief timeline, decision timeline, imagination strip of the first imagining decision and a GIF
     (``movie="mp4"``: an MP4) for one episode."""
+    if movie not in ("gif", "mp4"):
+        raise ValueError(f"movie must be 'gif' or 'mp4', got {movie!r}")
     body, frames = load_episode(run, env, planner, seed)
     k = body["key"]
     out = Path(out or Path(run) / "viz")
@@ -369,7 +371,5 @@ def viz_run(run: str | Path, out: str | Path | None = None, env: str | None = No
             written.append(p)
             break
     if frames:
-        if movie not in ("gif", "mp4"):
-            raise ValueError(f"movie must be 'gif' or 'mp4', got {movie!r}")
         written.append(episode_gif(body, frames, out / f"{stem}.{movie}"))
     return written

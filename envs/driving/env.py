@@ -37,7 +37,7 @@ from ..spec import EnvSnapshot, Probe, validate_action_costs, validate_probes
 from ..text_space import LiveText
 from . import dynamics as dyn
 from .scenarios import BRAKE_ON, HAZARD_ON, LAMP_OFF, SCENARIOS, Layout, Scenario, lamp_states
-from .scene import AGENT_KINDS, DrivingScene
+from .scene import AGENT_KINDS, CAMERA_POS, DrivingScene
 from .topdown import OCCLUDER_MIN_HEIGHT, VEHICLE_KINDS, Footprint, SceneMap
 
 __all__ = ["DrivingConfig", "DrivingEnv", "OccludedCrosswalkEnv", "StoppedLeadCarEnv", "OccludedLeftTurnEnv"]
@@ -380,11 +380,10 @@ class DrivingEnv(gym.Env):
         x, y, h = self._pose
         ego = Footprint(x, y, h, float(self._params.ego_length), float(self._params.ego_width),
                         (0.1, 0.8, 0.9, 1.0), label="ego")
-        n = self.config.panorama
-        hfov = float(2 * np.arctan(np.tan(np.radians(self.config.fovy) / 2) * self.config.width / self.config.height))
-        cam_x, cam_y = x + 1.2 * np.cos(h), y + 1.2 * np.sin(h)  # the cameras sit 1.2 m ahead of the ego centre
-        cameras = tuple((float(cam_x), float(cam_y), float(h + hfov * ((n - 1) / 2 - i))) for i in range(n))
-        return SceneMap(statics=statics, agents=tuple(agents), ego=ego, cameras=cameras, hfov=hfov,
+        ahead = CAMERA_POS[0]
+        cam_x, cam_y = x + ahead * np.cos(h), y + ahead * np.sin(h)
+        cameras = tuple((float(cam_x), float(cam_y), float(h + yaw)) for yaw in self.scene.camera_yaws)
+        return SceneMap(statics=statics, agents=tuple(agents), ego=ego, cameras=cameras, hfov=self.scene.hfov,
                         center=tuple(sc.scene.topdown_center), extent=float(sc.scene.topdown_extent),
                         t=int(self._world_np.t))
 

@@ -26,7 +26,10 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import mujoco  # noqa: E402
 
-__all__ = ["Box", "SlotSpec", "SceneSpec", "DrivingScene", "AGENT_KINDS"]
+__all__ = ["Box", "SlotSpec", "SceneSpec", "DrivingScene", "AGENT_KINDS", "CAMERA_POS"]
+
+# Where the egocentric cameras sit in the ego's frame (m): ahead of the centre, at eye height.
+CAMERA_POS = (1.2, 0.0, 1.3)
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,10 @@ class DrivingScene:
         self.width, self.height, self.n_cameras = width, height, n_cameras
         self.fovy = fovy
         self.render_size = render_size
+        # fovy is vertical; cameras sit side by side, so they are spaced by the horizontal field of view
+        self.hfov = float(2 * np.arctan(np.tan(np.radians(fovy) / 2) * width / height))
+        #: yaw of each camera relative to the ego's heading (rad), left camera first
+        self.camera_yaws = tuple(self.hfov * ((n_cameras - 1) / 2 - i) for i in range(n_cameras))
         self.model = mujoco.MjModel.from_xml_string(self._xml())
         self.data = mujoco.MjData(self.model)
         m = self.model
@@ -195,14 +202,11 @@ class DrivingScene:
             length, width = AGENT_KINDS[slot.kind]
             geoms = "\n".join(xml.replace("{p}", f"slot{i}") for _, xml in _agent_geoms(slot.kind, length, width))
             slots.append(f'<body name="slot{i}" mocap="true" pos="0 0 -100">{geoms}</body>')
-        cams = []
-        # fovy is vertical; cameras sit side by side, so space them by the horizontal field of view
-        hfov = 2 * np.arctan(np.tan(np.radians(self.fovy) / 2) * self.width / self.height)
-        for i in range(self.n_cameras):
-            yaw = hfov * ((self.n_cameras - 1) / 2 - i)  # left camera first
-            cams.append(
-                f'<camera name="ego_cam{i}" pos="1.2 0 1.3" xyaxes="{_camera_axes(yaw, np.radians(4))}" fovy="{self.fovy}"/>'
-            )
+        cams = [
+            f'<camera name="ego_cam{i}" pos="{_fmt(CAMERA_POS)}" xyaxes="{_camera_axes(yaw, np.radians(4))}" '
+            f'fovy="{self.fovy}"/>'
+            for i, yaw in enumerate(self.camera_yaws)
+        ]
         cx, cy = spec.topdown_center
         return f"""
 <mujoco model="genex_driving">

@@ -23,7 +23,15 @@ from .actions import encode_actions
 from .config import WorldModelConfig
 from .denoiser import Batch
 
-__all__ = ["EpisodeData", "WindowDataset", "load_recordings", "split_episodes"]
+__all__ = ["EpisodeData", "WindowDataset", "load_recordings", "split_episodes", "changed_fraction", "MIN_CHANGED"]
+
+#: share of changed pixels from which a step "opens something" (a tab, a dialog) rather than nudging a widget
+MIN_CHANGED = 0.05
+
+
+def changed_fraction(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """``float[...]``: share of pixels that differ (in any channel) between ``uint8[..., H, W, 3]`` frames."""
+    return (np.asarray(before) != np.asarray(after)).any(-1).mean((-2, -1))
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +112,7 @@ class WindowDataset:
             starts.append(a0 + np.arange(len(e.actions)))
             a0 += len(e.actions)
         self.action_index = np.concatenate(starts)
+        self._changed: np.ndarray | None = None  # changed_fraction() per window, computed on first use
 
     def __len__(self) -> int:
         return len(self.frame_index)
@@ -118,16 +127,15 @@ class WindowDataset:
 
     def changed_fraction(self, chunk: int = 1024) -> np.ndarray:
         """``float[len(self)]``: share of pixels that differ between frame ``t`` and ``t + 1`` of each window."""
-        if getattr(self, "_changed", None) is None:
+        if self._changed is None:
             t = self.frame_index
-            out = np.empty(len(t), np.float32)
-            for s in range(0, len(t), chunk):
-                a, b = self.frames[t[s:s + chunk]], self.frames[t[s:s + chunk] + 1]
-                out[s:s + chunk] = (a != b).any(-1).float().mean((1, 2)).numpy()
-            self._changed = out
+            frames = self.frames.numpy()
+            self._changed = np.concatenate([changed_fraction(frames[t[s:s + chunk]], frames[t[s:s + chunk] + 1])
+                                            for s in range(0, len(t), chunk)]).astype(np.float32)
         return self._changed
 
-    def sample(self, rng: np.random.Generator, n: int, changed_share: float = 0.0, min_changed: float = 0.05) -> Batch:
+    def sample(self, rng: np.random.Generator, n: int, changed_share: float = 0.0,
+               min_changed: float = MIN_CHANGED) -> Batch:
         """``n`` random windows; ``changed_share`` of them (rounded) from windows where at least
         ``min_changed`` of the pixels change. GUI videos are mostly static (a click that opens a tab is a
         few percent of the steps), so uniform batches teach a model to copy the last frame."""

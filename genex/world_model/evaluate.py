@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .data import EpisodeData
+from .data import MIN_CHANGED, EpisodeData, changed_fraction
 
 __all__ = ["Window", "make_windows", "psnr", "ssim", "evaluate_models", "save_strip_figure", "click_transitions"]
 
@@ -203,7 +203,7 @@ def save_strip_figure(path: str | Path, windows: Sequence[Window], imagined: Map
     return path
 
 
-def click_transitions(model: Any, episodes: Sequence[EpisodeData], min_changed: float = 0.05, seed: int = 0,
+def click_transitions(model: Any, episodes: Sequence[EpisodeData], min_changed: float = MIN_CHANGED, seed: int = 0,
                       batch_size: int = 32) -> dict[str, Any]:
     """GUI check: after clicks that change the screen a lot (a tab or dialog opens), is the imagined next
     screen closer (PSNR) to the true next screen than to the current one?
@@ -217,8 +217,7 @@ def click_transitions(model: Any, episodes: Sequence[EpisodeData], min_changed: 
         for t, a in enumerate(ep.raw_actions):
             if not isinstance(a, Mapping) or int(a.get("type", -1)) != 0:
                 continue
-            changed = (ep.frames[t] != ep.frames[t + 1]).any(-1).mean()
-            if changed < min_changed:
+            if changed_fraction(ep.frames[t], ep.frames[t + 1]) < min_changed:
                 continue
             idx = np.maximum(np.arange(t - cfg.context + 1, t + 1), 0)
             ctxs.append(ep.frames[idx])
@@ -249,10 +248,10 @@ def evaluate_cli(args: Any) -> int:
     from .checkpoint import load_world_model
 
     model = load_world_model(args.checkpoint, device=args.device)
-    if getattr(args, "steps", None):
-        model.denoiser.cfg = model.cfg = model.cfg.replace(steps=args.steps)  # sampling-only override
-    if getattr(args, "snap", None) is not None:
-        model.denoiser.cfg = model.cfg = model.cfg.replace(snap=args.snap)  # sampling-only override
+    sampling = {k: v for k, v in (("steps", getattr(args, "steps", None) or None),
+                                  ("snap", getattr(args, "snap", None))) if v is not None}
+    if sampling:  # sampling-only overrides: the weights do not depend on them
+        model.denoiser.cfg = model.cfg = model.cfg.replace(**sampling)
     cfg = model.cfg
     episodes: list[EpisodeData] = []
     facts: dict[str, list[str]] = {}
