@@ -324,3 +324,105 @@ def test_fact_questions_ask_gui_labels_as_text():
 
     assert fact_question("label:Battery saver") == "Is the text 'Battery saver' on screen?"
     assert fact_question("pedestrian") == "Is a pedestrian visible?"
+
+
+# -- architecture switches: conv stem, readout fusion ---------------------------------------------------
+
+@pytest.mark.parametrize("stem,fusion", [("conv", "full"), ("patch", "readout"), ("conv", "readout")])
+def test_architecture_switches_keep_the_contract(stem, fusion):
+    """Every (stem, fusion) answers with the same shapes, and prefix caching / batching stay exact."""
+    model, tok = tiny_model(stem=stem, fusion=fusion)
+    assert model.encode_images(torch.from_numpy(np.stack(frames(3))), "none", 0).shape == (3, 17, 32)
+    ims = images(3) + images(2, seed=1, imagined=True)
+    ref = TinyPolicy(model, tok, prefix_cache=False, batch_frames=False, history_size=0).answer(
+        ims, "Drive safely", QUESTIONS)
+    fast = TinyPolicy(model, tok).answer(ims, "Drive safely", QUESTIONS)
+    for q in QUESTIONS:
+        assert ref.per_image[q.id].shape == (5, 2)
+        np.testing.assert_allclose(fast.per_image[q.id], ref.per_image[q.id], atol=1e-5)
+
+
+def test_readout_fusion_projects_each_frame_once_and_matches_per_pair_input():
+    """``fuse(visual[F], prompts, frame_index)`` == ``fuse(visual[frame_index], prompts)``; frames stay fixed."""
+    from genex.policy.checkpoint import encode_texts
+
+    model, tok = tiny_model(fusion="readout")
+    visual = model.encode_images(torch.from_numpy(np.stack(frames(2))))
+    ids = encode_texts(tok, [format_prompt("Drive safely", q.text) for q in QUESTIONS] * 2, 48)
+    prompts = model.encode_prompts(ids)
+    index = torch.tensor([0, 0, 1, 1])
+    torch.testing.assert_close(model.fuse(visual, prompts, index), model.fuse(visual[index], prompts))
+    # the answer about frame 0 does not depend on which other frames share the batch
+    alone = model.fuse(visual[:1], prompts.select(torch.tensor([0, 1])), torch.tensor([0, 0]))
+    torch.testing.assert_close(alone, model.fuse(visual, prompts, index)[:2])
+
+
+def test_readout_fusion_trains_faster_per_question_than_full():
+    """Readout fusion's per-question work does not grow with the visual tokens: count the fused rows."""
+    full, _ = tiny_model(fusion="full")
+    readout, _ = tiny_model(fusion="readout")
+    assert sum(p.numel() for p in full.parameters()) == sum(p.numel() for p in readout.parameters())
+    calls = {}
+
+    def count(name):
+        def hook(_, args, out):
+            calls[name] = calls.get(name, 0) + args[0].shape[0] * args[0].shape[1]
+        return hook
+
+    for name, m in (("full", full), ("readout", readout)):
+        m.blocks[0].qkv.register_forward_hook(count(name))
+        batch = {"images": torch.from_numpy(np.stack(frames(2))), "frame": torch.tensor([0, 0, 1, 1, 1, 0]),
+                 "prompt": torch.randint(1, 10, (6, 7)), "options": torch.randint(1, 10, (6, 2, 1)),
+                 "valid": torch.ones(6, 2, dtype=torch.bool), "target": torch.zeros(6, dtype=torch.long)}
+        m(batch)
+    # full: 6 prompts x 7 tokens + 6 pairs x (17 visual + 1 readout); readout: 42 + 2 frames x 17 + 6 readouts
+    assert calls == {"full": 42 + 6 * 18, "readout": 42 + 2 * 17 + 6}
+
+
+def test_bad_architecture_options_are_clear_errors():
+    with pytest.raises(ValueError, match="stem"):
+        TinyVLMConfig(stem="resnet")
+    with pytest.raises(ValueError, match="fusion"):
+        TinyVLMConfig(fusion="late")
+    with pytest.raises(ValueError, match="power of 2"):
+        TinyVLMConfig(image_size=24, patch_size=6, stem="conv")
+
+
+def test_old_checkpoints_without_the_switches_load_as_patch_full(tmp_path):
+    model, tok = tiny_model()
+    path = save_tiny_vlm(tmp_path / "old", model, tok)
+    cfg = json.loads((path / "config.json").read_text())
+    del cfg["model"]["stem"], cfg["model"]["fusion"]
+    (path / "config.json").write_text(json.dumps(cfg))
+    loaded, _, _ = load_tiny_vlm(path)
+    assert (loaded.config.stem, loaded.config.fusion) == ("patch", "full")
+
+
+def test_training_records_a_learning_curve_and_checks_the_device(tmp_path):
+    train = synthetic_recording(tmp_path / "train", 6, seed=0)
+    held = synthetic_recording(tmp_path / "held", 2, seed=1000)
+    cfg = TrainConfig(data=[str(train)], eval_data=[str(held)], out=str(tmp_path / "ckpt"), image_size=16,
+                      patch_size=4, dim=32, vision_layers=1, fusion_layers=1, steps=20, batch_frames=8,
+                      fusion="readout", stem="conv", eval_every=10, save_every=0)
+    meta = train_policy(cfg, progress=False)
+    assert [p["step"] for p in meta["eval_history"]] == [10, 20]
+    assert all(0 <= p["all_acc"] <= 1 for p in meta["eval_history"])
+    model, _, saved = load_tiny_vlm(tmp_path / "ckpt")
+    assert model.config.fusion == "readout" and saved["eval_history"] == meta["eval_history"]
+    if not torch.cuda.is_available():
+        from dataclasses import replace
+
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            train_policy(replace(cfg, device="cuda", out=str(tmp_path / "gpu")), progress=False)
+
+
+def test_no_cls_model_answers_from_patches_only():
+    model, tok = tiny_model(fusion="readout", use_cls=False)
+    x = torch.from_numpy(np.stack(frames(2)))
+    assert model.encode_images(x, "none", 0).shape == (2, 16, 32)
+    assert model.encode_images(x, "packer", 4).shape == (2, 4, 32)
+    r = TinyPolicy(model, tok).answer(images(2), "Drive safely", QUESTIONS)
+    assert r.per_image["red"].shape == (2, 2)
+    # CLS still takes part in the encoder's self-attention; only its output token is left out
+    tokens = model.vision(x)
+    torch.testing.assert_close(model.encode_images(x, "none", 0), tokens[:, 1:] + model.visual_type)

@@ -12,11 +12,11 @@ __all__ = ["add_commands"]
 
 
 _TRAIN_OPTIONS = ("data", "eval_data", "out", "labels", "image_size", "patch_size", "dim", "heads", "vision_layers",
-                  "fusion_layers", "steps", "minutes", "batch_frames", "lr", "frame_stride", "seed", "save_every",
-                  "threads", "init", "no_balance", "eval_max_frames")
+                  "fusion_layers", "stem", "fusion", "no_cls", "steps", "minutes", "batch_frames", "lr", "frame_stride", "seed", "save_every",
+                  "threads", "init", "no_balance", "eval_max_frames", "eval_every", "device")
 
 
-_ARCH_OPTIONS = ("patch_size", "dim", "heads", "vision_layers", "fusion_layers")
+_ARCH_OPTIONS = ("patch_size", "dim", "heads", "vision_layers", "fusion_layers", "stem", "fusion", "no_cls")
 
 
 def _command_line(args: argparse.Namespace) -> str:
@@ -42,10 +42,12 @@ def cmd_train_policy(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         data=args.data, out=args.out, eval_data=args.eval_data or [], labels=args.labels,
         image_size=args.image_size, patch_size=args.patch_size, dim=args.dim, heads=args.heads,
-        vision_layers=args.vision_layers, fusion_layers=args.fusion_layers, steps=args.steps,
+        vision_layers=args.vision_layers, fusion_layers=args.fusion_layers, stem=args.stem,
+        fusion=args.fusion, use_cls=not args.no_cls, steps=args.steps,
         minutes=args.minutes, batch_frames=args.batch_frames, lr=args.lr, frame_stride=args.frame_stride,
         seed=args.seed, save_every=args.save_every, threads=args.threads, init=args.init,
         balance=not args.no_balance, eval_max_frames=args.eval_max_frames or None,
+        eval_every=args.eval_every, device=args.device,
         command=_command_line(args),
     )
     try:
@@ -78,6 +80,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--heads", type=int, default=4)
     s.add_argument("--vision-layers", type=int, default=3)
     s.add_argument("--fusion-layers", type=int, default=2)
+    s.add_argument("--stem", choices=("patch", "conv"), default="patch",
+                   help="patch: one linear map per patch (ViT); conv: 3x3 stride-2 convolutions (reads text faster)")
+    s.add_argument("--fusion", choices=("full", "readout"), default="full",
+                   help="full: visual tokens re-encoded per question; readout: only a readout token attends to "
+                        "the frame's tokens (much cheaper per question)")
+    s.add_argument("--no-cls", action="store_true",
+                   help="do not give the CLS token (a global summary) to the fusion layers: answers must come from "
+                        "the patches")
     s.add_argument("--steps", type=int, default=3000)
     s.add_argument("--minutes", type=float, default=None, help="stop after this many minutes of training")
     s.add_argument("--batch-frames", type=int, default=32)
@@ -88,6 +98,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     s.add_argument("--eval-max-frames", type=int, default=2000,
                    help="held-out frames evaluated, evenly spaced over all episodes (0: all)")
+    s.add_argument("--eval-every", type=int, default=0,
+                   help="every N steps, score a quarter of the held-out frames (a learning curve in config.json)")
+    s.add_argument("--device", default="cpu", help="cpu (default, deterministic), cuda, mps or auto")
     s.add_argument("--no-balance", action="store_true", help="sample frames uniformly (default: frames showing "
                    "rare answers are drawn more often)")
     s.add_argument("--init", default=None, help="continue training from this checkpoint (its architecture and "

@@ -13,6 +13,30 @@ a prefix mask: prompt tokens attend only to the prompt, so their per-layer keys
 and values do not depend on the image and are computed once per prompt
 (:class:`PromptCache`) and reused across frames and steps.
 
+Two architecture switches (``TinyVLMConfig``; the defaults are the first
+shipped checkpoints' architecture, so those load unchanged):
+
+* ``stem``: ``patch`` embeds each ``patch_size`` patch with one linear map (plain
+  ViT); ``conv`` uses a stack of 3x3 stride-2 convolutions down to the same
+  grid ("early convolutions help transformers see better", Xiao et al. 2021).
+  The GUI questions ask to *read* 5-pixel-high words, which a single linear map
+  of an 8x8 patch learns slowly.
+* ``fusion``: ``full`` runs the fusion transformer over every visual token of
+  every (frame, question) pair, so visual tokens are re-encoded for each
+  question; ``readout`` updates only the readout token, which attends to the
+  cached prompt keys/values and to per-layer keys/values of the visual tokens
+  computed *once per frame* (a Q-Former-style readout). Per question the cost
+  drops from ``O(layers * (P + V)^2)`` to ``O(layers * (P + V))``, which on a CPU
+  turns training from fusion-bound (256 questions x 258 tokens per step) into
+  vision-bound, so the same minutes buy many more steps.
+
+* ``use_cls``: ``False`` never hands the CLS token to the fusion layers (it
+  still exists inside the vision encoder, and the ``cls`` reducer still ranks
+  patches by similarity to it). Token-reduction ablations showed the first
+  checkpoints answering almost everything from CLS, a global screen summary,
+  which lets a GUI model memorise "this screen shows these labels" instead of
+  reading; without it the readout must attend to the patches.
+
 Reducer modes: ``none`` keeps every token; ``cls`` keeps CLS plus the ``k``
 patch tokens most similar (cosine) to CLS, in raster order; ``packer`` keeps CLS
 plus ``k`` tokens made by ``k`` learned queries cross-attending to the patches
@@ -29,9 +53,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["TinyVLMConfig", "TinyVLM", "PromptCache", "REDUCER_MODES"]
+__all__ = ["TinyVLMConfig", "TinyVLM", "PromptCache", "REDUCER_MODES", "STEMS", "FUSIONS"]
 
 REDUCER_MODES = ("none", "cls", "packer")
+STEMS = ("patch", "conv")
+FUSIONS = ("full", "readout")
 
 
 @dataclass
@@ -52,6 +78,9 @@ class TinyVLMConfig:
     reducer: str = "none"
     reducer_k: int = 16
     tokenizer_fingerprint: str = ""
+    stem: str = "patch"
+    fusion: str = "full"
+    use_cls: bool = True
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
@@ -60,6 +89,13 @@ class TinyVLMConfig:
             raise ValueError(f"dim {self.dim} is not a multiple of heads {self.heads}")
         if self.reducer not in REDUCER_MODES:
             raise ValueError(f"reducer must be one of {REDUCER_MODES}, got {self.reducer!r}")
+        if self.stem not in STEMS:
+            raise ValueError(f"stem must be one of {STEMS}, got {self.stem!r}")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        if self.stem == "conv" and (self.patch_size & (self.patch_size - 1) or self.patch_size < 2):
+            raise ValueError(f"the conv stem halves the frame per layer: patch_size must be a power of 2 >= 2, "
+                             f"got {self.patch_size}")
 
     @property
     def num_patches(self) -> int:
@@ -77,10 +113,24 @@ class TinyVLMConfig:
         return cls(**data)
 
 
+def conv_stem(dim: int, patch_size: int) -> nn.Sequential:
+    """3x3 stride-2 convolutions (channels doubling up to ``dim``) down by ``patch_size``, then a 1x1 to ``dim``."""
+    n = int(math.log2(patch_size))
+    widths = [max(dim >> (n - 1 - i), 16) for i in range(n)]
+    layers: list[nn.Module] = []
+    c = 3
+    for w in widths:
+        layers += [nn.Conv2d(c, w, 3, stride=2, padding=1), nn.GroupNorm(1, w), nn.GELU()]
+        c = w
+    layers.append(nn.Conv2d(c, dim, 1))
+    return nn.Sequential(*layers)
+
+
 class VisionEncoder(nn.Module):
     def __init__(self, cfg: TinyVLMConfig) -> None:
         super().__init__()
-        self.patch = nn.Conv2d(3, cfg.dim, cfg.patch_size, stride=cfg.patch_size)
+        self.patch = (nn.Conv2d(3, cfg.dim, cfg.patch_size, stride=cfg.patch_size) if cfg.stem == "patch"
+                      else conv_stem(cfg.dim, cfg.patch_size))
         self.cls = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         self.pos = nn.Parameter(torch.randn(1, 1 + cfg.num_patches, cfg.dim) * 0.02)
         layer = nn.TransformerEncoderLayer(cfg.dim, cfg.heads, cfg.dim * cfg.mlp_ratio, dropout=0.0,
@@ -172,6 +222,20 @@ class FusionBlock(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
         return self._finish(x, out), k, v
 
+    def visual_kv(self, visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys/values ``float[F, heads, V, D/heads]`` of fixed visual tokens (``readout`` fusion)."""
+        _, k, v = self._qkv(visual)
+        return k, v
+
+    def readout_forward(self, r: torch.Tensor, pk: torch.Tensor, pv: torch.Tensor, pmask: torch.Tensor,
+                        vk: torch.Tensor, vv: torch.Tensor) -> torch.Tensor:
+        """Readout tokens ``float[M, R, D]`` attend to [prompt, visual (per pair), themselves]; visual stays fixed."""
+        q, k, v = self._qkv(r)
+        keys, values = torch.cat([pk, vk, k], dim=2), torch.cat([pv, vv, v], dim=2)
+        mask = torch.cat([pmask, pmask.new_ones(len(pmask), vk.shape[2] + r.shape[1])], dim=1)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask[:, None, None, :])
+        return self._finish(r, out)
+
     def visual_forward(self, y: torch.Tensor, pk: torch.Tensor, pv: torch.Tensor, pmask: torch.Tensor) -> torch.Tensor:
         q, k, v = self._qkv(y)
         keys, values = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
@@ -203,6 +267,7 @@ class TinyVLM(nn.Module):
         """``uint8[B, S, S, 3]`` -> reduced visual tokens ``float[B, V, D]`` (one batch)."""
         mode = self.config.reducer if mode is None else mode
         k = self.config.reducer_k if k is None else k
+        keep_cls = keep_cls and self.config.use_cls
         return self.reducer(self.vision(images), mode, k, keep_cls) + self.visual_type
 
     def encode_prompts(self, prompt_ids: torch.Tensor) -> PromptCache:
@@ -219,8 +284,22 @@ class TinyVLM(nn.Module):
             values.append(v)
         return PromptCache(keys, values, mask)
 
-    def fuse(self, visual: torch.Tensor, prompts: PromptCache) -> torch.Tensor:
-        """Visual tokens ``float[M, V, D]`` + the matching prompts (``M`` of them) -> readout ``float[M, D]``."""
+    def fuse(self, visual: torch.Tensor, prompts: PromptCache, frame_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Visual tokens + the matching prompts (``M`` of them) -> readout ``float[M, D]``.
+
+        ``visual`` is ``float[M, V, D]`` (one row per pair), or ``float[F, V, D]`` with ``frame_index int64[M]``
+        saying which frame each pair asks about (the ``readout`` fusion then projects each frame once).
+        """
+        if self.config.fusion == "readout":
+            r = self.readout.expand(len(prompts.mask), -1, -1)
+            for block, k, v in zip(self.blocks, prompts.keys, prompts.values):
+                vk, vv = block.visual_kv(visual)
+                if frame_index is not None:
+                    vk, vv = vk[frame_index], vv[frame_index]
+                r = block.readout_forward(r, k, v, prompts.mask, vk, vv)
+            return self.out_proj(self.out_norm(r[:, -1]))
+        if frame_index is not None:
+            visual = visual[frame_index]
         y = torch.cat([visual, self.readout.expand(len(visual), -1, -1)], dim=1)
         for block, k, v in zip(self.blocks, prompts.keys, prompts.values):
             y = block.visual_forward(y, k, v, prompts.mask)
@@ -245,7 +324,7 @@ class TinyVLM(nn.Module):
         valid bool[M,A], target int64[M]. Returns ``(loss, logs)``."""
         visual = self.encode_images(batch["images"], mode, k)
         prompts = self.encode_prompts(batch["prompt"])
-        readout = self.fuse(visual[batch["frame"]], prompts)
+        readout = self.fuse(visual, prompts, batch["frame"])
         logits = self.score(readout, self.embed_options(batch["options"]), batch["valid"])
         loss = F.cross_entropy(logits, batch["target"])
         acc = (logits.argmax(-1) == batch["target"]).float().mean()

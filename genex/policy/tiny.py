@@ -196,7 +196,7 @@ class TinyPolicy:
         n, nq = len(visual), len(questions)
         prompts = self._encode_prompts([format_prompt(prompt, q.text) for q in questions])
         q_index = torch.arange(nq).repeat(n)  # pair m = (image m // nq, question m % nq)
-        readout = self.model.fuse(visual.repeat_interleave(nq, dim=0), prompts.select(q_index))
+        readout = self.model.fuse(visual, prompts.select(q_index), torch.arange(n).repeat_interleave(nq))
         per_image: dict[str, np.ndarray] = {}
         readout = readout.view(n, nq, -1)
         for j, q in enumerate(questions):

@@ -46,6 +46,9 @@ class TrainConfig:
     heads: int = TinyVLMConfig.heads
     vision_layers: int = TinyVLMConfig.vision_layers
     fusion_layers: int = TinyVLMConfig.fusion_layers
+    stem: str = TinyVLMConfig.stem
+    fusion: str = TinyVLMConfig.fusion
+    use_cls: bool = TinyVLMConfig.use_cls
     steps: int = 3000
     minutes: float | None = None
     batch_frames: int = 32
@@ -61,6 +64,8 @@ class TrainConfig:
     balance: bool = True
     eval_max_frames: int | None = 2000
     init: str | None = None
+    eval_every: int = 0
+    device: str = "cpu"
     command: str = ""
 
 
@@ -100,11 +105,11 @@ def evaluate(model: TinyVLM, tokenizer: WordTokenizer, data: FrameSet, mode: str
     yes_hits: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for i in range(0, len(frames), batch_frames):
         exs = [e for f in frames[i: i + batch_frames] for e in by_frame[f]]
-        batch = make_batch(data.frames, exs, tokenizer, model.config)
+        batch = _to(make_batch(data.frames, exs, tokenizer, model.config), _device(model))
         visual = model.encode_images(batch["images"], mode, k, keep_cls)
-        readout = model.fuse(visual[batch["frame"]], model.encode_prompts(batch["prompt"]))
+        readout = model.fuse(visual, model.encode_prompts(batch["prompt"]), batch["frame"])
         pred = model.score(readout, model.embed_options(batch["options"]), batch["valid"]).argmax(-1)
-        for e, p in zip(exs, pred.tolist()):
+        for e, p in zip(exs, pred.cpu().tolist()):
             ok = int(p == e.target)
             family = "gui" if e.env_id.split("/")[-1] in GUI_NAMES else "driving"
             for key in ("all", e.env_id, e.kind, f"{e.env_id}:{e.kind}", family, f"{family}:{e.kind}"):
@@ -118,6 +123,28 @@ def evaluate(model: TinyVLM, tokenizer: WordTokenizer, data: FrameSet, mode: str
         out[key] = {"acc": float(np.mean(v)), "n": len(v),
                     "balanced_acc": float(np.mean([np.mean(x) for x in by_class.values()]))}
     return out
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return batch if device.type == "cpu" else {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA, else MPS, else CPU; an explicit name is checked (a clear error, not a late crash)."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine (use cpu or auto)")
+    return device
 
 
 GUI_NAMES = {"SettingsTabs-v0", "EditDocument-v0", "TicketShop-v0", "FileManager-v0"}
@@ -178,11 +205,14 @@ def train_policy(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
         tokenizer = build_tokenizer(train.examples)
         mcfg = TinyVLMConfig(image_size=cfg.image_size, patch_size=cfg.patch_size, dim=cfg.dim, heads=cfg.heads,
                              vision_layers=cfg.vision_layers, fusion_layers=cfg.fusion_layers,
-                             vocab_size=len(tokenizer), tokenizer_fingerprint=tokenizer.fingerprint)
+                             stem=cfg.stem, fusion=cfg.fusion, use_cls=cfg.use_cls, vocab_size=len(tokenizer), tokenizer_fingerprint=tokenizer.fingerprint)
         model = TinyVLM(mcfg)
+    device = resolve_device(cfg.device)
+    model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("data loaded in %.0fs: %d frames, %d questions; vocab %d; %d parameters", time.time() - t0,
              len(train.frames), len(train.examples), len(tokenizer), n_params)
+    held_quick = subsample(held, max(1, len(held.frames) // 4)) if held is not None else None
     by_frame: dict[int, list[Example]] = defaultdict(list)
     for e in train.examples:
         by_frame[e.frame].append(e)
@@ -216,7 +246,7 @@ def train_policy(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
         if len(exs) > cfg.max_questions:
             exs = rng.sample(exs, cfg.max_questions)
         mode, k = REDUCER_SCHEDULE[step % len(REDUCER_SCHEDULE)]
-        loss, logs = model(make_batch(train.frames, exs, tokenizer, mcfg), mode, k)
+        loss, logs = model(_to(make_batch(train.frames, exs, tokenizer, mcfg), device), mode, k)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -224,8 +254,17 @@ def train_policy(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
         ema_acc = logs["acc"] if ema_acc is None else 0.98 * ema_acc + 0.02 * logs["acc"]
         bar.update(1)
         bar.set_postfix(loss=f"{logs['loss']:.3f}", acc=f"{ema_acc:.3f}")
+        if held is not None and cfg.eval_every and (step + 1) % cfg.eval_every == 0:
+            # a fixed quarter of the held-out frames: a learning curve, cheap enough to run often
+            m = evaluate(model, tokenizer, held_quick)
+            point = {"step": step + 1, "seconds": round(time.time() - start, 1), "train_acc_ema": ema_acc,
+                     **{f"{key}_acc": round(m[key]["acc"], 4) for key in sorted(m) if ":" not in key or
+                        key.split(":")[0] in ("gui", "driving")}}
+            meta.setdefault("eval_history", []).append(point)
+            log.info("step %d: held-out acc %.3f (quick subset)", step + 1, m["all"]["acc"])
         if cfg.save_every and (step + 1) % cfg.save_every == 0:
-            save_tiny_vlm(cfg.out, model, tokenizer, **meta, steps_done=step + 1)
+            save_tiny_vlm(cfg.out, model.cpu(), tokenizer, **meta, steps_done=step + 1)
+            model.to(device)
     bar.close()
     meta["steps_done"] = step + 1
     meta["train_seconds"] = round(time.time() - start, 1)
@@ -235,5 +274,5 @@ def train_policy(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
         meta["heldout_frames"] = len(held.frames)
         meta["heldout"] = {k: v for k, v in metrics.items() if ":" not in k or k.split(":")[0] in ("gui", "driving")}
         meta["heldout_by_env_kind"] = {k: v for k, v in metrics.items() if ":" in k}
-    save_tiny_vlm(cfg.out, model, tokenizer, **meta)
+    save_tiny_vlm(cfg.out, model.cpu(), tokenizer, **meta)
     return meta
