@@ -14,7 +14,7 @@ Subcommands:
                                          of one episode
     ``genex calibrate-imagination --world-model DIR --policy DIR --data DIR``
                                          how often imagination shows what really comes (fidelity.json)
-    ``genex train-world-model`` / ``eval-world-model`` / ``train-policy`` / ``serve-policy``
+    ``genex train-world-model`` / ``eval-world-model`` / ``train-policy`` / ``eval-policy`` / ``serve-policy``
                                          see docs/world_model.md and docs/policy.md
 """
 

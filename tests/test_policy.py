@@ -426,3 +426,19 @@ def test_no_cls_model_answers_from_patches_only():
     # CLS still takes part in the encoder's self-attention; only its output token is left out
     tokens = model.vision(x)
     torch.testing.assert_close(model.encode_images(x, "none", 0), tokens[:, 1:] + model.visual_type)
+
+
+def test_cli_eval_policy_scores_a_checkpoint(tmp_path, capsys):
+    from genex.cli import main
+
+    rec = synthetic_recording(tmp_path / "rec", 2, seed=5)
+    model, tok = tiny_model()
+    save_tiny_vlm(tmp_path / "ckpt", model, tok, labels="visible")
+    assert main(["eval-policy", "--checkpoint", str(tmp_path / "ckpt"), "--data", str(rec), "--max-frames", "8",
+                 "--out", str(tmp_path / "m.json")]) == 0
+    out = capsys.readouterr().out
+    assert "8 frames, 16 questions" in out and "| all | 16 |" in out
+    saved = json.loads((tmp_path / "m.json").read_text())
+    assert saved["frames"] == 8 and 0 <= saved["metrics"]["all"]["acc"] <= 1
+    with pytest.raises(SystemExit, match="genex eval-policy"):
+        main(["eval-policy", "--checkpoint", str(tmp_path / "ckpt"), "--data", str(tmp_path / "missing")])

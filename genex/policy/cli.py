@@ -60,6 +60,36 @@ def cmd_train_policy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_policy(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from genex.policy.checkpoint import load_tiny_vlm
+    from genex.policy.data import load_examples, subsample
+    from genex.policy.train import evaluate
+
+    torch.set_num_threads(args.threads)
+    try:
+        model, tokenizer, meta = load_tiny_vlm(args.checkpoint)
+        data = load_examples(args.data, model.config.image_size, labels=meta.get("labels", "visible"), seed=args.seed)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"genex eval-policy: {e}") from e
+    data = subsample(data, args.max_frames or None)
+    metrics = evaluate(model, tokenizer, data, args.reducer, args.k)
+    print(f"{args.checkpoint}: {len(data.frames)} frames, {len(data.examples)} questions, reducer {args.reducer}")
+    print("| split | questions | accuracy | balanced accuracy |\n|---|---|---|---|")
+    for key in sorted(metrics, key=lambda k: (k != "all", k)):
+        m = metrics[key]
+        print(f"| {key} | {m['n']} | {m['acc']:.3f} | {m['balanced_acc']:.3f} |")
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).write_text(json.dumps({"checkpoint": args.checkpoint, "data": args.data,
+                                              "frames": len(data.frames), "metrics": metrics}, indent=2))
+    return 0
+
+
 def cmd_serve_policy(args: argparse.Namespace) -> int:
     from genex.policy.server import serve
 
@@ -107,6 +137,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "tokenizer are kept)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_train_policy)
+
+    s = sub.add_parser("eval-policy", help="accuracy of a tiny VLM checkpoint on recorded (held-out) episodes")
+    s.add_argument("--checkpoint", required=True, help="tiny VLM checkpoint folder")
+    s.add_argument("--data", action="append", required=True, help="recording folder (repeatable)")
+    s.add_argument("--max-frames", type=int, default=0, help="evenly spaced frames to score (0: all)")
+    s.add_argument("--reducer", default="none", choices=("none", "cls", "packer"))
+    s.add_argument("--k", type=int, default=16, help="tokens kept by the cls/packer reducer")
+    s.add_argument("--seed", type=int, default=12345, help="draws the negative text questions (as training's eval)")
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--out", default=None, help="also write the metrics to this JSON file")
+    s.set_defaults(func=cmd_eval_policy)
 
     s = sub.add_parser("serve-policy", help="serve the tiny policy over an OpenAI-compatible chat API")
     s.add_argument("--checkpoint", required=True, help="tiny VLM checkpoint folder")
