@@ -416,18 +416,6 @@ def test_training_records_a_learning_curve_and_checks_the_device(tmp_path):
             train_policy(replace(cfg, device="cuda", out=str(tmp_path / "gpu")), progress=False)
 
 
-def test_no_cls_model_answers_from_patches_only():
-    model, tok = tiny_model(fusion="readout", use_cls=False)
-    x = torch.from_numpy(np.stack(frames(2)))
-    assert model.encode_images(x, "none", 0).shape == (2, 16, 32)
-    assert model.encode_images(x, "packer", 4).shape == (2, 4, 32)
-    r = TinyPolicy(model, tok).answer(images(2), "Drive safely", QUESTIONS)
-    assert r.per_image["red"].shape == (2, 2)
-    # CLS still takes part in the encoder's self-attention; only its output token is left out
-    tokens = model.vision(x)
-    torch.testing.assert_close(model.encode_images(x, "none", 0), tokens[:, 1:] + model.visual_type)
-
-
 def test_cli_eval_policy_scores_a_checkpoint(tmp_path, capsys):
     from genex.cli import main
 

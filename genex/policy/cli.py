@@ -12,11 +12,11 @@ __all__ = ["add_commands"]
 
 
 _TRAIN_OPTIONS = ("data", "eval_data", "out", "labels", "image_size", "patch_size", "dim", "heads", "vision_layers",
-                  "fusion_layers", "stem", "fusion", "no_cls", "steps", "minutes", "batch_frames", "lr", "frame_stride", "seed", "save_every",
+                  "fusion_layers", "stem", "fusion", "steps", "minutes", "batch_frames", "lr", "frame_stride", "seed", "save_every",
                   "threads", "init", "no_balance", "eval_max_frames", "eval_every", "device")
 
 
-_ARCH_OPTIONS = ("patch_size", "dim", "heads", "vision_layers", "fusion_layers", "stem", "fusion", "no_cls")
+_ARCH_OPTIONS = ("patch_size", "dim", "heads", "vision_layers", "fusion_layers", "stem", "fusion")
 
 
 def _command_line(args: argparse.Namespace) -> str:
@@ -43,7 +43,7 @@ def cmd_train_policy(args: argparse.Namespace) -> int:
         data=args.data, out=args.out, eval_data=args.eval_data or [], labels=args.labels,
         image_size=args.image_size, patch_size=args.patch_size, dim=args.dim, heads=args.heads,
         vision_layers=args.vision_layers, fusion_layers=args.fusion_layers, stem=args.stem,
-        fusion=args.fusion, use_cls=not args.no_cls, steps=args.steps,
+        fusion=args.fusion, steps=args.steps,
         minutes=args.minutes, batch_frames=args.batch_frames, lr=args.lr, frame_stride=args.frame_stride,
         seed=args.seed, save_every=args.save_every, threads=args.threads, init=args.init,
         balance=not args.no_balance, eval_max_frames=args.eval_max_frames or None,
@@ -115,9 +115,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--fusion", choices=("full", "readout"), default="full",
                    help="full: visual tokens re-encoded per question; readout: only a readout token attends to "
                         "the frame's tokens (much cheaper per question)")
-    s.add_argument("--no-cls", action="store_true",
-                   help="do not give the CLS token (a global summary) to the fusion layers: answers must come from "
-                        "the patches")
     s.add_argument("--steps", type=int, default=3000)
     s.add_argument("--minutes", type=float, default=None, help="stop after this many minutes of training")
     s.add_argument("--batch-frames", type=int, default=32)

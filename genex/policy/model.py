@@ -30,13 +30,6 @@ shipped checkpoints' architecture, so those load unchanged):
   turns training from fusion-bound (256 questions x 258 tokens per step) into
   vision-bound, so the same minutes buy many more steps.
 
-* ``use_cls``: ``False`` never hands the CLS token to the fusion layers (it
-  still exists inside the vision encoder, and the ``cls`` reducer still ranks
-  patches by similarity to it). Token-reduction ablations showed the first
-  checkpoints answering almost everything from CLS, a global screen summary,
-  which lets a GUI model memorise "this screen shows these labels" instead of
-  reading; without it the readout must attend to the patches.
-
 Reducer modes: ``none`` keeps every token; ``cls`` keeps CLS plus the ``k``
 patch tokens most similar (cosine) to CLS, in raster order; ``packer`` keeps CLS
 plus ``k`` tokens made by ``k`` learned queries cross-attending to the patches
@@ -80,7 +73,6 @@ class TinyVLMConfig:
     tokenizer_fingerprint: str = ""
     stem: str = "patch"
     fusion: str = "full"
-    use_cls: bool = True
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
@@ -267,7 +259,6 @@ class TinyVLM(nn.Module):
         """``uint8[B, S, S, 3]`` -> reduced visual tokens ``float[B, V, D]`` (one batch)."""
         mode = self.config.reducer if mode is None else mode
         k = self.config.reducer_k if k is None else k
-        keep_cls = keep_cls and self.config.use_cls
         return self.reducer(self.vision(images), mode, k, keep_cls) + self.visual_type
 
     def encode_prompts(self, prompt_ids: torch.Tensor) -> PromptCache:

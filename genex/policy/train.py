@@ -48,7 +48,6 @@ class TrainConfig:
     fusion_layers: int = TinyVLMConfig.fusion_layers
     stem: str = TinyVLMConfig.stem
     fusion: str = TinyVLMConfig.fusion
-    use_cls: bool = TinyVLMConfig.use_cls
     steps: int = 3000
     minutes: float | None = None
     batch_frames: int = 32
@@ -205,7 +204,7 @@ def train_policy(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
         tokenizer = build_tokenizer(train.examples)
         mcfg = TinyVLMConfig(image_size=cfg.image_size, patch_size=cfg.patch_size, dim=cfg.dim, heads=cfg.heads,
                              vision_layers=cfg.vision_layers, fusion_layers=cfg.fusion_layers,
-                             stem=cfg.stem, fusion=cfg.fusion, use_cls=cfg.use_cls, vocab_size=len(tokenizer), tokenizer_fingerprint=tokenizer.fingerprint)
+                             stem=cfg.stem, fusion=cfg.fusion, vocab_size=len(tokenizer), tokenizer_fingerprint=tokenizer.fingerprint)
         model = TinyVLM(mcfg)
     device = resolve_device(cfg.device)
     model.to(device)
