@@ -87,9 +87,23 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_calibrate(args: argparse.Namespace) -> int:
+def _calibrate_command(args: argparse.Namespace) -> str:
+    """The ``genex calibrate-imagination`` command that reproduces ``args`` (from the parsed options, not
+    ``sys.argv``, so it is right when :func:`genex.cli.main` is called from Python)."""
     import shlex
 
+    parts = ["genex", "calibrate-imagination", "--world-model", args.world_model, "--policy", args.policy]
+    for d in args.data:
+        parts += ["--data", d]
+    parts += ["--horizon", str(args.horizon), "--samples", str(args.samples), "--seed", str(args.seed)]
+    if args.max_windows is not None:
+        parts += ["--max-windows", str(args.max_windows)]
+    if args.out:
+        parts += ["--out", args.out]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
     import gymnasium as gym
     import torch
 
@@ -103,19 +117,25 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     facts: list[str] = []
     env = None
-    for d in args.data:
-        env = gym.make(read_manifest(d).env_id)
-        facts += [p.fact for p in getattr(env.unwrapped, "probes", ()) if p.fact not in facts]
-    try:
-        wm = load_world_model(args.world_model, env=env, device="cpu")
-        policy = make_policy("tiny", checkpoint=args.policy)
-    except Exception as e:  # checkpoint errors carry their own advice
-        raise SystemExit(f"genex calibrate-imagination: {e}") from e
+    try:  # the envs only declare the probed facts and check the checkpoint's frames: close each one
+        for d in args.data:
+            if env is not None:
+                env.close()
+            env = gym.make(read_manifest(d).env_id)
+            facts += [p.fact for p in getattr(env.unwrapped, "probes", ()) if p.fact not in facts]
+        try:
+            wm = load_world_model(args.world_model, env=env, device="cpu")
+            policy = make_policy("tiny", checkpoint=args.policy)
+        except Exception as e:  # checkpoint errors carry their own advice
+            raise SystemExit(f"genex calibrate-imagination: {e}") from e
+    finally:
+        if env is not None:
+            env.close()
     result = measure_fidelity(wm, policy, args.data, facts, horizon=args.horizon, samples=args.samples,
                               max_windows=args.max_windows, seed=args.seed, progress=not args.quiet)
     out = Path(args.out) if args.out else Path(args.world_model) / FIDELITY_FILE
     body = {"facts": result, "horizon": args.horizon, "samples": args.samples, "data": args.data,
-            "policy": args.policy, "command": "genex " + " ".join(shlex.quote(a) for a in sys.argv[1:])}
+            "policy": args.policy, "command": _calibrate_command(args)}
     atomic_write_bytes(out, json.dumps(body, indent=2).encode())
     for f, r in result.items():
         print(f"{f:20s} recall {r['recall']:.3f} ({r['positives']} windows)  false alarm {r['false_alarm']:.3f} "

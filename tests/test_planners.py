@@ -403,3 +403,21 @@ def test_shipped_gui_world_model_imagines_for_the_gui_planners():
     cfg = CompareConfig(envs=["genex/SettingsTabs-v0"], planners=["imagine"], samples=2)
     row = run_episode(cfg, EpisodeKey("genex/SettingsTabs-v0", "imagine", 200_000))
     assert row["imagined_frames"] > 0 and row["steps"] >= 1 and row["decisions"] >= 1
+
+
+def test_cli_calibrate_imagination_writes_fidelity_json(tmp_path, capsys):
+    """The command behind the shipped fidelity.json: shipped checkpoints, a tiny recording, a JSON file."""
+    import json
+
+    from genex.cli import main
+    from genex.recording import record_episodes
+
+    record_episodes("genex/OccludedCrosswalk-v0", tmp_path / "rec", 2, driver="cautious", seed=0, progress=False)
+    out = tmp_path / "fidelity.json"
+    assert main(["calibrate-imagination", "--world-model", str(default_checkpoint("world_model", "driving")),
+                 "--policy", str(default_checkpoint("policy", "driving")), "--data", str(tmp_path / "rec"),
+                 "--horizon", "2", "--samples", "1", "--max-windows", "3", "--quiet", "--out", str(out)]) == 0
+    body = json.loads(out.read_text())
+    assert "pedestrian" in body["facts"] and body["horizon"] == 2 and "calibrate-imagination" in body["command"]
+    assert all(0 <= f["recall"] <= 1 and 0 <= f["false_alarm"] <= 1 for f in body["facts"].values())
+    assert f"wrote {out}" in capsys.readouterr().out
