@@ -204,7 +204,8 @@ def train_policy(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
         tokenizer = build_tokenizer(train.examples)
         mcfg = TinyVLMConfig(image_size=cfg.image_size, patch_size=cfg.patch_size, dim=cfg.dim, heads=cfg.heads,
                              vision_layers=cfg.vision_layers, fusion_layers=cfg.fusion_layers,
-                             stem=cfg.stem, fusion=cfg.fusion, vocab_size=len(tokenizer), tokenizer_fingerprint=tokenizer.fingerprint)
+                             stem=cfg.stem, fusion=cfg.fusion, vocab_size=len(tokenizer),
+                             tokenizer_fingerprint=tokenizer.fingerprint)
         model = TinyVLM(mcfg)
     device = resolve_device(cfg.device)
     model.to(device)
