@@ -409,9 +409,9 @@ def test_training_records_a_learning_curve_and_checks_the_device(tmp_path):
     assert all(0 <= p["all_acc"] <= 1 for p in meta["eval_history"])
     model, _, saved = load_tiny_vlm(tmp_path / "ckpt")
     assert model.config.fusion == "readout" and saved["eval_history"] == meta["eval_history"]
-    from genex.policy.train import resolve_device
+    from genex.devices import select_device
 
-    assert resolve_device("cpu").type == "cpu" and resolve_device("auto").type in ("cpu", "cuda", "mps")
+    assert select_device("cpu").type == "cpu" and select_device("auto").type in ("cpu", "cuda", "mps")
     if not torch.cuda.is_available():
         from dataclasses import replace
 

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from genex.devices import select_device
 from genex.policy.checkpoint import encode_texts, load_tiny_vlm, save_tiny_vlm
 from genex.policy.data import Example, FrameSet, load_examples, subsample
 from genex.policy.model import TinyVLM, TinyVLMConfig
@@ -132,20 +133,6 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
     return batch if device.type == "cpu" else {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA, else MPS, else CPU; an explicit name is checked (a clear error, not a late crash)."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine (use cpu or auto)")
-    return device
-
-
 GUI_NAMES = {"SettingsTabs-v0", "EditDocument-v0", "TicketShop-v0", "FileManager-v0"}
 
 
@@ -207,7 +194,7 @@ def train_policy(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
                              stem=cfg.stem, fusion=cfg.fusion, vocab_size=len(tokenizer),
                              tokenizer_fingerprint=tokenizer.fingerprint)
         model = TinyVLM(mcfg)
-    device = resolve_device(cfg.device)
+    device = select_device(cfg.device)
     model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("data loaded in %.0fs: %d frames, %d questions; vocab %d; %d parameters", time.time() - t0,

@@ -12,24 +12,15 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from genex.devices import select_device
+
 from .actions import action_dim, encode_actions
 from .config import WorldModelConfig
 from .denoiser import Denoiser, to_uint8
 from .protocol import check_context
 from .sampler import sample_next_frame
 
-__all__ = ["DiffusionWorldModel", "select_device"]
-
-
-def select_device(name: str = "auto") -> torch.device:
-    """``"auto"`` picks CUDA, then Apple MPS, then CPU; otherwise ``torch.device(name)``."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+__all__ = ["DiffusionWorldModel", "select_device"]  # select_device: re-exported from genex.devices
 
 
 class DiffusionWorldModel:

@@ -30,11 +30,12 @@ import torch
 from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file
 
+from genex.devices import select_device
+
 from .checkpoint import atomic_save_tensors, atomic_write_bytes, save_world_model, sha256_file, CorruptCheckpointError
 from .config import TrainConfig, WorldModelConfig
 from .data import WindowDataset, load_recordings, split_episodes
 from .denoiser import Denoiser
-from .model import select_device
 from .sampler import sample_next_frame
 
 __all__ = ["train_world_model", "TrainingStateError"]
