@@ -87,22 +87,6 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _calibrate_command(args: argparse.Namespace) -> str:
-    """The ``genex calibrate-imagination`` command that reproduces ``args`` (from the parsed options, not
-    ``sys.argv``, so it is right when :func:`genex.cli.main` is called from Python)."""
-    import shlex
-
-    parts = ["genex", "calibrate-imagination", "--world-model", args.world_model, "--policy", args.policy]
-    for d in args.data:
-        parts += ["--data", d]
-    parts += ["--horizon", str(args.horizon), "--samples", str(args.samples), "--seed", str(args.seed)]
-    if args.max_windows is not None:
-        parts += ["--max-windows", str(args.max_windows)]
-    if args.out:
-        parts += ["--out", args.out]
-    return " ".join(shlex.quote(p) for p in parts)
-
-
 def cmd_calibrate(args: argparse.Namespace) -> int:
     import gymnasium as gym
     import torch
@@ -135,7 +119,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                               max_windows=args.max_windows, seed=args.seed, progress=not args.quiet)
     out = Path(args.out) if args.out else Path(args.world_model) / FIDELITY_FILE
     body = {"facts": result, "horizon": args.horizon, "samples": args.samples, "data": args.data,
-            "policy": args.policy, "command": _calibrate_command(args)}
+            "policy": args.policy, "command": args.invocation}
     atomic_write_bytes(out, json.dumps(body, indent=2).encode())
     for f, r in result.items():
         print(f"{f:20s} recall {r['recall']:.3f} ({r['positives']} windows)  false alarm {r['false_alarm']:.3f} "

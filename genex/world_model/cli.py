@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -42,7 +40,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         model_cfg, train_cfg = preset(args.config, **overrides)
     except ValueError as e:
         raise SystemExit(f"genex train-world-model: {e}") from e
-    command = "genex " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if args.command_line is None else args.command_line
+    command = args.invocation if args.command_line is None else args.command_line
     t0 = time.time()
     try:
         metrics = train_world_model(args.data, args.out, model_cfg, train_cfg, resume=args.resume, device=args.device,
