@@ -156,6 +156,12 @@ def frame_sampling_weights(examples: Sequence[Example], frame_ids: Sequence[int]
     return [best[f] for f in frame_ids]
 
 
+def _overall(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The summary rows of :func:`evaluate` (overall, per env, per kind, per family and family:kind), without
+    the per (env, kind) rows."""
+    return {k: v for k, v in metrics.items() if ":" not in k or k.split(":")[0] in ("gui", "driving")}
+
+
 def _lr(cfg: TrainConfig, step: int, elapsed: float) -> float:
     frac = step / max(cfg.steps, 1)
     if cfg.minutes:
@@ -245,8 +251,7 @@ def train_policy(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
             # a fixed quarter of the held-out frames: a learning curve, cheap enough to run often
             m = evaluate(model, tokenizer, held_quick)
             point = {"step": step + 1, "seconds": round(time.time() - start, 1), "train_acc_ema": ema_acc,
-                     **{f"{key}_acc": round(m[key]["acc"], 4) for key in sorted(m) if ":" not in key or
-                        key.split(":")[0] in ("gui", "driving")}}
+                     **{f"{key}_acc": round(v["acc"], 4) for key, v in sorted(_overall(m).items())}}
             meta.setdefault("eval_history", []).append(point)
             log.info("step %d: held-out acc %.3f (quick subset)", step + 1, m["all"]["acc"])
         if cfg.save_every and (step + 1) % cfg.save_every == 0:
@@ -259,7 +264,7 @@ def train_policy(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     if held is not None:
         metrics = evaluate(model, tokenizer, held)
         meta["heldout_frames"] = len(held.frames)
-        meta["heldout"] = {k: v for k, v in metrics.items() if ":" not in k or k.split(":")[0] in ("gui", "driving")}
+        meta["heldout"] = _overall(metrics)
         meta["heldout_by_env_kind"] = {k: v for k, v in metrics.items() if ":" in k}
     save_tiny_vlm(cfg.out, model.cpu(), tokenizer, **meta)
     return meta
