@@ -54,6 +54,10 @@ METRICS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+#: settings added after runs were made, with the value that reproduces what those runs did
+SETTINGS_BEFORE: dict[str, Any] = {"memory": 1}
+
+
 @dataclass(frozen=True)
 class EpisodeKey:
     env: str
@@ -75,6 +79,7 @@ class CompareConfig:
     horizon: int = 8
     trust: float = 0.7
     imagine_every: int = 1
+    memory: int = 1  # real frames whose sightings the belief keeps (planners.base.BeliefPlanner)
     fidelity: bool = True  # read learned imagination through the world model's fidelity.json when it has one
     world_model: str | None = None  # checkpoint folder (default: the shipped one for the env family)
     policy: str | None = None  # tiny checkpoint folder (default: shipped)
@@ -130,8 +135,8 @@ def _build(cfg: CompareConfig, key: EpisodeKey, env: Any) -> Any:
         fidelity = load_fidelity(wm_dir) if cfg.fidelity else None
     elif wm_kind == "oracle":
         oracle_env = gym.make(key.env, **cfg.env_kwargs)
-    kwargs = dict(samples=cfg.samples, horizon=cfg.horizon, trust=cfg.trust, save_frames=cfg.save_frames,
-                  seed=key.seed)
+    kwargs = dict(samples=cfg.samples, horizon=cfg.horizon, trust=cfg.trust, memory=cfg.memory,
+                  save_frames=cfg.save_frames, seed=key.seed)
     if wm_kind is not None:
         kwargs["imagine_every"] = cfg.imagine_every
         kwargs["fidelity"] = fidelity
@@ -163,6 +168,7 @@ def run_episode(cfg: CompareConfig, key: EpisodeKey, out: str | Path | None = No
             oracle_env.reset(seed=key.seed)
         planner.reset(env, seed=key.seed)
         answers = dict(info.get("answers", {}))
+        conditions = episode_conditions(info)
         traces, ret, steps, done = [], 0.0, 0, False
         while not done:
             action, trace = planner.act(obs, public_info(info))
@@ -193,7 +199,7 @@ def run_episode(cfg: CompareConfig, key: EpisodeKey, out: str | Path | None = No
         "seconds_per_decision": round(sum(t.seconds.get("total", 0.0) for t in traces) / n_dec, 5),
         "world_model_seconds": round(sum(t.seconds.get("world_model", 0.0) for t in traces), 4),
         "policy_seconds": round(sum(t.seconds.get("policy", 0.0) for t in traces), 4),
-        "wall_seconds": round(wall, 3), "answers": answers,
+        "wall_seconds": round(wall, 3), "answers": answers, "conditions": conditions,
     }
     if out is not None:
         out = Path(out)
@@ -214,6 +220,38 @@ def run_episode(cfg: CompareConfig, key: EpisodeKey, out: str | Path | None = No
             np.savez_compressed(buf, **arrays)
             atomic_write_bytes(out / "frames" / f"{key.slug}.npz", buf.getvalue())
     return row
+
+
+def episode_conditions(info: dict[str, Any]) -> dict[str, Any]:
+    """The categorical hidden facts of an episode (``info["hidden"]`` at reset: e.g. the crosswalk's ``cue``
+    and ``occluder``), kept in its row for breakdowns (``summarise(rows, by=...)``). Recorded by the runner
+    after the fact; planners never see them."""
+    return {k: v for k, v in dict(info.get("hidden", {})).items() if isinstance(v, (bool, str, int))}
+
+
+def fill_conditions(rows: Sequence[dict[str, Any]], env_kwargs: dict[str, Any] | None = None) -> None:
+    """Add ``conditions`` to rows written before the runner recorded them, by resetting the env with the
+    row's seed (episodes are deterministic given the seed)."""
+    import gymnasium as gym
+
+    import genex.envs  # noqa: F401
+
+    envs: dict[str, Any] = {}
+    cache: dict[tuple[str, int], dict[str, Any]] = {}
+    try:
+        for r in rows:
+            if "conditions" in r:
+                continue
+            k = (r["env"], int(r["seed"]))
+            if k not in cache:
+                if r["env"] not in envs:
+                    envs[r["env"]] = gym.make(r["env"], **(env_kwargs or {}))
+                _, info = envs[r["env"]].reset(seed=k[1])
+                cache[k] = episode_conditions(info)
+            r["conditions"] = cache[k]
+    finally:
+        for e in envs.values():
+            e.close()
 
 
 # ---------------------------------------------------------------------------------------------- many episodes
@@ -294,7 +332,8 @@ def compare(cfg: CompareConfig, out: str | Path, workers: int | None = None, exe
     run_path = out / "run.json"
     if run_path.exists():
         old = json.loads(run_path.read_text())
-        defaults = asdict(CompareConfig(envs=[], planners=[]))  # settings added since that run: their defaults
+        # settings added since that run: what the code did then (SETTINGS_BEFORE), else their defaults
+        defaults = {**asdict(CompareConfig(envs=[], planners=[])), **SETTINGS_BEFORE}
         diff = sorted(k for k in settings if old.get("settings", {}).get(k, defaults[k]) != settings[k])
         if diff:
             raise ValueError(f"{out} holds a comparison with other settings ({', '.join(diff)} differ); "
@@ -335,14 +374,28 @@ def _ci(values: Sequence[float], rate: bool) -> tuple[float, float]:
     return m, 1.96 * sd / math.sqrt(len(x))
 
 
-def summarise(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One dict per (env, planner): ``n`` and ``<metric>``/``<metric>_ci`` for every metric in :data:`METRICS`."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+def _condition(row: dict[str, Any], by: str) -> str:
+    keys = [k.strip() for k in by.split(",") if k.strip()]
+    vals = [str(row.get("conditions", {}).get(k, "n/a")) for k in keys]
+    return vals[0] if len(keys) == 1 else ", ".join(f"{k}={v}" for k, v in zip(keys, vals))
+
+
+def summarise(rows: Iterable[dict[str, Any]], by: str | None = None) -> list[dict[str, Any]]:
+    """One dict per (env, planner): ``n`` and ``<metric>``/``<metric>_ci`` for every metric in :data:`METRICS`.
+
+    ``by``: also split by the value of that hidden condition (``row["conditions"][by]``, see
+    :func:`fill_conditions`), given as ``condition`` in each dict ("n/a" where the env has no such fact);
+    several comma-separated conditions split by their combinations.
+    """
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((r["env"], r["planner"]), []).append(r)
+        cond = "" if by is None else _condition(r, by)
+        groups.setdefault((r["env"], r["planner"], cond), []).append(r)
     out = []
-    for (env, planner), rs in groups.items():
+    for (env, planner, cond), rs in groups.items():
         s: dict[str, Any] = {"env": env, "planner": planner, "n": len(rs)}
+        if by is not None:
+            s["condition"] = cond
         for key, _, kind in METRICS:
             vals = [float(r[key]) if r.get(key) is not None else None for r in rs]
             s[key], s[f"{key}_ci"] = _ci(vals, kind == "rate")
@@ -383,9 +436,10 @@ def paired_gap_closed(rows: Sequence[dict[str, Any]], metric: str = "success", p
 
 def format_table(summary: Sequence[dict[str, Any]], planners_order: Sequence[str] | None = None) -> str:
     order = {p: i for i, p in enumerate(planners_order or [])}
-    rows = sorted(summary, key=lambda s: (s["env"], order.get(s["planner"], 99), s["planner"]))
-    head = "| env | planner | n | " + " | ".join(label for _, label, _ in METRICS) + " |"
-    lines = [head, "|" + "---|" * (3 + len(METRICS))]
+    split = any("condition" in s for s in summary)
+    rows = sorted(summary, key=lambda s: (s["env"], s.get("condition", ""), order.get(s["planner"], 99), s["planner"]))
+    head = "| env | " + ("condition | " if split else "") + "planner | n | " + " | ".join(label for _, label, _ in METRICS) + " |"
+    lines = [head, "|" + "---|" * (3 + split + len(METRICS))]
     for s in rows:
         cells = []
         for key, _, kind in METRICS:
@@ -397,15 +451,40 @@ def format_table(summary: Sequence[dict[str, Any]], planners_order: Sequence[str
             else:
                 prec = 3 if key in ("brier", "log_loss", "seconds_per_decision") else 1
                 cells.append(f"{m:.{prec}f} ± {ci:.{prec}f}" if not math.isnan(ci) else f"{m:.{prec}f}")
-        lines.append(f"| {s['env'].split('/')[-1]} | {s['planner']} | {s['n']} | " + " | ".join(cells) + " |")
+        cond = f"{s['condition']} | " if split else ""
+        lines.append(f"| {s['env'].split('/')[-1]} | {cond}{s['planner']} | {s['n']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def _write_csv(summary: Sequence[dict[str, Any]], path: Path, keys: Sequence[str]) -> None:
+    import io
+
+    fields = list(keys) + [k for key, _, _ in METRICS for k in (key, f"{key}_ci")]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields)
+    w.writeheader()
+    for s in summary:
+        w.writerow({k: s[k] for k in fields})
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
 def write_summary(rows: Sequence[dict[str, Any]], out: str | Path, planners_order: Sequence[str] | None = None,
-                  plots: bool = True) -> str:
-    """Write ``summary.md``/``summary.csv`` (and plots) into ``out``; returns the Markdown table."""
+                  plots: bool = True, by: str | None = None) -> str:
+    """Write ``summary.md``/``summary.csv`` (and plots) into ``out``; returns the Markdown table.
+
+    ``by``: split every row by that hidden condition (:func:`summarise`) and write
+    ``summary_by_<by>.md``/``.csv`` instead (no plots, no gap line).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if by is not None:
+        fill_conditions(rows)
+        summary = summarise(rows, by=by)
+        text = format_table(summary, planners_order) + "\n"
+        stem = "summary_by_" + "+".join(k.strip() for k in by.split(","))
+        atomic_write_bytes(out / f"{stem}.md", text.encode())
+        _write_csv(summary, out / f"{stem}.csv", ["env", "condition", "planner", "n"])
+        return text
     summary = summarise(rows)
     table = format_table(summary, planners_order)
     gaps, paired_n = paired_gap_closed(rows)
@@ -415,15 +494,7 @@ def write_summary(rows: Sequence[dict[str, Any]], out: str | Path, planners_orde
             ", ".join(f"{e.split('/')[-1]} {100 * g:.0f}% (n={paired_n[e]})" if not math.isnan(g)
                       else f"{e.split('/')[-1]} – (no gap, n={paired_n[e]})" for e, g in gaps.items()) + "\n"
     atomic_write_bytes(out / "summary.md", text.encode())
-    fields = ["env", "planner", "n"] + [k for key, _, _ in METRICS for k in (key, f"{key}_ci")]
-    import io
-
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=fields)
-    w.writeheader()
-    for s in summary:
-        w.writerow({k: s[k] for k in fields})
-    atomic_write_bytes(out / "summary.csv", buf.getvalue().encode())
+    _write_csv(summary, out / "summary.csv", ["env", "planner", "n"])
     if plots and summary:
         from genex.viz import plot_comparison, plot_compute
 

@@ -40,6 +40,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise SystemExit(f"--env-kwargs must be a JSON object: {e}") from e
     cfg = CompareConfig(envs=envs, planners=planners, episodes=args.episodes, seed=args.seed, samples=args.samples,
                         horizon=args.horizon, trust=args.trust, imagine_every=args.imagine_every,
+                        **({"memory": args.memory} if args.memory is not None else {}),
                         world_model=args.world_model, policy=args.policy, fidelity=not args.no_fidelity,
                         save_frames=args.save_frames, env_kwargs=env_kwargs)
     try:
@@ -84,6 +85,8 @@ def cmd_summarize(args: argparse.Namespace) -> int:
         rows = [r for r in rows if r["planner"] in planners]
     text = write_summary(rows, Path(args.out), planners, plots=not args.no_plots)
     print(text)
+    if args.by:
+        print(write_summary(rows, Path(args.out), planners, by=args.by))
     return 0
 
 
@@ -145,6 +148,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--trust", type=float, default=0.7, help="weight of imagined evidence, in [0, 1]")
     s.add_argument("--imagine-every", type=int, default=1,
                    help="imagining planners imagine every N-th decision and reuse that evidence in between")
+    s.add_argument("--memory", type=int, default=None,
+                   help="real frames whose sightings the belief keeps (default: genex.runner.CompareConfig's; "
+                        "1: the current frame only)")
     s.add_argument("--world-model", default=None, help="world-model checkpoint folder (default: shipped)")
     s.add_argument("--no-fidelity", action="store_true",
                    help="take learned imagination at face value (ignore the checkpoint's fidelity.json)")
@@ -173,6 +179,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("runs", nargs="+", help="genex compare --out folders (an episode in several: the first wins)")
     s.add_argument("--out", required=True, help="folder for summary.md / summary.csv / plots")
     s.add_argument("--planners", default=None, help="comma-separated: keep and order these planners")
+    s.add_argument("--by", default=None, metavar="CONDITION",
+                   help="also split the table by a hidden condition of the episodes (e.g. cue, occluder) into "
+                        "summary_by_CONDITION.md")
     s.add_argument("--no-plots", action="store_true")
     s.set_defaults(func=cmd_summarize)
 

@@ -3,8 +3,9 @@
 One decision of a belief planner::
 
     prior (the env's documented base rates, else uniform)
-      + real evidence: the policy's P(fact visible) on the current real frame, through the env's probes
-        (GUI: plus what the real screen showed after each action choice already carried out)
+      + real evidence: the policy's P(fact visible) on the real frames, through the env's probes: per fact,
+        the largest P over the last ``memory`` real frames (``memory=1``: the current frame only); GUI: plus
+        what the real screen showed after each action choice already carried out
       + imagined evidence (imagine / lookahead / oracle-imagine): the policy on imagined frames, per branch,
         P(fact seen at any imagined step) per sample, mixed over the S samples, weighted by ``trust``
       -> decision = argmin expected cost (``Belief.decide`` with the env's cost tables)
@@ -69,6 +70,7 @@ class DecisionTrace:
     belief: dict[str, list[float]] = field(default_factory=dict)
     expected_costs: list[float] = field(default_factory=list)
     real_p_seen: dict[str, float] = field(default_factory=dict)
+    kept_p_seen: dict[str, float] = field(default_factory=dict)  # with memory > 1: max over the kept frames
     branches: list[dict[str, Any]] = field(default_factory=list)
     imagined_frames: int = 0
     policy_images: int = 0
@@ -107,6 +109,12 @@ class BeliefPlanner:
         horizon: imagined steps per exploration branch (direct mode).
         trust: weight of imagined evidence in ``[0, 1]`` (real evidence weighs 1).
         context: real frames kept as the world model's context.
+        memory: real frames whose evidence the belief keeps: a fact counts as seen if it was seen in any
+            of the last ``memory`` frames (the largest ``P(visible)``), as imagined branches already count a
+            fact seen at any imagined step. A pedestrian close in front of the bonnet is below the camera's
+            view; with ``memory=1`` the belief forgets it the moment it leaves the frame. Sightings are
+            remembered, not every unseen frame multiplied in: successive frames of the same occluded view
+            are not independent evidence.
         save_frames: keep the real and imagined frames in each trace (for ``genex viz``).
         seed: base seed of the world model's sampling (per decision: ``seed + step``).
     """
@@ -115,9 +123,11 @@ class BeliefPlanner:
     imagines = False
 
     def __init__(self, policy: Any, world_model: Any = None, *, samples: int = 4, horizon: int = 8,
-                 trust: float = 0.7, context: int = 4, save_frames: bool = False, seed: int = 0) -> None:
-        if samples < 1 or horizon < 1 or context < 1:
-            raise ValueError(f"samples, horizon and context must be >= 1, got {samples}, {horizon}, {context}")
+                 trust: float = 0.7, context: int = 4, memory: int = 1, save_frames: bool = False,
+                 seed: int = 0) -> None:
+        if samples < 1 or horizon < 1 or context < 1 or memory < 1:
+            raise ValueError(f"samples, horizon, context and memory must be >= 1, got {samples}, {horizon}, "
+                             f"{context}, {memory}")
         if not 0.0 <= trust <= 1.0:
             raise ValueError(f"trust must be in [0, 1], got {trust}")
         if self.imagines and world_model is None:
@@ -125,6 +135,7 @@ class BeliefPlanner:
         self.policy = policy
         self.world_model = world_model
         self.samples, self.horizon, self.trust, self.context = samples, horizon, trust, context
+        self.memory_frames = memory
         self.save_frames = save_frames
         self.seed = seed
         self.env: Any = None
@@ -136,6 +147,7 @@ class BeliefPlanner:
         self.task = task_from_env(env, self.horizon)
         self.episode_seed = self.seed if seed is None else int(seed)
         self.frames: deque[np.ndarray] = deque(maxlen=self.context)
+        self.recent_p: deque[dict[str, float]] = deque(maxlen=self.memory_frames)  # P(visible) of recent frames
         self.memory: dict[int, dict[str, np.ndarray]] = {}  # choice -> likelihoods seen after carrying it out
         self.current: int | None = None  # GUI: the action choice being carried out
         self.step = 0
@@ -180,10 +192,12 @@ class BeliefPlanner:
         self._policy_images = 0
         belief = Belief(task.questions, priors=task.priors or None)
         p_real = self._p_seen([frame], imagined=False)[0]  # {fact: p}
+        self.recent_p.append(p_real)
+        p_kept = {f: max(p[f] for p in self.recent_p) for f in p_real}
         if task.mode == "choice" and self._pending_memory is not None:
             self.memory[self._pending_memory] = self._likelihoods(p_real, task.probes_for(self._pending_memory),
                                                                   conditional_only=True)
-        real = self._likelihoods(p_real, task.probes_for(None))
+        real = self._likelihoods(p_kept, task.probes_for(None))
         for q in task.questions:
             lik = real.get(q.id)
             if lik is not None:
@@ -198,7 +212,8 @@ class BeliefPlanner:
         trace = DecisionTrace(
             step=t, decision=decision, decision_name=task.action_names[decision], action=to_jsonable(action),
             belief_real=belief_real, belief=belief.as_dict(), expected_costs=[float(c) for c in costs],
-            real_p_seen={k: float(v) for k, v in p_real.items()}, branches=branches,
+            real_p_seen={k: float(v) for k, v in p_real.items()},
+            kept_p_seen={k: float(v) for k, v in p_kept.items()} if self.memory_frames > 1 else {}, branches=branches,
             imagined_frames=sum(int(b.get("frames", 0)) for b in branches), policy_images=self._policy_images,
             seconds={**{k: round(v, 5) for k, v in self._timers.items()}, "total": round(time.perf_counter() - t0, 5)},
             frames=({"real": frame.copy(), **frames} if self.save_frames else None),

@@ -422,3 +422,33 @@ def test_cli_calibrate_imagination_writes_fidelity_json(tmp_path, capsys):
     assert body["command"].startswith("genex calibrate-imagination --world-model ")  # what was run, not pytest's argv
     assert all(0 <= f["recall"] <= 1 and 0 <= f["false_alarm"] <= 1 for f in body["facts"].values())
     assert f"wrote {out}" in capsys.readouterr().out
+
+
+def test_memory_keeps_a_sighting_for_that_many_frames():
+    """A pedestrian seen in one frame and gone the next: memory=1 forgets it at once, memory=3 keeps it for
+    the next two decisions (the largest P(visible) of the kept frames), then lets it go."""
+    env = gym.make("genex/OccludedCrosswalk-v0")
+    seen_at = {0}
+    step = {"t": 0}
+
+    def seen_once(image, fact):
+        return 1.0 if fact == "pedestrian" and step["t"] in seen_at else 0.0
+
+    curves = {}
+    for memory in (1, 3):
+        planner = BeliefPlanner(OraclePerception(seen_once), memory=memory)
+        obs, info = env.reset(seed=1)
+        planner.reset(env, seed=1)
+        curve = []
+        for t in range(5):
+            step["t"] = t
+            _, trace = planner.act(obs, public_info(info))
+            curve.append(trace.belief["pedestrian_crossing"][0])
+            assert trace.real_p_seen["pedestrian"] == (1.0 if t == 0 else 0.0)
+            assert (trace.kept_p_seen != {}) == (memory > 1)
+        curves[memory] = np.round(curve, 6)
+    assert curves[1][0] > 0.9 and all(p < 0.5 for p in curves[1][1:])
+    assert all(p > 0.9 for p in curves[3][:3]) and all(p < 0.5 for p in curves[3][3:])
+    np.testing.assert_allclose(curves[3][3:], curves[1][3:])
+    with pytest.raises(ValueError, match="memory"):
+        BeliefPlanner(OraclePerception(), memory=0)

@@ -57,6 +57,13 @@ def test_interrupted_compare_resumes_without_redoing_episodes(tmp_path, monkeypa
     assert calls == []
     with pytest.raises(ValueError, match="other settings"):
         compare(small_cfg(planners=["react"], trust=0.1), part, executor="inline", progress=False)
+    # a run made before `memory` existed behaved as memory=1, whatever today's default is
+    run_json = json.loads((part / "run.json").read_text())
+    del run_json["settings"]["memory"]
+    (part / "run.json").write_text(json.dumps(run_json))
+    compare(small_cfg(planners=["react"], memory=1), part, executor="inline", progress=False)
+    with pytest.raises(ValueError, match="memory"):
+        compare(small_cfg(planners=["react"], memory=3), part, executor="inline", progress=False)
 
 
 def test_worker_processes_match_inline(tmp_path):
@@ -116,3 +123,20 @@ def test_cli_compare_and_viz(tmp_path, capsys):
         main(["compare", "--env", "genex/SettingsTabs-v0", "--planners", "dream", "--out", str(out)])
     with pytest.raises(SystemExit, match="unknown env"):
         main(["compare", "--env", "genex/Nope-v0", "--out", str(out)])
+
+
+def test_rows_keep_hidden_conditions_and_summaries_split_by_them(tmp_path):
+    rows = compare(small_cfg(planners=["react"], episodes=4), tmp_path, executor="inline", progress=False)
+    assert all(isinstance(r["conditions"].get("target_tab"), int) for r in rows)
+    old = [{k: v for k, v in r.items() if k != "conditions"} for r in rows]  # a run from before conditions
+    runner.fill_conditions(old)
+    assert [r["conditions"] for r in old] == [r["conditions"] for r in rows]  # recomputed from the seed
+    split = runner.summarise(rows, by="target_tab")
+    assert sum(s["n"] for s in split) == 4 and len(split) == len({r["conditions"]["target_tab"] for r in rows})
+    for s in split:
+        mine = [r for r in rows if str(r["conditions"]["target_tab"]) == s["condition"]]
+        assert s["success"] == pytest.approx(np.mean([r["success"] for r in mine]))
+    both = runner.summarise(rows, by="target_tab,missing")
+    assert all(s["condition"].startswith("target_tab=") and s["condition"].endswith("missing=n/a") for s in both)
+    text = write_summary(rows, tmp_path, by="target_tab")
+    assert "| env | condition | planner |" in text and (tmp_path / "summary_by_target_tab.csv").exists()
