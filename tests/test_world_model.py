@@ -351,3 +351,22 @@ def test_cli_overrides_network_widths(synthetic, tmp_path):
     assert json.loads((out / "model" / "config.json").read_text())["model"]["channels"] == [8, 16]
     with pytest.raises(SystemExit, match="comma-separated integers"):
         main(["train-world-model", "--data", str(synthetic), "--config", "tiny", "--out", str(out), "--channels", "8;16"])
+
+
+def test_psnr_splits_static_and_moving_frames_and_has_an_uncapped_dataset_form():
+    """A static next frame gives copy-last the 60 dB cap; the moving/static split and the PSNR of the mean MSE
+    show what happens where something moves."""
+    from genex.world_model import CopyLastFrameWorldModel
+    from genex.world_model.evaluate import Window, evaluate_models
+
+    ctx = np.zeros((2, 16, 16, 3), np.uint8)
+    moved = ctx[0].copy()
+    moved[:8] = 100  # half the frame changes by 100 levels
+    windows = [Window(0, 0, ctx, [0], ctx[:1], ""), Window(0, 0, ctx, [0], moved[None], "")]  # static, moving
+    metrics, _ = evaluate_models({"copy_last": CopyLastFrameWorldModel()}, windows, 1, progress=False)
+    m = metrics["models"]["copy_last"]
+    moving_db = 10 * np.log10(255**2 / (100**2 / 2))
+    assert m["windows_moving"] == [1] and m["windows_static"] == [1]
+    assert m["psnr_static"][0] == 60.0 and m["psnr_moving"][0] == pytest.approx(moving_db, abs=1e-4)
+    assert m["psnr"][0] == pytest.approx((60 + moving_db) / 2, abs=1e-4)  # the capped mean flatters copy-last
+    assert m["psnr_dataset"][0] == pytest.approx(10 * np.log10(255**2 / (100**2 / 4)), abs=1e-3)
