@@ -119,6 +119,9 @@ def test_cli_compare_and_viz(tmp_path, capsys):
                  "--no-plots"]) == 0
     text = capsys.readouterr().out
     assert "| SettingsTabs-v0 | react | 1 |" in text and "oracle-imagine" not in text
+    assert main(["summarize", str(out), "--out", str(tmp_path / "sum"), "--by", "target_on", "--no-plots"]) == 0
+    assert "| env | condition | planner |" in capsys.readouterr().out
+    assert (tmp_path / "sum" / "summary_by_target_on.md").exists()
     with pytest.raises(SystemExit, match="unknown planner"):
         main(["compare", "--env", "genex/SettingsTabs-v0", "--planners", "dream", "--out", str(out)])
     with pytest.raises(SystemExit, match="unknown env"):
