@@ -374,8 +374,11 @@ def _ci(values: Sequence[float], rate: bool) -> tuple[float, float]:
     return m, 1.96 * sd / math.sqrt(len(x))
 
 
-def _condition(row: dict[str, Any], by: str) -> str:
-    keys = [k.strip() for k in by.split(",") if k.strip()]
+def _condition_keys(by: str) -> list[str]:
+    return [k.strip() for k in by.split(",") if k.strip()]
+
+
+def _condition(row: dict[str, Any], keys: Sequence[str]) -> str:
     vals = [str(row.get("conditions", {}).get(k, "n/a")) for k in keys]
     return vals[0] if len(keys) == 1 else ", ".join(f"{k}={v}" for k, v in zip(keys, vals))
 
@@ -388,8 +391,9 @@ def summarise(rows: Iterable[dict[str, Any]], by: str | None = None) -> list[dic
     several comma-separated conditions split by their combinations.
     """
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    keys = None if by is None else _condition_keys(by)
     for r in rows:
-        cond = "" if by is None else _condition(r, by)
+        cond = "" if keys is None else _condition(r, keys)
         groups.setdefault((r["env"], r["planner"], cond), []).append(r)
     out = []
     for (env, planner, cond), rs in groups.items():
@@ -481,7 +485,7 @@ def write_summary(rows: Sequence[dict[str, Any]], out: str | Path, planners_orde
         fill_conditions(rows)
         summary = summarise(rows, by=by)
         text = format_table(summary, planners_order) + "\n"
-        stem = "summary_by_" + "+".join(k.strip() for k in by.split(","))
+        stem = "summary_by_" + "+".join(_condition_keys(by))
         atomic_write_bytes(out / f"{stem}.md", text.encode())
         _write_csv(summary, out / f"{stem}.csv", ["env", "condition", "planner", "n"])
         return text

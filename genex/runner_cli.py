@@ -40,7 +40,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise SystemExit(f"--env-kwargs must be a JSON object: {e}") from e
     cfg = CompareConfig(envs=envs, planners=planners, episodes=args.episodes, seed=args.seed, samples=args.samples,
                         horizon=args.horizon, trust=args.trust, imagine_every=args.imagine_every,
-                        **({"memory": args.memory} if args.memory is not None else {}),
+                        memory=CompareConfig.memory if args.memory is None else args.memory,
                         world_model=args.world_model, policy=args.policy, fidelity=not args.no_fidelity,
                         save_frames=args.save_frames, env_kwargs=env_kwargs)
     try:

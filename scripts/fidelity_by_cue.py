@@ -7,27 +7,58 @@ who does not (false alarm). A diagnostic; nothing is written into the checkpoint
 
     MUJOCO_GL=egl python scripts/fidelity_by_cue.py
 """
-import shutil, json
+
+from __future__ import annotations
+
+import json
+import shutil
 from pathlib import Path
+
+import gymnasium as gym
+
+import genex.envs  # noqa: F401  (registers the envs)
+from genex.planners.calibration import measure_fidelity
+from genex.policy import make_policy
 from genex.recording import iter_episodes
 from genex.world_model import load_world_model
-from genex.policy import make_policy
-from genex.planners.calibration import measure_fidelity
-import gymnasium as gym, genex.envs
-groups = {}
-for d in ['data/wm/heldout/OccludedCrosswalk', 'data/wm/val/OccludedCrosswalk']:
-    files = sorted((Path(d) / 'episodes').glob('episode_*.npz'))
-    for f, ep in zip(files, iter_episodes(d)):
-        h = ep.meta['hidden']
-        g = 'no_pedestrian' if not h['pedestrian_crossing'] else ('cued' if h['cue'] != 'none' else 'no_cue')
-        out = Path('/tmp/cuefid') / g / Path(d).parent.name
-        (out / 'episodes').mkdir(parents=True, exist_ok=True)
-        shutil.copy(Path(d) / 'manifest.json', out / 'manifest.json')
-        shutil.copy(f, out / 'episodes' / f.name)
-env = gym.make('genex/OccludedCrosswalk-v0')
-wm = load_world_model('checkpoints/world_model/driving', env=env, device='cpu')
-pol = make_policy('tiny', checkpoint='checkpoints/policy/tiny-driving')
-for g in ('cued', 'no_cue', 'no_pedestrian'):
-    dirs = sorted(str(p) for p in (Path('/tmp/cuefid') / g).iterdir())
-    r = measure_fidelity(wm, pol, dirs, ['pedestrian', 'ball'], max_windows=160, progress=False)
-    print(g, json.dumps({f: {k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items()} for f, s in r.items()}), flush=True)
+
+DATA = ("data/wm/heldout/OccludedCrosswalk", "data/wm/val/OccludedCrosswalk")
+GROUPS = ("cued", "no_cue", "no_pedestrian")
+OUT = Path("/tmp/cuefid")
+
+
+def group_of(hidden: dict) -> str:
+    if not hidden["pedestrian_crossing"]:
+        return "no_pedestrian"
+    return "cued" if hidden["cue"] != "none" else "no_cue"
+
+
+def split_recordings() -> None:
+    """One recording folder per (group, source folder), each with its source's manifest."""
+    for d in map(Path, DATA):
+        files = sorted((d / "episodes").glob("episode_*.npz"))
+        for f, ep in zip(files, iter_episodes(d)):
+            out = OUT / group_of(ep.meta["hidden"]) / d.parent.name
+            (out / "episodes").mkdir(parents=True, exist_ok=True)
+            shutil.copy(d / "manifest.json", out / "manifest.json")
+            shutil.copy(f, out / "episodes" / f.name)
+
+
+def main() -> int:
+    split_recordings()
+    env = gym.make("genex/OccludedCrosswalk-v0")
+    try:
+        wm = load_world_model("checkpoints/world_model/driving", env=env, device="cpu")
+    finally:
+        env.close()
+    policy = make_policy("tiny", checkpoint="checkpoints/policy/tiny-driving")
+    for g in GROUPS:
+        dirs = sorted(str(p) for p in (OUT / g).iterdir())
+        r = measure_fidelity(wm, policy, dirs, ["pedestrian", "ball"], max_windows=160, progress=False)
+        print(g, json.dumps({f: {k: round(v, 3) if isinstance(v, float) else v for k, v in s.items()}
+                             for f, s in r.items()}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -85,10 +85,19 @@ def make_windows(episodes: Sequence[EpisodeData], context: int, horizon: int, st
     return out
 
 
+def mse(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Mean squared error (uint8 levels squared) over the last three axes ``[..., H, W, 3]``."""
+    return ((pred.astype(np.float64) - truth.astype(np.float64)) ** 2).reshape(*pred.shape[:-3], -1).mean(-1)
+
+
+def psnr_of_mse(err: np.ndarray) -> np.ndarray:
+    """PSNR (dB) of mean squared errors, capped at 60 dB."""
+    return 10 * np.log10(255.0**2 / np.maximum(err, 255.0**2 * 1e-6))
+
+
 def psnr(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """PSNR (dB) over the last three axes ``[..., H, W, 3]``, capped at 60 dB."""
-    mse = ((pred.astype(np.float64) - truth.astype(np.float64)) ** 2).reshape(*pred.shape[:-3], -1).mean(-1)
-    return 10 * np.log10(255.0**2 / np.maximum(mse, 255.0**2 * 1e-6))
+    return psnr_of_mse(mse(pred, truth))
 
 
 def ssim(pred: np.ndarray, truth: np.ndarray, chunk: int = 256) -> np.ndarray:
@@ -161,14 +170,14 @@ def evaluate_models(models: Mapping[str, Any], windows: Sequence[Window], num_sa
                 parts.append(out.reshape(sl.stop - sl.start, s, *out.shape[1:]))
         pred = np.concatenate(parts)  # [N,S,T,H,W,3]
         imagined[name] = pred
-        p = psnr(pred, truth[:, None])  # [N,S,T]
+        err = mse(pred, truth[:, None])  # [N,S,T]
+        p = psnr_of_mse(err)
         q = ssim(pred, np.broadcast_to(truth[:, None], pred.shape))
-        mse = ((pred.astype(np.float32) - truth[:, None].astype(np.float32)) ** 2).mean((-3, -2, -1))  # [N,S,T]
         m = {"psnr": p.mean((0, 1)).tolist(), "ssim": q.mean((0, 1)).tolist(),
              "psnr_std_over_windows": p.mean(1).std(0).tolist(),
              # PSNR of the mean squared error over all windows: no 60 dB cap, so the exactly static frames that
              # copy-last reproduces (cap 60 dB each in "psnr") weigh by their error, not by the cap's choice
-             "psnr_dataset": (10 * np.log10(255.0**2 / np.maximum(mse.mean((0, 1)), 1e-10))).tolist()}
+             "psnr_dataset": (10 * np.log10(255.0**2 / np.maximum(err.mean((0, 1)), 1e-10))).tolist()}
         for part, mask in (("moving", ~static), ("static", static)):  # [N,T]: is frame t a copy of frame t-1?
             m[f"psnr_{part}"] = [float(p[mask[:, t], :, t].mean()) if mask[:, t].any() else float("nan")
                                  for t in range(p.shape[2])]
