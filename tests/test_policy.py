@@ -131,7 +131,8 @@ def test_history_is_kept_as_tokens_and_bounded():
     for i, f in enumerate(frames(3, seed=5)):
         policy.answer([TaggedImage(f, step=i)], "Drive safely", QUESTIONS)
     assert len(policy._history) == 2
-    assert all(isinstance(t, torch.Tensor) and t.shape == (17, 32) for _, t in policy._history.values())
+    assert all(isinstance(t, torch.Tensor) and t.shape == (17, 32) and screens is None  # no glimpses, no screens
+               for _, t, screens in policy._history.values())
     r = policy.answer([TaggedImage(frames(1, seed=9)[0], step=3)], "Drive safely", QUESTIONS, use_history=True)
     assert r.per_image["red"].shape == (2, 2) and r.trace["history_rows"] == 1  # the newest frame evicted the oldest
     policy.reset()

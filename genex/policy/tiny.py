@@ -8,7 +8,8 @@ Efficiency (each switchable, so ``bench/policy_speed.py`` can measure it):
 * batched vision (``batch_frames=True``): all frames of one decision go through
   the vision encoder in one batch (``False``: one by one);
 * history as visual tokens: real frames are kept as their encoded (reduced)
-  visual tokens, keyed by content, for the last ``history_size`` real frames;
+  visual tokens (plus, for glimpse models, their glimpse screen features),
+  keyed by content, for the last ``history_size`` real frames;
   a frame seen again (the planner re-sends the current real frame at every
   imagined branch) is not re-encoded, and ``answer(..., use_history=True)``
   also answers about the remembered frames without any raw frame being kept.
@@ -105,16 +106,17 @@ class TinyPolicy:
             return np.stack([resize_frames(a[None], size)[0] for a in arrays])
         return np.stack(arrays)
 
-    def _encode_frames(self, images: Sequence[TaggedImage]) -> torch.Tensor:
-        """Visual tokens ``float[N, V, D]``; real frames come from / go to the history when known."""
+    def _encode_frames(self, images: Sequence[TaggedImage]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Visual tokens ``float[N, V, D]`` and glimpse screen features ``float[N, C, S/2, S/2]`` (None when the
+        model has no glimpses); real frames come from / go to the history when known."""
         frames = self._frames(images)
         keys = [hashlib.blake2b(f.tobytes(), digest_size=16).digest() if not im.imagined else None
                 for f, im in zip(frames, images)]
-        out: list[torch.Tensor | None] = [None] * len(images)
+        out: list[tuple[torch.Tensor, torch.Tensor | None] | None] = [None] * len(images)
         todo = []
         for i, key in enumerate(keys):
             if key is not None and key in self._history:
-                out[i] = self._history[key][1]
+                out[i] = self._history[key][1:]
                 self._history.move_to_end(key)
                 self.stats["history_hits"] += 1
             else:
@@ -123,17 +125,22 @@ class TinyPolicy:
             batch = torch.from_numpy(np.ascontiguousarray(frames[todo]))
             if self.batch_frames:
                 enc = self.model.encode_images(batch, self.reducer, self.k)
+                screens = self.model.encode_screens(batch)
             else:
                 enc = torch.cat([self.model.encode_images(batch[j: j + 1], self.reducer, self.k)
                                  for j in range(len(batch))])
+                one = [self.model.encode_screens(batch[j: j + 1]) for j in range(len(batch))]
+                screens = None if one[0] is None else torch.cat(one)  # type: ignore[arg-type]
             self.stats["frames_encoded"] += len(todo)
             for j, i in enumerate(todo):
-                out[i] = enc[j]
+                out[i] = (enc[j], None if screens is None else screens[j])
                 if keys[i] is not None and self.history_size > 0:
-                    self._history[keys[i]] = (images[i].step, enc[j])
+                    self._history[keys[i]] = (images[i].step, *out[i])  # type: ignore[misc]
                     while len(self._history) > self.history_size:
                         self._history.popitem(last=False)
-        return torch.stack(out)  # type: ignore[arg-type]
+        visual = torch.stack([o[0] for o in out])  # type: ignore[index]
+        has_screens = out[0][1] is not None  # type: ignore[index]
+        return visual, (torch.stack([o[1] for o in out]) if has_screens else None)  # type: ignore[index,misc]
 
     def _encode_prompts(self, prompts: list[str]) -> PromptCache:
         """Prompt caches for ``prompts`` (reused from the LRU when ``prefix_cache``), padded to one length."""
@@ -184,19 +191,24 @@ class TinyPolicy:
         validate_questions(questions)
         self._check_options(questions)
         t0 = time.perf_counter()
-        visual = self._encode_frames(images)
+        visual, screens = self._encode_frames(images)
         imagined = np.array([im.imagined for im in images], dtype=bool)
         if use_history:
             current = {hashlib.blake2b(f.tobytes(), digest_size=16).digest() for f in self._frames(images)}
-            extra = [tok for key, (_, tok) in self._history.items() if key not in current]
+            extra = [entry for key, entry in self._history.items() if key not in current]
             if extra:
-                visual = torch.cat([visual, torch.stack(extra)])
+                visual = torch.cat([visual, torch.stack([e[1] for e in extra])])
+                if screens is not None:
+                    screens = torch.cat([screens, torch.stack([e[2] for e in extra])])
                 imagined = np.concatenate([imagined, np.zeros(len(extra), bool)])
         t1 = time.perf_counter()
         n, nq = len(visual), len(questions)
-        prompts = self._encode_prompts([format_prompt(prompt, q.text) for q in questions])
+        texts = [format_prompt(prompt, q.text) for q in questions]
+        prompts = self._encode_prompts(texts)
         q_index = torch.arange(nq).repeat(n)  # pair m = (image m // nq, question m % nq)
-        readout = self.model.fuse(visual, prompts.select(q_index), torch.arange(n).repeat_interleave(nq))
+        frame_index = torch.arange(n).repeat_interleave(nq)
+        glimpses = self.model.glimpse_tokens(screens, frame_index, [texts[j] for j in q_index.tolist()])
+        readout = self.model.fuse(visual, prompts.select(q_index), frame_index, glimpses)
         per_image: dict[str, np.ndarray] = {}
         readout = readout.view(n, nq, -1)
         for j, q in enumerate(questions):

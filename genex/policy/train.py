@@ -49,6 +49,7 @@ class TrainConfig:
     fusion_layers: int = TinyVLMConfig.fusion_layers
     stem: str = TinyVLMConfig.stem
     fusion: str = TinyVLMConfig.fusion
+    glimpse: int = TinyVLMConfig.glimpse
     steps: int = 3000
     minutes: float | None = None
     batch_frames: int = 32
@@ -75,7 +76,7 @@ def build_tokenizer(examples: Sequence[Example]) -> WordTokenizer:
 
 
 def make_batch(frames: np.ndarray, examples: Sequence[Example], tokenizer: WordTokenizer,
-               cfg: TinyVLMConfig) -> dict[str, torch.Tensor]:
+               cfg: TinyVLMConfig) -> dict[str, Any]:
     """Frames referenced by ``examples`` and their questions -> the tensors of :meth:`TinyVLM.forward`."""
     used = sorted({e.frame for e in examples})
     where = {f: i for i, f in enumerate(used)}
@@ -89,6 +90,7 @@ def make_batch(frames: np.ndarray, examples: Sequence[Example], tokenizer: WordT
         "frame": torch.tensor([where[e.frame] for e in examples]),
         "prompt": prompt, "options": options, "valid": valid,
         "target": torch.tensor([e.target for e in examples]),
+        "texts": [e.prompt for e in examples],
     }
 
 
@@ -107,7 +109,8 @@ def evaluate(model: TinyVLM, tokenizer: WordTokenizer, data: FrameSet, mode: str
         exs = [e for f in frames[i: i + batch_frames] for e in by_frame[f]]
         batch = _to(make_batch(data.frames, exs, tokenizer, model.config), _device(model))
         visual = model.encode_images(batch["images"], mode, k, keep_cls)
-        readout = model.fuse(visual, model.encode_prompts(batch["prompt"]), batch["frame"])
+        glimpses = model.glimpse_tokens(model.encode_screens(batch["images"]), batch["frame"], batch["texts"])
+        readout = model.fuse(visual, model.encode_prompts(batch["prompt"]), batch["frame"], glimpses)
         pred = model.score(readout, model.embed_options(batch["options"]), batch["valid"]).argmax(-1)
         for e, p in zip(exs, pred.cpu().tolist()):
             ok = int(p == e.target)
@@ -129,8 +132,10 @@ def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return batch if device.type == "cpu" else {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    if device.type == "cpu":
+        return batch
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 GUI_NAMES = {"SettingsTabs-v0", "EditDocument-v0", "TicketShop-v0", "FileManager-v0"}
@@ -197,7 +202,7 @@ def train_policy(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
         tokenizer = build_tokenizer(train.examples)
         mcfg = TinyVLMConfig(image_size=cfg.image_size, patch_size=cfg.patch_size, dim=cfg.dim, heads=cfg.heads,
                              vision_layers=cfg.vision_layers, fusion_layers=cfg.fusion_layers,
-                             stem=cfg.stem, fusion=cfg.fusion, vocab_size=len(tokenizer),
+                             stem=cfg.stem, fusion=cfg.fusion, glimpse=cfg.glimpse, vocab_size=len(tokenizer),
                              tokenizer_fingerprint=tokenizer.fingerprint)
         model = TinyVLM(mcfg)
     device = select_device(cfg.device)
