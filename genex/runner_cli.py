@@ -109,7 +109,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             if env is not None:
                 env.close()
             env = gym.make(read_manifest(d).env_id)
-            facts += [p.fact for p in getattr(env.unwrapped, "probes", ()) if p.fact not in facts]
+            facts += [f for f in dict.fromkeys(p.fact for p in getattr(env.unwrapped, "probes", ())) if f not in facts]
         try:
             wm = load_world_model(args.world_model, env=env, device="cpu")
             policy = make_policy("tiny", checkpoint=args.policy)

@@ -99,9 +99,11 @@ def measure_fidelity(world_model: Any, policy: Any, data_dirs: Sequence[str | Pa
         env.close()
         names = list(m.facts)  # the columns of Episode.visible
         for ep in iter_episodes(d):
-            acts = ep.discrete_actions
+            # driving actions are ints, GUI actions click/type dicts: the world model encodes either
+            acts = [int(a) if isinstance(a, (int, np.integer)) else a for a in ep.actions]
+            instruction = str(ep.meta.get("instruction") or prompt)  # GUI instructions differ per episode
             for t in range(context - 1, len(acts) - horizon + 1, stride):
-                windows.append((ep, names, acts, t, prompt))
+                windows.append((ep, names, acts, t, instruction))
     # every window where a fact comes into view (rare, and what matters), then out-of-view ones to fill
     rng = np.random.default_rng(seed)
     labelled = [(w, _kinds(w, facts, horizon)) for w in windows]
@@ -113,7 +115,7 @@ def measure_fidelity(world_model: Any, policy: Any, data_dirs: Sequence[str | Pa
     questions = [PolicyQuestion(f, fact_question(f), ("yes", "no")) for f in facts]
     for i, ((ep, names, acts, t, prompt), kinds) in enumerate(tqdm(chosen, disable=not progress, desc="fidelity")):
         ctx = ep.frames[t - context + 1:t + 1]
-        frames = world_model.imagine(ctx, [int(a) for a in acts[t:t + horizon]], num_samples=samples,
+        frames = world_model.imagine(ctx, list(acts[t:t + horizon]), num_samples=samples,
                                      seed=seed + i)  # uint8[S, T, H, W, 3]
         flat = frames.reshape((-1,) + frames.shape[2:])
         r = policy.answer([TaggedImage(np.ascontiguousarray(x), step=t + 1, imagined=True) for x in flat], prompt,

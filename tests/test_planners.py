@@ -382,6 +382,32 @@ def test_measure_fidelity_on_recordings(tmp_path, monkeypatch):
     assert copy["recall"] == 0.0 and copy["positives"] == replay["positives"]
 
 
+def test_measure_fidelity_on_gui_recordings_passes_clicks_and_each_episodes_instruction(tmp_path):
+    """GUI recordings: click/type actions reach the world model as recorded; the prompt is the episode's."""
+    from genex.planners.calibration import measure_fidelity
+    from genex.recording import iter_episodes, record_episodes
+
+    record_episodes("genex/SettingsTabs-v0", tmp_path, 3, driver="random", seed=0, progress=False)
+    instructions = {str(ep.meta["instruction"]) for ep in iter_episodes(tmp_path)}
+    seen_actions, seen_prompts = [], []
+
+    class Recorder:
+        def imagine(self, context, actions, num_samples=1, seed=None):
+            seen_actions.extend(actions)
+            return np.repeat(np.repeat(context[-1:][None], len(actions), axis=1), num_samples, axis=0)
+
+    class Perception(OraclePerception):
+        def answer(self, images, prompt, questions, actions=()):
+            seen_prompts.append(prompt)
+            return super().answer(images, prompt, questions, actions)
+
+    out = measure_fidelity(Recorder(), Perception(lambda image, fact: 0.0), [tmp_path], ["target"], horizon=1,
+                           samples=2, context=2, stride=1, progress=False)
+    assert seen_actions and all(isinstance(a, dict) for a in seen_actions)
+    assert set(seen_prompts) <= instructions and len(instructions) > 1
+    assert out["target"]["recall"] == 0.0 and out["target"]["negatives"] > 0
+
+
 def test_make_planner_reads_the_shipped_world_model_through_its_fidelity():
     from genex.planners.calibration import load_fidelity
 

@@ -112,35 +112,31 @@ class TinyPolicy:
         frames = self._frames(images)
         keys = [hashlib.blake2b(f.tobytes(), digest_size=16).digest() if not im.imagined else None
                 for f, im in zip(frames, images)]
-        out: list[tuple[torch.Tensor, torch.Tensor | None] | None] = [None] * len(images)
+        visual: list[torch.Tensor | None] = [None] * len(images)
+        screens: list[torch.Tensor | None] = [None] * len(images)
         todo = []
         for i, key in enumerate(keys):
             if key is not None and key in self._history:
-                out[i] = self._history[key][1:]
+                _, visual[i], screens[i] = self._history[key]
                 self._history.move_to_end(key)
                 self.stats["history_hits"] += 1
             else:
                 todo.append(i)
         if todo:
             batch = torch.from_numpy(np.ascontiguousarray(frames[todo]))
-            if self.batch_frames:
-                enc = self.model.encode_images(batch, self.reducer, self.k)
-                screens = self.model.encode_screens(batch)
-            else:
-                enc = torch.cat([self.model.encode_images(batch[j: j + 1], self.reducer, self.k)
-                                 for j in range(len(batch))])
-                one = [self.model.encode_screens(batch[j: j + 1]) for j in range(len(batch))]
-                screens = None if one[0] is None else torch.cat(one)  # type: ignore[arg-type]
+            chunks = [batch] if self.batch_frames else [batch[j: j + 1] for j in range(len(batch))]
+            enc = torch.cat([self.model.encode_images(c, self.reducer, self.k) for c in chunks])
+            scr = ([self.model.encode_screens(c) for c in chunks] if self.model.glimpse is not None else None)
+            scr_all = torch.cat(scr) if scr else None  # type: ignore[arg-type]
             self.stats["frames_encoded"] += len(todo)
             for j, i in enumerate(todo):
-                out[i] = (enc[j], None if screens is None else screens[j])
+                visual[i], screens[i] = enc[j], (None if scr_all is None else scr_all[j])
                 if keys[i] is not None and self.history_size > 0:
-                    self._history[keys[i]] = (images[i].step, *out[i])  # type: ignore[misc]
+                    self._history[keys[i]] = (images[i].step, visual[i], screens[i])
                     while len(self._history) > self.history_size:
                         self._history.popitem(last=False)
-        visual = torch.stack([o[0] for o in out])  # type: ignore[index]
-        has_screens = out[0][1] is not None  # type: ignore[index]
-        return visual, (torch.stack([o[1] for o in out]) if has_screens else None)  # type: ignore[index,misc]
+        stacked = torch.stack(visual)  # type: ignore[arg-type]
+        return stacked, (None if self.model.glimpse is None else torch.stack(screens))  # type: ignore[arg-type]
 
     def _encode_prompts(self, prompts: list[str]) -> PromptCache:
         """Prompt caches for ``prompts`` (reused from the LRU when ``prefix_cache``), padded to one length."""
