@@ -278,3 +278,21 @@ def test_type_with_element_out_of_range_is_rejected():
     env.reset(seed=0)
     with pytest.raises(ValueError, match="element"):
         env.unwrapped.step({"type": 1, "text": "hi", "element": -1})
+
+
+def test_edit_document_macro_reaches_fields_scrolled_out_of_view():
+    """Scroll down first (Name leaves the view), then "edit name and phone", then save: success, not an error."""
+    env = make("genex/EditDocument-v0")
+    _, info = env.reset(seed=200005)  # Name in the first row, Phone below the fold
+    app = env.unwrapped.app
+    assert app.state.order.index("Name") == 0 and info["hidden"]["phone_below_fold"]
+    for choice in (1, 1, 0):  # scroll down (twice where possible), then edit until the macro is done
+        while (a := env.unwrapped.choice_action(choice)) is not None:
+            _, _, term, trunc, info = env.step(a)
+            assert not (term or trunc)
+            if choice == 1:
+                break
+    assert app.state.values["Name"].value == app.state.new_name
+    assert app.state.values["Phone"].value == app.state.new_phone
+    _, reward, term, _, info = env.step(env.unwrapped.choice_action(2))
+    assert term and info["success"] and info["irreversible_errors"] == 0

@@ -12,7 +12,12 @@ typing replaces it). ``Revert`` restores the original values.
 
 Question ``phone_below_fold``: is the Phone field below the fold at the start?
 Action choices (costs in wasted steps; 10 = irreversible): ``edit name and
-phone`` (fill in the fields in view), ``scroll down``, ``save``.
+phone`` (fill in both fields, scrolling to each as needed: one scroll more when
+the Phone field starts below the fold), ``scroll down``, ``save``. (Until
+2026-11-26 the macro filled only the fields in view, so a planner that
+scrolled down first could leave the Name field above the fold, unedited, with
+no way back up, and then save: an irreversible error caused by the macro, not
+by the belief.)
 """
 
 from __future__ import annotations
@@ -64,7 +69,7 @@ class EditDocumentApp(GuiApp):
     )
     action_names: ClassVar[tuple[str, ...]] = ("edit name and phone", "scroll down", "save")
     action_costs: ClassVar[dict[str, np.ndarray]] = {
-        # rows: edit name and phone (in view), scroll down, save now; columns: yes, no
+        # rows: edit name and phone, scroll down, save now; columns: yes, no
         "phone_below_fold": np.array([[1.0, 0.0], [0.0, 1.0], [10.0, 10.0]], np.float32),
     }
     facts: ClassVar[tuple[str, ...]] = ("name_field", "phone_field", "name_correct", "phone_correct", "error_dialog")
@@ -210,8 +215,13 @@ class EditDocumentApp(GuiApp):
         s: DocumentState = self.state
         if s.dialog is not None:
             return Intent("click", "dialog:ok")
-        if choice == 0:
-            return self._fill("Name", s.new_name, screen) or self._fill("Phone", s.new_phone, screen)
+        if choice == 0:  # fill in both fields, scrolling to each one as a user would
+            for fname, want in (("Name", s.new_name), ("Phone", s.new_phone)):
+                if s.values[fname].value != want:
+                    intent = self.reveal(screen, "form", s.order.index(fname)) or self._fill(fname, want, screen)
+                    if intent is not None:
+                        return intent
+            return None
         if choice == 1:
             return Intent("scroll", "form", down=True) if s.scroll.get("form", 0) < len(s.order) - PAGE else None
         return Intent("click", "save")
