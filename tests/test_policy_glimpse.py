@@ -149,3 +149,18 @@ def test_glimpse_needs_readout_fusion():
         TinyVLMConfig(image_size=128, fusion="full", glimpse=8)
     with pytest.raises(ValueError, match="glimpse"):
         TinyVLMConfig(image_size=128, fusion="readout", glimpse=-1)
+
+
+def test_quoted_phrases_keep_apostrophes_and_mismatched_inputs_are_clear_errors():
+    p = format_prompt("Turn on Sync", text_question("Don't save"))
+    assert query_phrases(p) == [("Don't save", 0), ("Sync", 2)]
+    model, tok = glimpse_model()
+    data = word_screens(2, seed=0)
+    batch = make_batch(data.frames, data.examples, tok, model.config)
+    screens = model.encode_screens(batch["images"])
+    with pytest.raises(ValueError, match="phrase lists"):
+        model.glimpse_tokens(screens, batch["frame"], batch["texts"][:1])
+    with pytest.raises(ValueError, match="glimpses"):
+        model.fuse(model.encode_images(batch["images"]), model.encode_prompts(batch["prompt"]), batch["frame"])
+    with pytest.raises(KeyError):
+        model({k: v for k, v in batch.items() if k != "texts"})

@@ -43,10 +43,10 @@ from torch import nn
 
 __all__ = ["query_phrases", "render_phrase", "GlimpseMatcher"]
 
-_QUOTED = re.compile(r"'([^']+)'")
+_QUOTED = re.compile(r"(?<!\w)'(.+?)'(?!\w)")  # 'Don't save' stays one phrase
 _WORD = re.compile(r"\S+")
 _SENTENCE_END = (".", "?", "!", ":")
-_STRIP = ",.?!:;\"()"
+_STRIP = ",.?!:;\"()'"
 ROLES = ("quoted", "question", "instruction")
 _MARGIN = 2  # background pixels kept around a rendered phrase (each side)
 _BORDER = 4  # extra background rendered beyond the margin and cropped off after encoding (even)
@@ -82,12 +82,13 @@ def query_phrases(prompt: str, max_phrases: int = 8) -> list[tuple[str, int]]:
 
 @functools.lru_cache(maxsize=4096)
 def render_phrase(text: str, font_size: int, max_width: int) -> np.ndarray:
-    """Coverage mask ``float32[font_size + 2, w]`` in [0, 1] of ``text`` (anti-aliased, at most ``max_width``)."""
+    """Coverage mask ``float32[line height, w]`` in [0, 1] of ``text`` (anti-aliased, at most ``max_width``)."""
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.load_default(size=font_size)
     width = min(max_width, max(1, int(math.ceil(font.getlength(text))) + 1))
-    image = Image.new("L", (width, font_size + 2), 0)
+    ascent, descent = font.getmetrics()  # 8 + 2 at 8 px: the GUI toolkit's line height
+    image = Image.new("L", (width, ascent + descent), 0)
     draw = ImageDraw.Draw(image)
     draw.fontmode = "L"
     draw.text((0, 0), text, font=font, fill=255)
@@ -103,7 +104,7 @@ def _ink(gray: torch.Tensor) -> torch.Tensor:
 
 
 class _BlurDown(nn.Module):
-    """Fixed binomial (1 2 1)^2 blur, then keep every second pixel: ``[B, C, H, W] -> [B, C, H/2, W/2]``."""
+    """Fixed binomial (1 2 1)^2 blur, then keep every second pixel: ``[B, C, H, W] -> [B, C, ceil(H/2), ceil(W/2)]``."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -152,8 +153,7 @@ class GlimpseMatcher(nn.Module):
         canvas = np.ones((len(masks), 1, height, width), np.float32)  # dark text on a light background
         for i, m in enumerate(masks):
             canvas[i, 0, pad: pad + m.shape[0], pad: pad + m.shape[1]] -= 2.0 * m
-        device = self.log_temp.device
-        canvas = torch.from_numpy(canvas).to(device)
+        canvas = torch.from_numpy(canvas).to(device=self.log_temp.device, dtype=self.log_temp.dtype)
         feats = self.encoder(_ink(canvas))  # [T, C, h, w]
         b = _BORDER  # 2 * _BORDER full-resolution pixels
         out, widths = [], []
@@ -175,8 +175,9 @@ class GlimpseMatcher(nn.Module):
         mask = torch.zeros(m_count, g, dtype=torch.bool, device=screens.device)
         pairs: dict[tuple[int, str], int] = {}
         where: list[tuple[int, int, int, int]] = []  # (m, slot, pair, role-slot id)
-        for m, ps in enumerate(phrases):
-            f = int(frame_index[m])
+        if len(phrases) != len(frame_index):
+            raise ValueError(f"{len(phrases)} phrase lists for {len(frame_index)} (frame, question) pairs")
+        for m, (f, ps) in enumerate(zip(frame_index.tolist(), phrases)):
             for j, (p, role) in enumerate(ps[:g]):
                 key = (f, p)
                 if key not in pairs:
@@ -203,19 +204,22 @@ class GlimpseMatcher(nn.Module):
         pair): on a CPU, a grouped convolution with hundreds of word-sized kernels is ~10x slower, mostly
         in its backward pass.
         """
+        # the score is invariant to a per-frame, per-channel shift of the features (the templates are zero-mean),
+        # and centring first keeps the float32 window variances below from cancelling on flat screen regions
+        centred = screens - screens.mean(dim=(2, 3), keepdim=True)
         _, c, h, w = screens.shape
         th = templates[0].shape[1]
         wmax = max(widths)
         size = (h + th, w + wmax)
         frames = torch.tensor([f for f, _ in keys], device=screens.device)
         phrase = torch.tensor([t_of[p] for _, p in keys], device=screens.device)
-        spec_s = torch.fft.rfft2(screens, s=size)  # [F, C, H2, W2/2+1]
+        spec_s = torch.fft.rfft2(centred, s=size)  # [F, C, H2, W2/2+1]
         bank = torch.stack([F.pad(t, (0, wmax - t.shape[2])) for t in templates])  # [T, C, th, wmax]
         spec_t = torch.fft.rfft2(bank, s=size).conj()
         corr = torch.fft.irfft2((spec_s[frames] * spec_t[phrase]).sum(1), s=size)[:, :h, :w]  # [P, h, w]
         # per-channel sum and sum of squares of each template-sized window (top-left at y, x), from integral
         # images, so the score is a true normalised cross-correlation: 1 where the screen shows the template
-        stats = torch.cat([screens, screens.pow(2)], dim=1)  # [F, 2C, h, w]
+        stats = torch.cat([centred, centred.pow(2)], dim=1)  # [F, 2C, h, w]
         integral = F.pad(F.pad(stats, (0, wmax, 0, th)).cumsum(2).cumsum(3), (1, 0, 1, 0))[frames]
         rows = integral[:, :, th: th + h] - integral[:, :, :h]  # [P, 2C, h, w+wmax+1]
         width = torch.tensor([widths[t_of[p]] for _, p in keys], device=screens.device)
@@ -232,6 +236,9 @@ class GlimpseMatcher(nn.Module):
         py, px = attn.sum(2), attn.sum(1)  # [P, h], [P, w]
         ys = torch.linspace(0, 1, h, device=screens.device)
         xs = torch.linspace(0, 1, w, device=screens.device)
+        # read at the matched window's top-left corner (2 px above and left of the first glyph) and along that
+        # feature row: the receptive field (~6 px) reaches the glyphs and a switch or checkbox on the line, but
+        # only its upper part; centring these reads on the window is a possible improvement (needs retraining)
         at = torch.einsum("phw,pchw->pc", attn, screens[frames])  # what the screen shows at the match
         row = torch.einsum("ph,pch->pc", py, screens.amax(dim=3)[frames])  # what that row shows anywhere
         return torch.cat([peak[:, None], soft[:, None], (py * ys).sum(1, keepdim=True),

@@ -364,7 +364,8 @@ class TinyVLM(nn.Module):
         Returns ``(loss, logs)``."""
         visual = self.encode_images(batch["images"], mode, k)
         prompts = self.encode_prompts(batch["prompt"])
-        glimpses = self.glimpse_tokens(self.encode_screens(batch["images"]), batch["frame"], batch.get("texts", ()))
+        texts = batch["texts"] if self.glimpse is not None else ()  # a glimpse model needs the prompt strings
+        glimpses = self.glimpse_tokens(self.encode_screens(batch["images"]), batch["frame"], texts)
         readout = self.fuse(visual, prompts, batch["frame"], glimpses)
         logits = self.score(readout, self.embed_options(batch["options"]), batch["valid"])
         loss = F.cross_entropy(logits, batch["target"])

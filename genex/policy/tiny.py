@@ -72,7 +72,8 @@ class TinyPolicy:
         self.resize = resize
         self.max_cached_prompts = max_cached_prompts
         self._prompts: OrderedDict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = OrderedDict()
-        self._history: OrderedDict[bytes, tuple[int, torch.Tensor]] = OrderedDict()
+        # content hash -> (step, visual tokens, glimpse screen features or None)
+        self._history: OrderedDict[bytes, tuple[int, torch.Tensor, torch.Tensor | None]] = OrderedDict()
         self.stats = {"prompt_hits": 0, "prompt_misses": 0, "frames_encoded": 0, "history_hits": 0}
 
     @classmethod
