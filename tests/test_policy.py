@@ -432,5 +432,9 @@ def test_cli_eval_policy_scores_a_checkpoint(tmp_path, capsys):
     assert "8 frames, 16 questions" in out and "| all | 16 |" in out
     saved = json.loads((tmp_path / "m.json").read_text())
     assert saved["frames"] == 8 and 0 <= saved["metrics"]["all"]["acc"] <= 1
+    assert main(["eval-policy", "--checkpoint", str(tmp_path / "ckpt"), "--data", str(rec), "--max-frames", "8",
+                 "--by-question"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if ":fact:" in line]
+    assert len(rows) == 2 and sum(int(r.split("|")[2]) for r in rows) == 16  # red + blue square, 8 frames each
     with pytest.raises(SystemExit, match="genex eval-policy"):
         main(["eval-policy", "--checkpoint", str(tmp_path / "ckpt"), "--data", str(tmp_path / "missing")])

@@ -77,7 +77,7 @@ def cmd_eval_policy(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"genex eval-policy: {e}") from e
     data = subsample(data, args.max_frames or None)
-    metrics = evaluate(model, tokenizer, data, args.reducer, args.k)
+    metrics = evaluate(model, tokenizer, data, args.reducer, args.k, by_question=args.by_question)
     print(f"{args.checkpoint}: {len(data.frames)} frames, {len(data.examples)} questions, reducer {args.reducer}")
     print("| split | questions | accuracy | balanced accuracy |\n|---|---|---|---|")
     for key in sorted(metrics, key=lambda k: (k != "all", k)):
@@ -147,6 +147,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--k", type=int, default=16, help="tokens kept by the cls/packer reducer")
     s.add_argument("--seed", type=int, default=12345, help="draws the negative text questions (as training's eval)")
     s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--by-question", action="store_true",
+                   help="also one row per fact question and env (where a checkpoint's errors are)")
     s.add_argument("--out", default=None, help="also write the metrics to this JSON file")
     s.set_defaults(func=cmd_eval_policy)
 

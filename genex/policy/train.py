@@ -96,8 +96,12 @@ def make_batch(frames: np.ndarray, examples: Sequence[Example], tokenizer: WordT
 
 @torch.no_grad()
 def evaluate(model: TinyVLM, tokenizer: WordTokenizer, data: FrameSet, mode: str = "none", k: int = 16,
-             batch_frames: int = 64, keep_cls: bool = True) -> dict[str, Any]:
-    """Accuracy on ``data`` overall, per env, per question kind, per (env, kind); balanced accuracy for yes/no."""
+             batch_frames: int = 64, keep_cls: bool = True, by_question: bool = False) -> dict[str, Any]:
+    """Accuracy on ``data`` overall, per env, per question kind, per (env, kind); balanced accuracy for yes/no.
+
+    ``by_question`` adds one row per (env, question) for the fixed-wording kinds (``fact``, ``hidden``), keyed
+    ``"<env>:<kind>:<question>"`` (text and state questions name a different label each, so they stay pooled).
+    """
     model.eval()
     by_frame: dict[int, list[Example]] = defaultdict(list)
     for e in data.examples:
@@ -115,7 +119,10 @@ def evaluate(model: TinyVLM, tokenizer: WordTokenizer, data: FrameSet, mode: str
         for e, p in zip(exs, pred.cpu().tolist()):
             ok = int(p == e.target)
             family = "gui" if e.env_id.split("/")[-1] in GUI_NAMES else "driving"
-            for key in ("all", e.env_id, e.kind, f"{e.env_id}:{e.kind}", family, f"{family}:{e.kind}"):
+            keys = ["all", e.env_id, e.kind, f"{e.env_id}:{e.kind}", family, f"{family}:{e.kind}"]
+            if by_question and e.kind in ("fact", "hidden"):
+                keys.append(f"{e.env_id}:{e.kind}:{e.prompt.rsplit('<sep>', 1)[-1].strip()}")
+            for key in keys:
                 hits[key].append(ok)
                 yes_hits[key].append((e.target, ok))
     out: dict[str, Any] = {}
