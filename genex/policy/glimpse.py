@@ -220,11 +220,14 @@ class GlimpseMatcher(nn.Module):
         # per-channel sum and sum of squares of each template-sized window (top-left at y, x), from integral
         # images, so the score is a true normalised cross-correlation: 1 where the screen shows the template
         stats = torch.cat([centred, centred.pow(2)], dim=1)  # [F, 2C, h, w]
-        integral = F.pad(F.pad(stats, (0, wmax, 0, th)).cumsum(2).cumsum(3), (1, 0, 1, 0))[frames]
-        rows = integral[:, :, th: th + h] - integral[:, :, :h]  # [P, 2C, h, w+wmax+1]
+        integral = F.pad(F.pad(stats, (0, wmax, 0, th)).cumsum(2).cumsum(3), (1, 0, 1, 0))
+        rows = integral[:, :, th: th + h] - integral[:, :, :h]  # per frame: [F, 2C, h, w+wmax+1]
         width = torch.tensor([widths[t_of[p]] for _, p in keys], device=screens.device)
-        right = (torch.arange(w, device=screens.device)[None] + width[:, None])[:, None, None].expand(-1, 2 * c, h, -1)
-        window = rows.gather(3, right) - rows[..., :w]  # [P, 2C, h, w]
+        dev = screens.device  # index per pair straight into the per-frame sums: only [P, 2C, h, w] is built
+        right = rows[frames[:, None, None, None], torch.arange(2 * c, device=dev)[None, :, None, None],
+                     torch.arange(h, device=dev)[None, None, :, None],
+                     torch.arange(w, device=dev)[None, None, None, :] + width[:, None, None, None]]
+        window = right - rows[..., :w][frames]  # [P, 2C, h, w]
         n = (width * th).float()[:, None, None]
         var = (window[:, c:] - window[:, :c].pow(2) / n[:, None]).sum(1)  # [P, h, w]
         score = corr / var.clamp(min=1e-6).sqrt()  # in [-1, 1]
