@@ -132,10 +132,7 @@ def test_glimpse_policy_matches_batch_evaluation_and_keeps_screen_history(tmp_pa
     exs = [Example(i, format_prompt("Find it", x.text), ("yes", "no"), 0, "text", "x") for i in range(3) for x in q]
     batch = make_batch(data.frames, exs, tok, model.config)
     with torch.no_grad():
-        visual = model.encode_images(batch["images"])
-        glimpses = model.glimpse_tokens(model.encode_screens(batch["images"]), batch["frame"], batch["texts"])
-        readout = model.fuse(visual, model.encode_prompts(batch["prompt"]), batch["frame"], glimpses)
-        p = torch.softmax(model.score(readout, model.embed_options(batch["options"]), batch["valid"]), -1)
+        p = torch.softmax(model.batch_logits(batch), -1)
     for j, x in enumerate(q):
         np.testing.assert_allclose(r.per_image[x.id][:, 0], p.view(3, 3, 2)[:, j, 0].numpy(), atol=1e-5)
     # remembered frames carry their screen features: answering about them needs no raw frame

@@ -216,21 +216,28 @@ class EditDocumentApp(GuiApp):
         if s.dialog is not None:
             return Intent("click", "dialog:ok")
         if choice == 0:  # fill in both fields, scrolling to each one as a user would
-            for fname, want in (("Name", s.new_name), ("Phone", s.new_phone)):
-                if s.values[fname].value != want:
-                    intent = self.reveal(screen, "form", s.order.index(fname)) or self._fill(fname, want, screen)
-                    if intent is not None:
-                        return intent
-            return None
+            return self._edit_intent(screen)
         if choice == 1:
             return Intent("scroll", "form", down=True) if s.scroll.get("form", 0) < len(s.order) - PAGE else None
         return Intent("click", "save")
+
+    def _unedited(self) -> list[tuple[str, str]]:
+        """``(field, wanted value)`` of the asked edits not made yet, Name first."""
+        s: DocumentState = self.state
+        return [(f, want) for f, want in (("Name", s.new_name), ("Phone", s.new_phone)) if s.values[f].value != want]
+
+    def _edit_intent(self, screen: Screen) -> Intent | None:
+        """The next step of the asked edits: scroll the first unedited field into view, then fill it."""
+        unedited = self._unedited()
+        if not unedited:
+            return None
+        fname, want = unedited[0]
+        return self.reveal(screen, "form", self.state.order.index(fname)) or self._fill(fname, want, screen)
 
     def expert_intent(self, screen: Screen) -> Intent | None:
         s: DocumentState = self.state
         if s.dialog is not None:
             return Intent("click", "dialog:ok")
-        for fname, want in (("Name", s.new_name), ("Phone", s.new_phone)):
-            if s.values[fname].value != want:
-                return self.reveal(screen, "form", s.order.index(fname)) or self._fill(fname, want, screen)
+        if self._unedited():
+            return self._edit_intent(screen)
         return Intent("click", "save")

@@ -358,16 +358,21 @@ class TinyVLM(nn.Module):
         return logits
 
     # -- training contract ------------------------------------------------------------------
-    def forward(self, batch: dict[str, Any], mode: str = "none", k: int = 16) -> tuple[torch.Tensor, dict]:
-        """``batch``: images uint8[F,S,S,3], frame int64[M], prompt int64[M,P], options int64[M,A,L],
-        valid bool[M,A], target int64[M], texts (the M prompt strings; glimpses read them).
-        Returns ``(loss, logs)``."""
-        visual = self.encode_images(batch["images"], mode, k)
+    def batch_logits(self, batch: dict[str, Any], mode: str = "none", k: int = 16,
+                     keep_cls: bool = True) -> torch.Tensor:
+        """Every stage on one batch (see :meth:`forward`) -> logits ``float[M, A]`` over each pair's options."""
+        visual = self.encode_images(batch["images"], mode, k, keep_cls)
         prompts = self.encode_prompts(batch["prompt"])
         texts = batch["texts"] if self.glimpse is not None else ()  # a glimpse model needs the prompt strings
         glimpses = self.glimpse_tokens(self.encode_screens(batch["images"]), batch["frame"], texts)
         readout = self.fuse(visual, prompts, batch["frame"], glimpses)
-        logits = self.score(readout, self.embed_options(batch["options"]), batch["valid"])
+        return self.score(readout, self.embed_options(batch["options"]), batch["valid"])
+
+    def forward(self, batch: dict[str, Any], mode: str = "none", k: int = 16) -> tuple[torch.Tensor, dict]:
+        """``batch``: images uint8[F,S,S,3], frame int64[M], prompt int64[M,P], options int64[M,A,L],
+        valid bool[M,A], target int64[M], texts (the M prompt strings; glimpses read them).
+        Returns ``(loss, logs)``."""
+        logits = self.batch_logits(batch, mode, k)
         loss = F.cross_entropy(logits, batch["target"])
         acc = (logits.argmax(-1) == batch["target"]).float().mean()
         return loss, {"loss": float(loss.detach()), "acc": float(acc)}

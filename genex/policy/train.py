@@ -112,10 +112,7 @@ def evaluate(model: TinyVLM, tokenizer: WordTokenizer, data: FrameSet, mode: str
     for i in range(0, len(frames), batch_frames):
         exs = [e for f in frames[i: i + batch_frames] for e in by_frame[f]]
         batch = _to(make_batch(data.frames, exs, tokenizer, model.config), _device(model))
-        visual = model.encode_images(batch["images"], mode, k, keep_cls)
-        glimpses = model.glimpse_tokens(model.encode_screens(batch["images"]), batch["frame"], batch["texts"])
-        readout = model.fuse(visual, model.encode_prompts(batch["prompt"]), batch["frame"], glimpses)
-        pred = model.score(readout, model.embed_options(batch["options"]), batch["valid"]).argmax(-1)
+        pred = model.batch_logits(batch, mode, k, keep_cls).argmax(-1)
         for e, p in zip(exs, pred.cpu().tolist()):
             ok = int(p == e.target)
             family = "gui" if e.env_id.split("/")[-1] in GUI_NAMES else "driving"
