@@ -153,6 +153,8 @@ def test_unknown_options_raise_clear_errors():
         gym.make("genex/SettingsTabs-v0", screen_size=7)
     with pytest.raises(ValueError, match="max_steps must be a positive integer"):
         gym.make("genex/SettingsTabs-v0", max_steps=0)
+    with pytest.raises(ValueError, match="tab_layout must be one of"):
+        gym.make("genex/SettingsTabs-v0", tab_layout="alphabetical")
     with pytest.raises(ValueError, match="unknown GUI app"):
         gui.env.GuiEnv("Paint")
     env = make("genex/SettingsTabs-v0")
@@ -296,3 +298,26 @@ def test_edit_document_macro_reaches_fields_scrolled_out_of_view():
     assert app.state.values["Phone"].value == app.state.new_phone
     _, reward, term, _, info = env.step(env.unwrapped.choice_action(2))
     assert term and info["success"] and info["irreversible_errors"] == 0
+
+
+def test_settings_tab_layouts():
+    """Grouped: a tab name always holds the same settings in the same order (what a world model can learn);
+    random: the same tab name holds different settings in different episodes (nothing visible tells)."""
+    from genex.envs.gui.settings_tabs import GROUPS
+
+    def pages(layout: str) -> dict[str, set[tuple[str, ...]]]:
+        env = make("genex/SettingsTabs-v0", tab_layout=layout)
+        seen: dict[str, set[tuple[str, ...]]] = {}
+        for seed in range(40):
+            _, info = env.reset(seed=seed)
+            h = info["hidden"]
+            assert h["target"] in h["tabs"][h["target_tab_name"]] and not h["target_on"]
+            for name, tab in h["tabs"].items():
+                seen.setdefault(name, set()).add(tuple(tab))
+        return seen
+
+    grouped = pages("grouped")
+    assert set(grouped) == set(GROUPS)  # every tab shows up over 40 seeds
+    assert all(pages_ == {tuple(s.rstrip("*") for s in GROUPS[n])} for n, pages_ in grouped.items())
+    assert any(len(p) > 1 for p in pages("random").values())
+    assert gym.make("genex/SettingsTabs-v0").unwrapped.config.tab_layout == "grouped"

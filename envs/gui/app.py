@@ -83,6 +83,7 @@ class GuiApp(abc.ABC):
     def __init__(self) -> None:
         self.state: Any = None
         self.dawdle_cost = 0.0  # set by the env from its config; used by apps with a "found" moment
+        self.tab_layout = "grouped"  # set by the env from its config; used by SettingsTabs
 
     # ------------------------------------------------------------ to implement
     @abc.abstractmethod

@@ -53,7 +53,7 @@ from .edit_document import EditDocumentApp
 from .file_manager import FileManagerApp
 from .font import FONT_CHARSET, undrawable
 from .render import LOGICAL_SIZE, Painter
-from .settings_tabs import SettingsTabsApp
+from .settings_tabs import TAB_LAYOUTS, SettingsTabsApp
 from ..text_space import LiveText
 from .ticket_shop import TicketShopApp
 from .widgets import Checkbox, Screen, TextField, Toggle, Widget
@@ -85,6 +85,9 @@ class GuiConfig:
         success_reward: reward for completing the task.
         error_penalty: reward subtracted for an irreversible mistake (which ends the episode).
         dawdle_cost: TicketShop: extra cost per step once the right ticket's details were seen.
+        tab_layout: SettingsTabs: ``"grouped"`` (each tab name holds its own fixed settings, as
+            in real settings apps, so a model of the app can know where a setting is) or
+            ``"random"`` (settings dealt to tabs at random each episode: nothing visible tells).
     """
 
     screen_size: int = 128
@@ -97,6 +100,7 @@ class GuiConfig:
     success_reward: float = 1.0
     error_penalty: float = 1.0
     dawdle_cost: float = 0.05
+    tab_layout: str = "grouped"
 
     def resolved(self, app: GuiApp) -> "GuiConfig":
         """Validated copy with the app's defaults filled in; raises ``ValueError`` saying what to pass."""
@@ -111,6 +115,8 @@ class GuiConfig:
         max_steps = app.default_max_steps if self.max_steps is None else self.max_steps
         if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
             raise ValueError(f"max_steps must be a positive integer, got {self.max_steps!r}")
+        if self.tab_layout not in TAB_LAYOUTS:
+            raise ValueError(f"tab_layout must be one of {TAB_LAYOUTS}, got {self.tab_layout!r}")
         for name in ("step_cost", "success_reward", "error_penalty", "dawdle_cost"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
@@ -136,6 +142,7 @@ class GuiEnv(gym.Env):
         self.config = cfg = GuiConfig(**options).resolved(self.app)
         self.render_mode = render_mode
         self.app.dawdle_cost = cfg.dawdle_cost
+        self.app.tab_layout = cfg.tab_layout
         self.questions = self.app.questions
         #: the app's fixed visibility facts (``info["visible"]`` adds per-episode ``label:``/``on:`` keys)
         self.facts: tuple[str, ...] = tuple(self.app.facts)

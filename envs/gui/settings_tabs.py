@@ -1,9 +1,20 @@
 """SettingsTabs: "Turn on <setting>", where the setting hides in one of four tabs.
 
 Only the open tab's page is visible, so which tab holds the setting is hidden
-until the agent looks. Each seed draws the tab names and order, the settings
-in each tab (3-5, switches or check boxes), their values, and the target
-(always off at the start; tab 1 is open at the start).
+until the agent looks. Two layouts (the env option ``tab_layout``):
+
+* ``"grouped"`` (the default): as in real settings apps, each tab name holds
+  its own fixed settings in a fixed order (``GROUPS``: ``Wi-Fi`` is always
+  under ``Network``). Each seed draws four of the eight tabs and their order,
+  the settings' values and the target. A model that has watched the app can
+  know where a setting is without looking, which is what a learned world
+  model's imagination can bring; a planner reading only the current screen
+  cannot.
+* ``"random"``: each seed draws the tab names and order and deals 3-5 settings
+  (switches or check boxes) to each tab at random. Nothing visible says where
+  the target is: only looking (or the oracle) can tell.
+
+The target is always off at the start; tab 1 is open at the start.
 
 * success: the target setting is turned on;
 * irreversible error: ``Reset`` (restores factory settings at once, no undo);
@@ -26,7 +37,7 @@ from ..spec import Probe, Question
 from .app import GuiApp, Intent, UiState
 from .widgets import Button, Checkbox, Label, Panel, Rect, Screen, Tab, Toggle, Widget, Window
 
-__all__ = ["SettingsTabsApp"]
+__all__ = ["GROUPS", "TAB_LAYOUTS", "SettingsTabsApp"]
 
 N_TABS = 4
 TAB_NAMES = ("General", "Display", "Sound", "Privacy", "Media", "Power", "Account", "System", "Apps", "Storage")
@@ -37,6 +48,18 @@ SETTINGS = (
     "Key sounds", "Usage stats", "Cloud photos", "Ad tracking",
 )
 ROW_H = 14
+TAB_LAYOUTS = ("grouped", "random")
+#: the grouped layout: each tab's settings, in page order (check boxes are marked with a trailing "*")
+GROUPS: dict[str, tuple[str, ...]] = {
+    "Network": ("Wi-Fi", "Bluetooth", "Airplane mode*", "Hotspot", "VPN"),
+    "Display": ("Dark mode", "Night light", "Auto brightness*", "HDR video"),
+    "Sound": ("Vibration", "Key sounds*", "Do not disturb"),
+    "Privacy": ("Location", "Ad tracking*", "Usage stats*", "Cookies"),
+    "Media": ("Autoplay", "Captions*", "Cloud photos"),
+    "Power": ("Battery saver", "Screen lock", "Fast charging*"),
+    "Account": ("Sync", "Backup*", "Auto login"),
+    "System": ("Auto update", "Notifications", "Large text*"),
+}
 
 
 @dataclass
@@ -67,6 +90,8 @@ class SettingsTabsApp(GuiApp):
     default_max_steps: ClassVar[int] = 30
 
     def sample(self, rng: np.random.Generator) -> SettingsState:
+        if self.tab_layout == "grouped":
+            return self._sample_grouped(rng)
         names = [TAB_NAMES[i] for i in rng.choice(len(TAB_NAMES), N_TABS, replace=False)]
         counts = rng.integers(3, 6, size=N_TABS)
         labels = [SETTINGS[i] for i in rng.choice(len(SETTINGS), int(counts.sum()), replace=False)]
@@ -76,6 +101,18 @@ class SettingsTabsApp(GuiApp):
             start += int(c)
         values = {lab: bool(rng.random() < 0.5) for lab in labels}
         kinds = {lab: "checkbox" if rng.random() < 0.3 else "switch" for lab in labels}
+        target_tab = int(rng.integers(N_TABS))
+        target = tabs[target_tab][int(rng.integers(len(tabs[target_tab])))]
+        values[target] = False
+        return SettingsState(tab_names=names, tabs=tabs, values=values, kinds=kinds, target=target,
+                             target_tab=target_tab, status="Changes apply at once")
+
+    def _sample_grouped(self, rng: np.random.Generator) -> SettingsState:
+        groups = list(GROUPS)
+        names = [groups[i] for i in rng.choice(len(groups), N_TABS, replace=False)]
+        tabs = [[lab.rstrip("*") for lab in GROUPS[n]] for n in names]
+        kinds = {lab.rstrip("*"): "checkbox" if lab.endswith("*") else "switch" for n in names for lab in GROUPS[n]}
+        values = {lab: bool(rng.random() < 0.5) for tab in tabs for lab in tab}
         target_tab = int(rng.integers(N_TABS))
         target = tabs[target_tab][int(rng.integers(len(tabs[target_tab])))]
         values[target] = False

@@ -157,7 +157,7 @@ PRESETS: dict[str, tuple[WorldModelConfig, TrainConfig]] = {
     # 38 min on one CPU thread (checkpoints/world_model/gui)
     "gui-small": (WorldModelConfig(height=128, width=128, context=2, action_family="gui",
                                    action_vocab=GUI_ACTION_TYPES, patch=4, channels=(48, 64, 96), blob_sigma=4.0,
-                                   p_mean=0.0, sigma_max=5.0, steps=2, snap=32.0),
+                                   p_mean=2.0, p_std=1.5, sigma_max=80.0, steps=2, snap=32.0),
                   TrainConfig(batch_size=16, max_steps=4000, changed_share=0.8)),
 }
 
