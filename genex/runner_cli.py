@@ -96,7 +96,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     import genex.envs  # noqa: F401
     from genex.io import atomic_write_bytes
-    from genex.planners.calibration import FIDELITY_FILE, measure_fidelity
+    from genex.planners.calibration import FIDELITY_FILE, measure_fidelity, weights_sha256
     from genex.policy import make_policy
     from genex.recording import read_manifest
     from genex.world_model import load_world_model
@@ -122,7 +122,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                               max_windows=args.max_windows, seed=args.seed, progress=not args.quiet)
     out = Path(args.out) if args.out else Path(args.world_model) / FIDELITY_FILE
     body = {"facts": result, "horizon": args.horizon, "samples": args.samples, "data": args.data,
-            "policy": args.policy, "command": args.invocation}
+            "policy": args.policy, "command": args.invocation,
+            # binds the numbers to these weights: load_fidelity refuses them for other weights
+            "world_model_sha256": weights_sha256(args.world_model)}
     atomic_write_bytes(out, json.dumps(body, indent=2).encode())
     for f, r in result.items():
         print(f"{f:20s} recall {r['recall']:.3f} ({r['positives']} windows)  false alarm {r['false_alarm']:.3f} "

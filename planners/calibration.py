@@ -33,7 +33,7 @@ import numpy as np
 
 from genex.envs.spec import Probe
 
-__all__ = ["measure_fidelity", "apply_fidelity", "load_fidelity", "FIDELITY_FILE"]
+__all__ = ["measure_fidelity", "apply_fidelity", "load_fidelity", "weights_sha256", "StaleFidelityError", "FIDELITY_FILE"]
 
 FIDELITY_FILE = "fidelity.json"
 
@@ -54,14 +54,35 @@ def apply_fidelity(probes: Sequence[Probe], fidelity: Mapping[str, Mapping[str, 
     return tuple(out)
 
 
+class StaleFidelityError(ValueError):
+    """``fidelity.json`` was measured on other weights than the checkpoint's."""
+
+
+def weights_sha256(world_model_dir: str | Path) -> str | None:
+    """The SHA-256 of a checkpoint's weights, as its ``config.json`` records it (None if it records none)."""
+    path = Path(world_model_dir) / "config.json"
+    return json.loads(path.read_text()).get("sha256") if path.exists() else None
+
+
 def load_fidelity(world_model_dir: str | Path | None) -> dict[str, dict[str, float]] | None:
-    """``fidelity.json`` of a world-model checkpoint folder, or None if it has none."""
+    """``fidelity.json`` of a world-model checkpoint folder, or None if it has none.
+
+    Raises :class:`StaleFidelityError` when the file names other weights than the checkpoint's (retrained
+    weights copied over an old folder): stale recall numbers would silently switch imagination on or off.
+    """
     if world_model_dir is None:
         return None
     path = Path(world_model_dir) / FIDELITY_FILE
     if not path.exists():
         return None
-    return json.loads(path.read_text())["facts"]
+    body = json.loads(path.read_text())
+    measured, current = body.get("world_model_sha256"), weights_sha256(world_model_dir)
+    if measured is not None and current is not None and measured != current:
+        raise StaleFidelityError(
+            f"{path} was measured on weights {measured[:12]}..., but {world_model_dir} holds {current[:12]}...; "
+            f"re-run `genex calibrate-imagination --world-model {world_model_dir} ...` (its command is in the "
+            "file), or pass --no-fidelity to take imagination at face value")
+    return body["facts"]
 
 
 def _kinds(window: tuple, facts: Sequence[str], horizon: int) -> dict[str, str]:

@@ -448,6 +448,19 @@ def test_cli_calibrate_imagination_writes_fidelity_json(tmp_path, capsys):
     assert body["command"].startswith("genex calibrate-imagination --world-model ")  # what was run, not pytest's argv
     assert all(0 <= f["recall"] <= 1 and 0 <= f["false_alarm"] <= 1 for f in body["facts"].values())
     assert f"wrote {out}" in capsys.readouterr().out
+    # the numbers are bound to the weights they were measured on
+    from genex.planners.calibration import StaleFidelityError, load_fidelity, weights_sha256
+
+    wm = default_checkpoint("world_model", "driving")
+    assert body["world_model_sha256"] == weights_sha256(wm) is not None
+    folder = tmp_path / "wm"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"sha256": "0" * 64}))  # retrained weights, old fidelity.json
+    (folder / "fidelity.json").write_text(out.read_text())
+    with pytest.raises(StaleFidelityError, match="calibrate-imagination"):
+        load_fidelity(folder)
+    (folder / "config.json").write_text((wm / "config.json").read_text())
+    assert load_fidelity(folder) == body["facts"]
 
 
 def test_memory_keeps_a_sighting_for_that_many_frames():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -370,3 +371,14 @@ def test_psnr_splits_static_and_moving_frames_and_has_an_uncapped_dataset_form()
     assert m["psnr_static"][0] == 60.0 and m["psnr_moving"][0] == pytest.approx(moving_db, abs=1e-4)
     assert m["psnr"][0] == pytest.approx((60 + moving_db) / 2, abs=1e-4)  # the capped mean flatters copy-last
     assert m["psnr_dataset"][0] == pytest.approx(10 * np.log10(255**2 / (100**2 / 4)), abs=1e-3)
+
+
+@pytest.mark.parametrize("name", ["small", "gui-small"])
+def test_presets_sample_from_noise_that_hides_screen_wide_changes(name):
+    """Recipe v3 (docs/world_model.md): at sigma_max the noise must hide even a change of the whole frame (its
+    mean has std sigma_max / sqrt(pixels)), or the network learns to read such changes off the noisy target
+    instead of predicting them from the action; and most training batches must be at that kind of noise."""
+    cfg, _ = preset(name)
+    assert cfg.sigma_max / math.sqrt(cfg.height * cfg.width * 3) > 0.3
+    share_above_5 = 0.5 * math.erfc((math.log(5.0) - cfg.p_mean) / (cfg.p_std * math.sqrt(2)))
+    assert share_above_5 > 0.5

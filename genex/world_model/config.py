@@ -150,11 +150,13 @@ PRESETS: dict[str, tuple[WorldModelConfig, TrainConfig]] = {
                               text_buckets=64, text_length=8),
              TrainConfig(batch_size=8, lr=2e-3, warmup_steps=5, max_steps=60, ema_decay=0.9, checkpoint_every=20,
                          eval_every=30, log_every=5, eval_episodes=1)),
-    "small": (WorldModelConfig(p_mean=0.0, sigma_max=5.0, steps=2, snap=32.0),
+    "small": (WorldModelConfig(p_mean=2.0, p_std=1.5, sigma_max=80.0, steps=2, snap=32.0),
               TrainConfig(max_steps=4000)),
-    # recipe v2 as for driving (train where the prediction is made, 2 Euler steps, snap leftovers to an exact copy);
-    # 80% of each batch from windows that change (GUI videos are mostly static); 4000 steps at batch 16 took
-    # 38 min on one CPU thread (checkpoints/world_model/gui)
+    # recipe v3 (docs/world_model.md): train mostly at high noise and sample from sigma_max 80, so the first
+    # Euler step is a real prediction from context and action (at sigma 5 a screen-wide change still shows
+    # through the noise, and the network learned to read it there instead of predicting it); 2 Euler steps,
+    # snap leftovers to an exact copy; 80% of each GUI batch from windows that change (GUI videos are mostly
+    # static)
     "gui-small": (WorldModelConfig(height=128, width=128, context=2, action_family="gui",
                                    action_vocab=GUI_ACTION_TYPES, patch=4, channels=(48, 64, 96), blob_sigma=4.0,
                                    p_mean=2.0, p_std=1.5, sigma_max=80.0, steps=2, snap=32.0),
