@@ -382,3 +382,35 @@ def test_presets_sample_from_noise_that_hides_screen_wide_changes(name):
     assert cfg.sigma_max / math.sqrt(cfg.height * cfg.width * 3) > 0.3
     share_above_5 = 0.5 * math.erfc((math.log(5.0) - cfg.p_mean) / (cfg.p_std * math.sqrt(2)))
     assert share_above_5 > 0.5
+
+
+def test_click_test_scores_the_truth_and_the_floor(tmp_path):
+    """The GUI click test: imagining the true next screen passes every big click, copying the current one
+    passes none; the result is also broken down per env."""
+    from genex.recording import record_episodes
+    from genex.world_model.evaluate import click_transitions
+
+    record_episodes("genex/SettingsTabs-v0", tmp_path, 4, driver="mixed", seed=0, progress=False)
+    cfg, _ = preset("gui-small")
+    eps = load_recordings([tmp_path], cfg)
+
+    class Truth:  # imagines exactly what the recording shows next
+        def __init__(self) -> None:
+            self.cfg = cfg
+            self.next = {}
+            for ep in eps:
+                for t in range(len(ep.frames) - 1):  # the same screen and click always lead to the same screen
+                    self.next[ep.frames[t].tobytes() + ep.actions[t:t + 1].astype(np.float32).tobytes()] = ep.frames[t + 1]
+
+        def imagine_batch(self, contexts, actions, seed=0):
+            return np.stack([self.next[c[-1].tobytes() + a.astype(np.float32).tobytes()]
+                             for c, a in zip(contexts, actions)])[:, None]
+
+    class Copy(Truth):
+        def imagine_batch(self, contexts, actions, seed=0):
+            return np.asarray(contexts)[:, -1:]
+
+    truth, copy = click_transitions(Truth(), eps), click_transitions(Copy(), eps)
+    assert truth["clicks"] == copy["clicks"] > 0
+    assert truth["closer_to_next"] == 1.0 and copy["closer_to_next"] == 0.0
+    assert truth["per_env"] == {"genex/SettingsTabs-v0": {"clicks": truth["clicks"], "closer_to_next": 1.0}}

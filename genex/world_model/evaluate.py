@@ -231,7 +231,7 @@ def click_transitions(model: Any, episodes: Sequence[EpisodeData], min_changed: 
     of such clicks where ``PSNR(imagined, next) > PSNR(imagined, current)`` and the mean PSNRs.
     """
     cfg = model.cfg
-    ctxs, acts, cur, nxt = [], [], [], []
+    ctxs, acts, cur, nxt, envs = [], [], [], [], []
     for ep in episodes:
         for t, a in enumerate(ep.raw_actions):
             if not isinstance(a, Mapping) or int(a.get("type", -1)) != 0:
@@ -243,6 +243,7 @@ def click_transitions(model: Any, episodes: Sequence[EpisodeData], min_changed: 
             acts.append(ep.actions[t:t + 1])
             cur.append(ep.frames[t])
             nxt.append(ep.frames[t + 1])
+            envs.append(ep.env_id)
     if not ctxs:
         return {"clicks": 0}
     preds = []
@@ -251,8 +252,11 @@ def click_transitions(model: Any, episodes: Sequence[EpisodeData], min_changed: 
                                          seed=seed + sl.start)[:, 0])
     pred = np.concatenate(preds)
     to_next, to_cur = psnr(pred, np.stack(nxt)), psnr(pred, np.stack(cur))
+    closer, env_ids = to_next > to_cur, np.array(envs)
+    per_env = {e: {"clicks": int((env_ids == e).sum()), "closer_to_next": float(closer[env_ids == e].mean())}
+               for e in dict.fromkeys(envs)}
     return {"clicks": len(ctxs), "min_changed": min_changed,
-            "closer_to_next": float((to_next > to_cur).mean()),
+            "closer_to_next": float(closer.mean()), "per_env": per_env,
             "psnr_to_next": float(to_next.mean()), "psnr_to_current": float(to_cur.mean()),
             "copy_last_psnr_to_next": float(psnr(np.stack(cur), np.stack(nxt)).mean())}
 
