@@ -2,7 +2,8 @@
 
 Output folder::
 
-    run.json                     the settings (a rerun with other settings into the same folder is refused)
+    run.json                     the settings and the digests of the checkpoints used (a rerun with other
+                                 settings or other weights into the same folder is refused)
     episodes.jsonl               one row per finished episode, appended and flushed (fsync) as it ends
     traces/<env>/<planner>/seed_<seed>.json     every DecisionTrace of the episode (atomic write)
     frames/<env>/<planner>/seed_<seed>.npz      real and imagined frames (``--save-frames`` only)
@@ -314,6 +315,47 @@ def _iter_results(cfg: CompareConfig, todo: Sequence[EpisodeKey], out: Path, wor
         raise ValueError(f"unknown executor {executor!r}; choose process, inline or ray")
 
 
+def _folder_digest(folder: str | Path, with_fidelity: bool) -> str:
+    """SHA-256 over a checkpoint folder's weights (and its ``fidelity.json`` when the planners read it)."""
+    import hashlib
+
+    from genex.io import sha256_file
+
+    folder = Path(folder)
+    files = sorted(folder.glob("*.safetensors")) + ([folder / "fidelity.json"] if with_fidelity else [])
+    h = hashlib.sha256()
+    for f in files:
+        if f.exists():
+            h.update(f.name.encode() + b"\0" + sha256_file(f).encode() + b"\n")
+    return h.hexdigest()
+
+
+def checkpoint_digests(cfg: CompareConfig) -> dict[str, str]:
+    """``{"<kind>:<family>": digest}`` of every checkpoint the planners of ``cfg`` load.
+
+    Stored in ``run.json``: resuming a folder whose episodes came from other weights would mix two models
+    in one table, so :func:`compare` refuses it.
+    """
+    from genex.envs import GUI_ENV_IDS
+    from genex.planners import PLANNERS, default_checkpoint
+
+    out: dict[str, str] = {}
+    for env_id in cfg.envs:
+        family = "gui" if env_id in GUI_ENV_IDS else "driving"
+        for name in cfg.planners:
+            _, wm_kind, policy_kind = PLANNERS[name]
+            try:
+                pol = cfg.policy if (cfg.policy and policy_kind == "tiny") else default_checkpoint(
+                    "policy" if policy_kind == "tiny" else "reference", family)
+                out[f"{policy_kind}:{family}"] = _folder_digest(pol, with_fidelity=False)
+                if wm_kind == "learned":
+                    wm = cfg.world_model or default_checkpoint("world_model", family)
+                    out[f"world_model:{family}"] = _folder_digest(wm, with_fidelity=cfg.fidelity)
+            except FileNotFoundError:
+                continue  # no such checkpoint: the episode itself will say so
+    return out
+
+
 def compare(cfg: CompareConfig, out: str | Path, workers: int | None = None, executor: str = "process",
             progress: bool = True) -> list[dict[str, Any]]:
     """Run every (env, planner, seed) of ``cfg`` not yet in ``out/episodes.jsonl``; returns all rows."""
@@ -330,6 +372,7 @@ def compare(cfg: CompareConfig, out: str | Path, workers: int | None = None, exe
     out.mkdir(parents=True, exist_ok=True)
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("envs", "planners", "episodes", "save_frames")}
     run_path = out / "run.json"
+    checkpoints = checkpoint_digests(cfg)
     if run_path.exists():
         old = json.loads(run_path.read_text())
         # settings added since that run: what the code did then (SETTINGS_BEFORE), else their defaults
@@ -338,7 +381,18 @@ def compare(cfg: CompareConfig, out: str | Path, workers: int | None = None, exe
         if diff:
             raise ValueError(f"{out} holds a comparison with other settings ({', '.join(diff)} differ); "
                              "use another --out to compare under new settings")
-    atomic_write_bytes(run_path, json.dumps({"settings": settings, "config": asdict(cfg)}, indent=2).encode())
+        old_ck = old.get("checkpoints")
+        if old_ck is None:
+            log.warning("%s does not record the checkpoints its episodes used; resuming assumes they are unchanged",
+                        out)
+        else:
+            changed = sorted(k for k in checkpoints if k in old_ck and old_ck[k] != checkpoints[k])
+            if changed:
+                raise ValueError(f"{out} holds episodes run with other weights ({', '.join(changed)} changed since); "
+                                 "resuming would mix two models in one table: use another --out")
+            checkpoints = {**old_ck, **checkpoints}
+    atomic_write_bytes(run_path, json.dumps({"settings": settings, "config": asdict(cfg), "checkpoints": checkpoints},
+                                            indent=2).encode())
     path = out / "episodes.jsonl"
     rows = load_rows(path)
     if path.exists() and path.read_bytes()[-1:] not in (b"", b"\n"):  # drop a torn tail before appending

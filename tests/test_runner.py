@@ -37,6 +37,26 @@ def test_compare_writes_rows_traces_and_summary(tmp_path):
         assert (tmp_path / f).stat().st_size > 0
 
 
+def test_resume_refuses_episodes_from_other_weights(tmp_path):
+    """Retrained weights in the same checkpoint folder: resuming would put two models' episodes in one table."""
+    import shutil
+
+    from genex.planners import default_checkpoint
+
+    policy = tmp_path / "policy"
+    shutil.copytree(default_checkpoint("policy", "gui"), policy)
+    cfg = small_cfg(planners=["react"], episodes=1, policy=str(policy))
+    compare(cfg, tmp_path / "run", executor="inline", progress=False)
+    recorded = json.loads((tmp_path / "run" / "run.json").read_text())["checkpoints"]
+    assert set(recorded) == {"tiny:gui"}
+    weights = next(policy.glob("*.safetensors"))
+    data = weights.read_bytes()
+    weights.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))  # "retrained": other bytes, same folder
+    with pytest.raises(ValueError, match="other weights.*tiny:gui"):
+        compare(small_cfg(planners=["react"], episodes=2, policy=str(policy)), tmp_path / "run", executor="inline",
+                progress=False)
+
+
 def test_interrupted_compare_resumes_without_redoing_episodes(tmp_path, monkeypatch):
     cfg = small_cfg(planners=["react"], episodes=4)
     full = compare(cfg, tmp_path / "full", executor="inline", progress=False)

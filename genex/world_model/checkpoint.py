@@ -13,7 +13,6 @@ family (:class:`CheckpointMismatchError`). Writes are atomic (temp file + rename
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -23,7 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..io import atomic_write_bytes
+from ..io import atomic_write_bytes, sha256_file
 from .config import WorldModelConfig
 from .denoiser import Denoiser
 
@@ -45,14 +44,6 @@ class CorruptCheckpointError(CheckpointError):
 
 class CheckpointMismatchError(CheckpointError):
     """The checkpoint was made for another env, frame size or action space."""
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def atomic_save_tensors(tensors: Mapping[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
