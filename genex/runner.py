@@ -115,22 +115,30 @@ class _Models:
 _MODELS = _Models()
 
 
+def _checkpoint_dirs(cfg: CompareConfig, planner: str, family: str) -> tuple[str, str | None]:
+    """The policy folder a planner loads for an env family, and its world-model folder (learned ones only)."""
+    from genex.planners import PLANNERS, default_checkpoint
+
+    _, wm_kind, policy_kind = PLANNERS[planner]
+    pol = cfg.policy if (cfg.policy and policy_kind == "tiny") else str(
+        default_checkpoint("policy" if policy_kind == "tiny" else "reference", family))
+    wm = (cfg.world_model or str(default_checkpoint("world_model", family))) if wm_kind == "learned" else None
+    return pol, wm
+
+
 def _build(cfg: CompareConfig, key: EpisodeKey, env: Any) -> Any:
     import gymnasium as gym
 
-    from genex.planners import PLANNERS, default_checkpoint, env_family, make_planner
+    from genex.planners import PLANNERS, env_family, make_planner
 
-    _, wm_kind, policy_kind = PLANNERS[key.planner]
-    family = env_family(env)
-    pol_path = cfg.policy if (cfg.policy and policy_kind == "tiny") else str(
-        default_checkpoint("policy" if policy_kind == "tiny" else "reference", family))
+    _, wm_kind, _ = PLANNERS[key.planner]
+    pol_path, wm_dir = _checkpoint_dirs(cfg, key.planner, env_family(env))
     policy = _MODELS.get("policy", pol_path, env)
     wm, oracle_env = None, None
     fidelity = None
-    if wm_kind == "learned":
+    if wm_dir is not None:
         from genex.planners.calibration import load_fidelity
 
-        wm_dir = cfg.world_model or str(default_checkpoint("world_model", family))
         wm = _MODELS.get("world_model", wm_dir, env)
         wm.bind(env)
         fidelity = load_fidelity(wm_dir) if cfg.fidelity else None
@@ -337,22 +345,19 @@ def checkpoint_digests(cfg: CompareConfig) -> dict[str, str]:
     in one table, so :func:`compare` refuses it.
     """
     from genex.envs import GUI_ENV_IDS
-    from genex.planners import PLANNERS, default_checkpoint
+    from genex.planners import PLANNERS
 
     out: dict[str, str] = {}
     for env_id in cfg.envs:
-        family = "gui" if env_id in GUI_ENV_IDS else "driving"
+        family = "gui" if env_id in GUI_ENV_IDS else "driving"  # env_family's answer, without making the env
         for name in cfg.planners:
-            _, wm_kind, policy_kind = PLANNERS[name]
             try:
-                pol = cfg.policy if (cfg.policy and policy_kind == "tiny") else default_checkpoint(
-                    "policy" if policy_kind == "tiny" else "reference", family)
-                out[f"{policy_kind}:{family}"] = _folder_digest(pol, with_fidelity=False)
-                if wm_kind == "learned":
-                    wm = cfg.world_model or default_checkpoint("world_model", family)
-                    out[f"world_model:{family}"] = _folder_digest(wm, with_fidelity=cfg.fidelity)
+                pol, wm = _checkpoint_dirs(cfg, name, family)
             except FileNotFoundError:
                 continue  # no such checkpoint: the episode itself will say so
+            out[f"{PLANNERS[name][2]}:{family}"] = _folder_digest(pol, with_fidelity=False)
+            if wm is not None:
+                out[f"world_model:{family}"] = _folder_digest(wm, with_fidelity=cfg.fidelity)
     return out
 
 

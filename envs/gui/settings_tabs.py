@@ -101,11 +101,7 @@ class SettingsTabsApp(GuiApp):
             start += int(c)
         values = {lab: bool(rng.random() < 0.5) for lab in labels}
         kinds = {lab: "checkbox" if rng.random() < 0.3 else "switch" for lab in labels}
-        target_tab = int(rng.integers(N_TABS))
-        target = tabs[target_tab][int(rng.integers(len(tabs[target_tab])))]
-        values[target] = False
-        return SettingsState(tab_names=names, tabs=tabs, values=values, kinds=kinds, target=target,
-                             target_tab=target_tab, status="Changes apply at once")
+        return self._with_target(rng, names, tabs, values, kinds)
 
     def _sample_grouped(self, rng: np.random.Generator) -> SettingsState:
         groups = list(GROUPS)
@@ -113,6 +109,12 @@ class SettingsTabsApp(GuiApp):
         tabs = [[lab.rstrip("*") for lab in GROUPS[n]] for n in names]
         kinds = {lab.rstrip("*"): "checkbox" if lab.endswith("*") else "switch" for n in names for lab in GROUPS[n]}
         values = {lab: bool(rng.random() < 0.5) for tab in tabs for lab in tab}
+        return self._with_target(rng, names, tabs, values, kinds)
+
+    @staticmethod
+    def _with_target(rng: np.random.Generator, names: list[str], tabs: list[list[str]], values: dict[str, bool],
+                     kinds: dict[str, str]) -> SettingsState:
+        """Both layouts: draw the target's tab and row (it starts off) and assemble the state."""
         target_tab = int(rng.integers(N_TABS))
         target = tabs[target_tab][int(rng.integers(len(tabs[target_tab])))]
         values[target] = False
