@@ -23,7 +23,8 @@ from genex.world_model import (  # noqa: E402
 )
 from genex.world_model.actions import encode_action, hash_text  # noqa: E402
 from genex.world_model.data import WindowDataset, load_recordings  # noqa: E402
-from genex.world_model.network import click_map  # noqa: E402
+from genex.world_model.config import WorldModelConfig  # noqa: E402
+from genex.world_model.network import ConditionedUNet, click_glimpse, click_map  # noqa: E402
 from genex.world_model.synthetic import write_synthetic_recording  # noqa: E402
 from genex.world_model.train import train_world_model  # noqa: E402
 
@@ -182,6 +183,45 @@ def test_gui_action_conditioning():
     assert out.shape == (2, 2, 32, 32, 3)
 
 
+def test_click_glimpse_crops_under_the_click_and_pads_black():
+    frame = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    xy = torch.tensor([[4.5 / 8, 2.5 / 8], [-1.0, -1.0]])  # pixel (x=4, y=2); no position
+    g = click_glimpse(frame, xy, (4, 4))
+    assert g.shape == (2, 3, 4, 4)
+    torch.testing.assert_close(g[0], frame[0, :, 0:4, 2:6])  # rows y-2..y+1, columns x-2..x+1
+    assert g[1].abs().sum() == 0
+    corner = click_glimpse(frame, torch.tensor([[0.5 / 8, 0.5 / 8]]), (4, 4))[0]
+    assert (corner[:, :2] == -1).all() and (corner[:, :, :2] == -1).all()
+    torch.testing.assert_close(corner[:, 2:, 2:], frame[0, :, :2, :2])
+
+
+def test_glimpse_conditions_on_the_pixels_under_the_click_only():
+    """The point of the glimpse: the conditioning vector sees what is under the click (a tab's name) and nothing
+    else, so clicks on two tabs at the same place in two screens can be told apart."""
+    cfg, _ = preset("gui-small", glimpse=(8, 16))
+    cfg = cfg.replace(height=32, width=32, channels=(16, 16), patch=2, cond_dim=32)
+    torch.manual_seed(0)
+    net = ConditionedUNet(cfg)
+    ctx = torch.zeros(1, 3 * cfg.context, 32, 32)
+    action = torch.from_numpy(encode_action({"type": 0, "x": 10, "y": 5}, cfg)[None])
+    base = net.embed(torch.zeros(1), action, ctx)
+    far, near = ctx.clone(), ctx.clone()
+    far[:, -3:, 20:, 20:] = 1.0  # outside the 8x16 patch around (10, 5)
+    near[:, -3:, 3:7, 6:14] = 1.0  # under the click, in the last context frame
+    torch.testing.assert_close(net.embed(torch.zeros(1), action, far), base)
+    assert (net.embed(torch.zeros(1), action, near) - base).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="glimpse"):
+        net.embed(torch.zeros(1), action)
+    with pytest.raises(ValueError, match="action_family='gui'"):
+        preset("small", glimpse=(8, 16))
+    with pytest.raises(ValueError, match="multiple of 4"):
+        preset("gui-small", glimpse=(6, 16))
+    assert WorldModelConfig.from_dict(cfg.to_dict()) == cfg
+    old = cfg.to_dict()
+    del old["glimpse"]  # a checkpoint from before the glimpse loads without one
+    assert WorldModelConfig.from_dict(old).glimpse == (0, 0)
+
+
 def test_windows_pad_with_the_reset_frame(synthetic):
     cfg, _ = preset("tiny")
     eps = load_recordings([synthetic], cfg)
@@ -321,6 +361,57 @@ def test_window_sampling_can_oversample_changing_frames():
     assert 0 < (uniform.target.float().mean((1, 2, 3)) == 255).float().mean() < 0.7  # frames 6..10 are white
     with pytest.raises(ValueError, match="changed_share"):
         TrainConfig(changed_share=1.5)
+
+
+def test_window_sampling_can_balance_envs():
+    """``source_balance`` 1 gives a small app as many draws as a big one (0 keeps the old uniform draw), and the
+    changing part of the batch still comes from windows that change."""
+    from genex.world_model.config import TrainConfig
+    from genex.world_model.data import EpisodeData, WindowDataset
+
+    def episode(env_id: str, steps: int) -> EpisodeData:
+        frames = np.zeros((steps + 1, 8, 8, 3), np.uint8)
+        frames[1::2] = 255  # every window changes the whole frame
+        frames[-1] = frames[-2]  # but the last one
+        return EpisodeData(frames=frames, actions=np.zeros((steps, 1), np.float32), raw_actions=[0] * steps,
+                           env_id=env_id, seed=0, meta={})
+
+    data = WindowDataset([episode("big", 90), episode("small", 10)], context=1)
+    np.testing.assert_allclose(data.env_shares(0.0), [0.9, 0.1])
+    np.testing.assert_allclose(data.env_shares(1.0), [0.5, 0.5])
+    np.testing.assert_allclose(data.env_shares(0.5), [3 / 4, 1 / 4])
+    small = data.env_ids.index("small")
+    for balance, expected in ((1.0, 0.5), (0.0, 0.1)):
+        idx = np.concatenate([data._balanced_indices(np.random.default_rng(i), 50, 0.6, 0.05, balance)
+                              if balance else np.random.default_rng(i).integers(0, len(data), 50) for i in range(40)])
+        assert abs((data.env_index[idx] == small).mean() - expected) < 0.04
+    batch = data.sample(np.random.default_rng(0), 20, changed_share=1.0, source_balance=1.0)
+    assert (batch.target != batch.context[:, -1]).any((1, 2, 3)).all()
+    with pytest.raises(ValueError, match="source_balance"):
+        TrainConfig(source_balance=2.0)
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="fp16")
+
+
+def test_bf16_training_runs_and_reduces_loss(synthetic, tmp_path):
+    """``precision="bf16"`` autocasts the training forward pass; the weights stay float32, the loss on a fixed
+    batch falls as much as in float32 (``test_training_reduces_loss``) and sampling works."""
+    cfg, tc = preset("tiny", precision="bf16")
+    train_world_model([synthetic], tmp_path / "bf16", cfg, tc, progress=False)
+    batch = WindowDataset(load_recordings([synthetic], cfg), cfg.context).sample(np.random.default_rng(0), 64)
+
+    def loss_of(d: Denoiser) -> float:
+        torch.manual_seed(123)
+        with torch.no_grad():
+            return float(d(batch)[0])
+
+    torch.manual_seed(tc.seed)
+    before = loss_of(Denoiser(cfg))
+    wm = load_world_model(tmp_path / "bf16" / "model", device="cpu")
+    assert next(wm.denoiser.parameters()).dtype == torch.float32
+    assert loss_of(wm.denoiser) < 0.6 * before
+    out = wm.imagine(np.zeros((cfg.context, 16, 16, 3), np.uint8), ["wait"], num_samples=1, seed=0)
+    assert out.shape == (1, 1, 16, 16, 3)
 
 
 def test_evaluate_models_samples_every_stochastic_model():

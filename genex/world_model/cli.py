@@ -27,7 +27,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     _set_threads(args.threads)
     overrides = {}
-    for k in ("max_steps", "batch_size", "checkpoint_every", "eval_every", "seed", "lr", "changed_share"):
+    for k in ("max_steps", "batch_size", "checkpoint_every", "eval_every", "seed", "lr", "changed_share", "source_balance",
+              "precision"):
         v = getattr(args, k)
         if v is not None:
             overrides[k] = v
@@ -36,6 +37,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             overrides["channels"] = tuple(int(c) for c in args.channels.split(","))
         except ValueError:
             raise SystemExit(f"genex train-world-model: --channels takes comma-separated integers, got {args.channels!r}")
+    if args.glimpse:
+        try:
+            overrides["glimpse"] = tuple(int(c) for c in args.glimpse.lower().split("x"))
+        except ValueError:
+            raise SystemExit(f"genex train-world-model: --glimpse takes HEIGHTxWIDTH (e.g. 16x48), got {args.glimpse!r}")
     try:
         model_cfg, train_cfg = preset(args.config, **overrides)
     except ValueError as e:
@@ -79,8 +85,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--channels", default=None,
                    help="UNet widths per resolution, e.g. 16,32,32 (default: the preset's); part of the checkpoint")
+    s.add_argument("--glimpse", default=None,
+                   help="GUI: HEIGHTxWIDTH pixels of the click glimpse (the patch under a click; 0x0 disables it); "
+                        "part of the checkpoint")
     s.add_argument("--changed-share", type=float, default=None,
                    help="share of each batch from windows where >= 5%% of the pixels change (GUI videos are mostly static)")
+    s.add_argument("--source-balance", type=float, default=None,
+                   help="0: windows drawn uniformly; 1: every env (app, scene) gets the same share of each batch")
+    s.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                   help="training forward pass in float32 or bfloat16 autocast (faster on CPUs with AVX512-BF16)")
     s.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
     s.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
     s.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -112,6 +112,9 @@ class WindowDataset:
             starts.append(a0 + np.arange(len(e.actions)))
             a0 += len(e.actions)
         self.action_index = np.concatenate(starts)
+        # env of each window (index into self.env_ids), for batches balanced across envs
+        self.env_ids = list(dict.fromkeys(e.env_id for e in episodes))
+        self.env_index = np.concatenate([np.full(len(e.actions), self.env_ids.index(e.env_id)) for e in episodes])
         self._changed: np.ndarray | None = None  # changed_fraction() per window, computed on first use
 
     def __len__(self) -> int:
@@ -134,11 +137,26 @@ class WindowDataset:
                                             for s in range(0, len(t), chunk)]).astype(np.float32)
         return self._changed
 
+    def env_shares(self, source_balance: float, changed_only: bool = False,
+                   min_changed: float = MIN_CHANGED) -> np.ndarray:
+        """``float[len(env_ids)]``: each env's share of a batch, proportional to its number of windows (those that
+        change, with ``changed_only``) to the power ``1 - source_balance``."""
+        pool = self.env_index[self.changed_fraction() >= min_changed] if changed_only else self.env_index
+        counts = np.bincount(pool, minlength=len(self.env_ids)).astype(np.float64)
+        weights = np.where(counts > 0, counts ** (1.0 - source_balance), 0.0)
+        return weights / weights.sum() if weights.sum() > 0 else weights
+
     def sample(self, rng: np.random.Generator, n: int, changed_share: float = 0.0,
-               min_changed: float = MIN_CHANGED) -> Batch:
+               min_changed: float = MIN_CHANGED, source_balance: float = 0.0) -> Batch:
         """``n`` random windows; ``changed_share`` of them (rounded) from windows where at least
         ``min_changed`` of the pixels change. GUI videos are mostly static (a click that opens a tab is a
-        few percent of the steps), so uniform batches teach a model to copy the last frame."""
+        few percent of the steps), so uniform batches teach a model to copy the last frame.
+
+        ``source_balance > 0`` first draws each window's env with :meth:`env_shares`: an app that is a small
+        part of the recordings (SettingsTabs: 9% of the changing GUI windows) otherwise gets too few draws to
+        learn its pages."""
+        if source_balance > 0:
+            return self.get(self._balanced_indices(rng, n, changed_share, min_changed, source_balance))
         idx = rng.integers(0, len(self), size=n)
         k = int(round(changed_share * n))
         if k:
@@ -146,3 +164,23 @@ class WindowDataset:
             if len(moving):
                 idx[:k] = moving[rng.integers(0, len(moving), size=k)]
         return self.get(idx)
+
+    def _balanced_indices(self, rng: np.random.Generator, n: int, changed_share: float, min_changed: float,
+                          source_balance: float) -> np.ndarray:
+        k = int(round(changed_share * n))
+        moving = self.changed_fraction() >= min_changed
+        if not moving.any():
+            k = 0
+        idx = np.empty(n, np.int64)
+        for part, count, pool_mask in ((slice(0, k), k, moving), (slice(k, n), n - k, None)):
+            if count == 0:
+                continue
+            shares = self.env_shares(source_balance, changed_only=pool_mask is not None, min_changed=min_changed)
+            envs = rng.choice(len(shares), size=count, p=shares)
+            chosen = np.empty(count, np.int64)
+            for e in np.unique(envs):
+                pool = np.flatnonzero((self.env_index == e) & (pool_mask if pool_mask is not None else True))
+                at = np.flatnonzero(envs == e)
+                chosen[at] = pool[rng.integers(0, len(pool), size=len(at))]
+            idx[part] = chosen
+        return idx

@@ -4,7 +4,9 @@ Input channels: the (preconditioned) noisy next frame and the ``K`` context
 frames stacked as channels, plus (GUI) one Gaussian click map; all
 pixel-unshuffled by ``cfg.patch`` so the UNet runs at ``H/patch``. The noise
 level (``c_noise``) and the action are embedded into one vector that the UNet
-adds to its time embedding (``class_embed_type="identity"``).
+adds to its time embedding (``class_embed_type="identity"``). With
+``cfg.glimpse`` (GUI), the patch of the last context frame under the click is
+encoded by a small CNN and added to that vector too (see :func:`click_glimpse`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from torch.nn import functional as F
 
 from .config import GUI_KEYS, WorldModelConfig
 
-__all__ = ["ConditionedUNet", "click_map"]
+__all__ = ["ConditionedUNet", "click_glimpse", "click_map"]
 
 
 def click_map(xy: torch.Tensor, height: int, width: int, sigma: float) -> torch.Tensor:
@@ -29,6 +31,22 @@ def click_map(xy: torch.Tensor, height: int, width: int, sigma: float) -> torch.
     dy = (ys[None, :] - xy[:, 1, None]) * height
     blob = torch.exp(-(dy[:, :, None] ** 2 + dx[:, None, :] ** 2) / (2 * sigma**2))
     return (blob * (xy[:, 0] >= 0).to(xy.dtype)[:, None, None])[:, None]
+
+
+def click_glimpse(frame: torch.Tensor, xy: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``float[B, C, h, w]``: the ``size = (h, w)`` patch of ``frame`` (``float[B, C, H, W]``) centred on the click
+    ``xy`` (``float[B, 2]`` in [0, 1]); pixels outside the frame are -1 (black), and rows without a position
+    (``x < 0``) are all zeros."""
+    b, c, height, width = frame.shape
+    h, w = size
+    padded = F.pad(frame, (w // 2, w - w // 2, h // 2, h - h // 2), value=-1.0)
+    cx = (xy[:, 0] * width).floor().long().clamp(0, width - 1)
+    cy = (xy[:, 1] * height).floor().long().clamp(0, height - 1)
+    rows = cy[:, None] + torch.arange(h, device=frame.device)[None]  # [B, h] in padded coordinates
+    cols = cx[:, None] + torch.arange(w, device=frame.device)[None]  # [B, w]
+    batch = torch.arange(b, device=frame.device)[:, None, None]
+    patch = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # [B, h, w, C]
+    return patch.permute(0, 3, 1, 2) * (xy[:, 0] >= 0).to(frame.dtype)[:, None, None, None]
 
 
 class FourierFeatures(nn.Module):
@@ -54,6 +72,14 @@ class ConditionedUNet(nn.Module):
             self.key_embed = nn.Embedding(len(GUI_KEYS) + 3, d)  # keys, scroll up/down, none
             self.text_embed = nn.EmbeddingBag(cfg.text_buckets, d, mode="mean", padding_idx=0)
             self.xy_embed = nn.Linear(2, d)
+        if any(cfg.glimpse):
+            gh, gw = cfg.glimpse
+            # two stride-2 convs keep the layout of the word under the click (which letters, where) in the
+            # flattened code; cheap next to the UNet (the patch is a few hundred pixels)
+            self.glimpse_embed = nn.Sequential(
+                nn.Conv2d(3, 32, 3, padding=1), nn.SiLU(), nn.Conv2d(32, 64, 4, stride=2, padding=1), nn.SiLU(),
+                nn.Conv2d(64, 64, 4, stride=2, padding=1), nn.SiLU(), nn.Flatten(),
+                nn.Linear(64 * (gh // 4) * (gw // 4), d))
         self.cond_mlp = nn.Sequential(nn.SiLU(), nn.Linear(d, d))
         extra = 1 if cfg.action_family == "gui" else 0
         p = cfg.patch
@@ -73,13 +99,20 @@ class ConditionedUNet(nn.Module):
         nn.init.zeros_(self.unet.conv_out.weight)
         nn.init.zeros_(self.unet.conv_out.bias)
 
-    def embed(self, c_noise: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    def embed(self, c_noise: torch.Tensor, action: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """The conditioning vector ``float[B, cond_dim]``; ``context`` (stacked, float[B,3K,H,W]) feeds the
+        click glimpse when the config has one."""
         cfg = self.cfg
         e = self.noise_embed(c_noise) + self.action_embed(action[:, 0].long().clamp(0, cfg.num_actions - 1))
         if cfg.action_family == "gui":
             key = torch.where(action[:, 3] < 0, torch.full_like(action[:, 3], len(GUI_KEYS) + 2), action[:, 3])
             e = e + self.key_embed(key.long()) + self.text_embed(action[:, 4:].long())
             e = e + self.xy_embed(action[:, 1:3])
+        if any(cfg.glimpse):
+            if context is None:
+                raise ValueError("this model conditions on the click glimpse: embed() needs the context frames")
+            glimpse = click_glimpse(context[:, -3:], action[:, 1:3], cfg.glimpse)
+            e = e + self.glimpse_embed(glimpse) * (action[:, 1] >= 0).to(e.dtype)[:, None]
         return self.cond_mlp(e)
 
     def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, context: torch.Tensor,
@@ -93,7 +126,7 @@ class ConditionedUNet(nn.Module):
         h = torch.cat(parts, dim=1)
         if cfg.patch > 1:
             h = F.pixel_unshuffle(h, cfg.patch)
-        cond = self.embed(c_noise, action)
+        cond = self.embed(c_noise, action, context)
         t = torch.zeros(h.shape[0], device=h.device)
         out = self.unet(h, t, class_labels=cond).sample
         if cfg.patch > 1:

@@ -204,6 +204,16 @@ def train_world_model(
     elif resume:
         log.info("--resume: no checkpoint in %s yet, starting from scratch", out)
     logger = _Logger(out, step)
+    autocast = tc.precision == "bf16"
+    if autocast and dev.type == "mps":
+        log.warning("bf16 autocast is not used on MPS; training in float32")
+        autocast = False
+    if autocast and dev.type == "cpu" and not _cpu_has_native_bf16():
+        log.warning("this CPU has no native bfloat16 (AVX512-BF16/AMX): bf16 training may be slower than fp32 "
+                    "(--precision fp32)")
+    if data.env_ids and tc.source_balance > 0:
+        shares = data.env_shares(tc.source_balance, changed_only=tc.changed_share > 0)
+        log.info("batch shares per env: %s", ", ".join(f"{e} {s:.2f}" for e, s in zip(data.env_ids, shares)))
 
     def export(final: bool = False) -> None:
         ema.store(denoiser.parameters())
@@ -239,8 +249,10 @@ def train_world_model(
         while step < tc.max_steps:
             for g in opt.param_groups:
                 g["lr"] = tc.lr * _lr_factor(step, tc)
-            batch = data.sample(rng, tc.batch_size, changed_share=tc.changed_share).to(dev)
-            loss, logs = denoiser(batch)
+            batch = data.sample(rng, tc.batch_size, changed_share=tc.changed_share,
+                                source_balance=tc.source_balance).to(dev)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
+                loss, logs = denoiser(batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(denoiser.parameters(), tc.grad_clip)
@@ -276,6 +288,14 @@ def train_world_model(
         logger.close()
     metrics["step"] = step
     return metrics
+
+
+def _cpu_has_native_bf16() -> bool:
+    try:
+        return bool(torch.backends.cpu.get_cpu_capability() in ("AVX512", "AMX") and
+                    torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _data_info(d: str | Path) -> dict[str, Any]:
