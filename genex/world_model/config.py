@@ -47,7 +47,7 @@ class WorldModelConfig:
         sigma_data, p_mean, p_std: EDM preconditioning and training noise distribution.
         sigma_min, sigma_max, rho: Karras sampling schedule; ``steps`` denoising steps; ``sampler`` euler|heun.
         glimpse: ``(height, width)`` in pixels of the *click glimpse* (GUI only; ``(0, 0)`` disables it): the patch
-            of the last context frame under the click, encoded by a small CNN into the conditioning vector. A
+            of the last context frame under the click (or scroll) point, encoded by a small CNN into the conditioning vector. A
             click's effect depends on what is under it (the tab's name decides the page that opens), and a
             convolutional UNet cannot route a word at the click point to the whole page within its receptive
             field; the glimpse hands it over as a global, position-free code.
@@ -95,7 +95,7 @@ class WorldModelConfig:
         if self.height % down or self.width % down:
             raise ValueError(f"height/width ({self.height}x{self.width}) must be divisible by patch*2^(levels-1)="
                              f"{down}; change the frame size, patch or channels")
-        if len(self.glimpse) != 2 or any(int(g) < 0 or int(g) % 4 for g in self.glimpse):
+        if len(self.glimpse) != 2 or any(int(g) != g or int(g) < 0 or int(g) % 4 for g in self.glimpse):
             raise ValueError(f"glimpse must be (height, width), each 0 or a multiple of 4, got {self.glimpse}")
         if any(self.glimpse) and not all(self.glimpse):
             raise ValueError(f"glimpse needs both height and width (or (0, 0) to disable it), got {self.glimpse}")

@@ -116,6 +116,7 @@ class WindowDataset:
         self.env_ids = list(dict.fromkeys(e.env_id for e in episodes))
         self.env_index = np.concatenate([np.full(len(e.actions), self.env_ids.index(e.env_id)) for e in episodes])
         self._changed: np.ndarray | None = None  # changed_fraction() per window, computed on first use
+        self._pools: dict[tuple[bool, float], list[np.ndarray]] = {}  # env_pools() cache
 
     def __len__(self) -> int:
         return len(self.frame_index)
@@ -137,12 +138,20 @@ class WindowDataset:
                                             for s in range(0, len(t), chunk)]).astype(np.float32)
         return self._changed
 
+    def env_pools(self, changed_only: bool = False, min_changed: float = MIN_CHANGED) -> list[np.ndarray]:
+        """Per env (in ``env_ids`` order), the indices of its windows (only those that change, with
+        ``changed_only``); computed once per setting, since balanced batches ask for them every step."""
+        key = (changed_only, float(min_changed))
+        if key not in self._pools:
+            mask = self.changed_fraction() >= min_changed if changed_only else np.ones(len(self), bool)
+            self._pools[key] = [np.flatnonzero(mask & (self.env_index == e)) for e in range(len(self.env_ids))]
+        return self._pools[key]
+
     def env_shares(self, source_balance: float, changed_only: bool = False,
                    min_changed: float = MIN_CHANGED) -> np.ndarray:
         """``float[len(env_ids)]``: each env's share of a batch, proportional to its number of windows (those that
         change, with ``changed_only``) to the power ``1 - source_balance``."""
-        pool = self.env_index[self.changed_fraction() >= min_changed] if changed_only else self.env_index
-        counts = np.bincount(pool, minlength=len(self.env_ids)).astype(np.float64)
+        counts = np.array([len(p) for p in self.env_pools(changed_only, min_changed)], np.float64)
         weights = np.where(counts > 0, counts ** (1.0 - source_balance), 0.0)
         return weights / weights.sum() if weights.sum() > 0 else weights
 
@@ -168,19 +177,18 @@ class WindowDataset:
     def _balanced_indices(self, rng: np.random.Generator, n: int, changed_share: float, min_changed: float,
                           source_balance: float) -> np.ndarray:
         k = int(round(changed_share * n))
-        moving = self.changed_fraction() >= min_changed
-        if not moving.any():
+        if not (self.changed_fraction() >= min_changed).any():
             k = 0
         idx = np.empty(n, np.int64)
-        for part, count, pool_mask in ((slice(0, k), k, moving), (slice(k, n), n - k, None)):
+        for part, count, changed_only in ((slice(0, k), k, True), (slice(k, n), n - k, False)):
             if count == 0:
                 continue
-            shares = self.env_shares(source_balance, changed_only=pool_mask is not None, min_changed=min_changed)
+            shares = self.env_shares(source_balance, changed_only=changed_only, min_changed=min_changed)
+            pools = self.env_pools(changed_only, min_changed)
             envs = rng.choice(len(shares), size=count, p=shares)
             chosen = np.empty(count, np.int64)
             for e in np.unique(envs):
-                pool = np.flatnonzero((self.env_index == e) & (pool_mask if pool_mask is not None else True))
                 at = np.flatnonzero(envs == e)
-                chosen[at] = pool[rng.integers(0, len(pool), size=len(at))]
+                chosen[at] = pools[e][rng.integers(0, len(pools[e]), size=len(at))]
             idx[part] = chosen
         return idx

@@ -165,6 +165,11 @@ def train_world_model(
                                  "another --out")
     if resume and (out / "run.json").exists():
         old = json.loads((out / "run.json").read_text())
+        # a run from before a config field existed was trained with that field's default: fill it in, so adding
+        # an option to genex does not make every half-finished run unresumable
+        for key, defaults in (("model", WorldModelConfig().to_dict()), ("train", asdict(TrainConfig()))):
+            if isinstance(old.get(key), dict):
+                old[key] = {**defaults, **old[key]}
         if old != run:
             diff = sorted(k for k in run if old.get(k) != run[k])
             raise TrainingStateError(f"--resume: {out} was started with other settings ({', '.join(diff)} differ); "
@@ -209,11 +214,16 @@ def train_world_model(
         log.warning("bf16 autocast is not used on MPS; training in float32")
         autocast = False
     if autocast and dev.type == "cpu" and not _cpu_has_native_bf16():
-        log.warning("this CPU has no native bfloat16 (AVX512-BF16/AMX): bf16 training may be slower than fp32 "
-                    "(--precision fp32)")
+        log.warning("this CPU may have no native bfloat16 (AVX512-BF16 / AMX-BF16 not found in /proc/cpuinfo): "
+                    "bf16 training may be slower than fp32 (--precision fp32)")
+    if autocast and dev.type == "cuda" and not torch.cuda.is_bf16_supported():
+        log.warning("this GPU has no bfloat16 support: training in float32")
+        autocast = False
     if data.env_ids and tc.source_balance > 0:
-        shares = data.env_shares(tc.source_balance, changed_only=tc.changed_share > 0)
-        log.info("batch shares per env: %s", ", ".join(f"{e} {s:.2f}" for e, s in zip(data.env_ids, shares)))
+        for changed_only in (True, False):
+            shares = data.env_shares(tc.source_balance, changed_only=changed_only)
+            log.info("batch shares per env (%s windows): %s", "changing" if changed_only else "all",
+                     ", ".join(f"{e} {s:.2f}" for e, s in zip(data.env_ids, shares)))
 
     def export(final: bool = False) -> None:
         ema.store(denoiser.parameters())
@@ -291,11 +301,13 @@ def train_world_model(
 
 
 def _cpu_has_native_bf16() -> bool:
+    """Whether the CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16, from ``/proc/cpuinfo``); False
+    where that cannot be read (then the warning says "may")."""
     try:
-        return bool(torch.backends.cpu.get_cpu_capability() in ("AVX512", "AMX") and
-                    torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
         return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _data_info(d: str | Path) -> dict[str, Any]:
