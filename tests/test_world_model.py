@@ -232,11 +232,10 @@ def test_windows_pad_with_the_reset_frame(synthetic):
     assert torch.equal(b.context[1], f[[3, 4, 5]]) and torch.equal(b.target[1], f[6])
 
 
-def test_training_reduces_loss(synthetic, tmp_path):
-    cfg, tc = preset("tiny")
-    train_world_model([synthetic], tmp_path / "run", cfg, tc, progress=False)
-    cfg_eps = load_recordings([synthetic], cfg)
-    batch = WindowDataset(cfg_eps, cfg.context).sample(np.random.default_rng(0), 64)
+def _fixed_batch_losses(synthetic: Path, cfg, tc, model_dir: Path) -> tuple[float, float, DiffusionWorldModel]:
+    """Loss on one fixed batch of ``synthetic`` at initialisation (seed ``tc.seed``) and after training (the model
+    in ``model_dir``), with the same noise draw; also returns the trained model."""
+    batch = WindowDataset(load_recordings([synthetic], cfg), cfg.context).sample(np.random.default_rng(0), 64)
 
     def loss_of(d: Denoiser) -> float:
         torch.manual_seed(123)
@@ -245,8 +244,14 @@ def test_training_reduces_loss(synthetic, tmp_path):
 
     torch.manual_seed(tc.seed)
     before = loss_of(Denoiser(cfg))
-    trained = load_world_model(tmp_path / "run" / "model", device="cpu")
-    after = loss_of(trained.denoiser)
+    trained = load_world_model(model_dir, device="cpu")
+    return before, loss_of(trained.denoiser), trained
+
+
+def test_training_reduces_loss(synthetic, tmp_path):
+    cfg, tc = preset("tiny")
+    train_world_model([synthetic], tmp_path / "run", cfg, tc, progress=False)
+    before, after, _ = _fixed_batch_losses(synthetic, cfg, tc, tmp_path / "run" / "model")
     assert after < 0.6 * before, (before, after)
     rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("step,loss") and len(rows) > 5
@@ -414,18 +419,9 @@ def test_bf16_training_autocasts_and_reduces_loss(synthetic, tmp_path, monkeypat
     train_world_model([synthetic], tmp_path / "bf16", cfg, tc, progress=False, device="cpu")
     monkeypatch.setattr(Denoiser, "forward", forward)
     assert sum(autocast_seen) == tc.max_steps  # every training step, not the validation passes
-    batch = WindowDataset(load_recordings([synthetic], cfg), cfg.context).sample(np.random.default_rng(0), 64)
-
-    def loss_of(d: Denoiser) -> float:
-        torch.manual_seed(123)
-        with torch.no_grad():
-            return float(d(batch)[0])
-
-    torch.manual_seed(tc.seed)
-    before = loss_of(Denoiser(cfg))
-    wm = load_world_model(tmp_path / "bf16" / "model", device="cpu")
+    before, after, wm = _fixed_batch_losses(synthetic, cfg, tc, tmp_path / "bf16" / "model")
     assert next(wm.denoiser.parameters()).dtype == torch.float32
-    assert loss_of(wm.denoiser) < 0.6 * before
+    assert after < 0.6 * before
     out = wm.imagine(np.zeros((cfg.context, 16, 16, 3), np.uint8), ["wait"], num_samples=1, seed=0)
     assert out.shape == (1, 1, 16, 16, 3)
 

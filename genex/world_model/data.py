@@ -177,7 +177,7 @@ class WindowDataset:
     def _balanced_indices(self, rng: np.random.Generator, n: int, changed_share: float, min_changed: float,
                           source_balance: float) -> np.ndarray:
         k = int(round(changed_share * n))
-        if not (self.changed_fraction() >= min_changed).any():
+        if not any(len(pool) for pool in self.env_pools(True, min_changed)):  # cached: this runs every step
             k = 0
         idx = np.empty(n, np.int64)
         for part, count, changed_only in ((slice(0, k), k, True), (slice(k, n), n - k, False)):
