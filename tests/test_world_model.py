@@ -101,6 +101,30 @@ def test_snap_copies_small_changes_exactly():
         cfg.replace(snap=-1.0)
 
 
+def test_min_changed_pixels_drops_faint_outlines_but_keeps_real_moves():
+    from genex.world_model.sampler import sample_next_frame
+
+    cfg, _ = preset("tiny")
+    d = Denoiser(cfg.replace(steps=1, sigma_max=5.0, snap=8.0))
+    ctx = torch.zeros(2, 3 * cfg.context, 16, 16)
+    a = torch.zeros(2, 4 + cfg.text_length)
+    change = torch.zeros(2, 3, 16, 16)
+    change[0, :, 2, 3:6] = 0.8  # sample 0: a 3-pixel outline
+    change[1, :, 4:12, 4:12] = 0.8  # sample 1: a 64-pixel object moves
+    d.denoise = lambda x, s, c, act: change  # type: ignore[method-assign]  # the one Euler step lands on it
+    plain = sample_next_frame(d, ctx, a, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(plain, change)  # off by default (0): both changes survive the snap
+    d.cfg = d.cfg.replace(min_changed_pixels=4)
+    gated = sample_next_frame(d, ctx, a, generator=torch.Generator().manual_seed(0))
+    assert (gated[0] == 0).all()  # fewer than 4 changed pixels: an exact copy of the last frame
+    torch.testing.assert_close(gated[1], change[1])  # 64 pixels: kept as sampled
+    d.cfg = d.cfg.replace(min_changed_pixels=3)  # the threshold is inclusive: 3 pixels are kept
+    torch.testing.assert_close(sample_next_frame(d, ctx, a)[0], change[0])
+    for bad in (-1, 2.5):
+        with pytest.raises(ValueError, match="min_changed_pixels"):
+            cfg.replace(min_changed_pixels=bad)
+
+
 def test_protocol_honoured_by_all_three_and_oracle_leaves_live_env_alone():
     gym = pytest.importorskip("gymnasium")
     pytest.importorskip("mujoco")

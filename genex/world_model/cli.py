@@ -111,6 +111,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--steps", type=int, default=None, help="override the checkpoint's denoising steps")
     s.add_argument("--snap", type=float, default=None,
                    help="override the checkpoint's snap (changes below this many uint8 levels are copied exactly)")
+    s.add_argument("--min-changed-pixels", type=int, default=None,
+                   help="override the checkpoint's min_changed_pixels (a sampled change touching fewer pixels is "
+                        "dropped: the last frame is copied)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--device", default="auto")

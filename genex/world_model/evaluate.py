@@ -272,7 +272,8 @@ def evaluate_cli(args: Any) -> int:
 
     model = load_world_model(args.checkpoint, device=args.device)
     sampling = {k: v for k, v in (("steps", getattr(args, "steps", None) or None),
-                                  ("snap", getattr(args, "snap", None))) if v is not None}
+                                  ("snap", getattr(args, "snap", None)),
+                                  ("min_changed_pixels", getattr(args, "min_changed_pixels", None))) if v is not None}
     if sampling:  # sampling-only overrides: the weights do not depend on them
         model.denoiser.cfg = model.cfg = model.cfg.replace(**sampling)
     cfg = model.cfg
@@ -328,6 +329,7 @@ def evaluate_cli(args: Any) -> int:
     metrics["stride"] = args.stride
     metrics["sampling_steps"] = cfg.steps
     metrics["snap"] = cfg.snap
+    metrics["min_changed_pixels"] = cfg.min_changed_pixels
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     with open(out / "metrics.csv", "w", newline="") as f:
         w = csv.writer(f)

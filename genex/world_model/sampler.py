@@ -38,5 +38,8 @@ def sample_next_frame(denoiser: Denoiser, context: torch.Tensor, action: torch.T
     if cfg.residual:
         if cfg.snap > 0:  # small changes are denoising leftovers: copy those pixels exactly
             x = x * (x.abs().amax(1, keepdim=True) >= cfg.snap / 127.5)
+        if cfg.min_changed_pixels > 0:  # a faint outline of an unsure move: commit to "nothing moved"
+            touched = (x != 0).any(1).flatten(1).sum(1)  # [B] pixels that change
+            x = x * (touched >= cfg.min_changed_pixels).view(-1, 1, 1, 1)
         x = x + context[:, -3:]
     return x.clamp(-1, 1)
