@@ -51,6 +51,10 @@ class WorldModelConfig:
             click's effect depends on what is under it (the tab's name decides the page that opens), and a
             convolutional UNet cannot route a word at the click point to the whole page within its receptive
             field; the glimpse hands it over as a global, position-free code.
+        glimpse_map: channels of a coarse *spatial* map (16x16, upsampled to the UNet's input size) decoded from the
+            glimpse code and stacked with the UNet's input (0 disables it; needs ``glimpse``). The code alone only
+            shifts every UNet feature map by a constant, which did not let a model draw the page that a tab's name
+            opens: it drew the average page. The map gives the name a direct, per-position path to the layout.
         snap: with ``residual``, a sampled per-pixel change whose largest channel is below ``snap`` uint8 levels
             is set to exactly zero (the pixel is copied from the last frame). Rendered scenes change in large,
             piecewise-constant steps, so small predicted changes are denoising leftovers; without the snap they
@@ -89,6 +93,7 @@ class WorldModelConfig:
     snap: float = 0.0
     min_changed_pixels: int = 0
     glimpse: tuple[int, int] = (0, 0)
+    glimpse_map: int = 0
 
     def __post_init__(self) -> None:
         if self.action_family not in ("discrete", "gui"):
@@ -109,6 +114,8 @@ class WorldModelConfig:
             raise ValueError(f"glimpse must be (height, width), each 0 or a multiple of 4, got {self.glimpse}")
         if any(self.glimpse) and not all(self.glimpse):
             raise ValueError(f"glimpse needs both height and width (or (0, 0) to disable it), got {self.glimpse}")
+        if self.glimpse_map < 0 or (self.glimpse_map and not any(self.glimpse)):
+            raise ValueError(f"glimpse_map ({self.glimpse_map}) must be >= 0 and needs a glimpse, got glimpse={self.glimpse}")
         if any(self.glimpse) and self.action_family != "gui":
             raise ValueError("glimpse (the patch under a click) needs action_family='gui'")
         if self.action_family == "gui" and tuple(self.action_vocab) != GUI_ACTION_TYPES:

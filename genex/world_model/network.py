@@ -22,6 +22,9 @@ from .config import GUI_KEYS, WorldModelConfig
 
 __all__ = ["ConditionedUNet", "click_glimpse", "click_map"]
 
+#: side of the glimpse map (``cfg.glimpse_map`` channels) before it is upsampled to the UNet's input size
+GLIMPSE_MAP_SIDE = 16
+
 
 def click_map(xy: torch.Tensor, height: int, width: int, sigma: float) -> torch.Tensor:
     """``float32[B, 1, H, W]`` Gaussian blobs at ``xy`` (``float[B, 2]`` in [0, 1]); zeros where ``x < 0``."""
@@ -80,10 +83,12 @@ class ConditionedUNet(nn.Module):
                 nn.Conv2d(3, 32, 3, padding=1), nn.SiLU(), nn.Conv2d(32, 64, 4, stride=2, padding=1), nn.SiLU(),
                 nn.Conv2d(64, 64, 4, stride=2, padding=1), nn.SiLU(), nn.Flatten(),
                 nn.Linear(64 * (gh // 4) * (gw // 4), d))
+        if cfg.glimpse_map:
+            self.glimpse_to_map = nn.Sequential(nn.SiLU(), nn.Linear(d, cfg.glimpse_map * GLIMPSE_MAP_SIDE**2))
         self.cond_mlp = nn.Sequential(nn.SiLU(), nn.Linear(d, d))
         extra = 1 if cfg.action_family == "gui" else 0
         p = cfg.patch
-        in_ch = (3 * (cfg.context + 1) + extra) * p * p
+        in_ch = (3 * (cfg.context + 1) + extra) * p * p + cfg.glimpse_map
         levels = len(cfg.channels)
         down = ["DownBlock2D"] * levels
         up = ["UpBlock2D"] * levels
@@ -102,6 +107,11 @@ class ConditionedUNet(nn.Module):
     def embed(self, c_noise: torch.Tensor, action: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """The conditioning vector ``float[B, cond_dim]``; ``context`` (stacked, float[B,3K,H,W]) feeds the
         click glimpse when the config has one."""
+        return self._embed(c_noise, action, context)[0]
+
+    def _embed(self, c_noise: torch.Tensor, action: torch.Tensor,
+               context: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(conditioning vector, glimpse code float[B, cond_dim] or None)``."""
         cfg = self.cfg
         e = self.noise_embed(c_noise) + self.action_embed(action[:, 0].long().clamp(0, cfg.num_actions - 1))
         if cfg.action_family == "gui":
@@ -112,8 +122,9 @@ class ConditionedUNet(nn.Module):
             if context is None:
                 raise ValueError("this model conditions on the click glimpse: embed() needs the context frames")
             glimpse = click_glimpse(context[:, -3:], action[:, 1:3], cfg.glimpse)
-            e = e + self.glimpse_embed(glimpse) * (action[:, 1] >= 0).to(e.dtype)[:, None]
-        return self.cond_mlp(e)
+            code = self.glimpse_embed(glimpse) * (action[:, 1] >= 0).to(e.dtype)[:, None]
+            return self.cond_mlp(e + code), code
+        return self.cond_mlp(e), None
 
     def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, context: torch.Tensor,
                 action: torch.Tensor) -> torch.Tensor:
@@ -126,7 +137,11 @@ class ConditionedUNet(nn.Module):
         h = torch.cat(parts, dim=1)
         if cfg.patch > 1:
             h = F.pixel_unshuffle(h, cfg.patch)
-        cond = self.embed(c_noise, action, context)
+        cond, code = self._embed(c_noise, action, context)
+        if cfg.glimpse_map:  # the glimpse code as a coarse spatial map beside the input (see WorldModelConfig)
+            side = GLIMPSE_MAP_SIDE
+            m = self.glimpse_to_map(code).view(-1, cfg.glimpse_map, side, side)
+            h = torch.cat([h, F.interpolate(m, size=h.shape[-2:], mode="bilinear", align_corners=False)], dim=1)
         t = torch.zeros(h.shape[0], device=h.device)
         out = self.unet(h, t, class_labels=cond).sample
         if cfg.patch > 1:

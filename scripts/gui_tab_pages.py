@@ -1,0 +1,53 @@
+"""Imagined vs real SettingsTabs pages: does a GUI world model draw the page of the tab it is told to open?
+
+For each planner seed, one row: the start screen, then for each tab k the imagined screen after "open tab k"
+and the real one (the env is restored after each real step). A diagnostic (docs/world_model.md, "Can a model
+learn the tab pages?"); the click test cannot tell the right page from an average of all pages.
+
+    python scripts/gui_tab_pages.py --checkpoint checkpoints/world_model/gui --out runs/tab_pages.png
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import gymnasium as gym
+import imageio.v2 as imageio
+import numpy as np
+import torch
+
+import genex.envs  # noqa: F401  (registers the envs)
+from genex.world_model.checkpoint import load_world_model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--checkpoint", default="checkpoints/world_model/gui")
+    ap.add_argument("--out", default="runs/tab_pages.png")
+    ap.add_argument("--seeds", type=int, default=6, help="planner seeds 200000.. (held out from all training)")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    env = gym.make("genex/SettingsTabs-v0")
+    wm = load_world_model(args.checkpoint, env=env, device="cpu")
+    rows = []
+    for seed in range(200000, 200000 + args.seeds):
+        obs, _ = env.reset(seed=seed)
+        now = obs["image"]
+        row = [now]
+        for k in range(4):
+            action = env.unwrapped.choice_action(k)
+            if action is None:  # this tab's macro is already done (tab 1 is open at the start)
+                row += [now, now]
+                continue
+            imagined = wm.imagine(now[None], [action], num_samples=1, seed=0)[0, 0]
+            snapshot = env.unwrapped.snapshot()
+            real = env.step(action)[0]["image"]
+            env.unwrapped.restore(snapshot)
+            row += [imagined, real]
+        rows.append(np.concatenate(row, 1))
+    imageio.imwrite(args.out, np.concatenate(rows, 0))
+    print(f"wrote {args.out}: per row the start screen, then (imagined, real) for tabs 1-4")
+
+
+if __name__ == "__main__":
+    main()
