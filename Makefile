@@ -13,12 +13,12 @@ setup:
 
 # The main job: a short imagine-vs-react comparison on the shipped checkpoints (held-out seeds) with the
 # oracle and particle reference rows, then pictures of one imagining episode. About 2-3 minutes on 2 CPU
-# cores after set-up; rerunning resumes.
+# cores after set-up; rerunning resumes (and starts over, keeping the old run aside, after a checkpoint update).
 DEMO_ENVS ?= genex/OccludedCrosswalk-v0
 DEMO_EPISODES ?= 12
 demo: setup
 	$(VENV)/bin/genex compare --env $(DEMO_ENVS) --planners react,imagine,oracle-imagine,particle \
-		--episodes $(DEMO_EPISODES) --samples 2 --save-frames --out runs/demo
+		--episodes $(DEMO_EPISODES) --samples 2 --save-frames --restart-stale --out runs/demo
 	$(VENV)/bin/genex viz runs/demo --planner imagine --out runs/demo/viz
 
 test: setup

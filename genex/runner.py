@@ -361,9 +361,29 @@ def checkpoint_digests(cfg: CompareConfig) -> dict[str, str]:
     return out
 
 
+def _check_resumable(out: Path, old: dict[str, Any], settings: dict[str, Any], checkpoints: dict[str, str]) -> None:
+    """Raise ``ValueError`` when the run in ``out`` (its ``run.json`` is ``old``) used other settings or weights."""
+    # settings added since that run: what the code did then (SETTINGS_BEFORE), else their defaults
+    defaults = {**asdict(CompareConfig(envs=[], planners=[])), **SETTINGS_BEFORE}
+    diff = sorted(k for k in settings if old.get("settings", {}).get(k, defaults[k]) != settings[k])
+    if diff:
+        raise ValueError(f"{out} holds a comparison with other settings ({', '.join(diff)} differ); "
+                         "use another --out (or --restart-stale) to compare under new settings")
+    old_ck = old.get("checkpoints") or {}
+    changed = sorted(k for k in checkpoints if k in old_ck and old_ck[k] != checkpoints[k])
+    if changed:
+        raise ValueError(f"{out} holds episodes run with other weights ({', '.join(changed)} changed since); "
+                         "resuming would mix two models in one table: use another --out (or --restart-stale)")
+
+
 def compare(cfg: CompareConfig, out: str | Path, workers: int | None = None, executor: str = "process",
-            progress: bool = True) -> list[dict[str, Any]]:
-    """Run every (env, planner, seed) of ``cfg`` not yet in ``out/episodes.jsonl``; returns all rows."""
+            progress: bool = True, stale: str = "error") -> list[dict[str, Any]]:
+    """Run every (env, planner, seed) of ``cfg`` not yet in ``out/episodes.jsonl``; returns all rows.
+
+    ``stale``: what to do when ``out`` holds episodes run with other settings or other weights: ``"error"``
+    (the default: raise, one table must not mix two models) or ``"restart"`` (move the old folder aside to
+    ``<out>.stale-<UTC time>``, nothing is deleted, and start over).
+    """
     from tqdm.auto import tqdm
 
     from genex.planners import PLANNERS
@@ -373,28 +393,29 @@ def compare(cfg: CompareConfig, out: str | Path, workers: int | None = None, exe
         raise ValueError(f"unknown planner(s) {bad}; choose from {sorted(PLANNERS)}")
     if cfg.episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {cfg.episodes}")
+    if stale not in ("error", "restart"):
+        raise ValueError(f"stale must be 'error' or 'restart', got {stale!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("envs", "planners", "episodes", "save_frames")}
     run_path = out / "run.json"
     checkpoints = checkpoint_digests(cfg)
+    if run_path.exists() and stale == "restart":
+        try:
+            _check_resumable(out, json.loads(run_path.read_text()), settings, checkpoints)
+        except ValueError as e:
+            aside = out.with_name(f"{out.name}.stale-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}")
+            out.rename(aside)
+            out.mkdir(parents=True)
+            log.warning("%s; moved it to %s and started over", str(e).split(";")[0], aside)
     if run_path.exists():
         old = json.loads(run_path.read_text())
-        # settings added since that run: what the code did then (SETTINGS_BEFORE), else their defaults
-        defaults = {**asdict(CompareConfig(envs=[], planners=[])), **SETTINGS_BEFORE}
-        diff = sorted(k for k in settings if old.get("settings", {}).get(k, defaults[k]) != settings[k])
-        if diff:
-            raise ValueError(f"{out} holds a comparison with other settings ({', '.join(diff)} differ); "
-                             "use another --out to compare under new settings")
+        _check_resumable(out, old, settings, checkpoints)
         old_ck = old.get("checkpoints")
         if old_ck is None:
             log.warning("%s does not record the checkpoints its episodes used; resuming assumes they are unchanged",
                         out)
         else:
-            changed = sorted(k for k in checkpoints if k in old_ck and old_ck[k] != checkpoints[k])
-            if changed:
-                raise ValueError(f"{out} holds episodes run with other weights ({', '.join(changed)} changed since); "
-                                 "resuming would mix two models in one table: use another --out")
             checkpoints = {**old_ck, **checkpoints}
     atomic_write_bytes(run_path, json.dumps({"settings": settings, "config": asdict(cfg), "checkpoints": checkpoints},
                                             indent=2).encode())

@@ -44,7 +44,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                         world_model=args.world_model, policy=args.policy, fidelity=not args.no_fidelity,
                         save_frames=args.save_frames, env_kwargs=env_kwargs)
     try:
-        rows = compare(cfg, args.out, workers=args.workers, executor=args.executor, progress=not args.quiet)
+        rows = compare(cfg, args.out, workers=args.workers, executor=args.executor, progress=not args.quiet,
+                       stale="restart" if args.restart_stale else "error")
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"genex compare: {e}") from e
     text = write_summary(rows, args.out, planners, plots=not args.no_plots)
@@ -142,6 +143,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--episodes", type=int, default=20, help="episodes per env and planner (seeds seed..seed+N-1)")
     s.add_argument("--seed", type=int, default=200_000, help="first seed (held out from all training data)")
     s.add_argument("--out", required=True, help="output folder (created; rerun to resume)")
+    s.add_argument("--restart-stale", action="store_true",
+                   help="if --out holds episodes run with other weights or settings, move it aside to "
+                        "OUT.stale-<time> and start over (default: refuse)")
     s.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
     s.add_argument("--executor", choices=("process", "inline", "ray"), default="process",
                    help="process pool (default), inline (one process) or a Ray cluster (pip install ray)")

@@ -55,6 +55,17 @@ def test_resume_refuses_episodes_from_other_weights(tmp_path):
     with pytest.raises(ValueError, match="other weights.*tiny:gui"):
         compare(small_cfg(planners=["react"], episodes=2, policy=str(policy)), tmp_path / "run", executor="inline",
                 progress=False)
+    old_rows = (tmp_path / "run" / "episodes.jsonl").read_text()
+    # stale="restart" (genex compare --restart-stale, make demo): the old run is moved aside, nothing is lost
+    rows = compare(small_cfg(planners=["react"], episodes=2, policy=str(policy)), tmp_path / "run",
+                   executor="inline", progress=False, stale="restart")
+    assert len(rows) == 2
+    aside = list(tmp_path.glob("run.stale-*"))
+    assert len(aside) == 1 and (aside[0] / "episodes.jsonl").read_text() == old_rows
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["checkpoints"]["tiny:gui"] != recorded["tiny:gui"]
+    compare(small_cfg(planners=["react"], episodes=2, policy=str(policy)), tmp_path / "run", executor="inline",
+            progress=False, stale="restart")  # same weights now: resumes, nothing moved
+    assert len(list(tmp_path.glob("run.stale-*"))) == 1
 
 
 def test_interrupted_compare_resumes_without_redoing_episodes(tmp_path, monkeypatch):
