@@ -5,6 +5,11 @@ and the real one (the env is restored after each real step). A diagnostic (docs/
 learn the tab pages?"); the click test cannot tell the right page from an average of all pages.
 
     python scripts/gui_tab_pages.py --checkpoint checkpoints/world_model/gui --out runs/tab_pages.png
+    python scripts/gui_tab_pages.py --checkpoint checkpoints/world_model/gui --score 40   # the page test
+
+The page test: over the tab clicks of ``--score N`` seeds, the share where the imagined screen is closer (PSNR)
+to the clicked tab's real page than to the real page of every other tab, on the page rows only (the click test only asks for closer
+than the current screen, which an average of all pages passes).
 """
 
 from __future__ import annotations
@@ -20,15 +25,52 @@ import genex.envs  # noqa: F401  (registers the envs)
 from genex.world_model.checkpoint import load_world_model
 
 
+#: rows of the 128x128 SettingsTabs screen between the tab bar and the status bar
+PAGE_ROWS = (26, 108)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
+    return 10 * np.log10(255.0**2 / max(mse, 1e-10))
+
+
+def page_test(env, wm, seeds: int) -> None:
+    hits, margins = [], []
+    for seed in range(200000, 200000 + seeds):
+        now = env.reset(seed=seed)[0]["image"]
+        real, imagined = {}, {}
+        for k in range(4):
+            action = env.unwrapped.choice_action(k)
+            if action is None:
+                real[k] = now
+                continue
+            imagined[k] = wm.imagine(now[None], [action], num_samples=1, seed=0)[0, 0]
+            snapshot = env.unwrapped.snapshot()
+            real[k] = env.step(action)[0]["image"]
+            env.unwrapped.restore(snapshot)
+        for k, im in imagined.items():
+            page = slice(*PAGE_ROWS)  # the page only: the tab bar's highlight alone would tell the tabs apart
+            own = psnr(im[page], real[k][page])
+            best_other = max(psnr(im[page], real[j][page]) for j in real if j != k)
+            hits.append(own > best_other)
+            margins.append(own - best_other)
+    print(f"page test: {np.mean(hits):.3f} of {len(hits)} tab clicks closer to their own page than to any other "
+          f"tab's (mean margin {np.mean(margins):+.2f} dB)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", default="checkpoints/world_model/gui")
     ap.add_argument("--out", default="runs/tab_pages.png")
     ap.add_argument("--seeds", type=int, default=6, help="planner seeds 200000.. (held out from all training)")
+    ap.add_argument("--score", type=int, default=0, help="run the page test on this many seeds instead")
     args = ap.parse_args()
     torch.set_num_threads(1)
     env = gym.make("genex/SettingsTabs-v0")
     wm = load_world_model(args.checkpoint, env=env, device="cpu")
+    if args.score:
+        page_test(env, wm, args.score)
+        return
     rows = []
     for seed in range(200000, 200000 + args.seeds):
         obs, _ = env.reset(seed=seed)
