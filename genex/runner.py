@@ -338,6 +338,20 @@ def _folder_digest(folder: str | Path, with_fidelity: bool) -> str:
     return h.hexdigest()
 
 
+def _model_config_digest(folder: str | Path) -> str | None:
+    """SHA-256 of the ``"model"`` section of a world-model folder's ``config.json`` (None without one)."""
+    import hashlib
+
+    path = Path(folder) / "config.json"
+    try:
+        model = json.loads(path.read_text()).get("model")
+    except (OSError, ValueError):
+        return None
+    if model is None:
+        return None
+    return hashlib.sha256(json.dumps(model, sort_keys=True).encode()).hexdigest()
+
+
 def checkpoint_digests(cfg: CompareConfig) -> dict[str, str]:
     """``{"<kind>:<family>": digest}`` of every checkpoint the planners of ``cfg`` load.
 
@@ -358,6 +372,11 @@ def checkpoint_digests(cfg: CompareConfig) -> dict[str, str]:
             out[f"{PLANNERS[name][2]}:{family}"] = _folder_digest(pol, with_fidelity=False)
             if wm is not None:
                 out[f"world_model:{family}"] = _folder_digest(wm, with_fidelity=cfg.fidelity)
+                # the model config holds the sampler (steps, snap, min_changed_pixels): same weights, other
+                # imagination. A key of its own, so runs recorded before it existed still resume
+                sampling = _model_config_digest(wm)
+                if sampling is not None:
+                    out[f"world_model_config:{family}"] = sampling
     return out
 
 
@@ -372,7 +391,7 @@ def _check_resumable(out: Path, old: dict[str, Any], settings: dict[str, Any], c
     old_ck = old.get("checkpoints") or {}
     changed = sorted(k for k in checkpoints if k in old_ck and old_ck[k] != checkpoints[k])
     if changed:
-        raise ValueError(f"{out} holds episodes run with other weights ({', '.join(changed)} changed since); "
+        raise ValueError(f"{out} holds episodes run with other weights or sampler ({', '.join(changed)} changed since); "
                          "resuming would mix two models in one table: use another --out (or --restart-stale)")
 
 
@@ -402,14 +421,26 @@ def compare(cfg: CompareConfig, out: str | Path, workers: int | None = None, exe
     checkpoints = checkpoint_digests(cfg)
     if run_path.exists() and stale == "restart":
         try:
-            _check_resumable(out, json.loads(run_path.read_text()), settings, checkpoints)
-        except ValueError as e:
-            aside = out.with_name(f"{out.name}.stale-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}")
+            old = json.loads(run_path.read_text())
+            if old.get("checkpoints") is None:  # which weights made those episodes is unknown: do not mix
+                raise ValueError(f"{out} does not record the checkpoints its episodes used")
+            _check_resumable(out, old, settings, checkpoints)
+        except ValueError as e:  # other settings or weights, or an unreadable run.json
+            out = out.resolve()
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+            aside = out.with_name(f"{out.name}.stale-{stamp}")
+            n = 1
+            while aside.exists():  # a second restart within the same second
+                aside, n = out.with_name(f"{out.name}.stale-{stamp}-{n}"), n + 1
             out.rename(aside)
             out.mkdir(parents=True)
+            run_path = out / "run.json"
             log.warning("%s; moved it to %s and started over", str(e).split(";")[0], aside)
     if run_path.exists():
-        old = json.loads(run_path.read_text())
+        try:
+            old = json.loads(run_path.read_text())
+        except ValueError as e:
+            raise ValueError(f"{run_path} is not valid JSON ({e}); use another --out (or --restart-stale)") from e
         _check_resumable(out, old, settings, checkpoints)
         old_ck = old.get("checkpoints")
         if old_ck is None:

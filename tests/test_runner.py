@@ -68,6 +68,46 @@ def test_resume_refuses_episodes_from_other_weights(tmp_path):
     assert len(list(tmp_path.glob("run.stale-*"))) == 1
 
 
+def test_sampler_settings_count_as_a_checkpoint_change(tmp_path):
+    """Same weights, other sampler (config.json's model section): another imagination, so another digest."""
+    import shutil
+
+    from genex.planners import default_checkpoint
+    from genex.runner import checkpoint_digests
+
+    wm = tmp_path / "wm"
+    wm.mkdir()
+    src = default_checkpoint("world_model", "gui")
+    for name in ("config.json", "fidelity.json"):
+        if (src / name).exists():
+            shutil.copy(src / name, wm / name)
+    (wm / "weights.safetensors").write_bytes(b"stand-in weights")  # digests only: nothing is loaded
+    cfg = small_cfg(planners=["imagine"], world_model=str(wm))
+    before = checkpoint_digests(cfg)
+    meta = json.loads((wm / "config.json").read_text())
+    meta["model"]["steps"] += 1
+    (wm / "config.json").write_text(json.dumps(meta))
+    after = checkpoint_digests(cfg)
+    assert after["world_model:gui"] == before["world_model:gui"]  # the weights are the same ...
+    assert after["world_model_config:gui"] != before["world_model_config:gui"]  # ... the sampler is not
+
+
+def test_restart_stale_moves_runs_without_recorded_checkpoints_aside(tmp_path):
+    cfg = small_cfg(planners=["react"], episodes=1)
+    compare(cfg, tmp_path / "run", executor="inline", progress=False)
+    run_json = json.loads((tmp_path / "run" / "run.json").read_text())
+    del run_json["checkpoints"]  # a run from before run.json recorded its weights
+    (tmp_path / "run" / "run.json").write_text(json.dumps(run_json))
+    compare(cfg, tmp_path / "run", executor="inline", progress=False, stale="restart")
+    compare(cfg, tmp_path / "run", executor="inline", progress=False, stale="restart")  # now known: resumes
+    assert len(list(tmp_path.glob("run.stale-*"))) == 1
+    (tmp_path / "run" / "run.json").write_text("{torn")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        compare(cfg, tmp_path / "run", executor="inline", progress=False)
+    compare(cfg, tmp_path / "run", executor="inline", progress=False, stale="restart")  # same second: own name
+    assert len(list(tmp_path.glob("run.stale-*"))) == 2
+
+
 def test_interrupted_compare_resumes_without_redoing_episodes(tmp_path, monkeypatch):
     cfg = small_cfg(planners=["react"], episodes=4)
     full = compare(cfg, tmp_path / "full", executor="inline", progress=False)

@@ -123,6 +123,8 @@ def test_min_changed_pixels_drops_faint_outlines_but_keeps_real_moves():
     for bad in (-1, 2.5):
         with pytest.raises(ValueError, match="min_changed_pixels"):
             cfg.replace(min_changed_pixels=bad)
+    with pytest.raises(ValueError, match="snap > 0"):  # without the snap the gate would silently never fire
+        cfg.replace(min_changed_pixels=30)
 
 
 def test_protocol_honoured_by_all_three_and_oracle_leaves_live_env_alone():
@@ -246,25 +248,31 @@ def test_glimpse_conditions_on_the_pixels_under_the_click_only():
     assert WorldModelConfig.from_dict(old).glimpse == (0, 0)
 
 
-def test_glimpse_map_feeds_the_name_under_the_click_to_every_position():
-    """With ``glimpse_map`` the glimpse code also enters the UNet as a spatial map: what is under the click changes
-    the output far from the click (a tab's page), even when the code's vector path is switched off."""
+def test_glimpse_map_feeds_the_name_under_the_click_to_every_position(monkeypatch):
+    """With ``glimpse_map`` the glimpse code also enters the UNet as a spatial map: what the glimpse shows changes
+    the output far from the click (a tab's page) through the map alone, with the same context frames."""
+    import genex.world_model.network as network
+
     cfg, _ = preset("gui-small", glimpse=(8, 16), glimpse_map=4)
     cfg = cfg.replace(height=32, width=32, channels=(16, 16), patch=2, cond_dim=32)
     torch.manual_seed(0)
     net = ConditionedUNet(cfg)
     for p in net.parameters():  # a trained-looking net: the zero-initialised output conv would hide any difference
         torch.nn.init.normal_(p, std=0.1) if p.dim() > 1 else None
-    ctx = torch.zeros(1, 3 * cfg.context, 32, 32)
-    near = ctx.clone()
-    near[:, -3:, 3:7, 6:14] = 1.0  # a "word" under the click
+    torch.nn.init.zeros_(net.cond_mlp[1].weight)  # the vector path is off: only the map can carry the glimpse
+    torch.nn.init.zeros_(net.cond_mlp[1].bias)
+    ctx = torch.zeros(1, 3 * cfg.context, 32, 32)  # the same context every time: only the glimpse differs
     action = torch.from_numpy(encode_action({"type": 0, "x": 10, "y": 5}, cfg)[None])
     x = torch.zeros(1, 3, 32, 32)
-    torch.nn.init.zeros_(net.cond_mlp[1].weight)  # the vector path is off: only the map can carry the word
-    torch.nn.init.zeros_(net.cond_mlp[1].bias)
-    torch.testing.assert_close(net.embed(torch.zeros(1), action, ctx), net.embed(torch.zeros(1), action, near))
-    a, b = net(x, torch.zeros(1), ctx, action), net(x, torch.zeros(1), near, action)
-    assert (a - b)[..., 20:, :].abs().max() > 1e-4  # rows far below the click change with the word
+
+    def run(value: float) -> torch.Tensor:
+        monkeypatch.setattr(network, "click_glimpse", lambda f, xy, size: torch.full((f.shape[0], 3, *size), value))
+        return net(x, torch.zeros(1), ctx, action)
+
+    assert (run(0.0) - run(1.0))[..., 20:, :].abs().max() > 1e-4  # rows far below the click change with the word
+    torch.nn.init.zeros_(net.glimpse_to_map[1].weight)  # ... and only through the map
+    torch.nn.init.zeros_(net.glimpse_to_map[1].bias)
+    torch.testing.assert_close(run(0.0), run(1.0))
     assert net.unet.conv_in.in_channels == (3 * (cfg.context + 1) + 1) * 4 + 4
     with pytest.raises(ValueError, match="glimpse_map"):
         preset("gui-small", glimpse=(0, 0), glimpse_map=4)

@@ -274,6 +274,9 @@ def evaluate_cli(args: Any) -> int:
     sampling = {k: v for k, v in (("steps", getattr(args, "steps", None) or None),
                                   ("snap", getattr(args, "snap", None)),
                                   ("min_changed_pixels", getattr(args, "min_changed_pixels", None))) if v is not None}
+    if sampling.get("snap") == 0 and "min_changed_pixels" not in sampling and model.cfg.min_changed_pixels:
+        log.info("--snap 0 also turns off min_changed_pixels (it counts the pixels left after the snap)")
+        sampling["min_changed_pixels"] = 0
     if sampling:  # sampling-only overrides: the weights do not depend on them
         model.denoiser.cfg = model.cfg = model.cfg.replace(**sampling)
     cfg = model.cfg
