@@ -369,8 +369,10 @@ def checkpoint_digests(cfg: CompareConfig) -> dict[str, str]:
                 pol, wm = _checkpoint_dirs(cfg, name, family)
             except FileNotFoundError:
                 continue  # no such checkpoint: the episode itself will say so
-            out[f"{PLANNERS[name][2]}:{family}"] = _folder_digest(pol, with_fidelity=False)
-            if wm is not None:
+            # one folder per (kind, family) in a config: hash each once, not once per planner that loads it
+            if f"{PLANNERS[name][2]}:{family}" not in out:
+                out[f"{PLANNERS[name][2]}:{family}"] = _folder_digest(pol, with_fidelity=False)
+            if wm is not None and f"world_model:{family}" not in out:
                 out[f"world_model:{family}"] = _folder_digest(wm, with_fidelity=cfg.fidelity)
                 # the model config holds the sampler (steps, snap, min_changed_pixels): same weights, other
                 # imagination. A key of its own, so runs recorded before it existed still resume
@@ -393,6 +395,24 @@ def _check_resumable(out: Path, old: dict[str, Any], settings: dict[str, Any], c
     if changed:
         raise ValueError(f"{out} holds episodes run with other weights or sampler ({', '.join(changed)} changed since); "
                          "resuming would mix two models in one table: use another --out (or --restart-stale)")
+
+
+def _read_run_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); use another --out (or --restart-stale)") from e
+
+
+def _move_aside(out: Path) -> Path:
+    """Rename folder ``out`` to a free ``<out>.stale-<UTC time>[-n]`` beside it; returns the new path."""
+    out = out.resolve()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    aside, n = out.with_name(f"{out.name}.stale-{stamp}"), 1
+    while aside.exists():  # a second restart within the same second
+        aside, n = out.with_name(f"{out.name}.stale-{stamp}-{n}"), n + 1
+    out.rename(aside)
+    return aside
 
 
 def compare(cfg: CompareConfig, out: str | Path, workers: int | None = None, executor: str = "process",
@@ -419,29 +439,21 @@ def compare(cfg: CompareConfig, out: str | Path, workers: int | None = None, exe
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("envs", "planners", "episodes", "save_frames")}
     run_path = out / "run.json"
     checkpoints = checkpoint_digests(cfg)
-    if run_path.exists() and stale == "restart":
+    old = None
+    if run_path.exists():
         try:
-            old = json.loads(run_path.read_text())
-            if old.get("checkpoints") is None:  # which weights made those episodes is unknown: do not mix
+            old = _read_run_json(run_path)
+            if stale == "restart" and old.get("checkpoints") is None:  # unknown weights made them: do not mix
                 raise ValueError(f"{out} does not record the checkpoints its episodes used")
             _check_resumable(out, old, settings, checkpoints)
         except ValueError as e:  # other settings or weights, or an unreadable run.json
-            out = out.resolve()
-            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-            aside = out.with_name(f"{out.name}.stale-{stamp}")
-            n = 1
-            while aside.exists():  # a second restart within the same second
-                aside, n = out.with_name(f"{out.name}.stale-{stamp}-{n}"), n + 1
-            out.rename(aside)
+            if stale != "restart":
+                raise
+            aside = _move_aside(out)
             out.mkdir(parents=True)
-            run_path = out / "run.json"
+            old = None
             log.warning("%s; moved it to %s and started over", str(e).split(";")[0], aside)
-    if run_path.exists():
-        try:
-            old = json.loads(run_path.read_text())
-        except ValueError as e:
-            raise ValueError(f"{run_path} is not valid JSON ({e}); use another --out (or --restart-stale)") from e
-        _check_resumable(out, old, settings, checkpoints)
+    if old is not None:
         old_ck = old.get("checkpoints")
         if old_ck is None:
             log.warning("%s does not record the checkpoints its episodes used; resuming assumes they are unchanged",
