@@ -23,15 +23,11 @@ import torch
 
 import genex.envs  # noqa: F401  (registers the envs)
 from genex.world_model.checkpoint import load_world_model
+from genex.world_model.evaluate import psnr
 
 
 #: rows of the 128x128 SettingsTabs screen between the tab bar and the status bar
 PAGE_ROWS = (26, 108)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
-    return 10 * np.log10(255.0**2 / max(mse, 1e-10))
 
 
 def page_test(env, wm, seeds: int) -> None:
