@@ -485,6 +485,25 @@ def test_bf16_training_autocasts_and_reduces_loss(synthetic, tmp_path, monkeypat
     assert out.shape == (1, 1, 16, 16, 3)
 
 
+def test_init_from_starts_a_run_at_a_checkpoints_weights(synthetic, tmp_path):
+    """Fine-tuning: with lr 0 the run keeps exactly the loaded weights (and the EMA of them); the checkpoint
+    names where it started; another network is refused, another sampler is not."""
+    from safetensors.torch import load_file
+
+    cfg, tc = preset("tiny", max_steps=2, checkpoint_every=2, eval_every=2)
+    train_world_model([synthetic], tmp_path / "a", cfg, tc, progress=False, device="cpu")
+    still = tc.__class__(**{**tc.__dict__, "lr": 0.0, "seed": 1})
+    train_world_model([synthetic], tmp_path / "b", cfg.replace(steps=4), still, progress=False, device="cpu",
+                      init_from=tmp_path / "a" / "model")
+    a, b = (load_file(str(tmp_path / x / "model" / "weights.safetensors")) for x in "ab")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    meta = json.loads((tmp_path / "b" / "model" / "config.json").read_text())
+    assert meta["init_from"]["sha256"] == json.loads((tmp_path / "a" / "model" / "config.json").read_text())["sha256"]
+    with pytest.raises(ValueError, match="channels"):
+        train_world_model([synthetic], tmp_path / "c", cfg.replace(channels=(8, 16)), tc, progress=False,
+                          device="cpu", init_from=tmp_path / "a" / "model")
+
+
 def test_resume_accepts_a_run_from_before_new_config_fields(synthetic, tmp_path):
     """A run started before a config field existed was trained with its default: --resume fills it in instead
     of refusing the run; a real difference is still refused."""
@@ -519,6 +538,33 @@ def test_evaluate_models_samples_every_stochastic_model():
     assert imagined["a"].shape[:3] == imagined["b"].shape[:3] == (3, 4, 2)
     assert imagined["copy_last"].shape[:3] == (3, 1, 2)
     assert metrics["models"]["copy_last"]["psnr"] == [60.0, 60.0] and metrics["models"]["a"]["diversity"][0] > 50
+
+
+def test_outcome_agreement_counts_samples_that_differ_on_the_hidden_agent():
+    """A stand-in policy sees the pedestrian in bright frames: 2 of 4 samples show it in the first window (the
+    samples disagree), none in the second; the real futures are dark (the policy sees nothing there)."""
+    from types import SimpleNamespace
+
+    from genex.world_model.evaluate import Window, outcome_agreement
+
+    class Bright:  # "pedestrian" = a frame brighter than mid-grey
+        def answer(self, images, prompt, questions):
+            p = np.array([[0.9, 0.1] if im.image.mean() > 128 else [0.1, 0.9] for im in images])
+            return SimpleNamespace(per_image={"pedestrian": p})
+
+    frames = np.zeros((2, 8, 8, 3), np.uint8)
+    windows = [Window(episode=0, t0=3, context=frames, actions=[0, 0], truth=frames, group=g)
+               for g in ("unresolved", "resolved", "")]
+    pred = np.zeros((3, 4, 2, 8, 8, 3), np.uint8)
+    pred[0, :2, 1] = 255  # samples 0 and 1 of the uncertain window show it at h=2
+    pred[2] = 255  # no group: skipped
+    out = outcome_agreement(pred, windows, ["genex/OccludedCrosswalk-v0"] * 3, Bright(), {"genex/OccludedCrosswalk-v0": ""})
+    assert out["outcome_seen_unresolved"] == 0.5 and out["outcome_seen_resolved"] == 0.0
+    assert out["outcome_disagreement_unresolved"] == pytest.approx(2 * 0.5 * 0.5 * 4 / 3)  # 4 of 6 pairs differ
+    assert out["outcome_disagreement_resolved"] == 0.0 and out["outcome_split_unresolved"] == 1.0
+    assert out["outcome_seen_real_unresolved"] == 0.0 and out["windows_unresolved"] == out["windows_resolved"] == 1
+    with pytest.raises(ValueError, match="2 samples"):
+        outcome_agreement(pred[:, :1], windows, ["genex/OccludedCrosswalk-v0"] * 3, Bright(), {})
 
 
 def test_cli_overrides_network_widths(synthetic, tmp_path):

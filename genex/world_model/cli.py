@@ -50,7 +50,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     t0 = time.time()
     try:
         metrics = train_world_model(args.data, args.out, model_cfg, train_cfg, resume=args.resume, device=args.device,
-                                    progress=not args.quiet, command=command, stop_after=args.stop_after)
+                                    progress=not args.quiet, command=command, stop_after=args.stop_after,
+                                    init_from=args.init_from)
     except (TrainingStateError, CheckpointError, ValueError, FileNotFoundError) as e:
         raise SystemExit(f"genex train-world-model: {e}") from e
     print(f"trained to step {metrics.get('step')} in {time.time() - t0:.0f}s; model in {Path(args.out) / 'model'}; "
@@ -97,6 +98,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="0: windows drawn uniformly; 1: every env (app, scene) gets the same share of each batch")
     s.add_argument("--precision", choices=("fp32", "bf16"), default=None,
                    help="training forward pass in float32 or bfloat16 autocast (faster on CPUs with AVX512-BF16)")
+    s.add_argument("--init-from", default=None,
+                   help="checkpoint folder whose weights start the run (fine-tuning; same --config and network)")
     s.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
     s.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
     s.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -117,6 +120,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--min-changed-pixels", type=int, default=None,
                    help="override the checkpoint's min_changed_pixels (a sampled change touching fewer pixels is "
                         "dropped: the last frame is copied)")
+    s.add_argument("--policy", default=None,
+                   help="tiny policy checkpoint: also report whether the samples agree on the hidden agent showing up")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--device", default="auto")

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 __all__ = ["DRIVING_ACTION_VOCAB", "GUI_ACTION_TYPES", "GUI_KEYS", "WorldModelConfig", "TrainConfig", "PRESETS",
-           "preset"]
+           "SAMPLING_ONLY", "preset"]
 
 #: One vocabulary of driving action *names*, so one model serves every driving scenario.
 DRIVING_ACTION_VOCAB: tuple[str, ...] = ("accelerate", "cruise", "brake", "creep", "wait", "overtake")
@@ -25,6 +25,9 @@ GUI_ACTION_TYPES: tuple[str, ...] = ("click", "type", "key", "scroll", "wait")
 GUI_KEYS: tuple[str, ...] = ("enter", "tab", "backspace", "delete", "escape", "up", "down", "left", "right", "home",
                              "end", "select_all")
 
+
+#: fields of :class:`WorldModelConfig` that only change sampling, not the weights (eval overrides, fine-tuning)
+SAMPLING_ONLY = ("steps", "sampler", "snap", "min_changed_pixels")
 
 @dataclass(frozen=True)
 class WorldModelConfig:

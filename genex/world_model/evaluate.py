@@ -15,6 +15,17 @@ Metrics, per horizon step ``h = 1..T`` and model:
   is not visible in any context frame of an episode where it appears later)
   and *resolved* windows (fully visible: it is in view, or the episode has no
   hidden agent and the window starts after the last step of the first half).
+  Pixel diversity mostly measures motion: on the crosswalk it is highest far
+  from the truck, where nothing hidden can show up within the horizon
+  (``scripts/stochasticity_by_distance.py``).
+* ``outcome``, with a policy (``genex eval-world-model --policy DIR``): per
+  window, the share ``p`` of the ``S`` samples in which the policy sees the
+  hidden agent in some imagined frame, and the samples' *outcome disagreement*
+  ``2 p (1 - p) S / (S - 1)``: the chance that two of them differ on whether
+  the agent shows up (0 = all agree), next to how often the same policy sees
+  it in the *real* future frames. It counts only the alternative that matters,
+  but through the policy's eyes: its false alarms on real frames (the real
+  share in windows where the agent never comes) bound what it can show.
 
 The oracle needs the simulator: ``make_env(env_id, env_kwargs)`` rebuilds the
 recorded env, which is replayed from ``reset(seed)`` with the recorded actions
@@ -36,7 +47,8 @@ from torch.nn import functional as F
 
 from .data import MIN_CHANGED, EpisodeData, changed_fraction
 
-__all__ = ["Window", "make_windows", "psnr", "ssim", "evaluate_models", "save_strip_figure", "click_transitions"]
+__all__ = ["Window", "make_windows", "psnr", "ssim", "evaluate_models", "outcome_agreement", "save_strip_figure",
+           "click_transitions"]
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +205,52 @@ def evaluate_models(models: Mapping[str, Any], windows: Sequence[Window], num_sa
     return metrics, imagined
 
 
+def outcome_agreement(pred: np.ndarray, windows: Sequence[Window], env_ids: Sequence[str], policy: Any,
+                      prompts: Mapping[str, str]) -> dict[str, Any]:
+    """Do the imagined futures agree on whether the hidden agent shows up? (see the module docstring)
+
+    ``pred`` is ``uint8[N, S, T, H, W, 3]`` (``S >= 2``), ``env_ids[i]`` the env of ``windows[i]``, ``policy``
+    any :class:`~genex.policy.protocol.Policy` and ``prompts`` its instruction per env id. Windows without a
+    group are skipped. Returns, per group ``g``: ``outcome_seen_g`` (mean share of samples showing the agent),
+    ``outcome_disagreement_g`` (mean chance that two samples differ) and ``outcome_split_g`` (share of
+    windows whose samples do not all agree).
+    """
+    from ..policy.data import fact_question
+    from ..policy.protocol import PolicyQuestion, TaggedImage
+
+    n, s = pred.shape[:2]
+    if s < 2:
+        raise ValueError(f"outcome agreement needs at least 2 samples per window, got {s}")
+    if len(windows) != n or len(env_ids) != n:
+        raise ValueError(f"{n} imagined windows, {len(windows)} windows and {len(env_ids)} env ids")
+    share = {}
+    for i, w in enumerate(windows):
+        if not w.group:
+            continue
+        fact = HIDDEN_FACT[env_ids[i].split("/")[-1].removesuffix("-v0")]
+        question = [PolicyQuestion(fact, fact_question(fact), ("yes", "no"))]
+
+        def shows(frames: np.ndarray, imagined: bool) -> np.ndarray:  # bool[len(frames)], sample-major frames
+            t = len(w.truth)
+            r = policy.answer([TaggedImage(np.ascontiguousarray(x), step=w.t0 + 1 + j % t, imagined=imagined,
+                                           sample=j // t) for j, x in enumerate(frames)], prompts[env_ids[i]], question)
+            return np.asarray(r.per_image[fact])[:, 0] > 0.5
+
+        seen = shows(pred[i].reshape(-1, *pred.shape[3:]), True).reshape(s, -1).any(1)  # [S]: in some frame
+        real = shows(w.truth, False).any()
+        share.setdefault(w.group, []).append((float(seen.mean()), float(real)))
+    out: dict[str, Any] = {"outcome_samples": int(s)}
+    for g, v in share.items():
+        p, real = np.array(v).T
+        out[f"outcome_seen_real_{g}"] = float(real.mean())
+        disagree = 2 * p * (1 - p) * s / (s - 1)
+        out[f"outcome_seen_{g}"] = float(p.mean())
+        out[f"outcome_disagreement_{g}"] = float(disagree.mean())
+        out[f"outcome_split_{g}"] = float((disagree > 0).mean())
+        out[f"windows_{g}"] = len(v)
+    return out
+
+
 def save_strip_figure(path: str | Path, windows: Sequence[Window], imagined: Mapping[str, np.ndarray],
                       rows: int = 3, seed: int = 0) -> Path:
     """A PNG: for a few windows, the real future strip above each model's imagined strip (sample 0)."""
@@ -322,6 +380,20 @@ def evaluate_cli(args: Any) -> int:
         models["oracle"] = _Oracle()
     metrics, imagined = evaluate_models(models, windows, args.samples, seed=args.seed, snapshots=snapshots,
                                         model_actions={"diffusion": enc})
+    if getattr(args, "policy", None):
+        if args.samples < 2:
+            raise ValueError("--policy measures whether the samples agree: give --samples 2 or more")
+        from ..policy import make_policy
+
+        policy = make_policy("tiny", checkpoint=args.policy)
+        prompts = {}
+        for eid, m in manifests.items():
+            env = make_env(eid, m.env_kwargs)
+            prompts[eid] = str(getattr(env.unwrapped, "instruction", ""))
+            env.close()
+        metrics["outcome"] = outcome_agreement(imagined["diffusion"], windows,
+                                               [episodes[w.episode].env_id for w in windows], policy, prompts)
+        metrics["outcome"]["policy"] = str(args.policy)
     if cfg.action_family == "gui":
         metrics["gui_clicks"] = click_transitions(model, episodes, seed=args.seed)
     out = Path(args.out)
@@ -374,6 +446,13 @@ def format_table(metrics: Mapping[str, Any]) -> str:
         if g in d:
             lines.append(f"{g} (per h): " + " ".join(f"{v:.2f}" for v in d[g]) +
                          (f"  [{d.get('windows_' + g.split('_')[-1], '')} windows]" if g != "diversity" else ""))
+    o = metrics.get("outcome", {})
+    for g in ("unresolved", "resolved"):
+        if f"outcome_seen_{g}" in o:
+            lines.append(f"outcome {g}: agent shown in {o[f'outcome_seen_{g}']:.3f} of samples (real futures "
+                         f"{o[f'outcome_seen_real_{g}']:.3f}), samples disagree "
+                         f"{o[f'outcome_disagreement_{g}']:.3f} (pairs), {o[f'outcome_split_{g}']:.3f} (windows)  "
+                         f"[{o[f'windows_{g}']} windows]")
     return "\n".join(lines)
 
 

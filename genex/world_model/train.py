@@ -32,8 +32,9 @@ from safetensors.torch import load_file
 
 from genex.devices import select_device
 
-from .checkpoint import atomic_save_tensors, atomic_write_bytes, save_world_model, sha256_file, CorruptCheckpointError
-from .config import TrainConfig, WorldModelConfig
+from .checkpoint import (CorruptCheckpointError, atomic_save_tensors, atomic_write_bytes, load_denoiser, save_world_model,
+                         sha256_file)
+from .config import SAMPLING_ONLY, TrainConfig, WorldModelConfig
 from .data import WindowDataset, load_recordings, split_episodes
 from .denoiser import Denoiser
 from .sampler import sample_next_frame
@@ -147,10 +148,13 @@ def train_world_model(
     progress: bool = True,
     command: str | None = None,
     stop_after: int | None = None,
+    init_from: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train (or resume training) a world model; returns the final metrics.
 
     ``stop_after``: return after that many steps in this call (the run stays resumable).
+    ``init_from``: a checkpoint folder whose weights start the run (fine-tuning; its model config must match
+    ``model_cfg`` up to the sampling-only fields); the optimizer and the schedule start afresh.
     """
     from tqdm.auto import tqdm
 
@@ -158,6 +162,15 @@ def train_world_model(
     tc = train_cfg
     dev = select_device(device)
     run = {"model": model_cfg.to_dict(), "train": asdict(tc), "data": [str(Path(d)) for d in data_dirs]}
+    init = None
+    if init_from is not None:
+        init, init_meta = load_denoiser(init_from)
+        theirs, ours = init.cfg.to_dict(), model_cfg.to_dict()
+        diff = sorted(k for k in ours if k not in SAMPLING_ONLY and theirs.get(k) != ours[k])
+        if diff:
+            raise ValueError(f"--init-from {init_from}: its model config differs in {', '.join(diff)}; fine-tune "
+                             "with the same --config and network options")
+        run["init_from"] = {"path": str(init_from), "sha256": init_meta.get("sha256")}
     state_dir = out / "state"
     latest_path = state_dir / "latest.json"
     if latest_path.exists() and not resume:
@@ -206,6 +219,10 @@ def train_world_model(
         rng.bit_generator.state = latest["numpy_rng"]
         step, elapsed = latest["step"], latest["seconds"]
         log.info("resumed %s at step %d", out, step)
+    elif init is not None:
+        denoiser.load_state_dict(init.state_dict())
+        ema = EMAModel(denoiser.parameters(), decay=tc.ema_decay)  # the average starts at the loaded weights
+        log.info("starting from the weights of %s", init_from)
     elif resume:
         log.info("--resume: no checkpoint in %s yet, starting from scratch", out)
     logger = _Logger(out, step)
@@ -230,6 +247,7 @@ def train_world_model(
         ema.copy_to(denoiser.parameters())
         save_world_model(denoiser, out / "model", extra={
             "data": [_data_info(d) for d in data_dirs], "command": command, "train_seconds": round(elapsed, 1),
+            **({"init_from": run["init_from"]} if "init_from" in run else {}),
             "steps": step, "train": asdict(tc), "final": final})
         ema.restore(denoiser.parameters())
 

@@ -1,0 +1,130 @@
+"""Where do a driving world model's imagined futures disagree? Crosswalk windows binned by distance to the crosswalk.
+
+Issue 4 asks that the S imagined futures differ where the outcome is uncertain and agree where it is
+determined. On the crosswalk, what decides the outcome is the ego's distance to the crosswalk: a hidden
+pedestrian only steps out when the car comes within a few seconds of it, and once the car has passed,
+nothing hidden can change what the camera sees. This script replays each recorded episode to get the
+ego's distance to the crosswalk (``conflict_s - progress``, metres, both public: the ego knows where it
+is and where the crosswalk is), then prints per distance bin and per episode kind (a pedestrian comes
+later / none ever comes):
+
+* ``pixel std``: the pixel diversity of ``genex eval-world-model`` (mean over pixels and horizon of the
+  standard deviation across samples, 0..255);
+* ``shown``: share of samples in which the policy sees a pedestrian in some imagined frame;
+* ``split``: share of windows whose samples do not all agree on that;
+* ``real``: share of windows whose *real* future frames the same policy reads as showing a pedestrian, i.e.
+  its own false alarms in episodes without one.
+
+Windows with the pedestrian already in a context frame are left out (its walk is determined).
+
+    python scripts/stochasticity_by_distance.py --checkpoint checkpoints/world_model/driving \\
+        --policy checkpoints/policy/tiny-driving --data data/wm/heldout/OccludedCrosswalk --samples 8 --stride 4
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import genex.envs  # noqa: F401
+from genex.policy import make_policy
+from genex.policy.data import fact_question
+from genex.policy.protocol import PolicyQuestion, TaggedImage
+from genex.recording import iter_episodes, read_manifest
+from genex.world_model.actions import encode_actions
+from genex.world_model.checkpoint import load_world_model
+from genex.world_model.evaluate import EpisodeData, make_windows
+
+BINS = (-np.inf, -4.0, 0.0, 5.0, 10.0, 15.0, 20.0, np.inf)  # metres to the crosswalk (negative: passed it)
+
+
+def distances(env_id: str, episodes: list[EpisodeData]) -> list[np.ndarray]:
+    """Per episode, ``float[T + 1]``: metres from the ego to the crosswalk after each recorded step."""
+    env = gym.make(env_id)
+    out = []
+    for ep in episodes:
+        _, info = env.reset(seed=ep.seed)
+        zone = env.unwrapped._layout.landmarks["conflict_s"]  # public landmark (where the crosswalk is)
+        d = [zone - info["ego"]["progress"]]
+        for a in ep.raw_actions:
+            _, _, _, _, info = env.step(int(a))
+            d.append(zone - info["ego"]["progress"])
+        out.append(np.array(d))
+    env.close()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--checkpoint", default="checkpoints/world_model/driving")
+    ap.add_argument("--policy", default="checkpoints/policy/tiny-driving")
+    ap.add_argument("--data", default="data/wm/heldout/OccludedCrosswalk")
+    ap.add_argument("--samples", type=int, default=8)
+    ap.add_argument("--stride", type=int, default=4)
+    ap.add_argument("--horizon", type=int, default=8)
+    ap.add_argument("--max-episodes", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=None, help="override the checkpoint's denoising steps")
+    ap.add_argument("--sigma-min", type=float, default=None, help="override the checkpoint's last noise level")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    model = load_world_model(args.checkpoint)
+    sampling = {k: v for k, v in (("steps", args.steps), ("sigma_min", args.sigma_min)) if v is not None}
+    if sampling:  # sampling-only: the weights do not change
+        model.denoiser.cfg = model.cfg = model.cfg.replace(**sampling)
+    cfg, s, horizon = model.cfg, args.samples, args.horizon
+    policy = make_policy("tiny", checkpoint=args.policy)
+    m = read_manifest(args.data)
+    fact = m.facts.index("pedestrian")
+    episodes = []
+    for i, ep in enumerate(iter_episodes(args.data)):
+        if args.max_episodes is not None and i >= args.max_episodes:
+            break
+        episodes.append(EpisodeData(ep.frames, encode_actions(ep.actions, cfg, m.action_names), list(ep.actions),
+                                    m.env_id, int(ep.meta.get("seed", -1)), dict(ep.meta, _visible=ep.visible)))
+    dist = distances(m.env_id, episodes)
+    windows = [w for w in make_windows(episodes, cfg.context, horizon, args.stride)
+               if not episodes[w.episode].meta["_visible"][max(0, w.t0 - cfg.context + 1):w.t0 + 1, fact].any()]
+    env = gym.make(m.env_id)
+    prompt, question = env.unwrapped.instruction, [PolicyQuestion("pedestrian", fact_question("pedestrian"), ("yes", "no"))]
+    env.close()
+
+    def shows(frames: np.ndarray, imagined: bool) -> np.ndarray:
+        r = policy.answer([TaggedImage(np.ascontiguousarray(x), imagined=imagined) for x in frames], prompt, question)
+        return np.asarray(r.per_image["pedestrian"])[:, 0] > 0.5
+
+    rows = []
+    batch = max(1, 64 // s)
+    for i in tqdm(range(0, len(windows), batch), desc="imagine"):
+        chunk = windows[i:i + batch]
+        ctx = np.repeat(np.stack([w.context for w in chunk]), s, axis=0)
+        acts = np.stack([episodes[w.episode].actions[w.t0:w.t0 + horizon] for w in chunk]).astype(np.float32)
+        out = model.imagine_batch(ctx, np.repeat(acts, s, axis=0), seed=args.seed + i)
+        out = out.reshape(len(chunk), s, *out.shape[1:])  # [B,S,T,H,W,3]
+        for j, w in enumerate(chunk):
+            ep = episodes[w.episode]
+            seen = shows(out[j].reshape(-1, *out.shape[3:]), True).reshape(s, -1).any(1)
+            rows.append(dict(dist=float(dist[w.episode][w.t0]), comes=bool(ep.meta["_visible"][:, fact].any()),
+                             shown=float(seen.mean()), split=bool(0 < seen.sum() < s),
+                             pix=float(out[j].astype(np.float32).std(0).mean()), real=bool(shows(w.truth, False).any())))
+    print(f"{args.checkpoint} ({cfg.steps} steps to sigma {cfg.sigma_min:g}), {args.data}: {len(rows)} windows "
+          f"without the pedestrian in view, {s} samples, horizon {horizon}")
+    print("| metres to the crosswalk | episodes | windows | pixel std | shown | split | real |")
+    print("|---|---|---|---|---|---|---|")
+    for lo, hi in zip(BINS[:-1], BINS[1:]):
+        for comes, name in ((True, "a pedestrian comes"), (False, "none comes")):
+            v = [r for r in rows if lo <= r["dist"] < hi and r["comes"] == comes]
+            if v:
+                print(f"| {lo:g} to {hi:g} | {name} | {len(v)} | {np.mean([r['pix'] for r in v]):.2f} | "
+                      f"{np.mean([r['shown'] for r in v]):.2f} | {np.mean([r['split'] for r in v]):.2f} | "
+                      f"{np.mean([r['real'] for r in v]):.2f} |")
+
+
+if __name__ == "__main__":
+    main()
