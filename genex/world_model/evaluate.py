@@ -15,9 +15,9 @@ Metrics, per horizon step ``h = 1..T`` and model:
   is not visible in any context frame of an episode where it appears later)
   and *resolved* windows (fully visible: it is in view, or the episode has no
   hidden agent and the window starts after the last step of the first half).
-  Pixel diversity mostly measures motion: on the crosswalk it is highest far
-  from the truck, where nothing hidden can show up within the horizon
-  (``scripts/stochasticity_by_distance.py``).
+  Pixel diversity mostly measures motion: on the crosswalk it is as high far
+  from the truck, where nothing hidden can show up within the horizon, as
+  next to it (``scripts/stochasticity_by_distance.py``).
 * ``outcome``, with a policy (``genex eval-world-model --policy DIR``): per
   window, the share ``p`` of the ``S`` samples in which the policy sees the
   hidden agent in some imagined frame, and the samples' *outcome disagreement*
