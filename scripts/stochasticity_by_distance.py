@@ -15,7 +15,8 @@ later / none ever comes):
 * ``real``: share of windows whose *real* future frames the same policy reads as showing a pedestrian, i.e.
   its own false alarms in episodes without one.
 
-Windows with the pedestrian already in a context frame are left out (its walk is determined).
+Windows where the pedestrian has already been in view (up to the window's start) are left out: their outcome
+is settled. "A pedestrian comes" = it comes into view after the window's start (within the horizon or later).
 
     python scripts/stochasticity_by_distance.py --checkpoint checkpoints/world_model/driving \\
         --policy checkpoints/policy/tiny-driving --data data/wm/heldout/OccludedCrosswalk --samples 8 --stride 4
@@ -42,9 +43,9 @@ from genex.world_model.evaluate import EpisodeData, make_windows
 BINS = (-np.inf, -4.0, 0.0, 5.0, 10.0, 15.0, 20.0, np.inf)  # metres to the crosswalk (negative: passed it)
 
 
-def distances(env_id: str, episodes: list[EpisodeData]) -> list[np.ndarray]:
+def distances(env_id: str, env_kwargs: dict, episodes: list[EpisodeData]) -> list[np.ndarray]:
     """Per episode, ``float[T + 1]``: metres from the ego to the crosswalk after each recorded step."""
-    env = gym.make(env_id)
+    env = gym.make(env_id, **env_kwargs)
     out = []
     for ep in episodes:
         _, info = env.reset(seed=ep.seed)
@@ -88,10 +89,12 @@ def main() -> None:
             break
         episodes.append(EpisodeData(ep.frames, encode_actions(ep.actions, cfg, m.action_names), list(ep.actions),
                                     m.env_id, int(ep.meta.get("seed", -1)), dict(ep.meta, _visible=ep.visible)))
-    dist = distances(m.env_id, episodes)
+    dist = distances(m.env_id, m.env_kwargs, episodes)
+    # only windows whose outcome is still open: the pedestrian has not been in view up to t0 (windows where it
+    # already came and left the view are resolved, not uncertain)
     windows = [w for w in make_windows(episodes, cfg.context, horizon, args.stride)
-               if not episodes[w.episode].meta["_visible"][max(0, w.t0 - cfg.context + 1):w.t0 + 1, fact].any()]
-    env = gym.make(m.env_id)
+               if not episodes[w.episode].meta["_visible"][:w.t0 + 1, fact].any()]
+    env = gym.make(m.env_id, **m.env_kwargs)
     prompt, question = env.unwrapped.instruction, [PolicyQuestion("pedestrian", fact_question("pedestrian"), ("yes", "no"))]
     env.close()
 
@@ -110,11 +113,12 @@ def main() -> None:
         for j, w in enumerate(chunk):
             ep = episodes[w.episode]
             seen = shows(out[j].reshape(-1, *out.shape[3:]), True).reshape(s, -1).any(1)
-            rows.append(dict(dist=float(dist[w.episode][w.t0]), comes=bool(ep.meta["_visible"][:, fact].any()),
+            comes = bool(ep.meta["_visible"][w.t0 + 1:, fact].any())  # comes into view after t0
+            rows.append(dict(dist=float(dist[w.episode][w.t0]), comes=comes,
                              shown=float(seen.mean()), split=bool(0 < seen.sum() < s),
                              pix=float(out[j].astype(np.float32).std(0).mean()), real=bool(shows(w.truth, False).any())))
     print(f"{args.checkpoint} ({cfg.steps} steps to sigma {cfg.sigma_min:g}), {args.data}: {len(rows)} windows "
-          f"without the pedestrian in view, {s} samples, horizon {horizon}")
+          f"before the pedestrian (if any) has been in view, {s} samples, horizon {horizon}")
     print("| metres to the crosswalk | episodes | windows | pixel std | shown | split | real |")
     print("|---|---|---|---|---|---|---|")
     for lo, hi in zip(BINS[:-1], BINS[1:]):

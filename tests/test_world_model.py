@@ -502,6 +502,13 @@ def test_init_from_starts_a_run_at_a_checkpoints_weights(synthetic, tmp_path):
     with pytest.raises(ValueError, match="channels"):
         train_world_model([synthetic], tmp_path / "c", cfg.replace(channels=(8, 16)), tc, progress=False,
                           device="cpu", init_from=tmp_path / "a" / "model")
+    # a fine-tune resumes from its own state, with or without --init-from (the start may have moved since)
+    tc1 = tc.__class__(**{**tc.__dict__, "checkpoint_every": 1})
+    train_world_model([synthetic], tmp_path / "d", cfg, tc1, progress=False, device="cpu",
+                      init_from=str(tmp_path / "a" / "model") + "/", stop_after=1)
+    assert train_world_model([synthetic], tmp_path / "d", cfg, tc1, resume=True, progress=False,
+                             device="cpu")["step"] == 2
+    assert json.loads((tmp_path / "d" / "run.json").read_text())["init_from"]["path"] == str(tmp_path / "a" / "model")
 
 
 def test_resume_accepts_a_run_from_before_new_config_fields(synthetic, tmp_path):

@@ -27,7 +27,7 @@ GUI_KEYS: tuple[str, ...] = ("enter", "tab", "backspace", "delete", "escape", "u
 
 
 #: fields of :class:`WorldModelConfig` that only change sampling, not the weights (eval overrides, fine-tuning)
-SAMPLING_ONLY = ("steps", "sampler", "snap", "min_changed_pixels")
+SAMPLING_ONLY = ("steps", "sampler", "snap", "min_changed_pixels", "sigma_min", "sigma_max", "rho")
 
 @dataclass(frozen=True)
 class WorldModelConfig:

@@ -363,7 +363,18 @@ def evaluate_cli(args: Any) -> int:
     names = {eid: m.action_names for eid, m in manifests.items()}
     enc = np.stack([encode_actions(w.actions, cfg, names[episodes[w.episode].env_id]) for w in windows])
 
-    models: dict[str, Any] = {"diffusion": model, "copy_last": CopyLastFrameWorldModel()}
+    policy, prompts = None, {}
+    if getattr(args, "policy", None):  # checked and loaded before the (long) evaluation, not after it
+        if args.samples < 2:
+            raise ValueError("--policy measures whether the samples agree: give --samples 2 or more")
+        if not any(w.group for w in windows):
+            raise ValueError("--policy reads the hidden agent of the driving scenes (HIDDEN_FACT), and none of "
+                             "these windows has one")
+        from ..policy import make_policy
+
+        policy = make_policy("tiny", checkpoint=args.policy)
+        for ep in episodes:  # the instruction the episode was recorded with, as the planners read it
+            prompts.setdefault(ep.env_id, str(ep.meta.get("instruction", "")))
     snapshots = None
     if not args.no_oracle:
         snapshots = _replay_snapshots(episodes, windows, manifests, gym)
@@ -380,17 +391,7 @@ def evaluate_cli(args: Any) -> int:
         models["oracle"] = _Oracle()
     metrics, imagined = evaluate_models(models, windows, args.samples, seed=args.seed, snapshots=snapshots,
                                         model_actions={"diffusion": enc})
-    if getattr(args, "policy", None):
-        if args.samples < 2:
-            raise ValueError("--policy measures whether the samples agree: give --samples 2 or more")
-        from ..policy import make_policy
-
-        policy = make_policy("tiny", checkpoint=args.policy)
-        prompts = {}
-        for eid, m in manifests.items():
-            env = make_env(eid, m.env_kwargs)
-            prompts[eid] = str(getattr(env.unwrapped, "instruction", ""))
-            env.close()
+    if policy is not None:
         metrics["outcome"] = outcome_agreement(imagined["diffusion"], windows,
                                                [episodes[w.episode].env_id for w in windows], policy, prompts)
         metrics["outcome"]["policy"] = str(args.policy)

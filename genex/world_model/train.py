@@ -162,20 +162,12 @@ def train_world_model(
     tc = train_cfg
     dev = select_device(device)
     run = {"model": model_cfg.to_dict(), "train": asdict(tc), "data": [str(Path(d)) for d in data_dirs]}
-    init = None
-    if init_from is not None:
-        init, init_meta = load_denoiser(init_from)
-        theirs, ours = init.cfg.to_dict(), model_cfg.to_dict()
-        diff = sorted(k for k in ours if k not in SAMPLING_ONLY and theirs.get(k) != ours[k])
-        if diff:
-            raise ValueError(f"--init-from {init_from}: its model config differs in {', '.join(diff)}; fine-tune "
-                             "with the same --config and network options")
-        run["init_from"] = {"path": str(init_from), "sha256": init_meta.get("sha256")}
     state_dir = out / "state"
     latest_path = state_dir / "latest.json"
     if latest_path.exists() and not resume:
         raise TrainingStateError(f"{out} already holds a training run; pass --resume to continue it or use "
                                  "another --out")
+    old = None
     if resume and (out / "run.json").exists():
         old = json.loads((out / "run.json").read_text())
         # a run from before a config field existed was trained with that field's default: fill it in, so adding
@@ -183,10 +175,28 @@ def train_world_model(
         for key, defaults in (("model", WorldModelConfig().to_dict()), ("train", asdict(TrainConfig()))):
             if isinstance(old.get(key), dict):
                 old[key] = {**defaults, **old[key]}
-        if old != run:
-            diff = sorted(k for k in run if old.get(k) != run[k])
-            raise TrainingStateError(f"--resume: {out} was started with other settings ({', '.join(diff)} differ); "
-                                     "resume with the same --data and --config, or use another --out")
+    init = None
+    if resume and latest_path.exists():
+        # the weights come from the run's own state: the start checkpoint is only provenance (it may have moved)
+        if old is not None and "init_from" in old:
+            run["init_from"] = old["init_from"]
+        if init_from is not None and str(Path(init_from)) != run.get("init_from", {}).get("path"):
+            log.warning("--init-from %s is ignored: %s resumes from its own checkpoint", init_from, out)
+    elif init_from is not None:
+        init, init_meta = load_denoiser(init_from)
+        theirs, ours = init.cfg.to_dict(), model_cfg.to_dict()
+        diff = [f"{k} ({theirs.get(k)!r} vs {ours[k]!r})" for k in sorted(ours)
+                if k not in SAMPLING_ONLY and theirs.get(k) != ours[k]]
+        if diff:
+            raise ValueError(f"--init-from {init_from}: its model config differs in {', '.join(diff)}; fine-tune "
+                             "with the same --config and network options")
+        run["init_from"] = {"path": str(Path(init_from)), "sha256": init_meta.get("sha256")}
+    if old is not None and old != run:
+        diff = sorted(k for k in run.keys() | old.keys() if old.get(k) != run.get(k))
+        hint = (f"; it started from --init-from {old['init_from']['path']}: pass it again"
+                if "init_from" in diff and "init_from" in old else "")
+        raise TrainingStateError(f"--resume: {out} was started with other settings ({', '.join(diff)} differ){hint}; "
+                                 "resume with the same --data and --config, or use another --out")
     state_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "run.json", json.dumps(run, indent=2).encode())
 
@@ -221,7 +231,10 @@ def train_world_model(
         log.info("resumed %s at step %d", out, step)
     elif init is not None:
         denoiser.load_state_dict(init.state_dict())
-        ema = EMAModel(denoiser.parameters(), decay=tc.ema_decay)  # the average starts at the loaded weights
+        del init
+        # a fresh average of the loaded weights (the one made above holds the random init; it matters for an
+        # export before the first step, since diffusers' EMA copies the weights at step 1 anyway)
+        ema = EMAModel(denoiser.parameters(), decay=tc.ema_decay)
         log.info("starting from the weights of %s", init_from)
     elif resume:
         log.info("--resume: no checkpoint in %s yet, starting from scratch", out)
