@@ -586,6 +586,25 @@ def test_cli_overrides_network_widths(synthetic, tmp_path):
         main(["train-world-model", "--data", str(synthetic), "--config", "tiny", "--out", str(out), "--channels", "8;16"])
 
 
+def test_cli_eval_world_model_writes_its_outputs_and_checks_policy_first(synthetic, tmp_path):
+    """`genex eval-world-model` end to end on a 2-step model; `--policy` on recordings without a hidden agent
+    fails at once, not after the evaluation."""
+    from genex.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train-world-model", "--data", str(synthetic), "--config", "tiny", "--out", str(run), "--threads", "1",
+                 "--quiet", "--max-steps", "2", "--checkpoint-every", "2", "--eval-every", "2", "--device", "cpu"]) == 0
+    args = ["eval-world-model", "--checkpoint", str(run / "model"), "--data", str(synthetic), "--horizon", "2",
+            "--samples", "2", "--stride", "4", "--no-oracle", "--threads", "1", "--device", "cpu"]
+    assert main(args + ["--out", str(tmp_path / "eval")]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert set(metrics["models"]) == {"diffusion", "copy_last"} and metrics["horizon"] == 2 and metrics["samples"] == 2
+    assert (tmp_path / "eval" / "metrics.csv").exists() and (tmp_path / "eval" / "strips.png").exists()
+    with pytest.raises(SystemExit, match="hidden agent"):
+        main(args + ["--out", str(tmp_path / "eval2"), "--policy", str(tmp_path / "no-such-policy")])
+    assert not (tmp_path / "eval2").exists()
+
+
 def test_psnr_splits_static_and_moving_frames_and_has_an_uncapped_dataset_form():
     """A static next frame gives copy-last the 60 dB cap; the moving/static split and the PSNR of the mean MSE
     show what happens where something moves."""

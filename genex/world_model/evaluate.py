@@ -375,6 +375,7 @@ def evaluate_cli(args: Any) -> int:
         policy = make_policy("tiny", checkpoint=args.policy)
         for ep in episodes:  # the instruction the episode was recorded with, as the planners read it
             prompts.setdefault(ep.env_id, str(ep.meta.get("instruction", "")))
+    models: dict[str, Any] = {"diffusion": model, "copy_last": CopyLastFrameWorldModel()}
     snapshots = None
     if not args.no_oracle:
         snapshots = _replay_snapshots(episodes, windows, manifests, gym)
