@@ -22,26 +22,15 @@ import argparse
 import numpy as np
 import torch
 
-from genex.recording import iter_episodes, read_manifest
-from genex.world_model.actions import encode_actions
 from genex.world_model.baselines import CopyLastFrameWorldModel
 from genex.world_model.checkpoint import load_world_model
-from genex.world_model.evaluate import EpisodeData, evaluate_models, make_windows, psnr
+from genex.world_model.evaluate import EpisodeData, evaluate_models, load_episodes, make_windows, psnr
 
 SCENES = ("OccludedCrosswalk", "StoppedLeadCar", "OccludedLeftTurn")
 
 
 def load(split: str, scenes: list[str], cfg, max_episodes: int | None) -> tuple[list[EpisodeData], dict]:
-    episodes, facts = [], {}
-    for scene in scenes:
-        d = f"data/wm/{split}/{scene}"
-        m = read_manifest(d)
-        facts[m.env_id] = list(m.facts)
-        for i, ep in enumerate(iter_episodes(d)):
-            if max_episodes is not None and i >= max_episodes:
-                break
-            episodes.append(EpisodeData(ep.frames, encode_actions(ep.actions, cfg, m.action_names), list(ep.actions),
-                                        m.env_id, int(ep.meta.get("seed", -1)), dict(ep.meta, _visible=ep.visible)))
+    episodes, facts, _ = load_episodes([f"data/wm/{split}/{scene}" for scene in scenes], cfg, max_episodes)
     return episodes, facts
 
 

@@ -33,12 +33,8 @@ from tqdm.auto import tqdm
 
 import genex.envs  # noqa: F401
 from genex.policy import make_policy
-from genex.policy.data import fact_question
-from genex.policy.protocol import PolicyQuestion, TaggedImage
-from genex.recording import iter_episodes, read_manifest
-from genex.world_model.actions import encode_actions
 from genex.world_model.checkpoint import load_world_model
-from genex.world_model.evaluate import EpisodeData, make_windows
+from genex.world_model.evaluate import EpisodeData, agent_sightings, load_episodes, make_windows
 
 BINS = (-np.inf, -4.0, 0.0, 5.0, 10.0, 15.0, 20.0, np.inf)  # metres to the crosswalk (negative: passed it)
 
@@ -81,27 +77,14 @@ def main() -> None:
         model.denoiser.cfg = model.cfg = model.cfg.replace(**sampling)
     cfg, s, horizon = model.cfg, args.samples, args.horizon
     policy = make_policy("tiny", checkpoint=args.policy)
-    m = read_manifest(args.data)
-    fact = m.facts.index("pedestrian")
-    episodes = []
-    for i, ep in enumerate(iter_episodes(args.data)):
-        if args.max_episodes is not None and i >= args.max_episodes:
-            break
-        episodes.append(EpisodeData(ep.frames, encode_actions(ep.actions, cfg, m.action_names), list(ep.actions),
-                                    m.env_id, int(ep.meta.get("seed", -1)), dict(ep.meta, _visible=ep.visible)))
-    dist = distances(m.env_id, m.env_kwargs, episodes)
+    episodes, facts, manifests = load_episodes([args.data], cfg, args.max_episodes)
+    (env_id, m), = manifests.items()
+    fact = facts[env_id].index("pedestrian")
+    dist = distances(env_id, m.env_kwargs, episodes)
     # only windows whose outcome is still open: the pedestrian has not been in view up to t0 (windows where it
     # already came and left the view are resolved, not uncertain)
     windows = [w for w in make_windows(episodes, cfg.context, horizon, args.stride)
                if not episodes[w.episode].meta["_visible"][:w.t0 + 1, fact].any()]
-    env = gym.make(m.env_id, **m.env_kwargs)
-    prompt, question = env.unwrapped.instruction, [PolicyQuestion("pedestrian", fact_question("pedestrian"), ("yes", "no"))]
-    env.close()
-
-    def shows(frames: np.ndarray, imagined: bool) -> np.ndarray:
-        r = policy.answer([TaggedImage(np.ascontiguousarray(x), imagined=imagined) for x in frames], prompt, question)
-        return np.asarray(r.per_image["pedestrian"])[:, 0] > 0.5
-
     rows = []
     batch = max(1, 64 // s)
     for i in tqdm(range(0, len(windows), batch), desc="imagine"):
@@ -112,11 +95,11 @@ def main() -> None:
         out = out.reshape(len(chunk), s, *out.shape[1:])  # [B,S,T,H,W,3]
         for j, w in enumerate(chunk):
             ep = episodes[w.episode]
-            seen = shows(out[j].reshape(-1, *out.shape[3:]), True).reshape(s, -1).any(1)
+            seen, real = agent_sightings(out[j], w, "pedestrian", policy, str(ep.meta.get("instruction", "")))
             comes = bool(ep.meta["_visible"][w.t0 + 1:, fact].any())  # comes into view after t0
             rows.append(dict(dist=float(dist[w.episode][w.t0]), comes=comes,
                              shown=float(seen.mean()), split=bool(0 < seen.sum() < s),
-                             pix=float(out[j].astype(np.float32).std(0).mean()), real=bool(shows(w.truth, False).any())))
+                             pix=float(out[j].astype(np.float32).std(0).mean()), real=real))
     print(f"{args.checkpoint} ({cfg.steps} steps to sigma {cfg.sigma_min:g}), {args.data}: {len(rows)} windows "
           f"before the pedestrian (if any) has been in view, {s} samples, horizon {horizon}")
     print("| metres to the crosswalk | episodes | windows | pixel std | shown | split | real |")

@@ -47,8 +47,8 @@ from torch.nn import functional as F
 
 from .data import MIN_CHANGED, EpisodeData, changed_fraction
 
-__all__ = ["Window", "make_windows", "psnr", "ssim", "evaluate_models", "outcome_agreement", "save_strip_figure",
-           "click_transitions"]
+__all__ = ["Window", "make_windows", "load_episodes", "psnr", "ssim", "evaluate_models", "agent_sightings",
+           "outcome_agreement", "save_strip_figure", "click_transitions"]
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +205,27 @@ def evaluate_models(models: Mapping[str, Any], windows: Sequence[Window], num_sa
     return metrics, imagined
 
 
+def agent_sightings(samples: np.ndarray, window: Window, fact: str, policy: Any, prompt: str) -> tuple[np.ndarray, bool]:
+    """Does ``policy`` see ``fact`` in some frame? ``(bool[S] per imagined sample, bool for the real future)``.
+
+    ``samples`` is one window's imagined futures, ``uint8[S, T, H, W, 3]``; the real future is ``window.truth``.
+    A frame shows the fact when the policy's P(yes) is above 0.5.
+    """
+    from ..policy.data import fact_question
+    from ..policy.protocol import PolicyQuestion, TaggedImage
+
+    question = [PolicyQuestion(fact, fact_question(fact), ("yes", "no"))]
+    t = len(window.truth)
+
+    def shows(frames: np.ndarray, imagined: bool) -> np.ndarray:  # bool[len(frames)], sample-major frames
+        r = policy.answer([TaggedImage(np.ascontiguousarray(x), step=window.t0 + 1 + j % t, imagined=imagined,
+                                       sample=j // t) for j, x in enumerate(frames)], prompt, question)
+        return np.asarray(r.per_image[fact])[:, 0] > 0.5
+
+    seen = shows(samples.reshape(-1, *samples.shape[2:]), True).reshape(len(samples), -1).any(1)
+    return seen, bool(shows(window.truth, False).any())
+
+
 def outcome_agreement(pred: np.ndarray, windows: Sequence[Window], env_ids: Sequence[str], policy: Any,
                       prompts: Mapping[str, str]) -> dict[str, Any]:
     """Do the imagined futures agree on whether the hidden agent shows up? (see the module docstring)
@@ -215,9 +236,6 @@ def outcome_agreement(pred: np.ndarray, windows: Sequence[Window], env_ids: Sequ
     ``outcome_disagreement_g`` (mean chance that two samples differ) and ``outcome_split_g`` (share of
     windows whose samples do not all agree).
     """
-    from ..policy.data import fact_question
-    from ..policy.protocol import PolicyQuestion, TaggedImage
-
     n, s = pred.shape[:2]
     if s < 2:
         raise ValueError(f"outcome agreement needs at least 2 samples per window, got {s}")
@@ -228,16 +246,7 @@ def outcome_agreement(pred: np.ndarray, windows: Sequence[Window], env_ids: Sequ
         if not w.group:
             continue
         fact = HIDDEN_FACT[env_ids[i].split("/")[-1].removesuffix("-v0")]
-        question = [PolicyQuestion(fact, fact_question(fact), ("yes", "no"))]
-
-        def shows(frames: np.ndarray, imagined: bool) -> np.ndarray:  # bool[len(frames)], sample-major frames
-            t = len(w.truth)
-            r = policy.answer([TaggedImage(np.ascontiguousarray(x), step=w.t0 + 1 + j % t, imagined=imagined,
-                                           sample=j // t) for j, x in enumerate(frames)], prompts[env_ids[i]], question)
-            return np.asarray(r.per_image[fact])[:, 0] > 0.5
-
-        seen = shows(pred[i].reshape(-1, *pred.shape[3:]), True).reshape(s, -1).any(1)  # [S]: in some frame
-        real = shows(w.truth, False).any()
+        seen, real = agent_sightings(pred[i], w, fact, policy, prompts[env_ids[i]])
         share.setdefault(w.group, []).append((float(seen.mean()), float(real)))
     out: dict[str, Any] = {"outcome_samples": int(s)}
     for g, v in share.items():
@@ -319,11 +328,43 @@ def click_transitions(model: Any, episodes: Sequence[EpisodeData], min_changed: 
             "copy_last_psnr_to_next": float(psnr(np.stack(cur), np.stack(nxt)).mean())}
 
 
+def load_episodes(data_dirs: Sequence[str | Path], cfg: Any, max_episodes: int | None = None
+                  ) -> tuple[list[EpisodeData], dict[str, list[str]], dict[str, Any]]:
+    """Recorded episodes for evaluating a model with config ``cfg``: ``(episodes, facts, manifests)``.
+
+    Actions are encoded with each recording's own action names; ``meta["_visible"]`` holds the visibility
+    labels (``bool[T + 1, F]``) that :func:`make_windows` groups windows by. ``facts`` and ``manifests`` are
+    per env id. At most ``max_episodes`` per folder; empty episodes are skipped; frames of another size than
+    the model imagines raise ``ValueError``.
+    """
+    from ..recording import iter_episodes, read_manifest
+    from .actions import encode_actions
+
+    episodes: list[EpisodeData] = []
+    facts: dict[str, list[str]] = {}
+    manifests: dict[str, Any] = {}
+    for d in data_dirs:
+        m = read_manifest(d)
+        manifests[m.env_id] = m
+        facts[m.env_id] = list(m.facts)
+        for i, ep in enumerate(iter_episodes(d)):
+            if max_episodes is not None and i >= max_episodes:
+                break
+            if len(ep) == 0:
+                continue
+            if ep.frames.shape[1:3] != (cfg.height, cfg.width):
+                raise ValueError(f"{d} holds {ep.frames.shape[1]}x{ep.frames.shape[2]} frames; the checkpoint "
+                                 f"imagines {cfg.height}x{cfg.width}")
+            meta = dict(ep.meta, _visible=ep.visible)
+            episodes.append(EpisodeData(ep.frames, encode_actions(ep.actions, cfg, m.action_names), list(ep.actions),
+                                        m.env_id, int(ep.meta.get("seed", -1)), meta))
+    return episodes, facts, manifests
+
+
 def evaluate_cli(args: Any) -> int:
     """``genex eval-world-model`` (see :mod:`.cli`)."""
     import gymnasium as gym
 
-    from ..recording import iter_episodes, read_manifest
     from .actions import encode_actions
     from .baselines import CopyLastFrameWorldModel, OracleWorldModel
     from .checkpoint import load_world_model
@@ -338,24 +379,7 @@ def evaluate_cli(args: Any) -> int:
     if sampling:  # sampling-only overrides: the weights do not depend on them
         model.denoiser.cfg = model.cfg = model.cfg.replace(**sampling)
     cfg = model.cfg
-    episodes: list[EpisodeData] = []
-    facts: dict[str, list[str]] = {}
-    manifests = {}
-    for d in args.data:
-        m = read_manifest(d)
-        manifests[m.env_id] = m
-        facts[m.env_id] = list(m.facts)
-        for i, ep in enumerate(iter_episodes(d)):
-            if args.max_episodes is not None and i >= args.max_episodes:
-                break
-            if len(ep) == 0:
-                continue
-            if ep.frames.shape[1:3] != (cfg.height, cfg.width):
-                raise ValueError(f"{d} holds {ep.frames.shape[1]}x{ep.frames.shape[2]} frames; the checkpoint "
-                                 f"imagines {cfg.height}x{cfg.width}")
-            meta = dict(ep.meta, _visible=ep.visible)
-            episodes.append(EpisodeData(ep.frames, encode_actions(ep.actions, cfg, m.action_names), list(ep.actions),
-                                        m.env_id, int(ep.meta.get("seed", -1)), meta))
+    episodes, facts, manifests = load_episodes(args.data, cfg, args.max_episodes)
     windows = make_windows(episodes, cfg.context, args.horizon, args.stride, facts)
     if not windows:
         raise ValueError(f"no windows of {args.horizon} steps in the held-out episodes")
