@@ -21,6 +21,10 @@ key                 dtype / shape           meaning
 ``terminated``      ``bool[T]``
 ``truncated``       ``bool[T]``
 ``visible``         ``bool[T+1, F]``         visibility labels, facts in ``manifest.facts`` order
+``action_labels_json`` ``str`` (0-d)        GUI only: JSON list (per action) of the label of the widget
+                                             the action clicks on the screen it was taken on ("" if none),
+                                             from the env's public ``describe_action``; merged into the
+                                             click actions as ``"label"`` on load (the env ignores it)
 ``visible_json``    ``str`` (0-d)            JSON list (per frame) of the names of *all* visible
                                              facts, including per-episode ones (GUI ``label:...``)
 ``meta_json``       ``str`` (0-d)            JSON: seed, driver, instruction, hidden, answers,
@@ -108,6 +112,7 @@ class Episode:
     visible: np.ndarray
     meta: dict[str, Any]
     visible_names: list[list[str]] = field(default_factory=list)
+    action_labels: list[str] = field(default_factory=list)  # GUI: per action, "" if none; empty if not recorded
 
     def __len__(self) -> int:
         return len(self.rewards)
@@ -157,6 +162,7 @@ class EpisodeRecorder:
         self.facts = facts
         self.frames: list[np.ndarray] = []
         self.actions: list[Any] = []
+        self.action_labels: list[str] = []
         self.rewards: list[float] = []
         self.terminated: list[bool] = []
         self.truncated: list[bool] = []
@@ -176,8 +182,11 @@ class EpisodeRecorder:
                          answers=_jsonable(info.get("answers", {})))
 
     def add(self, action: Any, obs: Mapping[str, Any], reward: float, terminated: bool, truncated: bool,
-            info: Mapping[str, Any]) -> None:
+            info: Mapping[str, Any], label: str | None = None) -> None:
+        """``label``: the action's description on the screen it was taken on (GUI ``describe_action``)."""
         self.actions.append(_jsonable(action))
+        if label is not None:
+            self.action_labels.append(str(label))
         self.frames.append(np.asarray(obs["image"], dtype=np.uint8))
         self.rewards.append(float(reward))
         self.terminated.append(bool(terminated))
@@ -200,6 +209,10 @@ class EpisodeRecorder:
             "visible_json": np.array(json.dumps(self.visible_names)),
             "meta_json": np.array(json.dumps(_jsonable(self.meta))),
         }
+        if self.action_labels:
+            if len(self.action_labels) != len(self.actions):
+                raise ValueError("give a label with every action of an episode, or with none")
+            arrays["action_labels_json"] = np.array(json.dumps(self.action_labels))
         if all(isinstance(a, int) for a in self.actions):
             arrays["actions"] = np.asarray(self.actions, np.int64)
         buf = io.BytesIO()
@@ -210,15 +223,20 @@ class EpisodeRecorder:
 def load_episode(path: str | Path) -> Episode:
     """Read one ``episode_XXXXXX.npz``."""
     with np.load(path, allow_pickle=False) as z:
+        actions = json.loads(str(z["actions_json"]))
+        labels = json.loads(str(z["action_labels_json"])) if "action_labels_json" in z else []
+        # GUI clicks carry the label of their target (see the table above)
+        actions = [{**a, "label": lab} if isinstance(a, dict) and lab else a for a, lab in zip(actions, labels)] or actions
         return Episode(
             frames=z["frames"],
-            actions=json.loads(str(z["actions_json"])),
+            actions=actions,
             rewards=z["rewards"],
             terminated=z["terminated"],
             truncated=z["truncated"],
             visible=z["visible"],
             meta=json.loads(str(z["meta_json"])),
             visible_names=json.loads(str(z["visible_json"])) if "visible_json" in z else [],
+            action_labels=labels,
         )
 
 
@@ -288,6 +306,7 @@ def record_episodes(
                 "recordings must carry them: drop visibility_labels=False"
             )
         drv = make(env_id, driver)
+        describe = getattr(base, "describe_action", None)  # GUI: what each click targets, for world models
         for i in tqdm(todo, desc=f"record {env_id}", disable=not progress, unit="ep"):
             ep_seed = int(seed) + i
             obs, info = env.reset(seed=ep_seed)
@@ -296,8 +315,9 @@ def record_episodes(
             rec.start(obs, info)
             while True:
                 action = drv.act(obs, info)
+                label = describe(action) if describe is not None else None
                 obs, reward, terminated, truncated, info = env.step(action)
-                rec.add(action, obs, reward, terminated, truncated, info)
+                rec.add(action, obs, reward, terminated, truncated, info, label=label)
                 if terminated or truncated:
                     break
             rec.save(episode_path(out, i))

@@ -70,7 +70,13 @@ class ImaginePlanner(BeliefPlanner):
         if branch.choice is None:
             return list(branch.actions)
         a = self.unwrapped.choice_action(branch.choice)  # GUI: the choice's next primitive action
-        return [] if a is None else [a]
+        if a is None:
+            return []
+        # what the click targets on the visible screen ("open the *Display* tab"), for world models that read it;
+        # public (the accessibility tree's text), and the env ignores it
+        describe = getattr(self.unwrapped, "describe_action", None)
+        label = describe(a) if describe is not None else ""
+        return [{**a, "label": label} if label else a]
 
     def _rollout(self, branches: tuple[Branch, ...], t: int) -> list[np.ndarray]:
         """Imagined frames per branch, ``uint8[S, T_b, H, W, 3]`` (``T_b = 0``: nothing to imagine)."""

@@ -30,13 +30,19 @@ from genex.world_model.evaluate import psnr
 PAGE_ROWS = (26, 108)
 
 
+def tab_action(env, k: int) -> dict | None:
+    """The click that opens tab ``k``, with its target's label as the imagine planner sends it (None if open)."""
+    action = env.unwrapped.choice_action(k)
+    return None if action is None else {**action, "label": env.unwrapped.describe_action(action)}
+
+
 def page_test(env, wm, seeds: int) -> None:
     hits, margins = [], []
     for seed in range(200000, 200000 + seeds):
         now = env.reset(seed=seed)[0]["image"]
         real, imagined = {}, {}
         for k in range(4):
-            action = env.unwrapped.choice_action(k)
+            action = tab_action(env, k)
             if action is None:
                 real[k] = now
                 continue
@@ -73,7 +79,7 @@ def main() -> None:
         now = obs["image"]
         row = [now]
         for k in range(4):
-            action = env.unwrapped.choice_action(k)
+            action = tab_action(env, k)
             if action is None:  # this tab's macro is already done (tab 1 is open at the start)
                 row += [now, now]
                 continue

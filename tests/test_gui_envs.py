@@ -321,3 +321,19 @@ def test_settings_tab_layouts():
     assert all(pages_ == {tuple(s.rstrip("*") for s in GROUPS[n])} for n, pages_ in grouped.items())
     assert any(len(p) > 1 for p in pages("random").values())
     assert gym.make("genex/SettingsTabs-v0").unwrapped.config.tab_layout == "grouped"
+
+
+def test_describe_action_names_the_clicked_widget_and_the_env_ignores_labels():
+    env = gym.make("genex/SettingsTabs-v0")
+    env.reset(seed=3)
+    u = env.unwrapped
+    for k in range(1, 4):
+        a = u.choice_action(k)
+        assert u.describe_action(a) == u.app.state.tab_names[k]  # "open tab k" clicks the tab's name
+    assert u.describe_action({"type": 1, "text": "x"}) == ""  # typing targets no widget by itself
+    a = u.choice_action(2)
+    with_label = env.step({**a, "label": "anything"})[0]["image"]
+    env.reset(seed=3)
+    np.testing.assert_array_equal(env.step(a)[0]["image"], with_label)
+    with pytest.raises(ValueError, match="unknown action field"):
+        env.step({**a, "lable": "typo"})

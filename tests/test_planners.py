@@ -491,3 +491,25 @@ def test_memory_keeps_a_sighting_for_that_many_frames():
     np.testing.assert_allclose(curves[3][3:], curves[1][3:])
     with pytest.raises(ValueError, match="memory"):
         BeliefPlanner(OraclePerception(), memory=0)
+
+
+def test_imagine_tells_a_world_model_what_each_imagined_click_targets():
+    """GUI branches reach the world model with the clicked widget's label (the tab's name, public on screen, as
+    in a WebDreamer action description), so a ``click_text`` model knows which page the click opens."""
+    env = gym.make("genex/SettingsTabs-v0")
+    obs, info = env.reset(seed=5)
+    names = list(env.unwrapped.app.state.tab_names)
+    seen: list = []
+
+    class Recorder:
+        def imagine(self, context, actions, num_samples=1, seed=None):
+            seen.append(list(actions))
+            return np.repeat(np.repeat(context[-1:][None], len(actions), axis=1), num_samples, axis=0)
+
+    planner = make_planner("imagine", GuardedEnv(env), policy=OraclePerception(), world_model=Recorder(),
+                           fidelity=None)
+    planner.reset(GuardedEnv(env), seed=5)
+    action, _ = planner.act(obs, public_info(info))
+    assert "label" not in action  # the env gets its plain action
+    labels = sorted(a[0]["label"] for a in seen)
+    assert labels == sorted(names[1:])  # tab 1 is open at the start: the other three are imagined

@@ -86,3 +86,14 @@ def test_record_gui_app_with_dict_actions(tmp_path):
     assert len(ep.visible_names) == len(ep.frames)
     assert any(name.startswith("label:") for name in ep.visible_names[0])
     assert ep.visible.shape == (len(ep.frames), len(manifest.facts))
+    # each action's target label is recorded (public: the accessibility text) and rides on the click on load
+    assert len(ep.action_labels) == len(ep.actions)
+    clicks = [a for a in ep.actions if a["type"] == 0]
+    assert clicks and all(a["label"] == lab for a, lab in zip(ep.actions, ep.action_labels) if "label" in a)
+    assert ep.actions[-1]["label"] == ep.meta["instruction"].removeprefix("Turn on ")  # the expert clicks the target
+
+
+def test_driving_recordings_have_no_action_labels(tmp_path):
+    record_episodes("genex/OccludedCrosswalk-v0", tmp_path, 1, driver="random", seed=0, progress=False)
+    ep = next(iter(iter_episodes(tmp_path)))
+    assert ep.action_labels == [] and all(isinstance(a, int) for a in ep.actions)

@@ -209,6 +209,40 @@ def test_gui_action_conditioning():
     assert out.shape == (2, 2, 32, 32, 3)
 
 
+def test_click_text_conditions_clicks_on_their_label_and_needs_labelled_recordings(tmp_path):
+    """``click_text``: a click carries the text of its target ("Display"), so two clicks at the same place on two
+    screens are told apart by a learned embedding; models without it ignore the label (old checkpoints)."""
+    from genex.recording import record_episodes
+
+    click = {"type": 0, "x": 40, "y": 18}
+    on, _ = preset("gui-small")
+    assert on.click_text
+    off = on.replace(click_text=False)
+    assert (encode_action({**click, "label": "Display"}, off)[4:] == 0).all()
+    display, sound = (encode_action({**click, "label": w}, on) for w in ("Display", "Sound"))
+    assert (display[4:11] > 0).all() and not np.array_equal(display, sound)
+    assert (encode_action(click, on)[4:] == 0).all()  # no label: nothing to read
+    small = on.replace(height=32, width=32, channels=(16, 16), patch=2, cond_dim=32, glimpse=(8, 16), glimpse_map=4)
+    torch.manual_seed(0)
+    net = ConditionedUNet(small)
+    ctx = torch.zeros(1, 3 * small.context, 32, 32)
+    a, b = (torch.from_numpy(encode_action({**click, "x": 10, "y": 5, "label": w}, small)[None]) for w in ("Display", "Sound"))
+    assert (net.embed(torch.zeros(1), a, ctx) - net.embed(torch.zeros(1), b, ctx)).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="click_text"):
+        preset("small", click_text=True)
+    old = small.to_dict()
+    del old["click_text"]  # checkpoints from before the label load without it
+    assert WorldModelConfig.from_dict(old).click_text is False
+    rec = record_episodes("genex/SettingsTabs-v0", tmp_path / "gui", 1, driver="expert", seed=0, progress=False)
+    del rec
+    assert load_recordings([tmp_path / "gui"], on)[0].actions[:, 4:].any()
+    ep_path = next((tmp_path / "gui" / "episodes").glob("*.npz"))
+    with np.load(ep_path) as z:  # the same episode as recorded before labels were stored
+        np.savez(ep_path, **{k: z[k] for k in z.files if k != "action_labels_json"})
+    with pytest.raises(ValueError, match="record it again"):
+        load_recordings([tmp_path / "gui"], on)
+
+
 def test_click_glimpse_crops_under_the_click_and_pads_black():
     frame = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
     xy = torch.tensor([[4.5 / 8, 2.5 / 8], [-1.0, -1.0]])  # pixel (x=4, y=2); no position

@@ -247,6 +247,26 @@ class GuiEnv(gym.Env):
             raise RuntimeError("call reset() first")
         return self._screen
 
+    def describe_action(self, action: Mapping[str, Any]) -> str:
+        """The label of the widget ``action`` clicks on the current screen ("" if none, or not a click).
+
+        Public: it is what the accessibility tree of the visible screen says, the text a WebDreamer-style
+        action description ("click the *Display* tab") carries. Recordings store it per step (see
+        :mod:`genex.recording`) and world models with ``click_text`` condition on it; the env ignores an
+        action's ``label`` key.
+        """
+        act = self._parse(action)
+        if act["type"] != "click" or self._screen is None:
+            return ""
+        screen = self._screen
+        if "element" in act:
+            elements = screen.elements()
+            widget = elements[act["element"]] if act["element"] < len(elements) else None
+        else:
+            n = self.config.screen_size
+            widget = screen.hit((act["x"] + 0.5) * LOGICAL_SIZE / n, (act["y"] + 0.5) * LOGICAL_SIZE / n)
+        return "" if widget is None else str(widget.label or "")
+
     def choice_action(self, choice: int) -> dict[str, Any] | None:
         """Next primitive action carrying out high-level choice ``action_names[choice]``; None when done."""
         if not 0 <= choice < len(self.action_names):
@@ -296,7 +316,7 @@ class GuiEnv(gym.Env):
                 f"GUI actions are dicts such as {{'type': 0, 'x': 10, 'y': 20}} (see genex.envs.gui.actions), "
                 f"got {type(action).__name__}"
             )
-        keys = set(self.action_space.spaces)
+        keys = set(self.action_space.spaces) | {"label"}  # "label": a description for world models, ignored
         unknown = sorted(set(action) - keys)
         if unknown:
             raise ValueError(f"unknown action field(s) {unknown} in {cfg.action_mode} mode; fields are {sorted(keys)}")

@@ -11,7 +11,8 @@ Every action becomes ``float32[ACTION_DIM(cfg)]``::
   there: a spatial conditioning map);
 * ``key``: GUI key index, ``-1`` if none;
 * ``text_i``: hashed character bigrams of the typed text in ``[1, text_buckets)``,
-  ``0`` = padding.
+  ``0`` = padding; for a click, of its ``"label"`` (the clicked widget's text)
+  when the model has ``click_text``.
 
 Driving actions may be given as names (``"brake"``) or, with ``action_names``
 (the env's ``action_names``), as indices into the env's ``Discrete`` space.
@@ -82,6 +83,8 @@ def encode_action(action: Any, cfg: WorldModelConfig, action_names: Sequence[str
         vec[3] = len(GUI_KEYS) + int(action.get("scroll", 1))  # scroll direction shares the key table
     if name == "type":
         vec[4:] = hash_text(str(action.get("text", "")), cfg.text_buckets, cfg.text_length)
+    if name == "click" and cfg.click_text:
+        vec[4:] = hash_text(str(action.get("label", "")), cfg.text_buckets, cfg.text_length)
     return vec
 
 

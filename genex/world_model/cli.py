@@ -28,7 +28,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     overrides = {}
     for k in ("max_steps", "batch_size", "checkpoint_every", "eval_every", "seed", "lr", "changed_share", "source_balance",
-              "precision", "glimpse_map"):
+              "precision", "glimpse_map", "click_text"):
         v = getattr(args, k)
         if v is not None:
             overrides[k] = v
@@ -92,6 +92,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--glimpse-map", type=int, default=None,
                    help="GUI: channels of a coarse spatial map decoded from the glimpse and stacked with the UNet "
                         "input (0 disables it); part of the checkpoint")
+    s.add_argument("--click-text", action="store_true", default=None,
+                   help="GUI: condition a click on the label of the widget it targets (recorded by genex record); "
+                        "part of the checkpoint")
     s.add_argument("--changed-share", type=float, default=None,
                    help="share of each batch from windows where >= 5%% of the pixels change (GUI videos are mostly static)")
     s.add_argument("--source-balance", type=float, default=None,

@@ -58,6 +58,11 @@ class WorldModelConfig:
             glimpse code and stacked with the UNet's input (0 disables it; needs ``glimpse``). The code alone only
             shifts every UNet feature map by a constant, which did not let a model draw the page that a tab's name
             opens: it drew the average page. The map gives the name a direct, per-position path to the layout.
+        click_text: GUI only: a click's ``"label"`` (the text of the widget it targets, from the env's public
+            ``describe_action``, as in WebDreamer's action descriptions "click the *Display* tab") is hashed into
+            the text slots and, with ``glimpse_map``, feeds the map too. The glimpse reads the same word from pixels,
+            but its CNN learns to read only if the UNet already uses its code; a label embedding is told apart from
+            the first step. Needs recordings that carry labels (``genex record`` writes them for GUI envs).
         snap: with ``residual``, a sampled per-pixel change whose largest channel is below ``snap`` uint8 levels
             is set to exactly zero (the pixel is copied from the last frame). Rendered scenes change in large,
             piecewise-constant steps, so small predicted changes are denoising leftovers; without the snap they
@@ -97,6 +102,7 @@ class WorldModelConfig:
     min_changed_pixels: int = 0
     glimpse: tuple[int, int] = (0, 0)
     glimpse_map: int = 0
+    click_text: bool = False
 
     def __post_init__(self) -> None:
         if self.action_family not in ("discrete", "gui"):
@@ -123,6 +129,8 @@ class WorldModelConfig:
             raise ValueError(f"glimpse needs both height and width (or (0, 0) to disable it), got {self.glimpse}")
         if self.glimpse_map < 0 or (self.glimpse_map and not any(self.glimpse)):
             raise ValueError(f"glimpse_map ({self.glimpse_map}) must be >= 0 and needs a glimpse, got glimpse={self.glimpse}")
+        if self.click_text and self.action_family != "gui":
+            raise ValueError("click_text (the label of the clicked widget) needs action_family='gui'")
         if any(self.glimpse) and self.action_family != "gui":
             raise ValueError("glimpse (the patch under a click) needs action_family='gui'")
         if self.action_family == "gui" and tuple(self.action_vocab) != GUI_ACTION_TYPES:
@@ -210,7 +218,8 @@ PRESETS: dict[str, tuple[WorldModelConfig, TrainConfig]] = {
     # steps are 1.5x cheaper, so the run still takes ~37 min on one core)
     "gui-small": (WorldModelConfig(height=128, width=128, context=2, action_family="gui",
                                    action_vocab=GUI_ACTION_TYPES, patch=4, channels=(48, 64, 96), blob_sigma=4.0,
-                                   p_mean=2.0, p_std=1.5, sigma_max=80.0, steps=2, snap=32.0, glimpse=(16, 48)),
+                                   p_mean=2.0, p_std=1.5, sigma_max=80.0, steps=2, snap=32.0, glimpse=(16, 48),
+                                   click_text=True),
                   TrainConfig(batch_size=16, max_steps=6000, changed_share=0.8, source_balance=0.5,
                               precision="bf16")),
 }

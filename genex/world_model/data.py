@@ -66,6 +66,9 @@ def load_recordings(dirs: Sequence[str | Path], cfg: WorldModelConfig, limit: in
         for ep in iter_episodes(d):
             if len(ep) == 0:
                 continue
+            if cfg.click_text and not ep.action_labels:
+                raise ValueError(f"{d} was recorded without the labels of clicked widgets, which a click_text model "
+                                 "conditions on; record it again with this version of genex record")
             out.append(EpisodeData(frames=ep.frames, actions=encode_actions(ep.actions, cfg, manifest.action_names),
                                    raw_actions=list(ep.actions), env_id=manifest.env_id,
                                    seed=int(ep.meta.get("seed", -1)), meta=ep.meta))
