@@ -141,7 +141,7 @@ def _build(cfg: CompareConfig, key: EpisodeKey, env: Any) -> Any:
 
         wm = _MODELS.get("world_model", wm_dir, env)
         wm.bind(env)
-        fidelity = load_fidelity(wm_dir) if cfg.fidelity else None
+        fidelity = load_fidelity(wm_dir, env_id=key.env) if cfg.fidelity else None  # this env's numbers
     elif wm_kind == "oracle":
         oracle_env = gym.make(key.env, **cfg.env_kwargs)
     kwargs = dict(samples=cfg.samples, horizon=cfg.horizon, trust=cfg.trust, memory=cfg.memory,

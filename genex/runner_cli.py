@@ -97,7 +97,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     import genex.envs  # noqa: F401
     from genex.io import atomic_write_bytes
-    from genex.planners.calibration import FIDELITY_FILE, measure_fidelity, weights_sha256
+    from genex.planners.calibration import FIDELITY_FILE, measure_fidelity, pool_fidelity, weights_sha256
     from genex.policy import make_policy
     from genex.recording import read_manifest
     from genex.world_model import load_world_model
@@ -119,17 +119,20 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     finally:
         if env is not None:
             env.close()
-    result = measure_fidelity(wm, policy, args.data, facts, horizon=args.horizon, samples=args.samples,
-                              max_windows=args.max_windows, seed=args.seed, progress=not args.quiet)
+    by_env = measure_fidelity(wm, policy, args.data, facts, horizon=args.horizon, samples=args.samples,
+                              max_windows=args.max_windows, seed=args.seed, progress=not args.quiet, by_env=True)
+    result = pool_fidelity(by_env, facts)
     out = Path(args.out) if args.out else Path(args.world_model) / FIDELITY_FILE
-    body = {"facts": result, "horizon": args.horizon, "samples": args.samples, "data": args.data,
+    body = {"facts": result, "by_env": by_env, "horizon": args.horizon, "samples": args.samples, "data": args.data,
             "policy": args.policy, "command": args.invocation,
             # binds the numbers to these weights: load_fidelity refuses them for other weights
             "world_model_sha256": weights_sha256(args.world_model)}
     atomic_write_bytes(out, json.dumps(body, indent=2).encode())
-    for f, r in result.items():
-        print(f"{f:20s} recall {r['recall']:.3f} ({r['positives']} windows)  false alarm {r['false_alarm']:.3f} "
-              f"({r['negatives']} windows)")
+    rows = [("all", result)] + (sorted(by_env.items()) if len(by_env) > 1 else [])
+    for where, rates in rows:
+        for f, r in rates.items():
+            print(f"{where:28s} {f:20s} recall {r['recall']:.3f} ({r['positives']} windows)  "
+                  f"false alarm {r['false_alarm']:.3f} ({r['negatives']} windows)")
     print(f"wrote {out}")
     return 0
 

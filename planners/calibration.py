@@ -19,7 +19,11 @@ evidence at all, and the planner falls back to what it sees for real.
 The oracle world model needs no calibration (recall 1 by construction).
 
 ``genex calibrate-imagination`` writes the result as ``fidelity.json`` next to
-the world-model checkpoint, where ``genex compare`` picks it up.
+the world-model checkpoint, where ``genex compare`` picks it up: pooled over all
+recordings (``facts``) and per env (``by_env``). A planner reads its own env's
+numbers where they were measured: one model can know a fact in one app (the
+settings a tab's name holds) and not in another that shares the fact's name
+(the files a folder was dealt at random).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import numpy as np
 
 from genex.envs.spec import Probe
 
-__all__ = ["measure_fidelity", "apply_fidelity", "load_fidelity", "weights_sha256", "StaleFidelityError", "FIDELITY_FILE"]
+__all__ = ["measure_fidelity", "pool_fidelity", "apply_fidelity", "load_fidelity", "weights_sha256", "StaleFidelityError", "FIDELITY_FILE"]
 
 FIDELITY_FILE = "fidelity.json"
 
@@ -64,8 +68,10 @@ def weights_sha256(world_model_dir: str | Path) -> str | None:
     return json.loads(path.read_text()).get("sha256") if path.exists() else None
 
 
-def load_fidelity(world_model_dir: str | Path | None) -> dict[str, dict[str, float]] | None:
+def load_fidelity(world_model_dir: str | Path | None, env_id: str | None = None) -> dict[str, dict[str, float]] | None:
     """``fidelity.json`` of a world-model checkpoint folder, or None if it has none.
+
+    With ``env_id``, the facts measured on that env's recordings replace the pooled ones.
 
     Raises :class:`StaleFidelityError` when the file names other weights than the checkpoint's (retrained
     weights copied over an old folder): stale recall numbers would silently switch imagination on or off.
@@ -82,12 +88,12 @@ def load_fidelity(world_model_dir: str | Path | None) -> dict[str, dict[str, flo
             f"{path} was measured on weights {measured[:12]}..., but {world_model_dir} holds {current[:12]}...; "
             f"re-run `genex calibrate-imagination --world-model {world_model_dir} ...` (its command is in the "
             "file), or pass --no-fidelity to take imagination at face value")
-    return body["facts"]
+    return {**body["facts"], **body.get("by_env", {}).get(env_id, {})}
 
 
 def _kinds(window: tuple, facts: Sequence[str], horizon: int) -> dict[str, str]:
     """Per fact: "pos" (comes into view within the horizon), "neg" (stays out of view), or absent."""
-    ep, names, _, t, _ = window
+    ep, names, _, t = window[:4]
     future = ep.visible[t + 1:t + 1 + horizon]
     kinds = {}
     for f in facts:
@@ -101,8 +107,14 @@ def _kinds(window: tuple, facts: Sequence[str], horizon: int) -> dict[str, str]:
 
 def measure_fidelity(world_model: Any, policy: Any, data_dirs: Sequence[str | Path], facts: Sequence[str],
                      horizon: int = 8, samples: int = 4, context: int = 4, stride: int = 2,
-                     max_windows: int = 400, seed: int = 0, progress: bool = True) -> dict[str, dict[str, float]]:
-    """Recall and false-alarm rate of imagined facts per fact; see the module docstring."""
+                     max_windows: int = 400, seed: int = 0, progress: bool = True,
+                     by_env: bool = False) -> dict[str, Any]:
+    """Recall and false-alarm rate of imagined facts per fact; see the module docstring.
+
+    Returns ``{fact: {"recall", "false_alarm", "positives", "negatives"}}`` pooled over ``data_dirs``, or with
+    ``by_env`` the same per env id of the recordings, ``{env_id: {fact: ...}}`` (facts an env never showed
+    come or stay away are left out of its entry).
+    """
     import gymnasium as gym
     from tqdm.auto import tqdm
 
@@ -111,7 +123,7 @@ def measure_fidelity(world_model: Any, policy: Any, data_dirs: Sequence[str | Pa
     from genex.policy.protocol import PolicyQuestion, TaggedImage
     from genex.recording import iter_episodes, read_manifest
 
-    stats = {f: {"pos": [], "neg": []} for f in facts}
+    stats: dict[str, dict[str, dict[str, list[float]]]] = {}  # env id -> fact -> kind -> per-window rates
     windows = []
     for d in data_dirs:
         m = read_manifest(d)
@@ -124,7 +136,7 @@ def measure_fidelity(world_model: Any, policy: Any, data_dirs: Sequence[str | Pa
             acts = [int(a) if isinstance(a, (int, np.integer)) else a for a in ep.actions]
             instruction = str(ep.meta.get("instruction") or prompt)  # GUI instructions differ per episode
             for t in range(context - 1, len(acts) - horizon + 1, stride):
-                windows.append((ep, names, acts, t, instruction))
+                windows.append((ep, names, acts, t, instruction, m.env_id))
     # every window where a fact comes into view (rare, and what matters), then out-of-view ones to fill
     rng = np.random.default_rng(seed)
     labelled = [(w, _kinds(w, facts, horizon)) for w in windows]
@@ -134,7 +146,8 @@ def measure_fidelity(world_model: Any, policy: Any, data_dirs: Sequence[str | Pa
     neg = list(rng.permutation(neg)[:max(0, max_windows - len(pos))]) if neg else []
     chosen = [labelled[i] for i in sorted(pos + neg)]
     questions = [PolicyQuestion(f, fact_question(f), ("yes", "no")) for f in facts]
-    for i, ((ep, names, acts, t, prompt), kinds) in enumerate(tqdm(chosen, disable=not progress, desc="fidelity")):
+    for i, ((ep, names, acts, t, prompt, env_id), kinds) in enumerate(tqdm(chosen, disable=not progress,
+                                                                            desc="fidelity")):
         ctx = ep.frames[t - context + 1:t + 1]
         frames = world_model.imagine(ctx, list(acts[t:t + horizon]), num_samples=samples,
                                      seed=seed + i)  # uint8[S, T, H, W, 3]
@@ -143,10 +156,26 @@ def measure_fidelity(world_model: Any, policy: Any, data_dirs: Sequence[str | Pa
                           questions)
         for f, kind in kinds.items():
             seen = (r.per_image[f][:, 0].reshape(samples, -1) > 0.5).any(axis=1)
-            stats[f][kind].append(float(seen.mean()))
+            stats.setdefault(env_id, {}).setdefault(f, {"pos": [], "neg": []})[kind].append(float(seen.mean()))
+    per_env = {e: {f: _rates(s) for f, s in per.items()} for e, per in stats.items()}
+    return per_env if by_env else pool_fidelity(per_env, facts)
+
+
+def pool_fidelity(per_env: Mapping[str, Mapping[str, Mapping[str, float]]],
+                  facts: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Per-env fidelity pooled over envs: each rate weighted by its number of windows (as if measured at once)."""
     out = {}
-    for f, s in stats.items():
-        out[f] = {"recall": float(np.mean(s["pos"])) if s["pos"] else 0.0,
-                  "false_alarm": float(np.mean(s["neg"])) if s["neg"] else 1.0,
-                  "positives": len(s["pos"]), "negatives": len(s["neg"])}
+    for f in facts:
+        rows = [per[f] for per in per_env.values() if f in per]
+        pos, neg = sum(r["positives"] for r in rows), sum(r["negatives"] for r in rows)
+        out[f] = {"recall": sum(r["recall"] * r["positives"] for r in rows) / pos if pos else 0.0,
+                  "false_alarm": sum(r["false_alarm"] * r["negatives"] for r in rows) / neg if neg else 1.0,
+                  "positives": pos, "negatives": neg}
     return out
+
+
+def _rates(s: Mapping[str, list[float]]) -> dict[str, float]:
+    """Recall and false alarm from per-window shares (no positives: recall 0; no negatives: false alarm 1)."""
+    return {"recall": float(np.mean(s["pos"])) if s["pos"] else 0.0,
+            "false_alarm": float(np.mean(s["neg"])) if s["neg"] else 1.0,
+            "positives": len(s["pos"]), "negatives": len(s["neg"])}

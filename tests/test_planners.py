@@ -344,6 +344,28 @@ def test_fidelity_shrinks_imagined_evidence():
     assert apply_fidelity([p], None) == (p,)  # the oracle: face value
 
 
+def test_fidelity_per_env_pools_by_window_count_and_wins_for_its_env(tmp_path):
+    """One model may know a fact in one app (a tab's page) and not in another sharing its name (a random folder):
+    a planner reads its env's own numbers, the pool weights each env by its windows."""
+    import json
+
+    from genex.planners.calibration import load_fidelity, pool_fidelity
+
+    by_env = {"genex/SettingsTabs-v0": {"target": {"recall": 0.9, "false_alarm": 0.0, "positives": 10, "negatives": 30}},
+              "genex/FileManager-v0": {"target": {"recall": 0.0, "false_alarm": 0.2, "positives": 30, "negatives": 10}}}
+    pooled = pool_fidelity(by_env, ["target", "never_seen"])
+    assert pooled["target"]["recall"] == pytest.approx(0.9 * 10 / 40)
+    assert pooled["target"]["false_alarm"] == pytest.approx(0.2 * 10 / 40)
+    assert pooled["never_seen"] == {"recall": 0.0, "false_alarm": 1.0, "positives": 0, "negatives": 0}
+    (tmp_path / "fidelity.json").write_text(json.dumps({"facts": pooled, "by_env": by_env}))
+    assert load_fidelity(tmp_path)["target"]["recall"] == pytest.approx(0.225)
+    assert load_fidelity(tmp_path, env_id="genex/SettingsTabs-v0")["target"]["recall"] == 0.9
+    assert load_fidelity(tmp_path, env_id="genex/FileManager-v0")["target"]["recall"] == 0.0
+    assert load_fidelity(tmp_path, env_id="genex/TicketShop-v0")["never_seen"]["false_alarm"] == 1.0  # pooled
+    (tmp_path / "fidelity.json").write_text(json.dumps({"facts": pooled}))  # files from before by_env
+    assert load_fidelity(tmp_path, env_id="genex/SettingsTabs-v0")["target"]["recall"] == pytest.approx(0.225)
+
+
 def test_measure_fidelity_on_recordings(tmp_path, monkeypatch):
     """A model that replays the true future has recall 1; copy-last-frame never shows what comes into view."""
     import dataclasses
@@ -380,6 +402,9 @@ def test_measure_fidelity_on_recordings(tmp_path, monkeypatch):
     copy = measure_fidelity(CopyLastFrameWorldModel(), perception, [tmp_path], ["oncoming_vehicle"], horizon=4,
                             samples=2, progress=False)["oncoming_vehicle"]
     assert copy["recall"] == 0.0 and copy["positives"] == replay["positives"]
+    per_env = measure_fidelity(Replay(), perception, [tmp_path], ["oncoming_vehicle"], horizon=4, samples=2,
+                               progress=False, by_env=True)
+    assert per_env == {"genex/OccludedLeftTurn-v0": {"oncoming_vehicle": replay}}
 
 
 def test_measure_fidelity_on_gui_recordings_passes_clicks_and_each_episodes_instruction(tmp_path):
