@@ -12,14 +12,19 @@ setup:
 	bash scripts/setup.sh
 
 # The main job: a short imagine-vs-react comparison on the shipped checkpoints (held-out seeds) with the
-# oracle and particle reference rows, then pictures of one imagining episode. About 2-3 minutes on 2 CPU
+# oracle and particle reference rows, then pictures of one imagining episode; then the same on the settings
+# app, where learned imagination saves real clicks (particle is driving-only). About 3 minutes on 2 CPU
 # cores after set-up; rerunning resumes (and starts over, keeping the old run aside, after a checkpoint update).
 DEMO_ENVS ?= genex/OccludedCrosswalk-v0
+DEMO_GUI_ENVS ?= genex/SettingsTabs-v0
 DEMO_EPISODES ?= 12
 demo: setup
 	$(VENV)/bin/genex compare --env $(DEMO_ENVS) --planners react,imagine,oracle-imagine,particle \
 		--episodes $(DEMO_EPISODES) --samples 2 --save-frames --restart-stale --out runs/demo
 	$(VENV)/bin/genex viz runs/demo --planner imagine --out runs/demo/viz
+	$(VENV)/bin/genex compare --env $(DEMO_GUI_ENVS) --planners react,imagine,oracle-imagine \
+		--episodes $(DEMO_EPISODES) --save-frames --restart-stale --out runs/demo_gui
+	$(VENV)/bin/genex viz runs/demo_gui --planner imagine --out runs/demo_gui/viz
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider
