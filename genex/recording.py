@@ -225,6 +225,8 @@ def load_episode(path: str | Path) -> Episode:
     with np.load(path, allow_pickle=False) as z:
         actions = json.loads(str(z["actions_json"]))
         labels = json.loads(str(z["action_labels_json"])) if "action_labels_json" in z else []
+        if "action_labels_json" in z and len(labels) != len(actions):
+            raise ValueError(f"{path}: {len(labels)} action labels for {len(actions)} actions (a damaged file)")
         # GUI clicks carry the label of their target (see the table above)
         actions = [{**a, "label": lab} if isinstance(a, dict) and lab else a for a, lab in zip(actions, labels)] or actions
         return Episode(

@@ -141,7 +141,8 @@ def _build(cfg: CompareConfig, key: EpisodeKey, env: Any) -> Any:
 
         wm = _MODELS.get("world_model", wm_dir, env)
         wm.bind(env)
-        fidelity = load_fidelity(wm_dir, env_id=key.env) if cfg.fidelity else None  # this env's numbers
+        # this env's own numbers where they were measured
+        fidelity = load_fidelity(wm_dir, env_id=key.env, env_kwargs=cfg.env_kwargs) if cfg.fidelity else None
     elif wm_kind == "oracle":
         oracle_env = gym.make(key.env, **cfg.env_kwargs)
     kwargs = dict(samples=cfg.samples, horizon=cfg.horizon, trust=cfg.trust, memory=cfg.memory,

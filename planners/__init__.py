@@ -107,7 +107,9 @@ def make_planner(name: str, env: Any, *, policy: Any = None, world_model: Any = 
         if "fidelity" not in kwargs:  # read the shipped model through its measured fidelity, as `genex compare` does
             from .calibration import load_fidelity
 
-            kwargs["fidelity"] = load_fidelity(wm_dir, env_id=getattr(getattr(env, "spec", None), "id", None))
+            spec = getattr(env, "spec", None)
+            kwargs["fidelity"] = load_fidelity(wm_dir, env_id=getattr(spec, "id", None),
+                                               env_kwargs=getattr(spec, "kwargs", None) or None)
     elif wm_kind == "oracle":
         from genex.world_model import OracleWorldModel
 

@@ -29,6 +29,7 @@ settings a tab's name holds) and not in another that shares the fact's name
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -37,9 +38,10 @@ import numpy as np
 
 from genex.envs.spec import Probe
 
-__all__ = ["measure_fidelity", "pool_fidelity", "apply_fidelity", "load_fidelity", "weights_sha256", "StaleFidelityError", "FIDELITY_FILE"]
+__all__ = ["measure_fidelity", "pool_fidelity", "fidelity_key", "apply_fidelity", "load_fidelity", "weights_sha256", "StaleFidelityError", "FIDELITY_FILE"]
 
 FIDELITY_FILE = "fidelity.json"
+log = logging.getLogger(__name__)
 
 
 def apply_fidelity(probes: Sequence[Probe], fidelity: Mapping[str, Mapping[str, float]] | None) -> tuple[Probe, ...]:
@@ -68,10 +70,12 @@ def weights_sha256(world_model_dir: str | Path) -> str | None:
     return json.loads(path.read_text()).get("sha256") if path.exists() else None
 
 
-def load_fidelity(world_model_dir: str | Path | None, env_id: str | None = None) -> dict[str, dict[str, float]] | None:
+def load_fidelity(world_model_dir: str | Path | None, env_id: str | None = None,
+                  env_kwargs: Mapping[str, Any] | None = None) -> dict[str, dict[str, float]] | None:
     """``fidelity.json`` of a world-model checkpoint folder, or None if it has none.
 
-    With ``env_id``, the facts measured on that env's recordings replace the pooled ones.
+    With ``env_id`` (and the env's options), the numbers measured on that env's recordings, if the file has
+    them (``by_env``); otherwise the pooled ones, with a warning when other envs were measured on their own.
 
     Raises :class:`StaleFidelityError` when the file names other weights than the checkpoint's (retrained
     weights copied over an old folder): stale recall numbers would silently switch imagination on or off.
@@ -88,7 +92,18 @@ def load_fidelity(world_model_dir: str | Path | None, env_id: str | None = None)
             f"{path} was measured on weights {measured[:12]}..., but {world_model_dir} holds {current[:12]}...; "
             f"re-run `genex calibrate-imagination --world-model {world_model_dir} ...` (its command is in the "
             "file), or pass --no-fidelity to take imagination at face value")
-    return {**body["facts"], **body.get("by_env", {}).get(env_id, {})}
+    by_env = body.get("by_env", {})
+    key = fidelity_key(env_id, env_kwargs) if env_id is not None else None
+    if key in by_env:
+        return dict(by_env[key])  # this env's own numbers only: a fact it never measured carries no evidence
+    if by_env and env_id is not None:
+        log.warning("%s has no fidelity measured on %s; reading the numbers pooled over %s", path, key, sorted(by_env))
+    return body["facts"]
+
+
+def fidelity_key(env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> str:
+    """The ``by_env`` key of an env: its id, plus its options when it has any (another layout is another env)."""
+    return env_id if not env_kwargs else f"{env_id} {json.dumps(dict(env_kwargs), sort_keys=True)}"
 
 
 def _kinds(window: tuple, facts: Sequence[str], horizon: int) -> dict[str, str]:
@@ -112,8 +127,9 @@ def measure_fidelity(world_model: Any, policy: Any, data_dirs: Sequence[str | Pa
     """Recall and false-alarm rate of imagined facts per fact; see the module docstring.
 
     Returns ``{fact: {"recall", "false_alarm", "positives", "negatives"}}`` pooled over ``data_dirs``, or with
-    ``by_env`` the same per env id of the recordings, ``{env_id: {fact: ...}}`` (facts an env never showed
-    come or stay away are left out of its entry).
+    ``by_env`` the same per env (:func:`fidelity_key` of the recordings' env id and options), ``{key: {fact:
+    ...}}`` (facts an env never showed come or stay away are left out of its entry). Recorded GUI labels of
+    the clicks after a window's first are dropped (:func:`~genex.world_model.actions.without_hindsight`).
     """
     import gymnasium as gym
     from tqdm.auto import tqdm
@@ -122,6 +138,10 @@ def measure_fidelity(world_model: Any, policy: Any, data_dirs: Sequence[str | Pa
     from genex.policy.data import fact_question
     from genex.policy.protocol import PolicyQuestion, TaggedImage
     from genex.recording import iter_episodes, read_manifest
+    from genex.world_model.actions import without_hindsight
+    from genex.world_model.data import require_action_labels
+
+    cfg = getattr(world_model, "cfg", None)  # a diffusion model's config (click_text needs labelled recordings)
 
     stats: dict[str, dict[str, dict[str, list[float]]]] = {}  # env id -> fact -> kind -> per-window rates
     windows = []
@@ -132,11 +152,13 @@ def measure_fidelity(world_model: Any, policy: Any, data_dirs: Sequence[str | Pa
         env.close()
         names = list(m.facts)  # the columns of Episode.visible
         for ep in iter_episodes(d):
+            if cfg is not None:
+                require_action_labels(cfg, ep, d)
             # driving actions are ints, GUI actions click/type dicts: the world model encodes either
             acts = [int(a) if isinstance(a, (int, np.integer)) else a for a in ep.actions]
             instruction = str(ep.meta.get("instruction") or prompt)  # GUI instructions differ per episode
             for t in range(context - 1, len(acts) - horizon + 1, stride):
-                windows.append((ep, names, acts, t, instruction, m.env_id))
+                windows.append((ep, names, acts, t, instruction, fidelity_key(m.env_id, m.env_kwargs)))
     # every window where a fact comes into view (rare, and what matters), then out-of-view ones to fill
     rng = np.random.default_rng(seed)
     labelled = [(w, _kinds(w, facts, horizon)) for w in windows]
@@ -149,7 +171,7 @@ def measure_fidelity(world_model: Any, policy: Any, data_dirs: Sequence[str | Pa
     for i, ((ep, names, acts, t, prompt, env_id), kinds) in enumerate(tqdm(chosen, disable=not progress,
                                                                             desc="fidelity")):
         ctx = ep.frames[t - context + 1:t + 1]
-        frames = world_model.imagine(ctx, list(acts[t:t + horizon]), num_samples=samples,
+        frames = world_model.imagine(ctx, without_hindsight(acts[t:t + horizon]), num_samples=samples,
                                      seed=seed + i)  # uint8[S, T, H, W, 3]
         flat = frames.reshape((-1,) + frames.shape[2:])
         r = policy.answer([TaggedImage(np.ascontiguousarray(x), step=t + 1, imagined=True) for x in flat], prompt,

@@ -349,7 +349,7 @@ def test_fidelity_per_env_pools_by_window_count_and_wins_for_its_env(tmp_path):
     a planner reads its env's own numbers, the pool weights each env by its windows."""
     import json
 
-    from genex.planners.calibration import load_fidelity, pool_fidelity
+    from genex.planners.calibration import fidelity_key, load_fidelity, pool_fidelity
 
     by_env = {"genex/SettingsTabs-v0": {"target": {"recall": 0.9, "false_alarm": 0.0, "positives": 10, "negatives": 30}},
               "genex/FileManager-v0": {"target": {"recall": 0.0, "false_alarm": 0.2, "positives": 30, "negatives": 10}}}
@@ -361,7 +361,13 @@ def test_fidelity_per_env_pools_by_window_count_and_wins_for_its_env(tmp_path):
     assert load_fidelity(tmp_path)["target"]["recall"] == pytest.approx(0.225)
     assert load_fidelity(tmp_path, env_id="genex/SettingsTabs-v0")["target"]["recall"] == 0.9
     assert load_fidelity(tmp_path, env_id="genex/FileManager-v0")["target"]["recall"] == 0.0
+    assert "never_seen" not in load_fidelity(tmp_path, env_id="genex/SettingsTabs-v0")  # own numbers only
     assert load_fidelity(tmp_path, env_id="genex/TicketShop-v0")["never_seen"]["false_alarm"] == 1.0  # pooled
+    # another layout of an env is another env: its own key, else the pooled numbers
+    assert fidelity_key("genex/SettingsTabs-v0", {}) == "genex/SettingsTabs-v0"
+    random_layout = fidelity_key("genex/SettingsTabs-v0", {"tab_layout": "random"})
+    assert random_layout == 'genex/SettingsTabs-v0 {"tab_layout": "random"}'
+    assert load_fidelity(tmp_path, "genex/SettingsTabs-v0", {"tab_layout": "random"})["target"]["recall"] == 0.225
     (tmp_path / "fidelity.json").write_text(json.dumps({"facts": pooled}))  # files from before by_env
     assert load_fidelity(tmp_path, env_id="genex/SettingsTabs-v0")["target"]["recall"] == pytest.approx(0.225)
 

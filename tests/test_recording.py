@@ -93,6 +93,17 @@ def test_record_gui_app_with_dict_actions(tmp_path):
     assert ep.actions[-1]["label"] == ep.meta["instruction"].removeprefix("Turn on ")  # the expert clicks the target
 
 
+def test_a_label_count_that_does_not_match_the_actions_is_an_error(tmp_path):
+    record_episodes("genex/SettingsTabs-v0", tmp_path, 1, driver="random", seed=0, progress=False)
+    path = next((tmp_path / "episodes").glob("*.npz"))
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["action_labels_json"] = np.array(json.dumps(json.loads(str(arrays["action_labels_json"]))[:-1]))
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match="action labels for"):
+        list(iter_episodes(tmp_path))
+
+
 def test_driving_recordings_have_no_action_labels(tmp_path):
     record_episodes("genex/OccludedCrosswalk-v0", tmp_path, 1, driver="random", seed=0, progress=False)
     ep = next(iter(iter_episodes(tmp_path)))

@@ -23,6 +23,7 @@ from genex.world_model import (  # noqa: E402
 )
 from genex.world_model.actions import encode_action, hash_text  # noqa: E402
 from genex.world_model.data import WindowDataset, load_recordings  # noqa: E402
+from genex.world_model.evaluate import load_episodes  # noqa: E402
 from genex.world_model.config import WorldModelConfig  # noqa: E402
 from genex.world_model.network import ConditionedUNet, click_glimpse, click_map  # noqa: E402
 from genex.world_model.synthetic import write_synthetic_recording  # noqa: E402
@@ -241,6 +242,24 @@ def test_click_text_conditions_clicks_on_their_label_and_needs_labelled_recordin
         np.savez(ep_path, **{k: z[k] for k in z.files if k != "action_labels_json"})
     with pytest.raises(ValueError, match="record it again"):
         load_recordings([tmp_path / "gui"], on)
+    with pytest.raises(ValueError, match="record it again"):  # evaluation and calibration load the same way
+        load_episodes([tmp_path / "gui"], on)
+
+
+def test_windows_drop_labels_a_planner_could_not_have():
+    """A recorded label after a window's first click was read off a real *future* screen (the target file in a
+    folder not yet opened): evaluation windows keep only the first, as a planner has only that one."""
+    from genex.world_model.actions import without_hindsight
+    from genex.world_model.evaluate import make_windows
+    from genex.world_model.data import EpisodeData
+
+    acts = [{"type": 0, "x": 1, "y": 1, "label": "Games"}, {"type": 0, "x": 2, "y": 2, "label": "data.txt"}, 3]
+    assert without_hindsight(acts) == [acts[0], {"type": 0, "x": 2, "y": 2}, 3]
+    assert acts[1]["label"] == "data.txt"  # the input is left alone
+    ep = EpisodeData(np.zeros((4, 8, 8, 3), np.uint8), np.zeros((3, 4), np.float32), acts, "e", 0, {})
+    w0, w1 = make_windows([ep], context=1, horizon=2, stride=1)
+    assert "label" in w0.actions[0] and "label" not in w0.actions[1]
+    assert w1.actions[0]["label"] == "data.txt"  # the first click of its own window: read off the real present
 
 
 def test_click_glimpse_crops_under_the_click_and_pads_black():

@@ -258,14 +258,23 @@ class GuiEnv(gym.Env):
         act = self._parse(action)
         if act["type"] != "click" or self._screen is None:
             return ""
+        widget, _ = self._target(act)
+        return "" if widget is None else str(widget.label or "")
+
+    def _target(self, act: dict[str, Any]) -> tuple[Widget | None, tuple[float, float] | None]:
+        """The widget a parsed click/scroll hits on the current screen and the logical point it lands on
+        (``(None, None)``: an element index past the screen's elements)."""
         screen = self._screen
         if "element" in act:
             elements = screen.elements()
-            widget = elements[act["element"]] if act["element"] < len(elements) else None
-        else:
-            n = self.config.screen_size
-            widget = screen.hit((act["x"] + 0.5) * LOGICAL_SIZE / n, (act["y"] + 0.5) * LOGICAL_SIZE / n)
-        return "" if widget is None else str(widget.label or "")
+            if act["element"] >= len(elements):
+                logger.debug("element %d of %d: no-op", act["element"], len(elements))
+                return None, None
+            widget = elements[act["element"]]
+            return widget, widget.rect.center
+        n = self.config.screen_size
+        lx, ly = (act["x"] + 0.5) * LOGICAL_SIZE / n, (act["y"] + 0.5) * LOGICAL_SIZE / n
+        return screen.hit(lx, ly), (lx, ly)
 
     def choice_action(self, choice: int) -> dict[str, Any] | None:
         """Next primitive action carrying out high-level choice ``action_names[choice]``; None when done."""
@@ -380,17 +389,10 @@ class GuiEnv(gym.Env):
             return app.type_text(act["text"])
         if kind == "key":
             return app.press(act["key"], screen)
-        if "element" in act:
-            elements = screen.elements()
-            if act["element"] >= len(elements):
-                logger.debug("element %d of %d: no-op", act["element"], len(elements))
-                return False
-            widget: Widget | None = elements[act["element"]]
-            lx, ly = widget.rect.center
-        else:
-            n = self.config.screen_size
-            lx, ly = (act["x"] + 0.5) * LOGICAL_SIZE / n, (act["y"] + 0.5) * LOGICAL_SIZE / n
-            widget = screen.hit(lx, ly)
+        widget, point = self._target(act)
+        if point is None:
+            return False
+        lx, ly = point
         if kind == "scroll":
             area = screen.scroll_area_at(lx, ly)
             if area is None:

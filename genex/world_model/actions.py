@@ -28,7 +28,7 @@ import numpy as np
 
 from .config import GUI_ACTION_TYPES, GUI_KEYS, WorldModelConfig
 
-__all__ = ["action_dim", "encode_action", "encode_actions", "hash_text"]
+__all__ = ["action_dim", "encode_action", "encode_actions", "hash_text", "without_hindsight"]
 
 
 def action_dim(cfg: WorldModelConfig) -> int:
@@ -94,3 +94,15 @@ def encode_actions(actions: Sequence[Any], cfg: WorldModelConfig,
     if len(actions) == 0:
         return np.zeros((0, action_dim(cfg)), np.float32)
     return np.stack([encode_action(a, cfg, action_names) for a in actions])
+
+
+def without_hindsight(actions: Sequence[Any]) -> list[Any]:
+    """``actions`` with the ``"label"`` of every action after the first removed.
+
+    A recorded label was read off the real screen the action was taken on. For the first action of an
+    imagined sequence that screen is the real present, so a planner has it too; for later actions it is the
+    real *future*, which the model is asked to imagine: evaluation and calibration windows drop those labels,
+    as a planner would never have them.
+    """
+    return [a if i == 0 or not isinstance(a, Mapping) or "label" not in a else
+            {k: v for k, v in a.items() if k != "label"} for i, a in enumerate(actions)]

@@ -92,9 +92,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--glimpse-map", type=int, default=None,
                    help="GUI: channels of a coarse spatial map decoded from the glimpse and stacked with the UNet "
                         "input (0 disables it); part of the checkpoint")
-    s.add_argument("--click-text", action="store_true", default=None,
-                   help="GUI: condition a click on the label of the widget it targets (recorded by genex record); "
-                        "part of the checkpoint")
+    s.add_argument("--click-text", action=argparse.BooleanOptionalAction, default=None,
+                   help="GUI: condition a click on the label of the widget it targets (recorded by genex record; "
+                        "gui-small: on); part of the checkpoint")
     s.add_argument("--changed-share", type=float, default=None,
                    help="share of each batch from windows where >= 5%% of the pixels change (GUI videos are mostly static)")
     s.add_argument("--source-balance", type=float, default=None,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -48,6 +48,13 @@ class EpisodeData:
     meta: dict
 
 
+def require_action_labels(cfg: WorldModelConfig, episode: Any, folder: str | Path) -> None:
+    """Raise if a ``click_text`` model is given an episode recorded without the labels of clicked widgets."""
+    if cfg.click_text and len(episode) and not episode.action_labels:
+        raise ValueError(f"{folder} was recorded without the labels of clicked widgets, which a click_text model "
+                         "conditions on; record it again into a new folder with this version of genex record")
+
+
 def load_recordings(dirs: Sequence[str | Path], cfg: WorldModelConfig, limit: int | None = None) -> list[EpisodeData]:
     """Episodes of every recording folder in ``dirs``, checked against ``cfg`` (frame size, actions)."""
     out: list[EpisodeData] = []
@@ -66,9 +73,7 @@ def load_recordings(dirs: Sequence[str | Path], cfg: WorldModelConfig, limit: in
         for ep in iter_episodes(d):
             if len(ep) == 0:
                 continue
-            if cfg.click_text and not ep.action_labels:
-                raise ValueError(f"{d} was recorded without the labels of clicked widgets, which a click_text model "
-                                 "conditions on; record it again with this version of genex record")
+            require_action_labels(cfg, ep, d)
             out.append(EpisodeData(frames=ep.frames, actions=encode_actions(ep.actions, cfg, manifest.action_names),
                                    raw_actions=list(ep.actions), env_id=manifest.env_id,
                                    seed=int(ep.meta.get("seed", -1)), meta=ep.meta))

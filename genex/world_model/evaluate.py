@@ -45,7 +45,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .data import MIN_CHANGED, EpisodeData, changed_fraction
+from .actions import without_hindsight
+from .data import MIN_CHANGED, EpisodeData, changed_fraction, require_action_labels
 
 __all__ = ["Window", "make_windows", "load_episodes", "psnr", "ssim", "evaluate_models", "agent_sightings",
            "outcome_agreement", "save_strip_figure", "click_transitions"]
@@ -91,7 +92,7 @@ def make_windows(episodes: Sequence[EpisodeData], context: int, horizon: int, st
         for t0 in range(0, n - horizon + 1, stride):
             idx = np.maximum(np.arange(t0 - context + 1, t0 + 1), 0)
             vis = ep.meta.get("_visible")
-            out.append(Window(i, t0, ep.frames[idx], ep.raw_actions[t0:t0 + horizon],
+            out.append(Window(i, t0, ep.frames[idx], without_hindsight(ep.raw_actions[t0:t0 + horizon]),
                               ep.frames[t0 + 1:t0 + 1 + horizon],
                               _group(ep, t0, context, (facts or {}).get(ep.env_id), vis)))
     return out
@@ -355,6 +356,7 @@ def load_episodes(data_dirs: Sequence[str | Path], cfg: Any, max_episodes: int |
             if ep.frames.shape[1:3] != (cfg.height, cfg.width):
                 raise ValueError(f"{d} holds {ep.frames.shape[1]}x{ep.frames.shape[2]} frames; the checkpoint "
                                  f"imagines {cfg.height}x{cfg.width}")
+            require_action_labels(cfg, ep, d)
             meta = dict(ep.meta, _visible=ep.visible)
             episodes.append(EpisodeData(ep.frames, encode_actions(ep.actions, cfg, m.action_names), list(ep.actions),
                                         m.env_id, int(ep.meta.get("seed", -1)), meta))

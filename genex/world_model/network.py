@@ -123,7 +123,8 @@ class ConditionedUNet(nn.Module):
                 raise ValueError("this model conditions on the click glimpse: embed() needs the context frames")
             glimpse = click_glimpse(context[:, -3:], action[:, 1:3], cfg.glimpse)
             code = self.glimpse_embed(glimpse) * (action[:, 1] >= 0).to(e.dtype)[:, None]
-            if cfg.click_text:  # the label's embedding (already in e) also feeds the glimpse map
+            if cfg.click_text:  # the label's embedding (already in e) enters the code too: once more in the
+                # vector below and, with glimpse_map, the map (the shipped model was trained this way)
                 code = code + self.text_embed(action[:, 4:].long()) * (action[:, 0] == 0).to(e.dtype)[:, None]
             return self.cond_mlp(e + code), code
         return self.cond_mlp(e), None
