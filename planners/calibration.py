@@ -38,7 +38,8 @@ import numpy as np
 
 from genex.envs.spec import Probe
 
-__all__ = ["measure_fidelity", "pool_fidelity", "fidelity_key", "apply_fidelity", "load_fidelity", "weights_sha256", "StaleFidelityError", "FIDELITY_FILE"]
+__all__ = ["measure_fidelity", "pool_fidelity", "fidelity_key", "apply_fidelity", "load_fidelity", "weights_sha256",
+           "StaleFidelityError", "FIDELITY_FILE"]
 
 FIDELITY_FILE = "fidelity.json"
 log = logging.getLogger(__name__)
