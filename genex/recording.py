@@ -224,11 +224,12 @@ def load_episode(path: str | Path) -> Episode:
     """Read one ``episode_XXXXXX.npz``."""
     with np.load(path, allow_pickle=False) as z:
         actions = json.loads(str(z["actions_json"]))
-        labels = json.loads(str(z["action_labels_json"])) if "action_labels_json" in z else []
-        if "action_labels_json" in z and len(labels) != len(actions):
-            raise ValueError(f"{path}: {len(labels)} action labels for {len(actions)} actions (a damaged file)")
-        # GUI clicks carry the label of their target (see the table above)
-        actions = [{**a, "label": lab} if isinstance(a, dict) and lab else a for a, lab in zip(actions, labels)] or actions
+        labels: list[str] = []
+        if "action_labels_json" in z:  # GUI clicks carry the label of their target (see the table above)
+            labels = json.loads(str(z["action_labels_json"]))
+            if len(labels) != len(actions):
+                raise ValueError(f"{path}: {len(labels)} action labels for {len(actions)} actions (a damaged file)")
+            actions = [{**a, "label": lab} if isinstance(a, dict) and lab else a for a, lab in zip(actions, labels)]
         return Episode(
             frames=z["frames"],
             actions=actions,
