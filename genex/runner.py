@@ -111,6 +111,15 @@ class _Models:
                 self.cache[key] = load_world_model(path, env=env, device="cpu")
         return self.cache[key]
 
+    def fidelity(self, wm_dir: str, env_id: str, env_kwargs: dict[str, Any], policy_dir: str) -> Any:
+        """The world model's fidelity for one env as read by one policy; read (and warned about) once per worker."""
+        from genex.planners.calibration import load_fidelity
+
+        key = ("fidelity", json.dumps([wm_dir, env_id, env_kwargs, policy_dir], sort_keys=True, default=str))
+        if key not in self.cache:
+            self.cache[key] = load_fidelity(wm_dir, env_id=env_id, env_kwargs=env_kwargs, policy_dir=policy_dir)
+        return self.cache[key]
+
 
 _MODELS = _Models()
 
@@ -137,12 +146,10 @@ def _build(cfg: CompareConfig, key: EpisodeKey, env: Any) -> Any:
     wm, oracle_env = None, None
     fidelity = None
     if wm_dir is not None:
-        from genex.planners.calibration import load_fidelity
-
         wm = _MODELS.get("world_model", wm_dir, env)
         wm.bind(env)
-        # this env's own numbers where they were measured
-        fidelity = load_fidelity(wm_dir, env_id=key.env, env_kwargs=cfg.env_kwargs) if cfg.fidelity else None
+        # this env's own numbers where they were measured, as read by this planner's policy
+        fidelity = _MODELS.fidelity(wm_dir, key.env, cfg.env_kwargs, pol_path) if cfg.fidelity else None
     elif wm_kind == "oracle":
         oracle_env = gym.make(key.env, **cfg.env_kwargs)
     kwargs = dict(samples=cfg.samples, horizon=cfg.horizon, trust=cfg.trust, memory=cfg.memory,
@@ -383,6 +390,28 @@ def checkpoint_digests(cfg: CompareConfig) -> dict[str, str]:
     return out
 
 
+def check_fidelity(cfg: CompareConfig) -> None:
+    """Raise :class:`~genex.planners.calibration.StaleFidelityError` before any episode runs when a learned
+    planner of ``cfg`` would read a ``fidelity.json`` measured on other world-model weights or through another
+    policy (the workers would fail on every episode)."""
+    from genex.envs import GUI_ENV_IDS
+    from genex.planners import PLANNERS
+    from genex.planners.calibration import load_fidelity
+
+    if not cfg.fidelity:
+        return
+    for env_id in cfg.envs:
+        family = "gui" if env_id in GUI_ENV_IDS else "driving"
+        for name in cfg.planners:
+            if PLANNERS[name][1] != "learned":
+                continue
+            try:
+                pol, wm = _checkpoint_dirs(cfg, name, family)
+            except FileNotFoundError:
+                continue  # the episode itself will say so
+            load_fidelity(wm, env_id=env_id, env_kwargs=cfg.env_kwargs, policy_dir=pol)
+
+
 def _check_resumable(out: Path, old: dict[str, Any], settings: dict[str, Any], checkpoints: dict[str, str]) -> None:
     """Raise ``ValueError`` when the run in ``out`` (its ``run.json`` is ``old``) used other settings or weights."""
     # settings added since that run: what the code did then (SETTINGS_BEFORE), else their defaults
@@ -440,6 +469,7 @@ def compare(cfg: CompareConfig, out: str | Path, workers: int | None = None, exe
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("envs", "planners", "episodes", "save_frames")}
     run_path = out / "run.json"
     checkpoints = checkpoint_digests(cfg)
+    check_fidelity(cfg)
     old = None
     if run_path.exists():
         try:

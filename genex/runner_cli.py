@@ -97,7 +97,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     import genex.envs  # noqa: F401
     from genex.io import atomic_write_bytes
-    from genex.planners.calibration import FIDELITY_FILE, measure_fidelity, pool_fidelity, weights_sha256
+    from genex.planners.calibration import FIDELITY_FILE, measure_fidelity, policy_sha256, pool_fidelity, weights_sha256
     from genex.policy import make_policy
     from genex.recording import read_manifest
     from genex.world_model import load_world_model
@@ -125,8 +125,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.world_model) / FIDELITY_FILE
     body = {"facts": result, "by_env": by_env, "horizon": args.horizon, "samples": args.samples, "data": args.data,
             "policy": args.policy, "command": args.invocation,
-            # binds the numbers to these weights: load_fidelity refuses them for other weights
-            "world_model_sha256": weights_sha256(args.world_model)}
+            # binds the numbers to these weights and this reader: load_fidelity refuses them for others
+            "world_model_sha256": weights_sha256(args.world_model), "policy_sha256": policy_sha256(args.policy)}
     atomic_write_bytes(out, json.dumps(body, indent=2).encode())
     rows = [("all", result)] + (sorted(by_env.items()) if len(by_env) > 1 else [])
     for where, rates in rows:

@@ -85,7 +85,8 @@ def make_planner(name: str, env: Any, *, policy: Any = None, world_model: Any = 
     """Build planner ``name`` for ``env``; loads the shipped policy / world model unless given.
 
     A defaulted learned world model comes with its ``fidelity.json`` (as in ``genex compare``)
-    unless ``fidelity`` is passed (``fidelity=None``: take imagination at face value).
+    unless ``fidelity`` is passed (``fidelity=None``: take imagination at face value); it must have been
+    measured through the defaulted policy (a policy you pass is not checked: pass its ``fidelity`` too).
 
     ``oracle_env``: a private copy of the env for the oracle world model (default: the live env,
     whose state the oracle saves and restores around every rollout).
@@ -94,11 +95,12 @@ def make_planner(name: str, env: Any, *, policy: Any = None, world_model: Any = 
         raise ValueError(f"unknown planner {name!r}; choose from {sorted(PLANNERS)}")
     cls, wm_kind, policy_kind = PLANNERS[name]
     family = env_family(env)
+    policy_dir = None  # known only for a defaulted policy: the fidelity check needs its folder
     if policy is None:
         from genex.policy import make_policy
 
-        policy = make_policy("tiny", checkpoint=default_checkpoint("policy" if policy_kind == "tiny" else
-                                                                   "reference", family))
+        policy_dir = default_checkpoint("policy" if policy_kind == "tiny" else "reference", family)
+        policy = make_policy("tiny", checkpoint=policy_dir)
     if world_model is None and wm_kind == "learned":
         from genex.world_model import load_world_model
 
@@ -109,7 +111,7 @@ def make_planner(name: str, env: Any, *, policy: Any = None, world_model: Any = 
 
             spec = getattr(env, "spec", None)
             kwargs["fidelity"] = load_fidelity(wm_dir, env_id=getattr(spec, "id", None),
-                                               env_kwargs=getattr(spec, "kwargs", None) or None)
+                                               env_kwargs=getattr(spec, "kwargs", None) or None, policy_dir=policy_dir)
     elif wm_kind == "oracle":
         from genex.world_model import OracleWorldModel
 

@@ -39,7 +39,7 @@ import numpy as np
 from genex.envs.spec import Probe
 
 __all__ = ["measure_fidelity", "pool_fidelity", "fidelity_key", "apply_fidelity", "load_fidelity", "weights_sha256",
-           "StaleFidelityError", "FIDELITY_FILE"]
+           "policy_sha256", "StaleFidelityError", "FIDELITY_FILE"]
 
 FIDELITY_FILE = "fidelity.json"
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def apply_fidelity(probes: Sequence[Probe], fidelity: Mapping[str, Mapping[str, 
 
 
 class StaleFidelityError(ValueError):
-    """``fidelity.json`` was measured on other weights than the checkpoint's."""
+    """``fidelity.json`` was measured on other weights than the checkpoint's, or through another policy."""
 
 
 def weights_sha256(world_model_dir: str | Path) -> str | None:
@@ -71,15 +71,38 @@ def weights_sha256(world_model_dir: str | Path) -> str | None:
     return json.loads(path.read_text()).get("sha256") if path.exists() else None
 
 
+def policy_sha256(policy_dir: str | Path) -> str | None:
+    """The SHA-256 of a policy checkpoint folder's weights (``*.safetensors``; None if it has none).
+
+    One weights file: that file's SHA-256 (what ``sha256sum`` prints); several: the SHA-256 of their
+    names and hashes in name order.
+    """
+    import hashlib
+
+    from genex.io import sha256_file
+
+    files = sorted(Path(policy_dir).glob("*.safetensors"))
+    if len(files) <= 1:
+        return sha256_file(files[0]) if files else None
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0" + sha256_file(f).encode() + b"\n")
+    return h.hexdigest()
+
+
 def load_fidelity(world_model_dir: str | Path | None, env_id: str | None = None,
-                  env_kwargs: Mapping[str, Any] | None = None) -> dict[str, dict[str, float]] | None:
+                  env_kwargs: Mapping[str, Any] | None = None,
+                  policy_dir: str | Path | None = None) -> dict[str, dict[str, float]] | None:
     """``fidelity.json`` of a world-model checkpoint folder, or None if it has none.
 
     With ``env_id`` (and the env's options), the numbers measured on that env's recordings, if the file has
     them (``by_env``); otherwise the pooled ones, with a warning when other envs were measured on their own.
 
     Raises :class:`StaleFidelityError` when the file names other weights than the checkpoint's (retrained
-    weights copied over an old folder): stale recall numbers would silently switch imagination on or off.
+    weights copied over an old folder), or, given the ``policy_dir`` that will read the imagined frames,
+    another policy's weights than the one it was measured through: recall and false alarm are properties of
+    the pair, and stale numbers would silently switch imagination on or off. (Files written before the
+    policy's hash was recorded are not checked against it.)
     """
     if world_model_dir is None:
         return None
@@ -93,6 +116,15 @@ def load_fidelity(world_model_dir: str | Path | None, env_id: str | None = None,
             f"{path} was measured on weights {measured[:12]}..., but {world_model_dir} holds {current[:12]}...; "
             f"re-run `genex calibrate-imagination --world-model {world_model_dir} ...` (its command is in the "
             "file), or pass --no-fidelity to take imagination at face value")
+    measured_policy = body.get("policy_sha256")
+    if policy_dir is not None and measured_policy is not None:
+        reader = policy_sha256(policy_dir)
+        if reader is not None and reader != measured_policy:
+            raise StaleFidelityError(
+                f"{path} was measured through the policy weights {measured_policy[:12]}... ({body.get('policy')}), "
+                f"but the planner reads imagined frames with {policy_dir} ({reader[:12]}...); re-run `genex "
+                f"calibrate-imagination --world-model {world_model_dir} --policy {policy_dir} ...` (the file holds "
+                "the command), or pass --no-fidelity to take imagination at face value")
     by_env = body.get("by_env", {})
     key = fidelity_key(env_id, env_kwargs) if env_id is not None else None
     if key in by_env:

@@ -492,6 +492,24 @@ def test_cli_calibrate_imagination_writes_fidelity_json(tmp_path, capsys):
         load_fidelity(folder)
     (folder / "config.json").write_text((wm / "config.json").read_text())
     assert load_fidelity(folder) == body["facts"]
+    # ... and to the policy that read the imagined frames: another policy's reading is another fidelity
+    from genex.planners.calibration import policy_sha256
+
+    driving_policy, gui_policy = default_checkpoint("policy", "driving"), default_checkpoint("policy", "gui")
+    assert body["policy_sha256"] == policy_sha256(driving_policy) is not None
+    assert load_fidelity(folder, policy_dir=driving_policy) == body["facts"]
+    with pytest.raises(StaleFidelityError, match="policy"):
+        load_fidelity(folder, policy_dir=gui_policy)
+    # genex compare refuses before running an episode, and --no-fidelity lets it run
+    from genex.runner import CompareConfig, check_fidelity
+
+    cfg = CompareConfig(envs=["genex/OccludedCrosswalk-v0"], planners=["react", "imagine"], world_model=str(folder),
+                        policy=str(gui_policy))
+    with pytest.raises(StaleFidelityError, match="--no-fidelity"):
+        check_fidelity(cfg)
+    check_fidelity(CompareConfig(envs=cfg.envs, planners=cfg.planners, world_model=str(folder),
+                                 policy=str(gui_policy), fidelity=False))
+    check_fidelity(CompareConfig(envs=cfg.envs, planners=cfg.planners, world_model=str(folder)))
 
 
 def test_memory_keeps_a_sighting_for_that_many_frames():
