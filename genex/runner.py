@@ -592,6 +592,72 @@ def paired_gap_closed(rows: Sequence[dict[str, Any]], metric: str = "success", p
     return gaps, ns
 
 
+def _mean_ci(x: Sequence[float]) -> tuple[float, float]:
+    """Mean and 95% CI half-width (normal approximation; NaN half-width below 2 values)."""
+    a = np.asarray(x, dtype=float)
+    if a.size == 0:
+        return float("nan"), float("nan")
+    return float(a.mean()), float(1.96 * a.std(ddof=1) / math.sqrt(a.size)) if a.size > 1 else float("nan")
+
+
+def paired_against(rows: Sequence[dict[str, Any]], baseline: str = "react") -> list[dict[str, Any]]:
+    """Each planner against ``baseline`` on the seeds both ran, per env: a paired comparison.
+
+    Per (env, planner): ``n`` common seeds; successes and irreversible errors (collisions) of each, and on how
+    many seeds only one of the two errs; real steps on the seeds **both** solve (``both``): each one's mean,
+    the mean paired difference (planner - baseline) with its 95% CI, and the seeds with fewer / more steps;
+    ``steps_diff_all``: the same difference over every common seed (a failed episode counts its steps, i.e.
+    usually the step limit). A CI that excludes 0 is what "fewer real steps" has to mean.
+    """
+    by: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault((r["env"], r["planner"]), {})[int(r["seed"])] = r
+    out = []
+    for (env, planner), mine in sorted(by.items()):
+        base = by.get((env, baseline))
+        if planner == baseline or base is None:
+            continue
+        common = sorted(set(mine) & set(base))
+        if not common:
+            continue
+        a, b = [mine[s] for s in common], [base[s] for s in common]
+        both = [(x["steps"], y["steps"]) for x, y in zip(a, b) if x["success"] and y["success"]]
+        diff, diff_ci = _mean_ci([x - y for x, y in both])
+        diff_all, diff_all_ci = _mean_ci([x["steps"] - y["steps"] for x, y in zip(a, b)])
+        out.append({
+            "env": env, "planner": planner, "baseline": baseline, "n": len(common),
+            "success": sum(x["success"] for x in a), "baseline_success": sum(y["success"] for y in b),
+            "errors": sum(bool(x["collision"]) for x in a), "baseline_errors": sum(bool(y["collision"]) for y in b),
+            "errors_only_planner": sum(bool(x["collision"]) and not y["collision"] for x, y in zip(a, b)),
+            "errors_only_baseline": sum(bool(y["collision"]) and not x["collision"] for x, y in zip(a, b)),
+            "both": len(both), "steps": _mean_ci([x for x, _ in both])[0],
+            "baseline_steps": _mean_ci([y for _, y in both])[0],
+            "steps_diff": diff, "steps_diff_ci": diff_ci,
+            "fewer": sum(x < y for x, y in both), "more": sum(x > y for x, y in both),
+            "steps_diff_all": diff_all, "steps_diff_all_ci": diff_all_ci,
+        })
+    return out
+
+
+def format_paired(paired: Sequence[dict[str, Any]]) -> str:
+    """Markdown table of :func:`paired_against`."""
+    if not paired:
+        return "(no planner shares seeds with the baseline)"
+    base = paired[0]["baseline"]
+    lines = [f"| env | planner | seeds | success (vs {base}) | irreversible errors (vs {base}) | errs where {base} "
+             f"does not / the reverse | seeds both solve | real steps there (vs {base}) | paired difference, "
+             "95% CI | fewer / more steps | difference over all seeds, 95% CI |",
+             "|" + "---|" * 11]
+    for p in paired:
+        lines.append(
+            f"| {p['env'].split('/')[-1]} | {p['planner']} | {p['n']} | {p['success']} ({p['baseline_success']}) | "
+            f"{p['errors']} ({p['baseline_errors']}) | {p['errors_only_planner']} / {p['errors_only_baseline']} | "
+            f"{p['both']} | {p['steps']:.2f} ({p['baseline_steps']:.2f}) | "
+            f"{p['steps_diff']:+.2f} ± {p['steps_diff_ci']:.2f} | {p['fewer']} / {p['more']} | "
+            f"{p['steps_diff_all']:+.2f} ± {p['steps_diff_all_ci']:.2f} |")
+    return "\n".join(lines)
+
+
 def format_table(summary: Sequence[dict[str, Any]], planners_order: Sequence[str] | None = None) -> str:
     order = {p: i for i, p in enumerate(planners_order or [])}
     split = any("condition" in s for s in summary)

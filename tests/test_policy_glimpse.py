@@ -10,7 +10,7 @@ import torch
 
 from genex.policy import PolicyQuestion, TaggedImage, TinyPolicy, TinyVLM, TinyVLMConfig, WordTokenizer
 from genex.policy import load_tiny_vlm, save_tiny_vlm
-from genex.policy.data import Example, FrameSet, format_prompt, text_question
+from genex.policy.data import Example, FrameSet, fact_question, format_prompt, text_question
 from genex.policy.glimpse import GlimpseMatcher, query_phrases, render_phrase
 from genex.policy.train import evaluate, make_batch
 
@@ -38,6 +38,25 @@ def test_query_phrases_take_quotes_then_salient_words():
     assert query_phrases(format_prompt("Buy a ticket to Prague for at most $60", "Q?"), max_phrases=1) == \
         [("Prague", 2)]
     assert query_phrases("no separator, nothing salient") == []
+
+
+def test_glimpse_labels_read_a_multi_word_label_that_ends_the_instruction_as_one_phrase():
+    """'Turn on Auto brightness' must not look for 'Auto': that matches 'Autoplay', 'Auto login', 'Auto update'."""
+    q = fact_question("target")
+    assert query_phrases(format_prompt("Turn on Auto brightness", q)) == [("Auto", 2)]  # the old reading
+    assert query_phrases(format_prompt("Turn on Auto brightness", q), labels=True) == [("Auto brightness", 2)]
+    assert query_phrases(format_prompt("Turn on Do not disturb.", q), labels=True) == [("Do not disturb", 2)]
+    assert query_phrases(format_prompt("Turn on Wi-Fi", q), labels=True) == [("Wi-Fi", 2)]
+    # not a label: the sentence goes on past 2 lowercase words, or holds a price, a name, a number
+    assert query_phrases(format_prompt("Buy a ticket to Prague for at most $60", q), labels=True) == \
+        [("Prague", 2), ("$60", 2)]
+    assert query_phrases(format_prompt("Open Mail and wait for the new message", q), labels=True) == [("Mail", 2)]
+    p = format_prompt("Change the name to Grace Fischer and the phone to 555-3529, then save.",
+                      "Does the Name field show the new name?")
+    assert query_phrases(p, labels=True) == [("Name", 1), ("Grace", 2), ("Fischer", 2), ("555-3529", 2)]
+    with pytest.raises(ValueError, match="glimpse > 0"):
+        TinyVLMConfig(image_size=128, fusion="readout", glimpse_labels=True)
+    assert TinyVLMConfig(image_size=128, fusion="readout", glimpse=4, glimpse_labels=True).glimpse_labels
 
 
 def test_render_phrase_is_a_cached_coverage_mask():

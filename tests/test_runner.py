@@ -174,6 +174,27 @@ def test_summary_means_and_confidence_intervals():
     assert ns == {"e": 2} and gaps["e"] == pytest.approx(0.5)
 
 
+def test_paired_against_compares_steps_only_where_both_solve():
+    """A planner that fails on a seed must not be credited with that seed's steps; errors are paired too."""
+    def row(planner, seed, ok, steps, err=False):
+        return {"env": "genex/X-v0", "planner": planner, "seed": seed, "success": ok, "steps": steps, "collision": err}
+
+    rows = [row("react", 0, True, 4), row("react", 1, True, 3), row("react", 2, True, 5), row("react", 3, False, 30, True),
+            row("imagine", 0, True, 2), row("imagine", 1, True, 3), row("imagine", 2, False, 30),
+            row("imagine", 3, True, 2), row("imagine", 9, True, 1)]  # seed 9: react never ran it
+    (p,) = runner.paired_against(rows, "react")
+    assert (p["planner"], p["n"], p["both"]) == ("imagine", 4, 2)  # seeds 0 and 1
+    assert (p["success"], p["baseline_success"], p["errors"], p["baseline_errors"]) == (3, 3, 0, 1)
+    assert (p["errors_only_planner"], p["errors_only_baseline"]) == (0, 1)
+    assert (p["steps"], p["baseline_steps"], p["steps_diff"]) == (2.5, 3.5, -1.0)
+    assert (p["fewer"], p["more"]) == (1, 0)
+    assert p["steps_diff_all"] == pytest.approx((-2 + 0 + 25 - 28) / 4)
+    assert p["steps_diff_ci"] == pytest.approx(1.96 * np.std([-2, 0], ddof=1) / np.sqrt(2))
+    text = runner.format_paired([p])
+    assert "| X-v0 | imagine | 4 | 3 (3) | 0 (1) | 0 / 1 | 2 | 2.50 (3.50) | -1.00 ± 1.96 | 1 / 0 |" in text
+    assert runner.paired_against(rows, "explore") == []
+
+
 def test_cli_compare_and_viz(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["compare", "--env", "genex/SettingsTabs-v0", "--planners", "react,oracle-imagine", "--episodes", "1",
@@ -193,6 +214,9 @@ def test_cli_compare_and_viz(tmp_path, capsys):
     assert main(["summarize", str(out), "--out", str(tmp_path / "sum"), "--by", "target_on", "--no-plots"]) == 0
     assert "| env | condition | planner |" in capsys.readouterr().out
     assert (tmp_path / "sum" / "summary_by_target_on.md").exists()
+    assert main(["summarize", str(out), "--out", str(tmp_path / "sum"), "--paired", "react", "--no-plots"]) == 0
+    assert "| SettingsTabs-v0 | oracle-imagine | 1 |" in capsys.readouterr().out
+    assert "oracle-imagine" in (tmp_path / "sum" / "summary_paired.md").read_text()
     with pytest.raises(SystemExit, match="unknown planner"):
         main(["compare", "--env", "genex/SettingsTabs-v0", "--planners", "dream", "--out", str(out)])
     with pytest.raises(SystemExit, match="unknown env"):

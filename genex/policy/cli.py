@@ -12,12 +12,13 @@ __all__ = ["add_commands"]
 
 
 _TRAIN_OPTIONS = ("data", "eval_data", "out", "labels", "image_size", "patch_size", "dim", "heads", "vision_layers",
-                  "fusion_layers", "stem", "fusion", "glimpse", "steps", "minutes", "batch_frames", "lr",
+                  "fusion_layers", "stem", "fusion", "glimpse", "glimpse_labels", "steps", "minutes", "batch_frames", "lr",
                   "frame_stride", "seed", "save_every", "threads", "init", "no_balance", "eval_max_frames",
                   "eval_every", "device")
 
 
-_ARCH_OPTIONS = ("patch_size", "dim", "heads", "vision_layers", "fusion_layers", "stem", "fusion", "glimpse")
+_ARCH_OPTIONS = ("patch_size", "dim", "heads", "vision_layers", "fusion_layers", "stem", "fusion", "glimpse",
+                 "glimpse_labels")
 
 
 def _command_line(args: argparse.Namespace) -> str:
@@ -44,7 +45,7 @@ def cmd_train_policy(args: argparse.Namespace) -> int:
         data=args.data, out=args.out, eval_data=args.eval_data or [], labels=args.labels,
         image_size=args.image_size, patch_size=args.patch_size, dim=args.dim, heads=args.heads,
         vision_layers=args.vision_layers, fusion_layers=args.fusion_layers, stem=args.stem,
-        fusion=args.fusion, glimpse=args.glimpse, steps=args.steps,
+        fusion=args.fusion, glimpse=args.glimpse, glimpse_labels=args.glimpse_labels, steps=args.steps,
         minutes=args.minutes, batch_frames=args.batch_frames, lr=args.lr, frame_stride=args.frame_stride,
         seed=args.seed, save_every=args.save_every, threads=args.threads, init=args.init,
         balance=not args.no_balance, eval_max_frames=args.eval_max_frames or None,
@@ -119,6 +120,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--glimpse", type=int, default=0,
                    help="pixel-phrase glimpse channels (0: off; needs --fusion readout): the model renders the "
                         "phrases a prompt is about and matches them on the screen (genex.policy.glimpse)")
+    s.add_argument("--glimpse-labels", action="store_true",
+                   help="with --glimpse: a multi-word label that ends the instruction is one phrase ('Turn on "
+                        "Auto brightness' looks for 'Auto brightness', not 'Auto')")
     s.add_argument("--steps", type=int, default=3000)
     s.add_argument("--minutes", type=float, default=None, help="stop after this many minutes of training")
     s.add_argument("--batch-frames", type=int, default=32)

@@ -23,7 +23,11 @@ learned encoder to generalise across fonts, which we have not measured.
 Phrases (:func:`query_phrases`): quoted phrases of the question, then the
 *salient* words of the question and the instruction (capitalised words that do
 not start a sentence, and words with digits or symbols: names, files, prices,
-phone numbers), in order, at most ``max_phrases``.
+phone numbers), in order, at most ``max_phrases``. Models with ``glimpse_labels``
+read a multi-word label that ends the instruction as one phrase: "Turn on Auto
+brightness" looks for "Auto brightness", not for "Auto", which also matches
+"Autoplay", "Auto login" and "Auto update" (that misreading sent planners to the
+wrong settings tab until the step limit).
 
 Shapes: screen features ``float[F, C, S/2, S/2]``; glimpse tokens
 ``float[M, G, D]`` with a mask ``bool[M, G]`` (``G = max_phrases``).
@@ -52,27 +56,57 @@ _MARGIN = 2  # background pixels kept around a rendered phrase (each side)
 _BORDER = 4  # extra background rendered beyond the margin and cropped off after encoding (even)
 
 
-def _salient(text: str) -> list[str]:
-    """Capitalised words not at a sentence start, and words with a digit or a symbol (trailing punctuation off)."""
+def _salient(text: str, labels: bool = False) -> list[str]:
+    """Capitalised words not at a sentence start, and words with a digit or a symbol (trailing punctuation off).
+
+    With ``labels``, a capitalised word followed by at most ``MAX_LABEL_TAIL`` lowercase words that close the
+    sentence is one phrase: the multi-word label an instruction ends with ("Turn on Auto brightness").
+    """
     out: list[str] = []
     start = True
-    for w in _WORD.findall(text):
+    words = _WORD.findall(text)
+    i = 0
+    while i < len(words):
+        w = words[i]
         core = w.strip(_STRIP)
         if core and (any(c.isdigit() for c in core) or any(not c.isalnum() for c in core)
                      or (core[0].isupper() and not start)):
-            out.append(core)
+            tail = _label_tail(words, i) if labels and core[0].isupper() and core.isalpha() else []
+            out.append(" ".join([core, *tail]))
+            i += len(tail)
+            w = words[i]
         start = w.endswith(_SENTENCE_END)
+        i += 1
     return out
 
 
-def query_phrases(prompt: str, max_phrases: int = 8) -> list[tuple[str, int]]:
-    """``(phrase, role index)`` pairs a prompt (``instruction <sep> question``) is about; see the module doc."""
+MAX_LABEL_TAIL = 2  # "Do not disturb"; longer runs are more likely prose than a label
+
+
+def _label_tail(words: list[str], i: int) -> list[str]:
+    """The lowercase words after ``words[i]`` up to the end of its sentence, if there are 1-``MAX_LABEL_TAIL``."""
+    tail: list[str] = []
+    for w in words[i + 1:]:
+        core = w.strip(_STRIP)
+        if not (core.isalpha() and core.islower()) or len(tail) == MAX_LABEL_TAIL:
+            return []
+        tail.append(core)
+        if w.endswith(_SENTENCE_END):
+            break
+    return tail
+
+
+def query_phrases(prompt: str, max_phrases: int = 8, labels: bool = False) -> list[tuple[str, int]]:
+    """``(phrase, role index)`` pairs a prompt (``instruction <sep> question``) is about; see the module doc.
+
+    ``labels``: read a multi-word label that ends the instruction as one phrase (:func:`_salient`).
+    """
     instruction, _, question = prompt.rpartition("<sep>")
     found: list[tuple[str, int]] = []
     seen: set[str] = set()
     quoted = _QUOTED.findall(question)
     rest = _QUOTED.sub(" ", question)
-    for role, phrases in enumerate((quoted, _salient(rest), _salient(instruction))):
+    for role, phrases in enumerate((quoted, _salient(rest), _salient(instruction, labels))):
         for p in phrases:
             if p not in seen:
                 seen.add(p)

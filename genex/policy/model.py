@@ -83,6 +83,7 @@ class TinyVLMConfig:
     fusion: str = "full"
     glimpse: int = 0
     glimpse_phrases: int = 8
+    glimpse_labels: bool = False  # a multi-word label ending the instruction is one phrase (genex.policy.glimpse)
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
@@ -97,6 +98,8 @@ class TinyVLMConfig:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
         if self.glimpse and self.fusion != "readout":
             raise ValueError("pixel-phrase glimpses (glimpse > 0) need fusion='readout'")
+        if self.glimpse_labels and not self.glimpse:
+            raise ValueError("glimpse_labels changes which phrases the glimpses look for: it needs glimpse > 0")
         if self.glimpse < 0 or self.glimpse_phrases < 1:
             raise ValueError(f"glimpse channels must be >= 0 and glimpse_phrases >= 1, got {self.glimpse}, "
                              f"{self.glimpse_phrases}")
@@ -309,7 +312,7 @@ class TinyVLM(nn.Module):
         """Glimpse tokens ``float[M, G, D]`` and mask ``bool[M, G]`` for pair m = (frame_index[m], prompts[m])."""
         if self.glimpse is None or screens is None:
             return None
-        phrases = [query_phrases(p, self.config.glimpse_phrases) for p in prompts]
+        phrases = [query_phrases(p, self.config.glimpse_phrases, self.config.glimpse_labels) for p in prompts]
         return self.glimpse.tokens(screens, frame_index, phrases)
 
     def fuse(self, visual: torch.Tensor, prompts: PromptCache, frame_index: torch.Tensor | None = None,

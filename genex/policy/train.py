@@ -50,6 +50,7 @@ class TrainConfig:
     stem: str = TinyVLMConfig.stem
     fusion: str = TinyVLMConfig.fusion
     glimpse: int = TinyVLMConfig.glimpse
+    glimpse_labels: bool = TinyVLMConfig.glimpse_labels
     steps: int = 3000
     minutes: float | None = None
     batch_frames: int = 32
@@ -206,7 +207,8 @@ def train_policy(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
         tokenizer = build_tokenizer(train.examples)
         mcfg = TinyVLMConfig(image_size=cfg.image_size, patch_size=cfg.patch_size, dim=cfg.dim, heads=cfg.heads,
                              vision_layers=cfg.vision_layers, fusion_layers=cfg.fusion_layers,
-                             stem=cfg.stem, fusion=cfg.fusion, glimpse=cfg.glimpse, vocab_size=len(tokenizer),
+                             stem=cfg.stem, fusion=cfg.fusion, glimpse=cfg.glimpse,
+                             glimpse_labels=cfg.glimpse_labels, vocab_size=len(tokenizer),
                              tokenizer_fingerprint=tokenizer.fingerprint)
         model = TinyVLM(mcfg)
     device = select_device(cfg.device)
