@@ -648,13 +648,16 @@ def format_paired(paired: Sequence[dict[str, Any]]) -> str:
              f"does not / the reverse | seeds both solve | real steps there (vs {base}) | paired difference, "
              "95% CI | fewer / more steps | difference over all seeds, 95% CI |",
              "|" + "---|" * 11]
+    def num(x: float, fmt: str) -> str:
+        return "–" if math.isnan(x) else format(x, fmt)
+
     for p in paired:
         lines.append(
             f"| {p['env'].split('/')[-1]} | {p['planner']} | {p['n']} | {p['success']} ({p['baseline_success']}) | "
             f"{p['errors']} ({p['baseline_errors']}) | {p['errors_only_planner']} / {p['errors_only_baseline']} | "
-            f"{p['both']} | {p['steps']:.2f} ({p['baseline_steps']:.2f}) | "
-            f"{p['steps_diff']:+.2f} ± {p['steps_diff_ci']:.2f} | {p['fewer']} / {p['more']} | "
-            f"{p['steps_diff_all']:+.2f} ± {p['steps_diff_all_ci']:.2f} |")
+            f"{p['both']} | {num(p['steps'], '.2f')} ({num(p['baseline_steps'], '.2f')}) | "
+            f"{num(p['steps_diff'], '+.2f')} ± {num(p['steps_diff_ci'], '.2f')} | {p['fewer']} / {p['more']} | "
+            f"{num(p['steps_diff_all'], '+.2f')} ± {num(p['steps_diff_all_ci'], '.2f')} |")
     return "\n".join(lines)
 
 

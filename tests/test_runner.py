@@ -193,6 +193,8 @@ def test_paired_against_compares_steps_only_where_both_solve():
     text = runner.format_paired([p])
     assert "| X-v0 | imagine | 4 | 3 (3) | 0 (1) | 0 / 1 | 2 | 2.50 (3.50) | -1.00 ± 1.96 | 1 / 0 |" in text
     assert runner.paired_against(rows, "explore") == []
+    never = [row("react", 0, False, 40), row("prior", 0, False, 40)]  # no seed both solve: dashes, not nan
+    assert "| – (–) | – ± – | 0 / 0 | +0.00 ± – |" in runner.format_paired(runner.paired_against(never))
 
 
 def test_cli_compare_and_viz(tmp_path, capsys):
