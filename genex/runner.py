@@ -597,7 +597,8 @@ def _mean_ci(x: Sequence[float]) -> tuple[float, float]:
     a = np.asarray(x, dtype=float)
     if a.size == 0:
         return float("nan"), float("nan")
-    return float(a.mean()), float(1.96 * a.std(ddof=1) / math.sqrt(a.size)) if a.size > 1 else float("nan")
+    half = float(1.96 * a.std(ddof=1) / math.sqrt(a.size)) if a.size > 1 else float("nan")
+    return float(a.mean()), half
 
 
 def paired_against(rows: Sequence[dict[str, Any]], baseline: str = "react") -> list[dict[str, Any]]:
@@ -648,6 +649,7 @@ def format_paired(paired: Sequence[dict[str, Any]]) -> str:
              f"does not / the reverse | seeds both solve | real steps there (vs {base}) | paired difference, "
              "95% CI | fewer / more steps | difference over all seeds, 95% CI |",
              "|" + "---|" * 11]
+
     def num(x: float, fmt: str) -> str:
         return "–" if math.isnan(x) else format(x, fmt)
 
