@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 
 import gymnasium as gym
 import numpy as np
@@ -45,7 +46,6 @@ def main() -> None:
     ap.add_argument("--env-kwargs", default="{}", help="JSON env options, e.g. '{\"tab_layout\": \"random\"}'")
     ap.add_argument("--top", type=int, default=12, help="misread (target, page) pairs listed")
     args = ap.parse_args()
-    import json
 
     torch.set_num_threads(1)
     policy = TinyPolicy.from_checkpoint(args.policy)
@@ -54,7 +54,7 @@ def main() -> None:
     misread: collections.Counter = collections.Counter()
     pages = errors = missed = false_alarms = 0
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        obs, info = env.reset(seed=seed)
+        obs, _ = env.reset(seed=seed)
         state = env.unwrapped.app.state
         screens = tab_pages(env, obs)
         r = policy.answer([TaggedImage(x, step=0) for x in screens], obs["text"], question)
