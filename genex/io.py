@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Sequence
 
-__all__ = ["atomic_write_bytes", "sha256_file"]
+__all__ = ["atomic_write_bytes", "sha256_file", "sha256_files"]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -31,4 +32,12 @@ def sha256_file(path: str | Path) -> str:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_files(paths: Sequence[str | Path]) -> str:
+    """Hex SHA-256 over several files: each one's name and SHA-256, in the order given (a folder's digest)."""
+    h = hashlib.sha256()
+    for f in paths:
+        h.update(Path(f).name.encode() + b"\0" + sha256_file(f).encode() + b"\n")
     return h.hexdigest()

@@ -333,17 +333,11 @@ def _iter_results(cfg: CompareConfig, todo: Sequence[EpisodeKey], out: Path, wor
 
 def _folder_digest(folder: str | Path, with_fidelity: bool) -> str:
     """SHA-256 over a checkpoint folder's weights (and its ``fidelity.json`` when the planners read it)."""
-    import hashlib
-
-    from genex.io import sha256_file
+    from genex.io import sha256_files
 
     folder = Path(folder)
     files = sorted(folder.glob("*.safetensors")) + ([folder / "fidelity.json"] if with_fidelity else [])
-    h = hashlib.sha256()
-    for f in files:
-        if f.exists():
-            h.update(f.name.encode() + b"\0" + sha256_file(f).encode() + b"\n")
-    return h.hexdigest()
+    return sha256_files([f for f in files if f.exists()])
 
 
 def _model_config_digest(folder: str | Path) -> str | None:
@@ -360,18 +354,24 @@ def _model_config_digest(folder: str | Path) -> str | None:
     return hashlib.sha256(json.dumps(model, sort_keys=True).encode()).hexdigest()
 
 
+def _family_of(env_id: str) -> str:
+    """``env_family``'s answer for a genex env id, without making the env."""
+    from genex.envs import GUI_ENV_IDS
+
+    return "gui" if env_id in GUI_ENV_IDS else "driving"
+
+
 def checkpoint_digests(cfg: CompareConfig) -> dict[str, str]:
     """``{"<kind>:<family>": digest}`` of every checkpoint the planners of ``cfg`` load.
 
     Stored in ``run.json``: resuming a folder whose episodes came from other weights would mix two models
     in one table, so :func:`compare` refuses it.
     """
-    from genex.envs import GUI_ENV_IDS
     from genex.planners import PLANNERS
 
     out: dict[str, str] = {}
     for env_id in cfg.envs:
-        family = "gui" if env_id in GUI_ENV_IDS else "driving"  # env_family's answer, without making the env
+        family = _family_of(env_id)
         for name in cfg.planners:
             try:
                 pol, wm = _checkpoint_dirs(cfg, name, family)
@@ -394,14 +394,13 @@ def check_fidelity(cfg: CompareConfig) -> None:
     """Raise :class:`~genex.planners.calibration.StaleFidelityError` before any episode runs when a learned
     planner of ``cfg`` would read a ``fidelity.json`` measured on other world-model weights or through another
     policy (the workers would fail on every episode)."""
-    from genex.envs import GUI_ENV_IDS
     from genex.planners import PLANNERS
     from genex.planners.calibration import load_fidelity
 
     if not cfg.fidelity:
         return
     for env_id in cfg.envs:
-        family = "gui" if env_id in GUI_ENV_IDS else "driving"
+        family = _family_of(env_id)
         for name in cfg.planners:
             if PLANNERS[name][1] != "learned":
                 continue

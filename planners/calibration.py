@@ -77,17 +77,12 @@ def policy_sha256(policy_dir: str | Path) -> str | None:
     One weights file: that file's SHA-256 (what ``sha256sum`` prints); several: the SHA-256 of their
     names and hashes in name order.
     """
-    import hashlib
-
-    from genex.io import sha256_file
+    from genex.io import sha256_file, sha256_files
 
     files = sorted(Path(policy_dir).glob("*.safetensors"))
     if len(files) <= 1:
         return sha256_file(files[0]) if files else None
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode() + b"\0" + sha256_file(f).encode() + b"\n")
-    return h.hexdigest()
+    return sha256_files(files)
 
 
 def load_fidelity(world_model_dir: str | Path | None, env_id: str | None = None,
