@@ -179,8 +179,8 @@ def test_paired_against_compares_steps_only_where_both_solve():
     def row(planner, seed, ok, steps, err=False):
         return {"env": "genex/X-v0", "planner": planner, "seed": seed, "success": ok, "steps": steps, "collision": err}
 
-    rows = [row("react", 0, True, 4), row("react", 1, True, 3), row("react", 2, True, 5), row("react", 3, False, 30, True),
-            row("imagine", 0, True, 2), row("imagine", 1, True, 3), row("imagine", 2, False, 30),
+    rows = [row("react", 0, True, 4), row("react", 1, True, 3), row("react", 2, True, 5),
+            row("react", 3, False, 30, True), row("imagine", 0, True, 2), row("imagine", 1, True, 3), row("imagine", 2, False, 30),
             row("imagine", 3, True, 2), row("imagine", 9, True, 1)]  # seed 9: react never ran it
     (p,) = runner.paired_against(rows, "react")
     assert (p["planner"], p["n"], p["both"]) == ("imagine", 4, 2)  # seeds 0 and 1

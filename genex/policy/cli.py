@@ -12,8 +12,8 @@ __all__ = ["add_commands"]
 
 
 _TRAIN_OPTIONS = ("data", "eval_data", "out", "labels", "image_size", "patch_size", "dim", "heads", "vision_layers",
-                  "fusion_layers", "stem", "fusion", "glimpse", "glimpse_labels", "steps", "minutes", "batch_frames", "lr",
-                  "frame_stride", "seed", "save_every", "threads", "init", "no_balance", "eval_max_frames",
+                  "fusion_layers", "stem", "fusion", "glimpse", "glimpse_labels", "steps", "minutes", "batch_frames",
+                  "lr", "frame_stride", "seed", "save_every", "threads", "init", "no_balance", "eval_max_frames",
                   "eval_every", "device")
 
 
