@@ -35,3 +35,4 @@ bench: setup
 pictures: setup
 	$(PY) scripts/driving_pictures.py --out docs/images
 	$(PY) scripts/gui_screenshots.py --out docs/images
+	$(PY) scripts/gui_screenshots.py --out docs/images --env genex/MailCompose-v0 --steps 0  # its start

@@ -1,6 +1,7 @@
 """Write one PNG per GUI app: the agent's 128x128 screen (scaled up) next to the human view.
 
     python scripts/gui_screenshots.py --out docs/images/ --seed 0 --steps 1
+    python scripts/gui_screenshots.py --env genex/MailCompose-v0 --steps 0   # its start: the expert's one step ends it
 
 Each image shows, left, the observation an agent gets (scaled up with
 nearest-neighbour so each screen pixel stays visible) and, right, ``env.render()`` (the same frame
@@ -48,10 +49,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images", help="output folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=1, help="expert steps before the screenshot")
+    parser.add_argument("--env", action="append", choices=GUI_ENV_IDS, help="only this app (repeatable; default: all)")
     args = parser.parse_args()
     register_gui_envs()
     args.out.mkdir(parents=True, exist_ok=True)
-    for env_id in GUI_ENV_IDS:
+    for env_id in args.env or GUI_ENV_IDS:
         name = env_id.split("/")[1].removesuffix("-v0")
         path = args.out / f"gui_{name}.png"
         image = screenshot(env_id, args.seed, args.steps)

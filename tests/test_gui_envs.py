@@ -43,7 +43,7 @@ def rollout(env, actions, seed):
 
 def test_registration_is_idempotent():
     gui.register_gui_envs()
-    assert len(IDS) == 4 and all(i in gym.registry for i in IDS)
+    assert len(IDS) == 5 and all(i in gym.registry for i in IDS)
 
 
 @pytest.mark.parametrize("env_id", IDS)
@@ -337,3 +337,53 @@ def test_describe_action_names_the_clicked_widget_and_the_env_ignores_labels():
     np.testing.assert_array_equal(env.step(a)[0]["image"], with_label)
     with pytest.raises(ValueError, match="unknown action field"):
         env.step({**a, "lable": "typo"})
+
+
+def test_mail_compose_buttons_do_what_their_glyph_says_and_the_screen_never_names_them():
+    from genex.envs.gui.mail_compose import FUNCTIONS, GOALS
+
+    env = make("genex/MailCompose-v0", action_mode="element", accessibility=True)
+    goals, slots = set(), set()
+    for seed in range(12):
+        obs, info = env.reset(seed=seed)
+        icons, goal = info["hidden"]["icons"], info["hidden"]["goal"]
+        goals.add(goal), slots.add(icons.index(goal))
+        assert obs["text"] == GOALS[goal] and sorted(icons) == sorted(FUNCTIONS)
+        buttons = [w for w in json.loads(obs["accessibility"]) if w["role"] == "button"]
+        assert len(buttons) == 4 and all(w["label"] == "" for w in buttons)  # glyphs only, no accessible names
+        assert all(env.describe_action(env.choice_action(k)) == "" for k in range(4))
+        first = obs["image"]
+        snap = env.snapshot()
+        for k, fn in enumerate(icons):
+            env.restore(snap)
+            obs, r, term, trunc, info = env.step(env.choice_action(k))
+            assert info["visible"]["target"] == (fn == goal)
+            if fn in ("send", "delete"):  # one click, no confirmation, no undo
+                assert term and info["irreversible_errors"] == 1 and r < -0.5
+            elif fn == goal:
+                assert term and info["success"] and r > 0.5
+            else:  # the other harmless button: a detour; the next choice closes its dialog first
+                assert not term and info["irreversible_errors"] == 0 and env.choice_action(k) is None
+                other = (k + 1) % 4
+                if fn == "print":
+                    assert env.describe_action(env.choice_action(other)) == "Cancel"
+                    env.step(env.choice_action(other))
+                assert env.choice_action(other) is not None
+            assert not np.array_equal(obs["image"], first)
+    assert goals == {"save", "print"} and len(slots) >= 3
+
+
+def test_mail_compose_glyphs_differ_and_the_expert_needs_one_click():
+    from genex.envs.gui.widgets import ICONS
+
+    env = make("genex/MailCompose-v0")
+    env.reset(seed=0)
+    shapes = {name: frozenset(boxes) for name, boxes in ICONS.items()}
+    assert len(set(shapes.values())) == len(ICONS)
+    for seed in range(20):
+        env.reset(seed=seed)
+        intent = env.app.expert_intent(env.screen)
+        _, _, term, _, info = env.step(env.intent_action(intent))
+        assert term and info["success"] and info["t"] == 1
+    costs = env.action_costs["target_icon"]
+    assert np.allclose(np.diag(costs), 0) and np.allclose(costs[~np.eye(4, dtype=bool)], 7.0)

@@ -135,7 +135,8 @@ def _label_frames(*envs):
 
         def observe(original=original, u=u):
             obs = original()
-            labels[obs["image"].tobytes()] = dict(u._visible)
+            visible = u._visible  # driving: the last step's labels; GUI: computed from the screen
+            labels[obs["image"].tobytes()] = dict(visible() if callable(visible) else visible)
             return obs
 
         u._observation = observe
@@ -221,6 +222,24 @@ def test_oracle_imagine_avoids_collisions_react_makes():
             info, traces, _, _ = run(pl, env, seed, guard=False)
             collisions[name] += info["collisions"] > 0
     assert collisions["react"] == 2 and collisions["oracle-imagine"] == 0
+
+
+def test_imagining_each_icon_avoids_the_irreversible_clicks_react_walks_into():
+    """MailCompose: react must guess which glyph saves (and sends or deletes half the time); imagining each
+    click first (the simulator as world model, perfect perception) finds the right one in one real step."""
+    env, oracle_env = gym.make("genex/MailCompose-v0"), gym.make("genex/MailCompose-v0")
+    perception = _label_frames(env, oracle_env)
+    errors = {"react": 0, "oracle-imagine": 0, "oracle-lookahead": 0}
+    for seed in range(8):
+        for name in errors:
+            pl = make_planner(name, env, policy=OraclePerception(perception), oracle_env=oracle_env)
+            oracle_env.reset(seed=seed)
+            info, traces, _, steps = run(pl, env, seed, guard=False)
+            errors[name] += info["irreversible_errors"]
+            if name != "react":
+                assert info["success"] and steps == 1, (name, seed)
+                assert traces[0].imagined_frames == 4  # one imagined click per toolbar button
+    assert errors["react"] >= 3 and errors["oracle-imagine"] == errors["oracle-lookahead"] == 0
 
 
 def test_lookahead_scores_each_candidate():

@@ -1,12 +1,14 @@
 """Mock GUI apps (installed as ``genex.envs.gui``): small desktop-like apps with hidden state.
 
-Four apps drawn with a small widget toolkit of our own and rendered to an RGB
+Five apps drawn with a small widget toolkit of our own and rendered to an RGB
 screen (128x128 by default) with NumPy and Pillow's built-in font:
 
 * ``genex/SettingsTabs-v0``: "Turn on <setting>"; the setting is in one of four tabs;
 * ``genex/EditDocument-v0``: "Change the name to <X> and the phone to <Y>, then save";
 * ``genex/TicketShop-v0``: "Buy a ticket to <city> for at most $<price>"; Buy is irreversible;
-* ``genex/FileManager-v0``: "Delete <file>"; Delete is irreversible, Archive is not.
+* ``genex/FileManager-v0``: "Delete <file>"; Delete is irreversible, Archive is not;
+* ``genex/MailCompose-v0``: "Save this message to Drafts" / "Open the Print settings"; the toolbar
+  buttons show only glyphs, and two of them (send, delete) are irreversible.
 
 Modules: :mod:`.font` (text), :mod:`.render` (display lists to pixels),
 :mod:`.widgets` (toolkit), :mod:`.editing` (text fields), :mod:`.app` (the app
@@ -26,6 +28,7 @@ GUI_ENV_IDS: tuple[str, ...] = (
     "genex/EditDocument-v0",
     "genex/TicketShop-v0",
     "genex/FileManager-v0",
+    "genex/MailCompose-v0",
 )
 
 

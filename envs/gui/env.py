@@ -51,6 +51,7 @@ from .actions import ACTION_MODES, ACTION_TYPES, KEYS, MAX_TEXT_LENGTH, action, 
 from .app import GuiApp, Intent
 from .edit_document import EditDocumentApp
 from .file_manager import FileManagerApp
+from .mail_compose import MailComposeApp
 from .font import FONT_CHARSET, undrawable
 from .render import LOGICAL_SIZE, Painter
 from .settings_tabs import TAB_LAYOUTS, SettingsTabsApp
@@ -58,12 +59,13 @@ from ..text_space import LiveText
 from .ticket_shop import TicketShopApp
 from .widgets import Checkbox, Screen, TextField, Toggle, Widget
 
-__all__ = ["APPS", "GuiConfig", "GuiEnv", "SettingsTabsEnv", "EditDocumentEnv", "TicketShopEnv", "FileManagerEnv"]
+__all__ = ["APPS", "GuiConfig", "GuiEnv", "SettingsTabsEnv", "EditDocumentEnv", "TicketShopEnv", "FileManagerEnv",
+           "MailComposeEnv"]
 
 logger = logging.getLogger(__name__)
 
 APPS: dict[str, type[GuiApp]] = {
-    app.name: app for app in (SettingsTabsApp, EditDocumentApp, TicketShopApp, FileManagerApp)
+    app.name: app for app in (SettingsTabsApp, EditDocumentApp, TicketShopApp, FileManagerApp, MailComposeApp)
 }
 A11Y_MAX_LENGTH = 16384
 
@@ -505,3 +507,11 @@ class FileManagerEnv(GuiEnv):
 
     def __init__(self, render_mode: str | None = None, **options: Any) -> None:
         super().__init__("FileManager", render_mode=render_mode, **options)
+
+
+class MailComposeEnv(GuiEnv):
+    """"Save this message to Drafts" / "Open the Print settings": four icon-only toolbar buttons, two of
+    which (send, delete) are irreversible."""
+
+    def __init__(self, render_mode: str | None = None, **options: Any) -> None:
+        super().__init__("MailCompose", render_mode=render_mode, **options)

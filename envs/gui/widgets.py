@@ -23,7 +23,8 @@ from .font import LINE_HEIGHT, fit_text, text_width
 from .render import Colour, DisplayList
 
 __all__ = [
-    "Rect", "Widget", "Label", "Panel", "Window", "Tab", "Button", "Toggle", "Checkbox", "TextField",
+    "Rect", "Widget", "Label", "Panel", "Window", "Tab", "Button", "IconButton", "ICONS", "Toggle", "Checkbox",
+    "TextField",
     "ListItem", "ScrollArea", "ScrollButton", "Dropdown", "Menu", "MenuItem", "Dialog", "Screen",
     "TITLE_H", "SCROLLBAR_W",
 ]
@@ -208,6 +209,44 @@ class Button(Widget):
         dl.fill(r.x, r.y, r.w, r.h, fill)
         dl.border(r.x, r.y, r.w, r.h, edge)
         _label(dl, r, self.label, fg, "center", pad=1)
+        super().draw(dl, focused)
+
+
+#: glyphs of :class:`IconButton`: ``(x, y, w, h, ink)`` boxes on a 12x12 grid, painted in order (ink False:
+#: the button's fill, to cut holes). Shapes only, one colour: nothing but the shape says what a button does.
+ICONS: dict[str, tuple[tuple[int, int, int, int, bool], ...]] = {
+    "disk": ((0, 0, 12, 12, True), (3, 0, 6, 4, False), (2, 7, 8, 5, False)),
+    "printer": ((3, 0, 6, 4, True), (4, 1, 4, 3, False), (0, 4, 12, 5, True), (3, 8, 6, 4, True),
+                (4, 9, 4, 3, False)),
+    "arrow": tuple((x, x // 2, 1, 12 - 2 * (x // 2), True) for x in range(12)),
+    "bin": ((0, 1, 12, 2, True), (4, 0, 4, 1, True), (2, 3, 8, 9, True), (4, 5, 1, 6, False),
+            (7, 5, 1, 6, False)),
+}
+
+
+@dataclass(eq=False)
+class IconButton(Widget):
+    """A push button that shows only a glyph (one of :data:`ICONS`); ``label`` is its accessible name,
+    which may be empty, as on many real toolbars: then only the glyph tells what it does."""
+
+    icon: str = "disk"
+    role: ClassVar[str] = "button"
+
+    def __post_init__(self) -> None:
+        if self.icon not in ICONS:
+            raise ValueError(f"unknown icon {self.icon!r}; choose one of {sorted(ICONS)}")
+
+    @property
+    def interactive(self) -> bool:
+        return True
+
+    def draw(self, dl: DisplayList, focused: bool) -> None:
+        r = self.rect
+        dl.fill(r.x, r.y, r.w, r.h, WHITE)
+        dl.border(r.x, r.y, r.w, r.h, BORDER)
+        ox, oy = r.x + (r.w - 12) // 2, r.y + (r.h - 12) // 2
+        for x, y, w, h, ink in ICONS[self.icon]:
+            dl.fill(ox + x, oy + y, w, h, TEXT if ink else WHITE)
         super().draw(dl, focused)
 
 
