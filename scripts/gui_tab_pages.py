@@ -1,11 +1,15 @@
 """Imagined vs real SettingsTabs pages: does a GUI world model draw the page of the tab it is told to open?
 
+With ``--env genex/MailCompose-v0`` the same for the four icon-only toolbar buttons: does the model draw what
+the clicked glyph does (saved banner, print dialog, sent page, deleted page), below the toolbar?
+
 For each planner seed, one row: the start screen, then for each tab k the imagined screen after "open tab k"
 and the real one (the env is restored after each real step). A diagnostic (docs/world_model.md, "Can a model
 learn the tab pages?"); the click test cannot tell the right page from an average of all pages.
 
     python scripts/gui_tab_pages.py --checkpoint checkpoints/world_model/gui --out runs/tab_pages.png
     python scripts/gui_tab_pages.py --checkpoint checkpoints/world_model/gui --score 40   # the page test
+    python scripts/gui_tab_pages.py --env genex/MailCompose-v0 --score 100               # the icon test
 
 The page test: over the tab clicks of ``--score N`` seeds, the share where the imagined screen is closer (PSNR)
 to the clicked tab's real page than to the real page of every other tab, on the page rows only (the click test only asks for closer
@@ -26,8 +30,9 @@ from genex.world_model.checkpoint import load_world_model
 from genex.world_model.evaluate import psnr
 
 
-#: rows of the 128x128 SettingsTabs screen between the tab bar and the status bar
-PAGE_ROWS = (26, 108)
+#: rows of the 128x128 screen compared: SettingsTabs, between the tab bar and the status bar; MailCompose,
+#: below the toolbar (the clicked button's focus ring alone would tell the clicks apart)
+PAGE_ROWS = {"genex/SettingsTabs-v0": (26, 108), "genex/MailCompose-v0": (32, 128)}
 
 
 def tab_action(env, k: int) -> dict | None:
@@ -36,7 +41,7 @@ def tab_action(env, k: int) -> dict | None:
     return None if action is None else {**action, "label": env.unwrapped.describe_action(action)}
 
 
-def page_test(env, wm, seeds: int) -> None:
+def page_test(env, wm, seeds: int, rows: tuple[int, int]) -> None:
     hits, margins = [], []
     for seed in range(200000, 200000 + seeds):
         now = env.reset(seed=seed)[0]["image"]
@@ -51,27 +56,28 @@ def page_test(env, wm, seeds: int) -> None:
             real[k] = env.step(action)[0]["image"]
             env.unwrapped.restore(snapshot)
         for k, im in imagined.items():
-            page = slice(*PAGE_ROWS)  # the page only: the tab bar's highlight alone would tell the tabs apart
+            page = slice(*rows)  # the page only: the tab bar's highlight alone would tell the tabs apart
             own = psnr(im[page], real[k][page])
             best_other = max(psnr(im[page], real[j][page]) for j in real if j != k)
             hits.append(own > best_other)
             margins.append(own - best_other)
-    print(f"page test: {np.mean(hits):.3f} of {len(hits)} tab clicks closer to their own page than to any other "
-          f"tab's (mean margin {np.mean(margins):+.2f} dB)")
+    print(f"page test: {np.mean(hits):.3f} of {len(hits)} clicks closer to their own outcome than to any other "
+          f"choice's (mean margin {np.mean(margins):+.2f} dB)")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", default="checkpoints/world_model/gui")
+    ap.add_argument("--env", default="genex/SettingsTabs-v0", choices=sorted(PAGE_ROWS))
     ap.add_argument("--out", default="runs/tab_pages.png")
     ap.add_argument("--seeds", type=int, default=6, help="planner seeds 200000.. (held out from all training)")
     ap.add_argument("--score", type=int, default=0, help="run the page test on this many seeds instead")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    env = gym.make("genex/SettingsTabs-v0")
+    env = gym.make(args.env)
     wm = load_world_model(args.checkpoint, env=env, device="cpu")
     if args.score:
-        page_test(env, wm, args.score)
+        page_test(env, wm, args.score, PAGE_ROWS[args.env])
         return
     rows = []
     for seed in range(200000, 200000 + args.seeds):
@@ -90,7 +96,7 @@ def main() -> None:
             row += [imagined, real]
         rows.append(np.concatenate(row, 1))
     imageio.imwrite(args.out, np.concatenate(rows, 0))
-    print(f"wrote {args.out}: per row the start screen, then (imagined, real) for tabs 1-4")
+    print(f"wrote {args.out}: per row the start screen, then (imagined, real) for choices 1-4")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """MailCompose: "Save this message to Drafts" or "Open the Print settings", with icon-only toolbar buttons.
 
-The compose window's toolbar has four buttons that show only a glyph (no text, no accessible name, as on
-many real toolbars): a disk (save to Drafts), a printer (open the Print settings dialog), an arrow (send)
-and a bin (delete the message). Each seed deals the four to the slots in a random order and picks the
+The compose window's toolbar has four buttons that show only a glyph, as on many real toolbars: a disk
+(save to Drafts), a printer (open the Print settings dialog), an arrow (send) and a bin (delete the
+message). Their accessible names describe the picture ("disk", "arrow"), not the action, like an image's
+alt text; they are what ``describe_action`` gives a world model ("click the *disk* button"). Each seed deals the four to the slots in a random order and picks the
 instruction. The glyphs never change meaning, so someone who has *used* the app knows what each does;
 the screen itself never says. This is the WebDreamer case: a wrong click is often irreversible, and the
 only safe way to learn what a button does is to imagine clicking it.
@@ -103,8 +104,9 @@ class MailComposeApp(GuiApp):
             win.children.append(Label("", Rect(2, 115, 124, 12), "This cannot be undone.", colour=MUTED))
             return Screen(win)
         for slot, fn in enumerate(s.icons):
-            win.children.append(IconButton(f"icon:{slot}", Rect(icon_x(slot), ICON_Y, ICON_W, ICON_H), "",
-                                           icon=FUNCTIONS[fn]))
+            glyph = FUNCTIONS[fn]  # its accessible name describes the picture (alt text), not what it does
+            win.children.append(IconButton(f"icon:{slot}", Rect(icon_x(slot), ICON_Y, ICON_W, ICON_H), glyph,
+                                           icon=glyph))
         win.children += [
             Label("", Rect(4, 34, 36, 11), "To:", colour=MUTED), Label("", Rect(40, 34, 86, 11), s.recipient),
             Label("", Rect(4, 46, 36, 11), "Subject:", colour=MUTED), Label("", Rect(40, 46, 86, 11), s.subject),
@@ -179,7 +181,7 @@ class MailComposeApp(GuiApp):
         s: MailState = self.state
         return ("New message", "To:", s.recipient, "Subject:", s.subject, *s.body, SAVED, "Print", PRINT_TITLE,
                 "Printer: Office", "OK", "Cancel", "Message sent", "Message deleted", "This cannot be undone.",
-                "Editing", "Saved", "Printing options")
+                "Editing", "Saved", "Printing options")  # the glyphs' names are not drawn: no text facts
 
     # ------------------------------------------------------------------ scripts
     def choice_intent(self, choice: int, screen: Screen) -> Intent | None:
