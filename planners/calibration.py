@@ -15,7 +15,9 @@ on held-out recorded episodes (never seen in training):
 frames through probes whose detect rate is shrunk towards their false-alarm
 rate by the recall: ``detect' = fa' + recall * (detect - fa')`` with
 ``fa' = max(fa, false alarm)``; with ``recall = 0`` imagination carries no
-evidence at all, and the planner falls back to what it sees for real.
+evidence at all, and the planner falls back to what it sees for real. Since the
+rates are rates of the event ``P(visible) > 0.5``, the planner feeds them that
+event, not P itself (``imagined_reading="hard"``, the default).
 The oracle world model needs no calibration (recall 1 by construction).
 
 ``genex calibrate-imagination`` writes the result as ``fidelity.json`` next to

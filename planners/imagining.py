@@ -37,10 +37,19 @@ class ImaginePlanner(BeliefPlanner):
     branch_kind = "explore"
 
     def __init__(self, policy: Any, world_model: Any = None, *, imagine_every: int = 1,
-                 fidelity: Mapping[str, Mapping[str, float]] | None = None, **kwargs: Any) -> None:
+                 fidelity: Mapping[str, Mapping[str, float]] | None = None, imagined_reading: str = "hard",
+                 **kwargs: Any) -> None:
         super().__init__(policy, world_model, **kwargs)
         if imagine_every < 1:
             raise ValueError(f"imagine_every must be >= 1, got {imagine_every}")
+        if imagined_reading not in ("hard", "soft"):
+            raise ValueError(f"imagined_reading must be 'hard' or 'soft', got {imagined_reading!r}")
+        #: with ``fidelity``, how an imagined sample counts: ``"hard"`` (default) as seen iff P(visible) > 0.5,
+        #: the event whose recall and false-alarm rates ``fidelity`` measured; ``"soft"`` feeds P itself into
+        #: those rates. Soft lets sub-threshold noise decide near-ties: in MailCompose, where the policy
+        #: reads no imagined outcome as the target, P = 0.01 on an imagined "Message deleted" page against
+        #: 0.0001 on the others sent every such episode to the irreversible button (README, Results).
+        self.imagined_reading = imagined_reading
         #: imagine at every ``imagine_every``-th decision and reuse that evidence in between (compute knob)
         self.imagine_every = imagine_every
         #: measured recall / false alarms of imagined facts (``planners.calibration``); None: take imagined
@@ -132,7 +141,10 @@ class ImaginePlanner(BeliefPlanner):
             p_seen = {f: np.array([max(p[i * steps + j][f] for j in range(steps)) for i in range(s)])
                       for f in self.task.facts}
             probes = apply_fidelity(self.task.probes_for(b.choice), self.fidelity)
-            per_sample = [self._likelihoods({f: v[i] for f, v in p_seen.items()}, probes) for i in range(s)]
+            read = p_seen
+            if self.fidelity is not None and self.imagined_reading == "hard":
+                read = {f: (v > 0.5).astype(np.float64) for f, v in p_seen.items()}
+            per_sample = [self._likelihoods({f: v[i] for f, v in read.items()}, probes) for i in range(s)]
             evidence = {q: np.mean([ps[q] for ps in per_sample], axis=0) for q in per_sample[0]}
             summary.update(p_seen={f: v.round(4).tolist() for f, v in p_seen.items()},
                            evidence={q: v.round(6).tolist() for q, v in evidence.items()})

@@ -363,6 +363,33 @@ def test_fidelity_shrinks_imagined_evidence():
     assert apply_fidelity([p], None) == (p,)  # the oracle: face value
 
 
+def test_calibrated_imagination_reads_the_thresholded_event_its_rates_were_measured_on():
+    """With fidelity, an imagined sample counts as seen iff P > 0.5 (the event calibration counts): noise far
+    below the threshold must not break ties. Here it would steer to the irreversible button (MailCompose)."""
+    env, oracle_env = gym.make("genex/MailCompose-v0"), gym.make("genex/MailCompose-v0")
+    gone = {(200, 44, 44), (37, 99, 200)}  # the deleted / sent page's banner colours
+
+    def perception(image, fact):  # never sees the target; a hair more "yes" on a deleted or sent page
+        banner = tuple(int(c) for c in image[60, 64])
+        return 0.01 if banner in gone else 1e-4
+
+    fidelity = {"target": {"recall": 0.5, "false_alarm": 0.0}}
+    chosen = {}
+    for reading in ("hard", "soft"):
+        pl = ImaginePlanner(OraclePerception(perception), OracleWorldModel(oracle_env), fidelity=fidelity,
+                            imagined_reading=reading)
+        obs, info = env.reset(seed=3)
+        oracle_env.reset(seed=3)
+        pl.reset(env, seed=3)
+        _, trace = pl.act(obs, public_info(info))
+        chosen[reading] = info["hidden"]["icons"][trace.decision]
+        if reading == "hard":
+            assert np.allclose(trace.belief["target_icon"], 0.25)  # no evidence: the prior, as react has
+    assert chosen["hard"] == info["hidden"]["icons"][0] and chosen["soft"] in ("send", "delete")
+    with pytest.raises(ValueError, match="imagined_reading"):
+        ImaginePlanner(OraclePerception(), CopyLastFrameWorldModel(), imagined_reading="fuzzy")
+
+
 def test_fidelity_per_env_pools_by_window_count_and_wins_for_its_env(tmp_path):
     """One model may know a fact in one app (a tab's page) and not in another sharing its name (a random folder):
     a planner reads its env's own numbers, the pool weights each env by its windows."""
