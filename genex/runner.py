@@ -80,6 +80,7 @@ class CompareConfig:
     horizon: int = 8
     trust: float = 0.7
     imagine_every: int = 1
+    imagined_reading: str = "hard"  # "soft": feed P itself into the fidelity rates (the behaviour before 2026-11-26)
     memory: int = 1  # real frames whose sightings the belief keeps (planners.base.BeliefPlanner)
     fidelity: bool = True  # read learned imagination through the world model's fidelity.json when it has one
     world_model: str | None = None  # checkpoint folder (default: the shipped one for the env family)
@@ -156,6 +157,7 @@ def _build(cfg: CompareConfig, key: EpisodeKey, env: Any) -> Any:
                   save_frames=cfg.save_frames, seed=key.seed)
     if wm_kind is not None:
         kwargs["imagine_every"] = cfg.imagine_every
+        kwargs["imagined_reading"] = cfg.imagined_reading
         kwargs["fidelity"] = fidelity
     return make_planner(key.planner, env, policy=policy, world_model=wm, oracle_env=oracle_env, **kwargs), oracle_env
 

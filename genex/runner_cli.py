@@ -40,6 +40,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise SystemExit(f"--env-kwargs must be a JSON object: {e}") from e
     cfg = CompareConfig(envs=envs, planners=planners, episodes=args.episodes, seed=args.seed, samples=args.samples,
                         horizon=args.horizon, trust=args.trust, imagine_every=args.imagine_every,
+                        imagined_reading=args.imagined_reading,
                         memory=CompareConfig.memory if args.memory is None else args.memory,
                         world_model=args.world_model, policy=args.policy, fidelity=not args.no_fidelity,
                         save_frames=args.save_frames, env_kwargs=env_kwargs)
@@ -164,6 +165,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--trust", type=float, default=0.7, help="weight of imagined evidence, in [0, 1]")
     s.add_argument("--imagine-every", type=int, default=1,
                    help="imagining planners imagine every N-th decision and reuse that evidence in between")
+    s.add_argument("--imagined-reading", choices=("hard", "soft"), default="hard",
+                   help="how learned imagination is read through fidelity.json: an imagined sample counts as seen iff "
+                        "P > 0.5, the event the rates were measured on (hard), or P itself (soft, the behaviour "
+                        "before 2026-11-26)")
     s.add_argument("--memory", type=int, default=None,
                    help="real frames whose sightings the belief keeps (default: genex.runner.CompareConfig's; "
                         "1: the current frame only)")
