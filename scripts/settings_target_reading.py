@@ -6,7 +6,11 @@ the planners' question "Is the item named in the instruction visible?". A page i
 P(yes) > 0.5 exactly where the target is. Prints the error rate and the (target, page) pairs it gets wrong
 most often: the planners' belief about the target's tab is only as good as this reading.
 
+With ``--env genex/MailCompose-v0`` the same for the screen after each toolbar click (is the instruction's
+outcome, "Saved to Drafts" or "Print settings", on it?), the screens a planner reads after a click.
+
     python scripts/settings_target_reading.py --policy checkpoints/policy/tiny-gui --seeds 300
+    python scripts/settings_target_reading.py --env genex/MailCompose-v0 --seeds 300
 """
 
 from __future__ import annotations
@@ -24,15 +28,21 @@ from genex.policy import PolicyQuestion, TaggedImage, TinyPolicy
 from genex.policy.data import fact_question
 
 N_TABS = 4
+ENVS = ("genex/SettingsTabs-v0", "genex/MailCompose-v0")
 
 
 def tab_pages(env: gym.Env, obs: dict) -> list[np.ndarray]:
-    """uint8[H, W, 3] screens of tab 1..4 opened from the current state (the env is left as it was)."""
+    """uint8[H, W, 3] screens after choice 1..4 (tab k opened, icon k clicked) from the current state (the
+    env is left as it was); a choice with nothing to do (tab 1 is open at the start) shows the current screen."""
     base = env.unwrapped
-    pages = [obs["image"]]  # tab 1 is open at the start
+    pages = []
     snap = base.snapshot()
-    for k in range(1, N_TABS):
-        page, *_ = env.step(base.choice_action(k))
+    for k in range(N_TABS):
+        action = base.choice_action(k)
+        if action is None:
+            pages.append(obs["image"])
+            continue
+        page, *_ = env.step(action)
         pages.append(page["image"])
         base.restore(snap)
     return pages
@@ -41,6 +51,7 @@ def tab_pages(env: gym.Env, obs: dict) -> list[np.ndarray]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--policy", default="checkpoints/policy/tiny-gui")
+    ap.add_argument("--env", default=ENVS[0], choices=ENVS)
     ap.add_argument("--seeds", type=int, default=300)
     ap.add_argument("--first-seed", type=int, default=200_000)
     ap.add_argument("--env-kwargs", default="{}", help="JSON env options, e.g. '{\"tab_layout\": \"random\"}'")
@@ -50,26 +61,27 @@ def main() -> None:
     torch.set_num_threads(1)
     policy = TinyPolicy.from_checkpoint(args.policy)
     question = [PolicyQuestion("target", fact_question("target"), ("yes", "no"))]
-    env = gym.make("genex/SettingsTabs-v0", **json.loads(args.env_kwargs))
+    env = gym.make(args.env, **json.loads(args.env_kwargs))
     misread: collections.Counter = collections.Counter()
     pages = errors = missed = false_alarms = 0
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        obs, _ = env.reset(seed=seed)
-        state = env.unwrapped.app.state
+        obs, info = env.reset(seed=seed)
+        (question_id, answer), = info["answers"].items()
+        slot_names = info["answer_labels"][question_id]  # tab names / what each toolbar button does
         screens = tab_pages(env, obs)
         r = policy.answer([TaggedImage(x, step=0) for x in screens], obs["text"], question)
         p_yes = np.asarray(r.per_image["target"])[:, 0]
         for k in range(N_TABS):
-            truth, seen = k == state.target_tab, bool(p_yes[k] > 0.5)
+            truth, seen = k == answer, bool(p_yes[k] > 0.5)
             pages += 1
             if seen != truth:
                 errors += 1
                 missed += truth
                 false_alarms += not truth
-                misread[(state.target, state.tab_names[k], "missed" if truth else "false alarm")] += 1
-    print(f"policy {args.policy}: {pages} pages of {args.seeds} seeds, {errors} misread ({errors / pages:.1%}): "
+                misread[(obs["text"], slot_names[k], "missed" if truth else "false alarm")] += 1
+    print(f"policy {args.policy} on {args.env}: {pages} pages of {args.seeds} seeds, {errors} misread ({errors / pages:.1%}): "
           f"{missed} targets missed, {false_alarms} false alarms")
-    print("| target | page | error | pages |\n|---|---|---|---|")
+    print("| instruction | page | error | pages |\n|---|---|---|---|")
     for (target, page, kind), n in misread.most_common(args.top):
         print(f"| {target} | {page} | {kind} | {n} |")
 
