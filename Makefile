@@ -14,7 +14,7 @@ setup:
 # The main job: a short imagine-vs-react comparison on the shipped checkpoints (held-out seeds) with the
 # oracle and particle reference rows, then pictures of one imagining episode; then the same on the settings
 # app, where learned imagination saves real clicks, and the mail app, where it avoids irreversible clicks
-# (particle is driving-only). About 3 minutes on 2 CPU
+# (particle is driving-only). About 4-5 minutes on 2 CPU
 # cores after set-up; rerunning resumes (and starts over, keeping the old run aside, after a checkpoint update).
 DEMO_ENVS ?= genex/OccludedCrosswalk-v0
 DEMO_GUI_ENVS ?= genex/SettingsTabs-v0,genex/MailCompose-v0
