@@ -438,3 +438,10 @@ def test_cli_eval_policy_scores_a_checkpoint(tmp_path, capsys):
     assert len(rows) == 2 and sum(int(r.split("|")[2]) for r in rows) == 16  # red + blue square, 8 frames each
     with pytest.raises(SystemExit, match="genex eval-policy"):
         main(["eval-policy", "--checkpoint", str(tmp_path / "ckpt"), "--data", str(tmp_path / "missing")])
+
+
+def test_policy_metrics_know_every_gui_env():
+    from genex.envs import GUI_ENV_IDS
+    from genex.policy.train import GUI_NAMES
+
+    assert GUI_NAMES == {env_id.split("/")[-1] for env_id in GUI_ENV_IDS}
