@@ -5,8 +5,9 @@ The compose window's toolbar has four buttons that show only a glyph, as on many
 message). Their accessible names describe the picture ("disk", "arrow"), not the action, like an image's
 alt text; they are what ``describe_action`` gives a world model ("click the *disk* button"). Each seed
 deals the four to the slots in a random order and picks the instruction. The glyphs never change meaning,
-so someone who has *used* the app knows what each does; the screen itself never says. This is the WebDreamer case: a wrong click is often irreversible, and the
-only safe way to learn what a button does is to imagine clicking it.
+so someone who has *used* the app knows what each does; the screen itself never says. This is the
+WebDreamer case: a wrong click is often irreversible, and the only safe way to learn what a button does is
+to imagine clicking it.
 
 * success: the asked-for function runs (the message is saved to Drafts, or the Print settings open);
 * irreversible error: the message is sent, or deleted (one click, no confirmation, no undo);
