@@ -79,7 +79,8 @@ def main() -> None:
                 missed += truth
                 false_alarms += not truth
                 misread[(obs["text"], slot_names[k], "missed" if truth else "false alarm")] += 1
-    print(f"policy {args.policy} on {args.env}: {pages} pages of {args.seeds} seeds, {errors} misread ({errors / pages:.1%}): "
+    print(f"policy {args.policy} on {args.env}: {pages} pages of {args.seeds} seeds, {errors} misread "
+          f"({errors / pages:.1%}): "
           f"{missed} targets missed, {false_alarms} false alarms")
     print("| instruction | page | error | pages |\n|---|---|---|---|")
     for (target, page, kind), n in misread.most_common(args.top):
