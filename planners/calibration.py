@@ -41,9 +41,12 @@ import numpy as np
 from genex.envs.spec import Probe
 
 __all__ = ["measure_fidelity", "pool_fidelity", "fidelity_key", "apply_fidelity", "load_fidelity", "weights_sha256",
-           "policy_sha256", "StaleFidelityError", "FIDELITY_FILE"]
+           "policy_sha256", "StaleFidelityError", "FIDELITY_FILE", "SEEN_P"]
 
 FIDELITY_FILE = "fidelity.json"
+#: an imagined sample shows a fact when the policy's ``P(visible)`` exceeds this: the event whose recall and
+#: false-alarm rates :func:`measure_fidelity` counts, and the one the imagining planners read them for
+SEEN_P = 0.5
 log = logging.getLogger(__name__)
 
 
@@ -207,7 +210,7 @@ def measure_fidelity(world_model: Any, policy: Any, data_dirs: Sequence[str | Pa
         r = policy.answer([TaggedImage(np.ascontiguousarray(x), step=t + 1, imagined=True) for x in flat], prompt,
                           questions)
         for f, kind in kinds.items():
-            seen = (r.per_image[f][:, 0].reshape(samples, -1) > 0.5).any(axis=1)
+            seen = (r.per_image[f][:, 0].reshape(samples, -1) > SEEN_P).any(axis=1)
             stats.setdefault(env_id, {}).setdefault(f, {"pos": [], "neg": []})[kind].append(float(seen.mean()))
     per_env = {e: {f: _rates(s) for f, s in per.items()} for e, per in stats.items()}
     return per_env if by_env else pool_fidelity(per_env, facts)

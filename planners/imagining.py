@@ -23,7 +23,7 @@ import numpy as np
 from genex.belief import Belief
 
 from .base import BeliefPlanner
-from .calibration import apply_fidelity
+from .calibration import SEEN_P, apply_fidelity
 from .task import Branch
 
 __all__ = ["ImaginePlanner", "LookaheadPlanner", "ExplorePlanner"]
@@ -143,7 +143,7 @@ class ImaginePlanner(BeliefPlanner):
             probes = apply_fidelity(self.task.probes_for(b.choice), self.fidelity)
             read = p_seen
             if self.fidelity is not None and self.imagined_reading == "hard":
-                read = {f: (v > 0.5).astype(np.float64) for f, v in p_seen.items()}
+                read = {f: (v > SEEN_P).astype(np.float64) for f, v in p_seen.items()}
             per_sample = [self._likelihoods({f: v[i] for f, v in read.items()}, probes) for i in range(s)]
             evidence = {q: np.mean([ps[q] for ps in per_sample], axis=0) for q in per_sample[0]}
             summary.update(p_seen={f: v.round(4).tolist() for f, v in p_seen.items()},
