@@ -63,6 +63,7 @@ __all__ = [
     "EpisodeRecorder",
     "record_episodes",
     "load_episode",
+    "save_episode",
     "iter_episodes",
     "read_manifest",
 ]
@@ -199,25 +200,41 @@ class EpisodeRecorder:
 
     def save(self, path: Path) -> None:
         self.meta["length"] = len(self.rewards)
-        arrays: dict[str, Any] = {
-            "frames": np.stack(self.frames),
-            "actions_json": np.array(json.dumps(self.actions)),
-            "rewards": np.asarray(self.rewards, np.float32),
-            "terminated": np.asarray(self.terminated, bool),
-            "truncated": np.asarray(self.truncated, bool),
-            "visible": np.asarray(self.visible, bool).reshape(len(self.frames), len(self.facts)),
-            "visible_json": np.array(json.dumps(self.visible_names)),
-            "meta_json": np.array(json.dumps(_jsonable(self.meta))),
-        }
-        if self.action_labels:
-            if len(self.action_labels) != len(self.actions):
-                raise ValueError("give a label with every action of an episode, or with none")
-            arrays["action_labels_json"] = np.array(json.dumps(self.action_labels))
-        if all(isinstance(a, int) for a in self.actions):
-            arrays["actions"] = np.asarray(self.actions, np.int64)
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
-        atomic_write_bytes(path, buf.getvalue())
+        save_episode(path, Episode(
+            frames=np.stack(self.frames), actions=self.actions, rewards=np.asarray(self.rewards, np.float32),
+            terminated=np.asarray(self.terminated, bool), truncated=np.asarray(self.truncated, bool),
+            visible=np.asarray(self.visible, bool).reshape(len(self.frames), len(self.facts)), meta=self.meta,
+            visible_names=self.visible_names, action_labels=self.action_labels))
+
+
+def save_episode(path: Path, episode: Episode) -> None:
+    """Write one ``episode_XXXXXX.npz`` atomically (the inverse of :func:`load_episode`).
+
+    ``action_labels`` are stored apart from the actions, as recorded, so a click's ``"label"`` merged in by
+    :func:`load_episode` is taken out again.
+    """
+    ep = episode
+    actions = [{k: v for k, v in a.items() if k != "label"} if isinstance(a, dict) and ep.action_labels else a
+               for a in ep.actions]
+    arrays: dict[str, Any] = {
+        "frames": np.asarray(ep.frames, np.uint8),
+        "actions_json": np.array(json.dumps(_jsonable(actions))),
+        "rewards": np.asarray(ep.rewards, np.float32),
+        "terminated": np.asarray(ep.terminated, bool),
+        "truncated": np.asarray(ep.truncated, bool),
+        "visible": np.asarray(ep.visible, bool),
+        "visible_json": np.array(json.dumps(ep.visible_names)),
+        "meta_json": np.array(json.dumps(_jsonable(ep.meta))),
+    }
+    if ep.action_labels:
+        if len(ep.action_labels) != len(ep.actions):
+            raise ValueError("give a label with every action of an episode, or with none")
+        arrays["action_labels_json"] = np.array(json.dumps(list(ep.action_labels)))
+    if all(isinstance(a, int) for a in actions):
+        arrays["actions"] = np.asarray(actions, np.int64)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def load_episode(path: str | Path) -> Episode:

@@ -186,7 +186,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        "(recall, false alarms per fact) on held-out recordings; writes fidelity.json")
     s.add_argument("--world-model", required=True, help="world-model checkpoint folder")
     s.add_argument("--policy", required=True, help="tiny policy checkpoint folder")
-    s.add_argument("--data", action="append", required=True, help="held-out recording folder (repeatable)")
+    s.add_argument("--data", action="extend", nargs="+", required=True,
+                   help="held-out recording folder(s) (repeatable; several after one flag too, e.g. DIR/{A,B})")
     s.add_argument("--horizon", type=int, default=8)
     s.add_argument("--samples", type=int, default=4)
     s.add_argument("--max-windows", type=int, default=400)

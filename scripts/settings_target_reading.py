@@ -9,8 +9,13 @@ most often: the planners' belief about the target's tab is only as good as this 
 With ``--env genex/MailCompose-v0`` the same for the screen after each toolbar click (is the instruction's
 outcome, "Saved to Drafts" or "Print settings", on it?), the screens a planner reads after a click.
 
+With ``--imagined WORLD_MODEL`` the screens are the world model's one-step imaginations of each choice from the
+start screen (the click carries its target's label, as the imagining planners send it; one sample each), so the
+count is how often the policy reads *imagination* right.
+
     python scripts/settings_target_reading.py --policy checkpoints/policy/tiny-gui --seeds 300
     python scripts/settings_target_reading.py --env genex/MailCompose-v0 --seeds 300
+    python scripts/settings_target_reading.py --env genex/MailCompose-v0 --seeds 100 --imagined checkpoints/world_model/gui
 """
 
 from __future__ import annotations
@@ -48,6 +53,21 @@ def tab_pages(env: gym.Env, obs: dict) -> list[np.ndarray]:
     return pages
 
 
+def imagined_pages(env: gym.Env, obs: dict, model, seed: int) -> list[np.ndarray]:
+    """uint8[H, W, 3] imagined screens after choice 1..4 from the current screen (one sample each)."""
+    base = env.unwrapped
+    pages = []
+    for k in range(N_TABS):
+        action = base.choice_action(k)
+        if action is None:
+            pages.append(obs["image"])
+            continue
+        label = base.describe_action(action)
+        click = {**action, "label": label} if label else action
+        pages.append(model.imagine(obs["image"][None], [click], num_samples=1, seed=seed * N_TABS + k)[0, 0])
+    return pages
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--policy", default="checkpoints/policy/tiny-gui")
@@ -56,19 +76,26 @@ def main() -> None:
     ap.add_argument("--first-seed", type=int, default=200_000)
     ap.add_argument("--env-kwargs", default="{}", help="JSON env options, e.g. '{\"tab_layout\": \"random\"}'")
     ap.add_argument("--top", type=int, default=12, help="misread (target, page) pairs listed")
+    ap.add_argument("--imagined", default=None, metavar="WORLD_MODEL",
+                    help="read the world model's imagined screens instead of the real ones")
     args = ap.parse_args()
 
     torch.set_num_threads(1)
     policy = TinyPolicy.from_checkpoint(args.policy)
     question = [PolicyQuestion("target", fact_question("target"), ("yes", "no"))]
     env = gym.make(args.env, **json.loads(args.env_kwargs))
+    model = None
+    if args.imagined:
+        from genex.world_model import load_world_model
+
+        model = load_world_model(args.imagined, env=env, device="cpu")
     misread: collections.Counter = collections.Counter()
     pages = errors = missed = false_alarms = 0
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         obs, info = env.reset(seed=seed)
         (question_id, answer), = info["answers"].items()
         slot_names = info["answer_labels"][question_id]  # tab names / what each toolbar button does
-        screens = tab_pages(env, obs)
+        screens = tab_pages(env, obs) if model is None else imagined_pages(env, obs, model, seed)
         r = policy.answer([TaggedImage(x, step=0) for x in screens], obs["text"], question)
         p_yes = np.asarray(r.per_image["target"])[:, 0]
         for k in range(N_TABS):
@@ -79,7 +106,8 @@ def main() -> None:
                 missed += truth
                 false_alarms += not truth
                 misread[(obs["text"], slot_names[k], "missed" if truth else "false alarm")] += 1
-    print(f"policy {args.policy} on {args.env}: {pages} pages of {args.seeds} seeds, {errors} misread "
+    print(f"policy {args.policy} on {args.env}{' (imagined by ' + args.imagined + ')' if model else ''}: {pages} "
+          f"pages of {args.seeds} seeds, {errors} misread "
           f"({errors / pages:.1%}): "
           f"{missed} targets missed, {false_alarms} false alarms")
     print("| instruction | page | error | pages |\n|---|---|---|---|")

@@ -101,8 +101,10 @@ def cmd_serve_policy(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("train-policy", help="train the tiny VLM policy on recorded episodes")
-    s.add_argument("--data", action="append", required=True, help="recording folder (repeatable)")
-    s.add_argument("--eval-data", action="append", help="held-out recording folder (repeatable)")
+    s.add_argument("--data", action="extend", nargs="+", required=True,
+                   help="recording folder(s) (repeatable; several after one flag too, e.g. DIR/{A,B})")
+    s.add_argument("--eval-data", action="extend", nargs="+",
+                   help="held-out recording folder(s) (repeatable; several after one flag too, e.g. DIR/{A,B})")
     s.add_argument("--out", required=True, help="checkpoint folder to write (atomically)")
     s.add_argument("--labels", choices=("visible", "hidden"), default="visible",
                    help="visible: perception labels (default); hidden: the amortized reference only")
@@ -145,7 +147,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     s = sub.add_parser("eval-policy", help="accuracy of a tiny VLM checkpoint on recorded (held-out) episodes")
     s.add_argument("--checkpoint", required=True, help="tiny VLM checkpoint folder")
-    s.add_argument("--data", action="append", required=True, help="recording folder (repeatable)")
+    s.add_argument("--data", action="extend", nargs="+", required=True,
+                   help="recording folder(s) (repeatable; several after one flag too, e.g. DIR/{A,B})")
     s.add_argument("--max-frames", type=int, default=0, help="evenly spaced frames to score (0: all)")
     s.add_argument("--reducer", default="none", choices=("none", "cls", "packer"))
     s.add_argument("--k", type=int, default=16, help="tokens kept by the cls/packer reducer")

@@ -151,7 +151,8 @@ def load_examples(folders: Sequence[str | Path], image_size: int, *, labels: str
                   seed: int = 0) -> FrameSet:
     """Frames (resized to ``image_size``) and questions from recording folders.
 
-    ``frame_stride`` keeps every n-th frame; ``max_text`` caps positive text
+    ``frame_stride`` keeps every n-th frame; a folder written by ``genex imagine-recording`` contributes only
+    its imagined frames (the others repeat its source recording); ``max_text`` caps positive text
     questions per frame (as many negatives are drawn). Deterministic in ``seed``.
     """
     if labels not in ("visible", "hidden"):
@@ -165,8 +166,13 @@ def load_examples(folders: Sequence[str | Path], image_size: int, *, labels: str
         episodes = list(iter_episodes(folder))[:max_episodes]
         global_labels = sorted({n[6:] for ep in episodes for fr in ep.visible_names for n in fr
                                 if n.startswith("label:")})
+        imagined_copy = "imagined" in manifest.notes  # written by `genex imagine-recording`
         for ep in episodes:
             keep = np.arange(0, len(ep.frames), frame_stride)
+            if imagined_copy:  # its real frames repeat the source recording's: take the imagined ones only
+                keep = np.flatnonzero(np.asarray(ep.meta.get("imagined", []), bool))
+                if not len(keep):
+                    continue
             f = resize_frames(ep.frames[keep], image_size)
             names = [ep.visible_names[i] for i in keep] if ep.visible_names else []
             instruction = str(ep.meta.get("instruction", ""))

@@ -1,4 +1,4 @@
-"""``genex train-world-model`` and ``genex eval-world-model`` (added to the ``genex`` CLI)."""
+"""``genex train-world-model``, ``eval-world-model`` and ``imagine-recording`` (added to the ``genex`` CLI)."""
 
 from __future__ import annotations
 
@@ -70,9 +70,35 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise SystemExit(f"genex eval-world-model: {e}") from e
 
 
+def cmd_imagine_recording(args: argparse.Namespace) -> int:
+    from ..recording import ManifestMismatchError
+    from .checkpoint import CheckpointError, load_world_model
+    from .imagined_recording import imagine_recording
+
+    _set_threads(args.threads)
+    if args.min_psnr < 0:
+        raise SystemExit(f"genex imagine-recording: --min-psnr must be >= 0, got {args.min_psnr}")
+    if not 0 <= args.min_changed <= 1:
+        raise SystemExit(f"genex imagine-recording: --min-changed is a share of the pixels in [0, 1], got {args.min_changed}")
+    try:
+        model = load_world_model(args.world_model, device=args.device)
+        counts = imagine_recording(model, args.data, args.out, min_psnr=args.min_psnr, min_changed=args.min_changed,
+                                   seed=args.seed,
+                                   max_episodes=args.max_episodes, world_model_path=args.world_model,
+                                   progress=not args.quiet)
+    except (CheckpointError, ManifestMismatchError, ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"genex imagine-recording: {e}") from e
+    print(f"{args.out}: {counts['imagined']} of {counts['frames']} frames imagined, {counts['kept_real']} kept real "
+          f"(PSNR below {args.min_psnr:g} dB), {counts['unchanged']} not imagined (change below {args.min_changed:g}), "
+          f"{counts['episodes']} episodes written, "
+          f"{counts['skipped_existing']} already there")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("train-world-model", help="train the action-conditioned diffusion world model")
-    s.add_argument("--data", action="append", required=True, help="recording folder from `genex record` (repeatable)")
+    s.add_argument("--data", action="extend", nargs="+", required=True,
+                   help="recording folder(s) from `genex record` (repeatable; several after one flag too, e.g. DIR/{A,B})")
     s.add_argument("--config", default="small", help="preset: tiny, small (driving 64x64), gui-small (GUI 128x128)")
     s.add_argument("--out", required=True, help="run folder (checkpoints, metrics.csv, model/)")
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -110,7 +136,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     s = sub.add_parser("eval-world-model", help="PSNR/SSIM per horizon vs copy-last and oracle on held-out episodes")
     s.add_argument("--checkpoint", required=True, help="checkpoint folder (weights.safetensors + config.json)")
-    s.add_argument("--data", action="append", required=True, help="held-out recording folder (repeatable)")
+    s.add_argument("--data", action="extend", nargs="+", required=True,
+                   help="held-out recording folder(s) (repeatable; several after one flag too, e.g. DIR/{A,B})")
     s.add_argument("--out", required=True, help="folder for metrics.json, metrics.csv and the figure")
     s.add_argument("--horizon", type=int, default=8)
     s.add_argument("--samples", type=int, default=4, help="imagined futures per window (for diversity)")
@@ -129,3 +156,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("imagine-recording",
+                       help="copy a recording with each frame imagined one step ahead (policy training data)")
+    s.add_argument("--world-model", required=True, help="world model checkpoint folder")
+    s.add_argument("--data", required=True, help="recording folder from `genex record`")
+    s.add_argument("--out", required=True, help="new recording folder (re-run to resume)")
+    s.add_argument("--min-psnr", type=float, default=20.0,
+                   help="keep the real frame where the imagined one is further than this (dB): its labels would lie")
+    s.add_argument("--min-changed", type=float, default=0.0,
+                   help="imagine only steps whose real frame changes at least this share of the pixels (others stay "
+                        "real; GUI videos are mostly static)")
+    s.add_argument("--max-episodes", type=int, default=None)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_imagine_recording)

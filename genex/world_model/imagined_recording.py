@@ -1,0 +1,118 @@
+"""Recordings whose frames a world model imagined: data for a policy that has to read imagination.
+
+A planner's policy reads *imagined* frames, but is trained on real ones. Where the two differ in ways that do
+not matter to the world (a faint band where a dialog was drawn, softened text) a small policy can fail on the
+imagined frame although the model drew the right screen: the shipped `tiny-gui` read the real MailCompose
+print dialog every time and the imagined one never (docs/world_model.md, attempt 8).
+
+:func:`imagine_recording` copies a recording folder and replaces each frame ``t + 1`` by the model's one-step
+imagination from the real frames up to ``t`` and the recorded action ``t``, the step a GUI planner imagines per
+action choice. The labels stay those of the real frame, so they are right only where the model drew the real
+outcome: a frame whose imagination is further than ``min_psnr`` from the real one keeps the real frame (and
+is counted), so a policy is never taught to see on an imagined frame what the model did not draw there.
+
+Output: a normal ``genex-episodes`` folder (``genex train-policy --data`` reads it as is). Its manifest's
+``notes["imagined"]`` names the source, the world model and its weights' SHA-256, the settings and the counts;
+each episode's ``meta["imagined"]`` is a ``bool[T + 1]`` list (frame 0 is always real). Episodes are written
+one file at a time, atomically, and a re-run with the same settings skips those on disk.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..io import atomic_write_bytes
+from ..recording import (ManifestMismatchError, RecordingManifest, episode_path, iter_episodes, read_manifest,
+                         save_episode)
+from .actions import encode_actions
+from .data import changed_fraction, require_action_labels
+from .evaluate import psnr
+
+__all__ = ["imagine_recording"]
+
+
+def _contexts(frames: np.ndarray, k: int) -> np.ndarray:
+    """``uint8[T, K, H, W, 3]``: the ``K`` real frames up to each step ``t`` (the first frame repeated before it)."""
+    t = np.arange(len(frames) - 1)[:, None] + np.arange(-k + 1, 1)[None]
+    return frames[np.maximum(t, 0)]
+
+
+def imagine_recording(model: Any, src: str | Path, out: str | Path, *, min_psnr: float = 20.0,
+                      min_changed: float = 0.0, seed: int = 0, batch_size: int = 32, max_episodes: int | None = None, world_model_path: str = "",
+                      progress: bool = True) -> dict[str, Any]:
+    """Write ``out``: the recording ``src`` with frames ``1..T`` imagined one step ahead by ``model``.
+
+    ``model`` is a :class:`~genex.world_model.model.DiffusionWorldModel` (it needs ``imagine_batch`` and
+    ``cfg``). Only steps whose real frame changes at least ``min_changed`` of the pixels are imagined (a GUI
+    video is mostly static, and a static frame imagined is the real one again), and a frame is replaced only
+    where ``PSNR(imagined, real) >= min_psnr``; elsewhere the real frame stays. The batch of imagined steps from the ``s``-th of episode ``i`` is imagined with seed ``seed + 1000 i + s``, so a
+    resumed run writes the same files. Returns the counts (also stored in the manifest's ``notes["imagined"]``).
+    """
+    src, out = Path(src), Path(out)
+    cfg = model.cfg
+    manifest = read_manifest(src)
+    if tuple(manifest.image_shape[:2]) != (cfg.height, cfg.width):
+        raise ValueError(f"{src} holds {manifest.image_shape[0]}x{manifest.image_shape[1]} frames; the world model "
+                         f"imagines {cfg.height}x{cfg.width}")
+    if out.resolve() == src.resolve():
+        raise ValueError("--out must differ from --data: the real recording is the source")
+    settings = {"source": str(src), "world_model": world_model_path, "world_model_sha256": getattr(model, "info", {}).get("sha256", ""),
+                "min_psnr": float(min_psnr), "min_changed": float(min_changed), "seed": int(seed), "steps": cfg.steps, "snap": cfg.snap}
+    notes = {**manifest.notes, "imagined": settings}
+    new = replace(manifest, notes=notes)
+    path = out / "manifest.json"
+    if path.exists():
+        old = read_manifest(out)
+        old_settings = {k: v for k, v in old.notes.get("imagined", {}).items() if k in settings}
+        if old.identity() != new.identity() or old_settings != settings:
+            raise ManifestMismatchError(f"{out} already holds imagined frames made with {old_settings or 'no settings'}"
+                                        f", not {settings}; choose another --out")
+    (out / "episodes").mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, json.dumps(asdict(new), indent=2).encode())  # now, so a partial folder says what it is
+
+    counts = {"episodes": 0, "frames": 0, "imagined": 0, "kept_real": 0, "unchanged": 0, "skipped_existing": 0}
+    psnrs: list[np.ndarray] = []
+    episodes = iter_episodes(src)
+    total = None if max_episodes is None else max_episodes
+    for i, ep in enumerate(tqdm(episodes, desc=f"imagine {src.name}", total=total, disable=not progress)):
+        if max_episodes is not None and i >= max_episodes:
+            break
+        target = episode_path(out, i)
+        if target.exists():
+            counts["skipped_existing"] += 1
+            continue
+        mask = np.zeros(len(ep.frames), bool)
+        frames = np.array(ep.frames, copy=True)
+        steps = np.array([t for t in range(len(ep)) if changed_fraction(ep.frames[t], ep.frames[t + 1]) >= min_changed],
+                         np.int64)
+        counts["frames"] += len(ep)
+        counts["unchanged"] += len(ep) - len(steps)
+        if len(steps):
+            require_action_labels(cfg, ep, src)
+            enc = encode_actions(ep.actions, cfg, manifest.action_names)[steps]  # float32[N, A]
+            ctx = _contexts(ep.frames, cfg.context)[steps]
+            pred = np.concatenate([
+                model.imagine_batch(ctx[s:s + batch_size], enc[s:s + batch_size, None], seed=seed + 1000 * i + s)[:, 0]
+                for s in range(0, len(steps), batch_size)])
+            score = psnr(pred, ep.frames[steps + 1])
+            psnrs.append(score)
+            good = score >= min_psnr
+            mask[steps[good] + 1] = True
+            frames[steps[good] + 1] = pred[good]
+            counts["imagined"] += int(good.sum())
+            counts["kept_real"] += int((~good).sum())
+        save_episode(target, replace(ep, frames=frames, meta={**ep.meta, "imagined": mask.tolist()}))
+        counts["episodes"] += 1
+    if psnrs:
+        all_psnr = np.concatenate(psnrs)
+        counts["psnr_mean"] = float(all_psnr.mean())
+        counts["psnr_below_min"] = float((all_psnr < min_psnr).mean())
+    settings["counts_last_run"] = counts
+    atomic_write_bytes(path, json.dumps(asdict(replace(new, notes={**notes, "imagined": settings})), indent=2).encode())
+    return counts
