@@ -79,7 +79,8 @@ def cmd_imagine_recording(args: argparse.Namespace) -> int:
     if args.min_psnr < 0:
         raise SystemExit(f"genex imagine-recording: --min-psnr must be >= 0, got {args.min_psnr}")
     if not 0 <= args.min_changed <= 1:
-        raise SystemExit(f"genex imagine-recording: --min-changed is a share of the pixels in [0, 1], got {args.min_changed}")
+        raise SystemExit(f"genex imagine-recording: --min-changed is a share of the pixels in [0, 1], "
+                         f"got {args.min_changed}")
     try:
         model = load_world_model(args.world_model, device=args.device)
         counts = imagine_recording(model, args.data, args.out, min_psnr=args.min_psnr, min_changed=args.min_changed,
@@ -98,7 +99,8 @@ def cmd_imagine_recording(args: argparse.Namespace) -> int:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("train-world-model", help="train the action-conditioned diffusion world model")
     s.add_argument("--data", action="extend", nargs="+", required=True,
-                   help="recording folder(s) from `genex record` (repeatable; several after one flag too, e.g. DIR/{A,B})")
+                   help="recording folder(s) from `genex record` (repeatable; several after one flag too, "
+                        "e.g. DIR/{A,B})")
     s.add_argument("--config", default="small", help="preset: tiny, small (driving 64x64), gui-small (GUI 128x128)")
     s.add_argument("--out", required=True, help="run folder (checkpoints, metrics.csv, model/)")
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")

@@ -2,14 +2,16 @@
 
 A planner's policy reads *imagined* frames, but is trained on real ones. Where the two differ in ways that do
 not matter to the world (a faint band where a dialog was drawn, softened text) a small policy can fail on the
-imagined frame although the model drew the right screen: the shipped `tiny-gui` read the real MailCompose
-print dialog every time and the imagined one never (docs/world_model.md, attempt 8).
+imagined frame although the model drew the right screen: the 2026-11-26 `tiny-gui` read the real MailCompose
+print dialog every time and the imagined one never (docs/world_model.md, attempt 8; docs/policy.md).
 
 :func:`imagine_recording` copies a recording folder and replaces each frame ``t + 1`` by the model's one-step
 imagination from the real frames up to ``t`` and the recorded action ``t``, the step a GUI planner imagines per
 action choice. The labels stay those of the real frame, so they are right only where the model drew the real
-outcome: a frame whose imagination is further than ``min_psnr`` from the real one keeps the real frame (and
-is counted), so a policy is never taught to see on an imagined frame what the model did not draw there.
+outcome: where the imagined frame is further than ``min_psnr`` from the real one, the real frame stays (and is
+counted). The test is on the whole frame, so it catches a wrong page or dialog, not a small object drawn
+wrong: use it where outcomes are large (GUI screens), not where the fact is a few pixels (a far pedestrian),
+or a policy would learn to see on imagined frames what the model did not draw.
 
 Output: a normal ``genex-episodes`` folder (``genex train-policy --data`` reads it as is). Its manifest's
 ``notes["imagined"]`` names the source, the world model and its weights' SHA-256, the settings and the counts;
@@ -44,15 +46,16 @@ def _contexts(frames: np.ndarray, k: int) -> np.ndarray:
 
 
 def imagine_recording(model: Any, src: str | Path, out: str | Path, *, min_psnr: float = 20.0,
-                      min_changed: float = 0.0, seed: int = 0, batch_size: int = 32, max_episodes: int | None = None, world_model_path: str = "",
-                      progress: bool = True) -> dict[str, Any]:
+                      min_changed: float = 0.0, seed: int = 0, batch_size: int = 32, max_episodes: int | None = None,
+                      world_model_path: str = "", progress: bool = True) -> dict[str, Any]:
     """Write ``out``: the recording ``src`` with frames ``1..T`` imagined one step ahead by ``model``.
 
     ``model`` is a :class:`~genex.world_model.model.DiffusionWorldModel` (it needs ``imagine_batch`` and
     ``cfg``). Only steps whose real frame changes at least ``min_changed`` of the pixels are imagined (a GUI
     video is mostly static, and a static frame imagined is the real one again), and a frame is replaced only
-    where ``PSNR(imagined, real) >= min_psnr``; elsewhere the real frame stays. The batch of imagined steps from the ``s``-th of episode ``i`` is imagined with seed ``seed + 1000 i + s``, so a
-    resumed run writes the same files. Returns the counts (also stored in the manifest's ``notes["imagined"]``).
+    where ``PSNR(imagined, real) >= min_psnr``; elsewhere the real frame stays. The batch of imagined steps
+    from the ``s``-th of episode ``i`` uses seed ``seed + 1000 i + s``, so a resumed run writes the same files.
+    Returns the counts (also stored in the manifest's ``notes["imagined"]``).
     """
     src, out = Path(src), Path(out)
     cfg = model.cfg
@@ -62,8 +65,9 @@ def imagine_recording(model: Any, src: str | Path, out: str | Path, *, min_psnr:
                          f"imagines {cfg.height}x{cfg.width}")
     if out.resolve() == src.resolve():
         raise ValueError("--out must differ from --data: the real recording is the source")
-    settings = {"source": str(src), "world_model": world_model_path, "world_model_sha256": getattr(model, "info", {}).get("sha256", ""),
-                "min_psnr": float(min_psnr), "min_changed": float(min_changed), "seed": int(seed), "steps": cfg.steps, "snap": cfg.snap}
+    settings = {"source": str(src), "world_model": world_model_path,
+                "world_model_sha256": getattr(model, "info", {}).get("sha256", ""), "min_psnr": float(min_psnr),
+                "min_changed": float(min_changed), "seed": int(seed), "steps": cfg.steps, "snap": cfg.snap}
     notes = {**manifest.notes, "imagined": settings}
     new = replace(manifest, notes=notes)
     path = out / "manifest.json"
@@ -71,8 +75,8 @@ def imagine_recording(model: Any, src: str | Path, out: str | Path, *, min_psnr:
         old = read_manifest(out)
         old_settings = {k: v for k, v in old.notes.get("imagined", {}).items() if k in settings}
         if old.identity() != new.identity() or old_settings != settings:
-            raise ManifestMismatchError(f"{out} already holds imagined frames made with {old_settings or 'no settings'}"
-                                        f", not {settings}; choose another --out")
+            raise ManifestMismatchError(f"{out} already holds imagined frames made with "
+                                        f"{old_settings or 'no settings'}, not {settings}; choose another --out")
     (out / "episodes").mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, json.dumps(asdict(new), indent=2).encode())  # now, so a partial folder says what it is
 
@@ -89,8 +93,7 @@ def imagine_recording(model: Any, src: str | Path, out: str | Path, *, min_psnr:
             continue
         mask = np.zeros(len(ep.frames), bool)
         frames = np.array(ep.frames, copy=True)
-        steps = np.array([t for t in range(len(ep)) if changed_fraction(ep.frames[t], ep.frames[t + 1]) >= min_changed],
-                         np.int64)
+        steps = np.flatnonzero(changed_fraction(ep.frames[:-1], ep.frames[1:]) >= min_changed)
         counts["frames"] += len(ep)
         counts["unchanged"] += len(ep) - len(steps)
         if len(steps):
@@ -98,7 +101,8 @@ def imagine_recording(model: Any, src: str | Path, out: str | Path, *, min_psnr:
             enc = encode_actions(ep.actions, cfg, manifest.action_names)[steps]  # float32[N, A]
             ctx = _contexts(ep.frames, cfg.context)[steps]
             pred = np.concatenate([
-                model.imagine_batch(ctx[s:s + batch_size], enc[s:s + batch_size, None], seed=seed + 1000 * i + s)[:, 0]
+                model.imagine_batch(ctx[s:s + batch_size], enc[s:s + batch_size, None],
+                                    seed=seed + 1000 * i + s)[:, 0]
                 for s in range(0, len(steps), batch_size)])
             score = psnr(pred, ep.frames[steps + 1])
             psnrs.append(score)
