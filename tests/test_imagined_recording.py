@@ -19,12 +19,7 @@ from genex.world_model.imagined_recording import imagine_recording  # noqa: E402
 from genex.world_model.synthetic import SYNTHETIC_ACTIONS, write_synthetic_recording  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
