@@ -84,15 +84,13 @@ def cmd_imagine_recording(args: argparse.Namespace) -> int:
     try:
         model = load_world_model(args.world_model, device=args.device)
         counts = imagine_recording(model, args.data, args.out, min_psnr=args.min_psnr, min_changed=args.min_changed,
-                                   seed=args.seed,
-                                   max_episodes=args.max_episodes, world_model_path=args.world_model,
+                                   seed=args.seed, max_episodes=args.max_episodes, world_model_path=args.world_model,
                                    progress=not args.quiet)
     except (CheckpointError, ManifestMismatchError, ValueError, FileNotFoundError) as e:
         raise SystemExit(f"genex imagine-recording: {e}") from e
     print(f"{args.out}: {counts['imagined']} of {counts['frames']} frames imagined, {counts['kept_real']} kept real "
           f"(PSNR below {args.min_psnr:g} dB), {counts['unchanged']} not imagined (change below {args.min_changed:g}), "
-          f"{counts['episodes']} episodes written, "
-          f"{counts['skipped_existing']} already there")
+          f"{counts['episodes']} episodes written, {counts['skipped_existing']} already there")
     return 0
 
 

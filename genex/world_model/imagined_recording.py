@@ -83,7 +83,8 @@ def imagine_recording(model: Any, src: str | Path, out: str | Path, *, min_psnr:
     counts = {"episodes": 0, "frames": 0, "imagined": 0, "kept_real": 0, "unchanged": 0, "skipped_existing": 0}
     psnrs: list[np.ndarray] = []
     episodes = iter_episodes(src)
-    total = None if max_episodes is None else max_episodes
+    total = len(list((src / "episodes").glob("episode_*.npz")))
+    total = total if max_episodes is None else min(total, max_episodes)
     for i, ep in enumerate(tqdm(episodes, desc=f"imagine {src.name}", total=total, disable=not progress)):
         if max_episodes is not None and i >= max_episodes:
             break
