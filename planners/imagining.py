@@ -26,7 +26,16 @@ from .base import BeliefPlanner
 from .calibration import SEEN_P, apply_fidelity
 from .task import Branch
 
-__all__ = ["ImaginePlanner", "LookaheadPlanner", "ExplorePlanner"]
+__all__ = ["ImaginePlanner", "LookaheadPlanner", "ExplorePlanner", "labelled_action"]
+
+
+def labelled_action(env: Any, action: Any) -> Any:
+    """``action`` as the imagining planners send it to a world model: a GUI click gains ``"label"``, what it
+    targets on the visible screen ("open the *Display* tab", the env's public ``describe_action``), for world
+    models that read it; the env ignores the key. Unchanged where the env describes nothing."""
+    describe = getattr(getattr(env, "unwrapped", env), "describe_action", None)
+    label = describe(action) if describe is not None else ""
+    return {**action, "label": label} if label else action
 
 
 class ImaginePlanner(BeliefPlanner):
@@ -81,11 +90,7 @@ class ImaginePlanner(BeliefPlanner):
         a = self.unwrapped.choice_action(branch.choice)  # GUI: the choice's next primitive action
         if a is None:
             return []
-        # what the click targets on the visible screen ("open the *Display* tab"), for world models that read it;
-        # public (the accessibility tree's text), and the env ignores it
-        describe = getattr(self.unwrapped, "describe_action", None)
-        label = describe(a) if describe is not None else ""
-        return [{**a, "label": label} if label else a]
+        return [labelled_action(self.unwrapped, a)]
 
     def _rollout(self, branches: tuple[Branch, ...], t: int) -> list[np.ndarray]:
         """Imagined frames per branch, ``uint8[S, T_b, H, W, 3]`` (``T_b = 0``: nothing to imagine)."""

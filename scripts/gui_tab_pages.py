@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 import genex.envs  # noqa: F401  (registers the envs)
+from genex.planners.imagining import labelled_action
 from genex.world_model.checkpoint import load_world_model
 from genex.world_model.evaluate import psnr
 
@@ -38,7 +39,7 @@ PAGE_ROWS = {"genex/SettingsTabs-v0": (26, 108), "genex/MailCompose-v0": (32, 12
 def tab_action(env, k: int) -> dict | None:
     """The click that opens tab ``k``, with its target's label as the imagine planner sends it (None if open)."""
     action = env.unwrapped.choice_action(k)
-    return None if action is None else {**action, "label": env.unwrapped.describe_action(action)}
+    return None if action is None else labelled_action(env, action)
 
 
 def page_test(env, wm, seeds: int, rows: tuple[int, int]) -> None:

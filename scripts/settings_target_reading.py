@@ -30,6 +30,7 @@ import torch
 
 import genex.envs  # noqa: F401  (registers the envs)
 from genex.policy import PolicyQuestion, TaggedImage, TinyPolicy
+from genex.planners.imagining import labelled_action
 from genex.policy.data import fact_question
 
 N_TABS = 4
@@ -62,8 +63,7 @@ def imagined_pages(env: gym.Env, obs: dict, model, seed: int) -> list[np.ndarray
         if action is None:
             pages.append(obs["image"])
             continue
-        label = base.describe_action(action)
-        click = {**action, "label": label} if label else action
+        click = labelled_action(env, action)
         pages.append(model.imagine(obs["image"][None], [click], num_samples=1, seed=seed * N_TABS + k)[0, 0])
     return pages
 
