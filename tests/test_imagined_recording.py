@@ -98,6 +98,11 @@ def test_rerun_resumes_and_other_settings_are_refused(synthetic, tmp_path):
         imagine_recording(model, synthetic, out, min_psnr=30.0, progress=False)
     with pytest.raises(ValueError, match="must differ"):
         imagine_recording(model, synthetic, synthetic, progress=False)
+    with pytest.raises(ValueError, match="min_changed is a share"):
+        imagine_recording(model, synthetic, tmp_path / "bad", min_changed=2.0, progress=False)
+    with pytest.raises(ValueError, match="min_psnr must be >= 0"):
+        imagine_recording(model, synthetic, tmp_path / "bad", min_psnr=-1.0, progress=False)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_cli_refuses_a_world_model_of_another_frame_size(synthetic, tmp_path):

@@ -76,11 +76,6 @@ def cmd_imagine_recording(args: argparse.Namespace) -> int:
     from .imagined_recording import imagine_recording
 
     _set_threads(args.threads)
-    if args.min_psnr < 0:
-        raise SystemExit(f"genex imagine-recording: --min-psnr must be >= 0, got {args.min_psnr}")
-    if not 0 <= args.min_changed <= 1:
-        raise SystemExit(f"genex imagine-recording: --min-changed is a share of the pixels in [0, 1], "
-                         f"got {args.min_changed}")
     try:
         model = load_world_model(args.world_model, device=args.device)
         counts = imagine_recording(model, args.data, args.out, min_psnr=args.min_psnr, min_changed=args.min_changed,

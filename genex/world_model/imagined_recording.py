@@ -57,6 +57,10 @@ def imagine_recording(model: Any, src: str | Path, out: str | Path, *, min_psnr:
     from the ``s``-th of episode ``i`` uses seed ``seed + 1000 i + s``, so a resumed run writes the same files.
     Returns the counts (also stored in the manifest's ``notes["imagined"]``).
     """
+    if min_psnr < 0:
+        raise ValueError(f"min_psnr must be >= 0 (dB), got {min_psnr}")
+    if not 0 <= min_changed <= 1:
+        raise ValueError(f"min_changed is a share of the pixels in [0, 1], got {min_changed}")
     src, out = Path(src), Path(out)
     cfg = model.cfg
     manifest = read_manifest(src)
