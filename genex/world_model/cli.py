@@ -28,7 +28,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     overrides = {}
     for k in ("max_steps", "batch_size", "checkpoint_every", "eval_every", "seed", "lr", "changed_share", "source_balance",
-              "precision", "glimpse_map", "click_text"):
+              "precision", "glimpse_map", "click_text", "p_mean", "p_std"):
         v = getattr(args, k)
         if v is not None:
             overrides[k] = v
@@ -120,8 +120,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="share of each batch from windows where >= 5%% of the pixels change (GUI videos are mostly static)")
     s.add_argument("--source-balance", type=float, default=None,
                    help="0: windows drawn uniformly; 1: every env (app, scene) gets the same share of each batch")
-    s.add_argument("--precision", choices=("fp32", "bf16"), default=None,
-                   help="training forward pass in float32 or bfloat16 autocast (faster on CPUs with AVX512-BF16)")
+    s.add_argument("--precision", choices=("fp32", "bf16", "auto"), default=None,
+                   help="training forward pass in float32 or bfloat16 autocast; auto (the presets): bf16 where native "
+                        "(CUDA, CPUs with AVX512-BF16/AMX), else fp32")
+    s.add_argument("--p-mean", type=float, default=None,
+                   help="training noise levels: log(sigma) ~ N(p_mean, p_std^2) (preset small: 2.0)")
+    s.add_argument("--p-std", type=float, default=None, help="see --p-mean (preset small: 1.5)")
     s.add_argument("--init-from", default=None,
                    help="checkpoint folder whose weights start the run (fine-tuning; same --config and network)")
     s.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)

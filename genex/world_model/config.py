@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 __all__ = ["DRIVING_ACTION_VOCAB", "GUI_ACTION_TYPES", "GUI_KEYS", "WorldModelConfig", "TrainConfig", "PRESETS",
-           "SAMPLING_ONLY", "preset"]
+           "SAMPLING_ONLY", "TRAINING_ONLY", "preset"]
 
 #: One vocabulary of driving action *names*, so one model serves every driving scenario.
 DRIVING_ACTION_VOCAB: tuple[str, ...] = ("accelerate", "cruise", "brake", "creep", "wait", "overtake")
@@ -28,6 +28,8 @@ GUI_KEYS: tuple[str, ...] = ("enter", "tab", "backspace", "delete", "escape", "u
 
 #: fields of :class:`WorldModelConfig` that only change sampling, not the weights (eval overrides, fine-tuning)
 SAMPLING_ONLY = ("steps", "sampler", "snap", "min_changed_pixels", "sigma_min", "sigma_max", "rho")
+#: fields that only change how the weights are trained (the noise levels drawn), so a fine-tune may change them
+TRAINING_ONLY = ("p_mean", "p_std")
 
 @dataclass(frozen=True)
 class WorldModelConfig:
@@ -188,7 +190,9 @@ class TrainConfig:
     # uniformly (a big app's recordings dominate), 1 gives every env the same share, 0.5 is in between
     source_balance: float = 0.0
     # "bf16": autocast the training forward pass to bfloat16 (about 1.5x faster on CPUs with AVX512-BF16 and
-    # on GPUs; weights, optimizer and loss stay float32); sampling always runs in float32
+    # on GPUs; weights, optimizer and loss stay float32); sampling always runs in float32. "auto": bf16 where
+    # the device computes it natively (a CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX), else fp32: a CPU
+    # without it emulates bf16 about 10x *slower* than fp32 (measured on an AMD EPYC, 2026-11-27)
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
@@ -196,8 +200,8 @@ class TrainConfig:
             raise ValueError(f"changed_share must be in [0, 1], got {self.changed_share}")
         if not 0.0 <= self.source_balance <= 1.0:
             raise ValueError(f"source_balance must be in [0, 1], got {self.source_balance}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.precision not in ("fp32", "bf16", "auto"):
+            raise ValueError(f"precision must be 'fp32', 'bf16' or 'auto', got {self.precision!r}")
 
 
 PRESETS: dict[str, tuple[WorldModelConfig, TrainConfig]] = {
@@ -205,10 +209,11 @@ PRESETS: dict[str, tuple[WorldModelConfig, TrainConfig]] = {
                               text_buckets=64, text_length=8),
              TrainConfig(batch_size=8, lr=2e-3, warmup_steps=5, max_steps=60, ema_decay=0.9, checkpoint_every=20,
                          eval_every=30, log_every=5, eval_episodes=1)),
-    # driving: bf16 training makes 6000 steps cost what 4000 fp32 steps did (~40 min on one core); a sampled
+    # driving: bf16 training (where native: "auto") makes 6000 steps cost what 4000 fp32 steps did (~40 min on
+    # one core of an AVX512-BF16 CPU; ~70 min in fp32 on 2 cores of a CPU without it); a sampled
     # change touching < 30 pixels is dropped (min_changed_pixels, chosen on the validation recordings)
     "small": (WorldModelConfig(p_mean=2.0, p_std=1.5, sigma_max=80.0, steps=2, snap=32.0, min_changed_pixels=30),
-              TrainConfig(max_steps=6000, precision="bf16")),
+              TrainConfig(max_steps=6000, precision="auto")),
     # recipe v3 (docs/world_model.md): train mostly at high noise and sample from sigma_max 80, so the first
     # Euler step is a real prediction from context and action (at sigma 5 a screen-wide change still shows
     # through the noise, and the network learned to read it there instead of predicting it); 2 Euler steps,
@@ -221,7 +226,7 @@ PRESETS: dict[str, tuple[WorldModelConfig, TrainConfig]] = {
                                    p_mean=2.0, p_std=1.5, sigma_max=80.0, steps=2, snap=32.0, glimpse=(16, 48),
                                    click_text=True),
                   TrainConfig(batch_size=16, max_steps=6000, changed_share=0.8, source_balance=0.5,
-                              precision="bf16")),
+                              precision="auto")),
 }
 
 

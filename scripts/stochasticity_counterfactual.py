@@ -1,0 +1,207 @@
+"""Do a driving world model's S imagined futures differ where the crosswalk's outcome is uncertain, and agree
+where it is visible? Measured against counterfactual replays, with no detector in the loop.
+
+Issue 4's stochasticity clause. Pixel diversity mixes motion with the one alternative that matters, and a
+policy used as a pedestrian detector has its own false alarms (``scripts/stochasticity_by_distance.py``).
+This script needs neither. Each recorded crosswalk episode is replayed twice with its recorded actions: as
+recorded, and with the pedestrian's presence flipped (removed where there was one, added where there was
+none; everything else, the truck, the ball, the timing, stays). Every window (``K`` context frames, ``T``
+future steps) then falls in one group:
+
+* **uncertain**: the two replays' context frames are identical (no camera can tell the hypotheses apart)
+  but their futures differ within the horizon (a pedestrian, if there is one, steps out);
+* **visible**: the context frames already differ (the pedestrian or its feet are in view) and so do the
+  futures: the outcome is determined by what the camera sees;
+* **settled**: the futures are the same under both hypotheses (nothing hidden can show up within the
+  horizon: too far from the crosswalk, or past it). These have no alternative to choose between.
+
+Each imagined sample (the recorded actions, from the recorded context) is assigned to the hypothesis whose
+real future it is nearer to (squared error over the pixels where the two real futures differ, at any step,
+summed over the horizon). A window's samples *split* when both hypotheses get at least one sample. The clause
+asks for splits in uncertain windows and none in visible ones; a calibrated model would also give
+"pedestrian" about as often as pedestrians really come in uncertain windows (the ``true`` column).
+
+Privileged (it flips hidden state in the simulator): an evaluation script, never used by a planner.
+
+    MUJOCO_GL=egl python scripts/stochasticity_counterfactual.py --checkpoint checkpoints/world_model/driving \\
+        --data data/wm/heldout/OccludedCrosswalk --samples 8 --stride 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from genex.world_model.checkpoint import load_world_model
+from genex.world_model.evaluate import load_episodes
+
+#: a pixel differs between two frames when one of its channels differs by more than this (uint8 levels)
+DIFF_LEVELS = 32
+#: two replays' futures differ when at least this many pixels differ at some step (a far pedestrian is ~6)
+MIN_PIXELS = 4
+
+
+def replay(env, seed: int, actions: np.ndarray, flip: str | None) -> np.ndarray:
+    """``uint8[T + 1, H, W, 3]``: the episode's frames, with agent ``flip``'s presence flipped at the start.
+
+    Stops early if the flipped world ends the episode (the ego hits a pedestrian the recording never had).
+    """
+    obs, _ = env.reset(seed=seed)
+    if flip is not None:
+        u = env.unwrapped
+        snap = u.snapshot()
+        world = snap.state["world"]
+        present = np.array(world.agents.present, copy=True)
+        present[u.scenario.slot(flip)] = ~present[u.scenario.slot(flip)]
+        snap.state["world"] = world._replace(agents=world.agents._replace(present=present))
+        obs, _ = u.restore(snap)
+    frames = [obs["image"]]
+    for a in actions:
+        obs, _, terminated, _, _ = env.step(int(a))
+        frames.append(obs["image"])
+        if terminated:
+            break
+    return np.stack(frames)
+
+
+def differs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``bool[..., H, W]``: pixels where two uint8 frames differ by more than ``DIFF_LEVELS`` in some channel."""
+    return (np.abs(a.astype(np.int16) - b.astype(np.int16)) > DIFF_LEVELS).any(-1)
+
+
+@dataclass
+class WindowResult:
+    group: str  # "uncertain", "visible" or "settled"
+    present: bool  # the recorded episode has a pedestrian
+    chose_present: int  # samples nearer to the pedestrian-present future
+    samples: int
+    pixel_std: float  # mean over pixels and horizon of the std across samples (0..255)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--checkpoint", default="checkpoints/world_model/driving")
+    ap.add_argument("--data", default="data/wm/heldout/OccludedCrosswalk")
+    ap.add_argument("--samples", type=int, default=8)
+    ap.add_argument("--stride", type=int, default=4)
+    ap.add_argument("--horizon", type=int, default=8)
+    ap.add_argument("--max-episodes", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=None, help="override the checkpoint's denoising steps")
+    ap.add_argument("--sigma-min", type=float, default=None, help="override the checkpoint's last noise level")
+    ap.add_argument("--sigma-max", type=float, default=None, help="override the checkpoint's first noise level")
+    ap.add_argument("--sampler", choices=("euler", "heun"), default=None)
+    ap.add_argument("--snap", type=float, default=None, help="override the checkpoint's snap (uint8 levels)")
+    ap.add_argument("--min-changed-pixels", type=int, default=None, help="override the checkpoint's gate")
+    ap.add_argument("--json", default=None, help="also write the per-group table here")
+    ap.add_argument("--replays", default=None,
+                    help="cache of the two replays per episode (.npz): read if it exists, else written; with it, "
+                         "another checkpoint or sampler is measured without MuJoCo")
+    ap.add_argument("--device", default="auto", help="where the world model runs: auto, cpu, cuda")
+    args = ap.parse_args()
+    if args.samples < 2:
+        ap.error("--samples must be >= 2: a split needs two samples")
+    torch.set_num_threads(args.threads)
+
+    model = load_world_model(args.checkpoint, device=args.device)
+    sampling = {k: v for k, v in (("steps", args.steps), ("sigma_min", args.sigma_min),
+                                  ("sigma_max", args.sigma_max), ("sampler", args.sampler), ("snap", args.snap),
+                                  ("min_changed_pixels", args.min_changed_pixels)) if v is not None}
+    if sampling:  # sampling-only fields: the weights do not change
+        model.denoiser.cfg = model.cfg = model.cfg.replace(**sampling)
+    cfg, s, horizon, k = model.cfg, args.samples, args.horizon, model.cfg.context
+    episodes, _, manifests = load_episodes([args.data], cfg, args.max_episodes)
+    (env_id, m), = manifests.items()
+    if "OccludedCrosswalk" not in env_id:
+        raise SystemExit(f"{args.data} holds {env_id}; this script flips the crosswalk's pedestrian")
+    cache = dict(np.load(args.replays)) if args.replays and Path(args.replays).exists() else None
+    env = None
+    if cache is None:
+        import gymnasium as gym
+
+        import genex.envs  # noqa: F401
+        env = gym.make(env_id, **m.env_kwargs)
+        cache = {}
+
+    results: list[WindowResult] = []
+    mismatched = 0
+    for n, ep in enumerate(tqdm(episodes, desc="episodes")):
+        key = f"seed{ep.seed}"
+        if env is not None:
+            real = replay(env, ep.seed, ep.raw_actions, None)
+            flipped = replay(env, ep.seed, ep.raw_actions, "pedestrian")
+            present = bool(env.unwrapped._layout.hidden["pedestrian_crossing"])  # the layout is not flipped
+            cache.update({f"{key}_real": real, f"{key}_flipped": flipped, f"{key}_present": np.array(present)})
+        elif f"{key}_real" not in cache:
+            raise SystemExit(f"{args.replays} has no replay of episode seed {ep.seed}; delete it to rebuild it")
+        real, flipped = cache[f"{key}_real"], cache[f"{key}_flipped"]
+        present = bool(cache[f"{key}_present"])
+        mismatched += int(not np.array_equal(real[:len(ep.frames)], ep.frames[:len(real)]))
+        n_common = min(len(real), len(flipped)) - 1  # steps both replays reached
+        starts = list(range(0, n_common - horizon + 1, args.stride))
+        if not starts:
+            continue
+        ctx_idx = [np.maximum(np.arange(t0 - k + 1, t0 + 1), 0) for t0 in starts]
+        contexts = np.stack([ep.frames[i] for i in ctx_idx])
+        acts = np.stack([ep.actions[t0:t0 + horizon] for t0 in starts]).astype(np.float32)
+        out = model.imagine_batch(np.repeat(contexts, s, 0), np.repeat(acts, s, 0), seed=args.seed + n)
+        out = out.reshape(len(starts), s, horizon, *out.shape[2:])
+        for j, t0 in enumerate(starts):
+            fut_r, fut_f = real[t0 + 1:t0 + 1 + horizon], flipped[t0 + 1:t0 + 1 + horizon]
+            same_ctx = not differs(real[ctx_idx[j]], flipped[ctx_idx[j]]).any()
+            mask = differs(fut_r, fut_f)  # [T,H,W]
+            if mask.reshape(horizon, -1).sum(1).max() < MIN_PIXELS:
+                group = "settled"
+            else:
+                group = "uncertain" if same_ctx else "visible"
+            chose = 0
+            if group != "settled":
+                fut_p, fut_a = (fut_r, fut_f) if present else (fut_f, fut_r)
+                sel = mask[None, :, :, :, None]
+                d_p = (((out[j].astype(np.float32) - fut_p) ** 2) * sel).reshape(s, -1).sum(1)
+                d_a = (((out[j].astype(np.float32) - fut_a) ** 2) * sel).reshape(s, -1).sum(1)
+                chose = int((d_p < d_a).sum())
+            results.append(WindowResult(group, present, chose, s,
+                                        float(out[j].astype(np.float32).std(0).mean())))
+    if env is not None:
+        env.close()
+        if args.replays:
+            np.savez_compressed(args.replays, **cache)
+
+    print(f"{args.checkpoint} ({cfg.steps} {cfg.sampler} steps, sigma {cfg.sigma_max:g} -> {cfg.sigma_min:g}), "
+          f"{args.data}: {len(episodes)} episodes, {len(results)} windows, {s} samples, horizon {horizon}")
+    if mismatched:
+        print(f"warning: {mismatched} episodes replayed to other frames than recorded (renderer changed?)")
+    print("| windows | n | pedestrian really comes | samples choosing 'pedestrian' | windows whose samples split "
+          "| samples choosing the truth | pixel std |")
+    print("|---|---|---|---|---|---|---|")
+    table = {}
+    for group in ("uncertain", "visible", "settled"):
+        v = [r for r in results if r.group == group]
+        if not v:
+            continue
+        row = dict(n=len(v), true=float(np.mean([r.present for r in v])),
+                   chose=float(np.mean([r.chose_present / r.samples for r in v])),
+                   split=float(np.mean([0 < r.chose_present < r.samples for r in v])),
+                   truth=float(np.mean([(r.chose_present if r.present else r.samples - r.chose_present) / r.samples
+                                        for r in v])),
+                   pixel_std=float(np.mean([r.pixel_std for r in v])))
+        table[group] = row
+        cells = ["-"] * 3 if group == "settled" else [f"{row[c]:.2f}" for c in ("chose", "split", "truth")]
+        print(f"| {group} | {row['n']} | {row['true']:.2f} | {' | '.join(cells)} | {row['pixel_std']:.2f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(checkpoint=args.checkpoint, sampling=cfg.to_dict(), data=args.data, samples=s,
+                           horizon=horizon, stride=args.stride, groups=table), f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
