@@ -587,7 +587,7 @@ def test_resume_accepts_a_run_from_before_new_config_fields(synthetic, tmp_path)
     del run["model"]["glimpse"], run["train"]["precision"], run["train"]["source_balance"]
     (out / "run.json").write_text(json.dumps(run))
     assert train_world_model([synthetic], out, cfg, tc, resume=True, progress=False, device="cpu")["step"] == 4
-    with pytest.raises(TrainingStateError, match="train"):
+    with pytest.raises(TrainingStateError, match="train.precision 'fp32' vs now 'bf16'"):  # names the field
         train_world_model([synthetic], out, cfg, tc.__class__(**{**tc.__dict__, "precision": "bf16"}), resume=True,
                           progress=False, device="cpu")
 

@@ -195,8 +195,16 @@ def train_world_model(
         diff = sorted(k for k in run.keys() | old.keys() if old.get(k) != run.get(k))
         hint = (f"; it started from --init-from {old['init_from']['path']}: pass it again"
                 if "init_from" in diff and "init_from" in old else "")
-        raise TrainingStateError(f"--resume: {out} was started with other settings ({', '.join(diff)} differ){hint}; "
-                                 "resume with the same --data and --config, or use another --out")
+        fields_ = []  # name the fields, with the run's value first ("train.precision 'bf16' vs now 'auto'")
+        for k in diff:
+            a, b = old.get(k), run.get(k)
+            if isinstance(a, dict) and isinstance(b, dict):
+                fields_ += [f"{k}.{f} {a.get(f)!r} vs now {b.get(f)!r}" for f in sorted(a.keys() | b.keys())
+                            if a.get(f) != b.get(f)]
+            else:
+                fields_.append(k)
+        raise TrainingStateError(f"--resume: {out} was started with other settings ({'; '.join(fields_)}){hint}; "
+                                 "resume with the same --data, --config and options, or use another --out")
     state_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "run.json", json.dumps(run, indent=2).encode())
 
