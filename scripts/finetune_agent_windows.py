@@ -75,7 +75,7 @@ def main() -> None:
         opt.step()
         ema.step(den.parameters())
         if step % 100 == 0:
-            print(f"step {step} loss {float(loss):.4f} {time.time() - t0:.0f}s", flush=True)
+            print(f"step {step} loss {float(loss.detach()):.4f} {time.time() - t0:.0f}s", flush=True)
     ema.copy_to(den.parameters())
     den.eval()
     save_world_model(den, args.out, extra={"experiment": vars(args), "train_seconds": round(time.time() - t0, 1)})
