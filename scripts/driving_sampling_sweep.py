@@ -62,7 +62,7 @@ def gate(model, episodes, values: list[str], samples: int) -> None:
     met, _ = evaluate_models({"copy_last": CopyLastFrameWorldModel()}, windows, 1, progress=False)
     print(f"{len(windows)} windows; copy-last {np.round(met['models']['copy_last']['psnr'], 2).tolist()}")
     for v in values:
-        model.denoiser.cfg = model.cfg = cfg.replace(min_changed_pixels=int(v))
+        model.set_sampling(min_changed_pixels=int(v))
         met, _ = evaluate_models({"diffusion": model}, windows, samples, progress=False,
                                  model_actions={"diffusion": encoded(episodes, windows, 8)})
         m = met["models"]["diffusion"]
@@ -77,7 +77,7 @@ def sampler(model, episodes, facts, values: list[str], samples: int) -> None:
     print(f"{len(windows)} windows, {(groups == 'unresolved').sum()} unresolved, {(groups == 'resolved').sum()} resolved")
     for v in values:
         steps, sigma_min = v.split(":")
-        model.denoiser.cfg = model.cfg = cfg.replace(steps=int(steps), sigma_min=float(sigma_min))
+        model.set_sampling(steps=int(steps), sigma_min=float(sigma_min))
         met, _ = evaluate_models({"diffusion": model}, windows, samples, progress=False,
                                  model_actions={"diffusion": encoded(episodes, windows, 8)})
         m = met["models"]["diffusion"]

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 import genex.envs  # noqa: F401
 from genex.policy import make_policy
 from genex.world_model.checkpoint import load_world_model
+from genex.world_model.cli import add_sampling_arguments, sampling_overrides
 from genex.world_model.evaluate import EpisodeData, agent_sightings, load_episodes, make_windows
 
 BINS = (-np.inf, -4.0, 0.0, 5.0, 10.0, 15.0, 20.0, np.inf)  # metres to the crosswalk (negative: passed it)
@@ -66,15 +67,12 @@ def main() -> None:
     ap.add_argument("--max-episodes", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=None, help="override the checkpoint's denoising steps")
-    ap.add_argument("--sigma-min", type=float, default=None, help="override the checkpoint's last noise level")
+    add_sampling_arguments(ap, ("steps", "sigma_min"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     model = load_world_model(args.checkpoint)
-    sampling = {k: v for k, v in (("steps", args.steps), ("sigma_min", args.sigma_min)) if v is not None}
-    if sampling:  # sampling-only: the weights do not change
-        model.denoiser.cfg = model.cfg = model.cfg.replace(**sampling)
+    model.set_sampling(**sampling_overrides(args))
     cfg, s, horizon = model.cfg, args.samples, args.horizon
     policy = make_policy("tiny", checkpoint=args.policy)
     episodes, facts, manifests = load_episodes([args.data], cfg, args.max_episodes)

@@ -40,6 +40,7 @@ import torch
 from tqdm.auto import tqdm
 
 from genex.world_model.checkpoint import load_world_model
+from genex.world_model.cli import add_sampling_arguments, sampling_overrides
 from genex.world_model.evaluate import load_episodes
 
 #: a pixel differs between two frames when one of its channels differs by more than this (uint8 levels)
@@ -95,12 +96,7 @@ def main() -> None:
     ap.add_argument("--max-episodes", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=None, help="override the checkpoint's denoising steps")
-    ap.add_argument("--sigma-min", type=float, default=None, help="override the checkpoint's last noise level")
-    ap.add_argument("--sigma-max", type=float, default=None, help="override the checkpoint's first noise level")
-    ap.add_argument("--sampler", choices=("euler", "heun"), default=None)
-    ap.add_argument("--snap", type=float, default=None, help="override the checkpoint's snap (uint8 levels)")
-    ap.add_argument("--min-changed-pixels", type=int, default=None, help="override the checkpoint's gate")
+    add_sampling_arguments(ap)
     ap.add_argument("--json", default=None, help="also write the per-group table here")
     ap.add_argument("--replays", default=None,
                     help="cache of the two replays per episode (.npz): read if it exists, else written; with it, "
@@ -112,11 +108,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     model = load_world_model(args.checkpoint, device=args.device)
-    sampling = {k: v for k, v in (("steps", args.steps), ("sigma_min", args.sigma_min),
-                                  ("sigma_max", args.sigma_max), ("sampler", args.sampler), ("snap", args.snap),
-                                  ("min_changed_pixels", args.min_changed_pixels)) if v is not None}
-    if sampling:  # sampling-only fields: the weights do not change
-        model.denoiser.cfg = model.cfg = model.cfg.replace(**sampling)
+    model.set_sampling(**sampling_overrides(args))
     cfg, s, horizon, k = model.cfg, args.samples, args.horizon, model.cfg.context
     episodes, _, manifests = load_episodes([args.data], cfg, args.max_episodes)
     (env_id, m), = manifests.items()

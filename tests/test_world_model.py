@@ -76,6 +76,28 @@ def test_sampling_shapes_and_determinism():
         wm.imagine(ctx, ["fly"], seed=0)
 
 
+def test_set_sampling_changes_only_sampling_fields():
+    """Evaluations and sweeps override sampling in place; a field the weights depend on is refused, and the
+    CLI helper passes on only the flags that were given."""
+    import argparse
+
+    from genex.world_model.cli import add_sampling_arguments, sampling_overrides
+
+    wm = tiny_model()
+    ctx = np.zeros((2, 16, 16, 3), np.uint8)
+    one = wm.imagine(ctx, ["wait"], seed=0)
+    assert wm.set_sampling(steps=5, sigma_min=0.5) is wm
+    assert wm.cfg.steps == wm.denoiser.cfg.steps == 5 and wm.denoiser.cfg.sigma_min == 0.5
+    assert not np.array_equal(wm.imagine(ctx, ["wait"], seed=0), one)  # it really samples differently
+    with pytest.raises(ValueError, match="sampling-only"):
+        wm.set_sampling(channels=(8, 16))
+    ap = argparse.ArgumentParser()
+    add_sampling_arguments(ap)
+    assert sampling_overrides(ap.parse_args(["--steps", "4", "--min-changed-pixels", "0"])) == {
+        "steps": 4, "min_changed_pixels": 0}
+    assert sampling_overrides(ap.parse_args([])) == {}
+
+
 def test_snap_copies_small_changes_exactly():
     from genex.world_model.sampler import sample_next_frame
 

@@ -20,6 +20,29 @@ def _set_threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
+#: the sampling-only fields a script or eval may override: (type, help)
+SAMPLING_ARGUMENTS = {
+    "steps": (int, "override the checkpoint's denoising steps"),
+    "sigma_min": (float, "override the checkpoint's last noise level"),
+    "sigma_max": (float, "override the checkpoint's first noise level"),
+    "sampler": (str, "override the checkpoint's sampler (euler or heun)"),
+    "snap": (float, "override the checkpoint's snap (uint8 levels)"),
+    "min_changed_pixels": (int, "override the checkpoint's gate (0 turns it off)"),
+}
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser, names: tuple[str, ...] = tuple(SAMPLING_ARGUMENTS)) -> None:
+    """Add ``--steps``, ``--sigma-min``, ... (the ``names`` of :data:`SAMPLING_ARGUMENTS`) to ``parser``."""
+    for name in names:
+        kind, text = SAMPLING_ARGUMENTS[name]
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=text)
+
+
+def sampling_overrides(args: argparse.Namespace) -> dict:
+    """The sampling fields ``args`` sets (for :meth:`DiffusionWorldModel.set_sampling`)."""
+    return {k: getattr(args, k) for k in SAMPLING_ARGUMENTS if getattr(args, k, None) is not None}
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .checkpoint import CheckpointError
     from .config import preset

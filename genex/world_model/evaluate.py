@@ -378,8 +378,7 @@ def evaluate_cli(args: Any) -> int:
     if sampling.get("snap") == 0 and "min_changed_pixels" not in sampling and model.cfg.min_changed_pixels:
         log.info("--snap 0 also turns off min_changed_pixels (it counts the pixels left after the snap)")
         sampling["min_changed_pixels"] = 0
-    if sampling:  # sampling-only overrides: the weights do not depend on them
-        model.denoiser.cfg = model.cfg = model.cfg.replace(**sampling)
+    model.set_sampling(**sampling)
     cfg = model.cfg
     episodes, facts, manifests = load_episodes(args.data, cfg, args.max_episodes)
     windows = make_windows(episodes, cfg.context, args.horizon, args.stride, facts)

@@ -43,6 +43,19 @@ class DiffusionWorldModel:
         self.action_names = tuple(action_names) if action_names is not None else None
         self.info = dict(info or {})
 
+    def set_sampling(self, **overrides: Any) -> "DiffusionWorldModel":
+        """Change sampling-only config fields (``steps``, ``sigma_min``, ``snap``, ...; see
+        :data:`~genex.world_model.config.SAMPLING_ONLY`) in place, for evaluations and sweeps; the weights do not
+        depend on them. Other fields raise ``ValueError``. Returns self."""
+        from .config import SAMPLING_ONLY
+
+        bad = sorted(set(overrides) - set(SAMPLING_ONLY))
+        if bad:
+            raise ValueError(f"{bad} are not sampling-only fields {SAMPLING_ONLY}: they would not match the weights")
+        if overrides:
+            self.denoiser.cfg = self.cfg = self.cfg.replace(**overrides)
+        return self
+
     # --------------------------------------------------------------- env binding
     def bind(self, env: Any) -> "DiffusionWorldModel":
         """Check this model fits ``env`` (frame size, actions) and adopt its ``action_names``; returns self."""
