@@ -160,7 +160,7 @@ def main() -> None:
                 sel = mask[None, :, :, :, None]
                 d_p = (((out[j].astype(np.float32) - fut_p) ** 2) * sel).reshape(s, -1).sum(1)
                 d_a = (((out[j].astype(np.float32) - fut_a) ** 2) * sel).reshape(s, -1).sum(1)
-                chose = int((d_p < d_a).sum())
+                chose = int((d_p < d_a).sum())  # a tie (the sample is as far from both) counts as "none"
             results.append(WindowResult(group, present, chose, s,
                                         float(out[j].astype(np.float32).std(0).mean())))
     if env is not None:
