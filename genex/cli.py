@@ -68,7 +68,7 @@ def cmd_envs(args: argparse.Namespace) -> int:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from genex.recording import ManifestMismatchError, record_episodes
+    from genex.recording import ManifestMismatchError, episode_paths, record_episodes
 
     _check_env_id(args.env)
     try:
@@ -78,7 +78,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         )
     except (ManifestMismatchError, ValueError) as e:
         raise SystemExit(f"genex record: {e}") from e
-    n = len(list((Path(args.out) / "episodes").glob("episode_*.npz")))
+    n = len(episode_paths(args.out))
     print(f"{n} episodes of {manifest.env_id} ({manifest.driver}) in {args.out}")
     return 0
 

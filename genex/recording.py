@@ -65,6 +65,7 @@ __all__ = [
     "load_episode",
     "save_episode",
     "iter_episodes",
+    "episode_paths",
     "read_manifest",
 ]
 
@@ -142,6 +143,12 @@ def _jsonable(x: Any) -> Any:
 
 def episode_path(out: Path, index: int) -> Path:
     return out / "episodes" / f"episode_{index:06d}.npz"
+
+
+def episode_paths(out: str | Path) -> list[Path]:
+    """The finished episode files of recording folder ``out``, in index order (partial ``.tmp`` files are not
+    episodes)."""
+    return sorted((Path(out) / "episodes").glob("episode_*.npz"))
 
 
 def read_manifest(out: str | Path) -> RecordingManifest:
@@ -263,7 +270,7 @@ def load_episode(path: str | Path) -> Episode:
 def iter_episodes(out: str | Path) -> Iterator[Episode]:
     """Episodes of a recording folder in index order (partial ``.tmp`` files are ignored)."""
     read_manifest(out)
-    for path in sorted((Path(out) / "episodes").glob("episode_*.npz")):
+    for path in episode_paths(out):
         yield load_episode(path)
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import dataclass
-
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +146,7 @@ def main() -> None:
         out = model.imagine_batch(np.repeat(contexts, s, 0), np.repeat(acts, s, 0), seed=args.seed + n)
         out = out.reshape(len(starts), s, horizon, *out.shape[2:])
         for j, t0 in enumerate(starts):
+            samples = out[j].astype(np.float32)  # [S,T,H,W,3]
             fut_r, fut_f = real[t0 + 1:t0 + 1 + horizon], flipped[t0 + 1:t0 + 1 + horizon]
             same_ctx = not differs(real[ctx_idx[j]], flipped[ctx_idx[j]]).any()
             mask = differs(fut_r, fut_f)  # [T,H,W]
@@ -158,11 +158,10 @@ def main() -> None:
             if group != "settled":
                 fut_p, fut_a = (fut_r, fut_f) if present else (fut_f, fut_r)
                 sel = mask[None, :, :, :, None]
-                d_p = (((out[j].astype(np.float32) - fut_p) ** 2) * sel).reshape(s, -1).sum(1)
-                d_a = (((out[j].astype(np.float32) - fut_a) ** 2) * sel).reshape(s, -1).sum(1)
+                d_p = (((samples - fut_p) ** 2) * sel).reshape(s, -1).sum(1)
+                d_a = (((samples - fut_a) ** 2) * sel).reshape(s, -1).sum(1)
                 chose = int((d_p < d_a).sum())  # a tie (the sample is as far from both) counts as "none"
-            results.append(WindowResult(group, present, chose, s,
-                                        float(out[j].astype(np.float32).std(0).mean())))
+            results.append(WindowResult(group, present, chose, s, float(samples.std(0).mean())))
     if env is not None:
         env.close()
         if args.replays:

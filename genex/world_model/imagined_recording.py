@@ -30,7 +30,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..io import atomic_write_bytes
-from ..recording import (ManifestMismatchError, RecordingManifest, episode_path, iter_episodes, read_manifest,
+from ..recording import (ManifestMismatchError, RecordingManifest, episode_path, episode_paths, iter_episodes, read_manifest,
                          save_episode)
 from .actions import encode_actions
 from .data import changed_fraction, require_action_labels
@@ -87,7 +87,7 @@ def imagine_recording(model: Any, src: str | Path, out: str | Path, *, min_psnr:
     counts = {"episodes": 0, "frames": 0, "imagined": 0, "kept_real": 0, "unchanged": 0, "skipped_existing": 0}
     psnrs: list[np.ndarray] = []
     episodes = iter_episodes(src)
-    total = len(list((src / "episodes").glob("episode_*.npz")))
+    total = len(episode_paths(src))
     total = total if max_episodes is None else min(total, max_episodes)
     for i, ep in enumerate(tqdm(episodes, desc=f"imagine {src.name}", total=total, disable=not progress)):
         if max_episodes is not None and i >= max_episodes:

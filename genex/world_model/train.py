@@ -370,9 +370,9 @@ def _cpu_has_native_bf16() -> bool:
 
 
 def _data_info(d: str | Path) -> dict[str, Any]:
-    from ..recording import read_manifest
+    from ..recording import episode_paths, read_manifest
 
     m = read_manifest(d)
-    n = len(list((Path(d) / "episodes").glob("episode_*.npz")))
-    return {"dir": str(d), "env_id": m.env_id, "driver": m.driver, "base_seed": m.base_seed, "episodes": n,
+    return {"dir": str(d), "env_id": m.env_id, "driver": m.driver, "base_seed": m.base_seed,
+            "episodes": len(episode_paths(d)),
             "env_kwargs": m.env_kwargs}
