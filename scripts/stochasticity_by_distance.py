@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 import genex.envs  # noqa: F401
 from genex.policy import make_policy
 from genex.world_model.checkpoint import load_world_model
-from genex.world_model.cli import add_sampling_arguments, sampling_overrides
+from genex.world_model.cli import add_sampling_arguments, add_window_arguments, sampling_overrides
 from genex.world_model.evaluate import EpisodeData, agent_sightings, load_episodes, make_windows
 
 BINS = (-np.inf, -4.0, 0.0, 5.0, 10.0, 15.0, 20.0, np.inf)  # metres to the crosswalk (negative: passed it)
@@ -61,11 +61,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", default="checkpoints/world_model/driving")
     ap.add_argument("--policy", default="checkpoints/policy/tiny-driving")
     ap.add_argument("--data", default="data/wm/heldout/OccludedCrosswalk")
-    ap.add_argument("--samples", type=int, default=8)
-    ap.add_argument("--stride", type=int, default=4)
-    ap.add_argument("--horizon", type=int, default=8)
-    ap.add_argument("--max-episodes", type=int, default=None)
-    ap.add_argument("--seed", type=int, default=0)
+    add_window_arguments(ap, samples=8, stride=4)
     ap.add_argument("--threads", type=int, default=1)
     add_sampling_arguments(ap, ("steps", "sigma_min"))
     args = ap.parse_args()

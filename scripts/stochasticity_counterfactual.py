@@ -39,7 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from genex.world_model.checkpoint import load_world_model
-from genex.world_model.cli import add_sampling_arguments, sampling_overrides
+from genex.world_model.cli import add_sampling_arguments, add_window_arguments, sampling_overrides
 from genex.world_model.evaluate import load_episodes
 
 #: a pixel differs between two frames when one of its channels differs by more than this (uint8 levels)
@@ -89,11 +89,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", default="checkpoints/world_model/driving")
     ap.add_argument("--data", default="data/wm/heldout/OccludedCrosswalk")
-    ap.add_argument("--samples", type=int, default=8)
-    ap.add_argument("--stride", type=int, default=4)
-    ap.add_argument("--horizon", type=int, default=8)
-    ap.add_argument("--max-episodes", type=int, default=None)
-    ap.add_argument("--seed", type=int, default=0)
+    add_window_arguments(ap, samples=8, stride=4)
     ap.add_argument("--threads", type=int, default=1)
     add_sampling_arguments(ap)
     ap.add_argument("--json", default=None, help="also write the per-group table here")

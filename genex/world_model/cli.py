@@ -38,6 +38,17 @@ def add_sampling_arguments(parser: argparse.ArgumentParser, names: tuple[str, ..
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=text)
 
 
+def add_window_arguments(parser: argparse.ArgumentParser, *, samples: int = 4, stride: int = 8,
+                         horizon: int = 8) -> None:
+    """Add ``--horizon``, ``--samples``, ``--stride``, ``--max-episodes`` and ``--seed``: which windows of held-out
+    recordings an evaluation reads, and how many futures it imagines from each."""
+    parser.add_argument("--horizon", type=int, default=horizon, help="imagined steps per window")
+    parser.add_argument("--samples", type=int, default=samples, help="imagined futures per window")
+    parser.add_argument("--stride", type=int, default=stride, help="steps between windows in an episode")
+    parser.add_argument("--max-episodes", type=int, default=None, help="per data folder")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+
+
 def sampling_overrides(args: argparse.Namespace) -> dict:
     """The sampling fields ``args`` sets (for :meth:`DiffusionWorldModel.set_sampling`)."""
     return {k: getattr(args, k) for k in SAMPLING_ARGUMENTS if getattr(args, k, None) is not None}
@@ -161,10 +172,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--data", action="extend", nargs="+", required=True,
                    help="held-out recording folder(s) (repeatable; several after one flag too, e.g. DIR/{A,B})")
     s.add_argument("--out", required=True, help="folder for metrics.json, metrics.csv and the figure")
-    s.add_argument("--horizon", type=int, default=8)
-    s.add_argument("--samples", type=int, default=4, help="imagined futures per window (for diversity)")
-    s.add_argument("--stride", type=int, default=8, help="steps between evaluation windows in an episode")
-    s.add_argument("--max-episodes", type=int, default=None, help="per data folder")
+    add_window_arguments(s)
     s.add_argument("--no-oracle", action="store_true", help="skip the oracle (it replays the env)")
     s.add_argument("--steps", type=int, default=None, help="override the checkpoint's denoising steps")
     s.add_argument("--snap", type=float, default=None,
@@ -174,7 +182,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "dropped: the last frame is copied)")
     s.add_argument("--policy", default=None,
                    help="tiny policy checkpoint: also report whether the samples agree on the hidden agent showing up")
-    s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_eval)

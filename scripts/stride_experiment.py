@@ -1,0 +1,253 @@
+"""Experiment (2026-11-27): does a driving world model that predicts ``s`` env steps at once draw the pedestrian?
+
+The shipped model predicts the next frame (0.25 s ahead). There a pedestrian moves 1-3 pixels and one who
+steps out from behind the truck shows a sliver of 1-2 pixels: a tiny share of the loss, and the model copies
+the pedestrian where it was. A model that jumps ``s`` steps (the context is every ``s``-th frame, the
+action is the mean of the ``s`` encoded actions) sees ``s`` times the motion and ``s`` times the chance of a
+step-out per prediction, and rolls out ``s`` times fewer network calls.
+
+    python scripts/stride_experiment.py train --stride 4 --steps 2400 --out runs/stride/s4
+    MUJOCO_GL=egl python scripts/stride_experiment.py eval --checkpoint runs/stride/s4 --stride 4 \\
+        --replays runs/stride/replays_heldout.npz
+
+``eval`` uses ``scripts/stochasticity_counterfactual.py``'s replays and groups, on the frames every ``s``
+steps: the shipped model rolls out frame by frame and is read at the same frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers.training_utils import EMAModel
+
+from genex.world_model.checkpoint import load_denoiser, load_world_model, save_world_model
+from genex.world_model.cli import add_sampling_arguments, sampling_overrides
+from genex.world_model.data import load_recordings, split_episodes
+from genex.world_model.denoiser import Batch, to_uint8
+from genex.world_model.evaluate import load_episodes
+from genex.world_model.sampler import sample_next_frame
+
+DRIVING = [f"data/wm/train/{e}" for e in ("OccludedCrosswalk", "StoppedLeadCar", "OccludedLeftTurn")]
+
+
+class StridedWindows:
+    """Windows ``t`` of every episode: context frames ``t-(K-1)s, ..., t`` (clamped to the reset frame), the
+    mean of encoded actions ``t .. t+s-1`` and the target frame ``t+s``."""
+
+    def __init__(self, episodes, context: int, stride: int) -> None:
+        self.frames = torch.from_numpy(np.concatenate([e.frames for e in episodes]))
+        acts, rows, f0 = [], [], 0
+        for e in episodes:
+            n = len(e.actions)
+            for t in range(0, n - stride + 1):
+                rows.append((f0 + t, f0))
+                acts.append(e.actions[t:t + stride].mean(0))
+            f0 += n + 1
+        self.rows = np.array(rows)
+        self.actions = torch.from_numpy(np.stack(acts).astype(np.float32))
+        self.k, self.s = context, stride
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def get(self, idx: np.ndarray) -> Batch:
+        t, first = self.rows[idx, 0], self.rows[idx, 1]
+        offs = np.arange(-(self.k - 1), 1) * self.s
+        ctx = np.maximum(t[:, None] + offs[None], first[:, None])
+        return Batch(context=self.frames[torch.from_numpy(ctx)], action=self.actions[torch.from_numpy(idx)],
+                     target=self.frames[torch.from_numpy(t + self.s)])
+
+
+def train(args) -> None:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    den, _ = load_denoiser(args.init)
+    if args.scratch:
+        from genex.world_model.denoiser import Denoiser
+        den = Denoiser(den.cfg)
+    if args.p_mean is not None:
+        den.cfg = den.cfg.replace(p_mean=args.p_mean)
+    eps = load_recordings(args.data, den.cfg)
+    tr, _ = split_episodes(eps)
+    data = StridedWindows(tr, den.cfg.context, args.stride)
+    print(f"{len(data)} strided windows (stride {args.stride})", flush=True)
+    den.train()
+    opt = torch.optim.AdamW(den.parameters(), lr=args.lr, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / 100))
+    ema = EMAModel(den.parameters(), decay=0.999)
+    rng, t0 = np.random.default_rng(args.seed), time.time()
+    out = Path(args.out)
+    for step in range(1, args.steps + 1):
+        loss, _ = den(data.get(rng.integers(0, len(data), size=args.batch_size)))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(den.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        ema.step(den.parameters())
+        if step % 100 == 0:
+            print(f"step {step} loss {float(loss.detach()):.4f} {time.time() - t0:.0f}s", flush=True)
+        if step % 600 == 0 or step == args.steps:
+            live = [p.detach().clone() for p in den.parameters()]
+            ema.copy_to(den.parameters())
+            save_world_model(den, out, extra=dict(stride=args.stride, steps=step, command=" ".join(sys.argv),
+                                                 train_seconds=round(time.time() - t0)))
+            for p, v in zip(den.parameters(), live):
+                p.data.copy_(v)
+
+
+def _counterfactual_module():
+    spec = importlib.util.spec_from_file_location("cf", Path(__file__).with_name("stochasticity_counterfactual.py"))
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@torch.no_grad()
+def rollout_strided(model, contexts: np.ndarray, actions: np.ndarray, gen) -> np.ndarray:
+    """``uint8[B,K,H,W,3]`` strided contexts, ``float[B,J,A]`` mean actions -> ``uint8[B,J,H,W,3]``."""
+    den = model.denoiser
+    ctx = den.stack_context(torch.from_numpy(contexts))
+    acts = torch.from_numpy(actions)
+    out = []
+    for j in range(acts.shape[1]):
+        frame = to_uint8(sample_next_frame(den, ctx, acts[:, j], generator=gen))
+        out.append(frame)
+        ctx = torch.cat([ctx[:, 3:], frame.movedim(-1, -3).float().div(127.5).sub(1.0)], 1)
+    return torch.stack(out, 1).numpy()
+
+
+def evaluate(args) -> None:
+    cf = _counterfactual_module()
+    torch.set_num_threads(args.threads)
+    s, jumps, n_samples = args.stride, args.jumps, args.samples
+    horizon = s * jumps
+    models = {} if args.no_baseline else {"shipped (1 step)": (load_world_model(args.baseline, device="cpu"), 1)}
+    if args.checkpoint:
+        models[f"{args.checkpoint} ({s} steps)"] = (load_world_model(args.checkpoint, device="cpu"), s)
+    for m, _ in models.values():
+        m.set_sampling(**sampling_overrides(args))
+    cfg = next(iter(models.values()))[0].cfg
+    k = cfg.context
+    episodes, _, manifests = load_episodes([args.data], cfg, args.max_episodes)
+    (env_id, man), = manifests.items()
+    cache = dict(np.load(args.replays)) if args.replays and Path(args.replays).exists() else {}
+    env = None
+    rows: dict[str, list] = {name: [] for name in models}
+    for n, ep in enumerate(episodes):
+        key = f"seed{ep.seed}"
+        if f"{key}_real" not in cache:
+            if env is None:
+                import gymnasium as gym
+
+                import genex.envs  # noqa: F401
+                env = gym.make(env_id, **man.env_kwargs)
+            cache[f"{key}_real"] = cf.replay(env, ep.seed, ep.raw_actions, None)
+            cache[f"{key}_flipped"] = cf.replay(env, ep.seed, ep.raw_actions, "pedestrian")
+            cache[f"{key}_present"] = np.array(bool(env.unwrapped._layout.hidden["pedestrian_crossing"]))
+        real, flipped, present = cache[f"{key}_real"], cache[f"{key}_flipped"], bool(cache[f"{key}_present"])
+        n_common = min(len(real), len(flipped)) - 1
+        starts = list(range((k - 1) * s, n_common - horizon + 1, args.window_stride))
+        if not starts:
+            continue
+        keys = [np.arange(t0 + s, t0 + horizon + 1, s) for t0 in starts]  # frames compared: every s steps
+        for name, (model, ms) in models.items():
+            gen = torch.Generator().manual_seed(args.seed + n)
+            if ms == 1:
+                ctx = np.stack([ep.frames[np.maximum(np.arange(t0 - k + 1, t0 + 1), 0)] for t0 in starts])
+                acts = np.stack([ep.actions[t0:t0 + horizon] for t0 in starts]).astype(np.float32)
+                out = model.imagine_batch(np.repeat(ctx, n_samples, 0), np.repeat(acts, n_samples, 0),
+                                          seed=args.seed + n)[:, s - 1::s]
+            else:
+                ctx = np.stack([ep.frames[np.arange(t0 - (k - 1) * s, t0 + 1, s)] for t0 in starts])
+                acts = np.stack([ep.actions[t0:t0 + horizon].reshape(jumps, s, -1).mean(1) for t0 in starts])
+                out = rollout_strided(model, np.repeat(ctx, n_samples, 0),
+                                      np.repeat(acts.astype(np.float32), n_samples, 0), gen)
+            out = out.reshape(len(starts), n_samples, jumps, *out.shape[2:]).astype(np.float32)
+            for j, t0 in enumerate(starts):
+                ctx_frames = np.arange(t0 - (k - 1) * s, t0 + 1)  # everything either model could have seen
+                same_ctx = not cf.differs(real[ctx_frames], flipped[ctx_frames]).any()
+                fut_r, fut_f = real[keys[j]], flipped[keys[j]]
+                mask = cf.differs(fut_r, fut_f)
+                if mask.reshape(jumps, -1).sum(1).max() < cf.MIN_PIXELS:
+                    continue
+                group = "uncertain" if same_ctx else "visible"
+                fut_p, fut_a = (fut_r, fut_f) if present else (fut_f, fut_r)
+                sel = mask[None, :, :, :, None]
+                d_p = (((out[j] - fut_p) ** 2) * sel).reshape(n_samples, -1).sum(1)
+                d_a = (((out[j] - fut_a) ** 2) * sel).reshape(n_samples, -1).sum(1)
+                # coverage: share of the pedestrian-present future's changed pixels the best sample gets right
+                rows[name].append((group, present, int((d_p < d_a).sum())))
+        print(f"episode {n + 1}/{len(episodes)}", flush=True)
+    if env is not None:
+        env.close()
+        if args.replays:
+            Path(args.replays).parent.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(args.replays, **cache)
+    print(f"{args.data}: windows every {args.window_stride} steps, compared at steps {s}..{horizon} every {s}, "
+          f"{n_samples} samples")
+    print("| model | windows | n | pedestrian really comes | samples choosing 'pedestrian' | split | chose truth |")
+    print("|---|---|---|---|---|---|---|")
+    table = {}
+    for name, rs in rows.items():
+        for group in ("uncertain", "visible"):
+            v = [r for r in rs if r[0] == group]
+            if not v:
+                continue
+            row = dict(n=len(v), true=np.mean([r[1] for r in v]), chose=np.mean([r[2] / n_samples for r in v]),
+                       split=np.mean([0 < r[2] < n_samples for r in v]),
+                       truth=np.mean([(r[2] if r[1] else n_samples - r[2]) / n_samples for r in v]))
+            table[f"{name}/{group}"] = {a: float(b) for a, b in row.items()}
+            print(f"| {name} | {group} | {row['n']} | {row['true']:.2f} | {row['chose']:.2f} | {row['split']:.2f} "
+                  f"| {row['truth']:.2f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(table, indent=2))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--init", default="checkpoints/world_model/driving", help="weights (and config) to start from")
+    t.add_argument("--scratch", action="store_true", help="only take the config from --init")
+    t.add_argument("--data", nargs="+", default=DRIVING)
+    t.add_argument("--stride", type=int, default=4)
+    t.add_argument("--steps", type=int, default=2400)
+    t.add_argument("--lr", type=float, default=3e-4)
+    t.add_argument("--p-mean", type=float, default=None)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", required=True)
+    e = sub.add_parser("eval")
+    e.add_argument("--checkpoint", default=None, help="a strided model (omit: only the shipped one)")
+    e.add_argument("--baseline", default="checkpoints/world_model/driving")
+    e.add_argument("--no-baseline", action="store_true", help="only measure --checkpoint")
+    e.add_argument("--data", default="data/wm/heldout/OccludedCrosswalk")
+    e.add_argument("--stride", type=int, default=4)
+    e.add_argument("--jumps", type=int, default=2, help="strided predictions per window (horizon = stride x jumps)")
+    e.add_argument("--window-stride", type=int, default=4)
+    e.add_argument("--samples", type=int, default=8)
+    e.add_argument("--max-episodes", type=int, default=None)
+    add_sampling_arguments(e)
+    e.add_argument("--replays", default=None)
+    e.add_argument("--threads", type=int, default=2)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--json", default=None)
+    args = ap.parse_args()
+    if args.cmd == "train":
+        train(args)
+    else:
+        evaluate(args)
+
+
+if __name__ == "__main__":
+    main()
