@@ -74,8 +74,8 @@ def train(args) -> None:
         den = Denoiser(den.cfg)
     if args.p_mean is not None:
         den.cfg = den.cfg.replace(p_mean=args.p_mean)
-    eps = load_recordings(args.data, den.cfg)
-    tr, _ = split_episodes(eps)
+    eps = load_recordings(args.data, den.cfg, limit=args.max_episodes)
+    tr, _ = split_episodes(eps) if args.max_episodes is None else (eps, [])  # a capacity probe fits all it gets
     data = StridedWindows(tr, den.cfg.context, args.stride)
     print(f"{len(data)} strided windows (stride {args.stride})", flush=True)
     den.train()
@@ -219,7 +219,9 @@ def main() -> None:
     t.add_argument("--init", default="checkpoints/world_model/driving", help="weights (and config) to start from")
     t.add_argument("--scratch", action="store_true", help="only take the config from --init")
     t.add_argument("--data", nargs="+", default=DRIVING)
-    t.add_argument("--stride", type=int, default=4)
+    t.add_argument("--stride", type=int, default=4, help="1: the shipped next-frame windows")
+    t.add_argument("--max-episodes", type=int, default=None,
+                   help="train on only the first N episodes of each folder, all of them (a capacity probe)")
     t.add_argument("--steps", type=int, default=2400)
     t.add_argument("--lr", type=float, default=3e-4)
     t.add_argument("--p-mean", type=float, default=None)
