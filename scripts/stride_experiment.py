@@ -71,7 +71,10 @@ def train(args) -> None:
     den, _ = load_denoiser(args.init)
     if args.scratch:
         from genex.world_model.denoiser import Denoiser
-        den = Denoiser(den.cfg)
+        arch = {k: v for k, v in (("channels", args.channels), ("patch", args.patch)) if v is not None}
+        den = Denoiser(den.cfg.replace(**arch))
+    elif args.channels or args.patch:
+        raise SystemExit("--channels/--patch change the network: they need --scratch")
     if args.p_mean is not None:
         den.cfg = den.cfg.replace(p_mean=args.p_mean)
     eps = load_recordings(args.data, den.cfg, limit=args.max_episodes)
@@ -218,6 +221,9 @@ def main() -> None:
     t = sub.add_parser("train")
     t.add_argument("--init", default="checkpoints/world_model/driving", help="weights (and config) to start from")
     t.add_argument("--scratch", action="store_true", help="only take the config from --init")
+    t.add_argument("--channels", type=lambda v: tuple(int(c) for c in v.split(",")), default=None,
+                   help="with --scratch: UNet widths, e.g. 64,128,128")
+    t.add_argument("--patch", type=int, default=None, help="with --scratch: pixel-unshuffle factor (1: full resolution)")
     t.add_argument("--data", nargs="+", default=DRIVING)
     t.add_argument("--stride", type=int, default=4, help="1: the shipped next-frame windows")
     t.add_argument("--max-episodes", type=int, default=None,
