@@ -12,6 +12,10 @@ step-out per prediction, and rolls out ``s`` times fewer network calls.
 
 ``eval`` uses ``scripts/stochasticity_counterfactual.py``'s replays and groups, on the frames every ``s``
 steps: the shipped model rolls out frame by frame and is read at the same frames.
+
+``train --stride 1 --max-episodes 12`` is the *fitting probe*: a network fitted to a few episodes, then measured
+on them with ``scripts/stochasticity_counterfactual.py --max-episodes 12``. Results of both experiments:
+``docs/world_model.md`` (all negative: neither draws the walking pedestrian in a rollout).
 """
 
 from __future__ import annotations
@@ -187,7 +191,6 @@ def evaluate(args) -> None:
                 sel = mask[None, :, :, :, None]
                 d_p = (((out[j] - fut_p) ** 2) * sel).reshape(n_samples, -1).sum(1)
                 d_a = (((out[j] - fut_a) ** 2) * sel).reshape(n_samples, -1).sum(1)
-                # coverage: share of the pedestrian-present future's changed pixels the best sample gets right
                 rows[name].append((group, present, int((d_p < d_a).sum())))
         print(f"episode {n + 1}/{len(episodes)}", flush=True)
     if env is not None:
