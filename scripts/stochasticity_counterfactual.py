@@ -76,6 +76,31 @@ def differs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (np.abs(a.astype(np.int16) - b.astype(np.int16)) > DIFF_LEVELS).any(-1)
 
 
+def replay_pair(env, ep) -> dict[str, np.ndarray]:
+    """The cache entries of one recorded episode: its replay as recorded, with the pedestrian flipped, and whether
+    the recording has one (``seed{N}_real``, ``seed{N}_flipped``, ``seed{N}_present``)."""
+    key = f"seed{ep.seed}"
+    real = replay(env, ep.seed, ep.raw_actions, None)
+    flipped = replay(env, ep.seed, ep.raw_actions, "pedestrian")
+    present = bool(env.unwrapped._layout.hidden["pedestrian_crossing"])  # the layout is not flipped
+    return {f"{key}_real": real, f"{key}_flipped": flipped, f"{key}_present": np.array(present)}
+
+
+def classify(samples: np.ndarray, fut_r: np.ndarray, fut_f: np.ndarray, same_ctx: bool,
+             present: bool) -> tuple[str, int]:
+    """A window's group and how many of its ``float32[S, T, H, W, 3]`` samples are nearer the future with the
+    pedestrian; ``fut_r``/``fut_f`` are the recorded and flipped replays' ``uint8[T, H, W, 3]`` futures."""
+    mask = differs(fut_r, fut_f)  # [T,H,W]
+    if mask.reshape(len(mask), -1).sum(1).max() < MIN_PIXELS:
+        return "settled", 0
+    fut_p, fut_a = (fut_r, fut_f) if present else (fut_f, fut_r)
+    sel = mask[None, :, :, :, None]
+    d_p = (((samples - fut_p) ** 2) * sel).reshape(len(samples), -1).sum(1)
+    d_a = (((samples - fut_a) ** 2) * sel).reshape(len(samples), -1).sum(1)
+    # a tie (the sample is as far from both) counts as "none"
+    return ("uncertain" if same_ctx else "visible"), int((d_p < d_a).sum())
+
+
 @dataclass
 class WindowResult:
     group: str  # "uncertain", "visible" or "settled"
@@ -83,6 +108,24 @@ class WindowResult:
     chose_present: int  # samples nearer to the pedestrian-present future
     samples: int
     pixel_std: float  # mean over pixels and horizon of the std across samples (0..255)
+
+
+def summarize(results: list[WindowResult]) -> dict[str, dict[str, float]]:
+    """Per group (in the order uncertain, visible, settled; empty groups left out): windows ``n``, the share with a
+    pedestrian (``true``), of samples choosing one (``chose``), of windows whose samples split, of samples choosing
+    the truth, and the mean pixel std."""
+    table = {}
+    for group in ("uncertain", "visible", "settled"):
+        v = [r for r in results if r.group == group]
+        if v:
+            table[group] = dict(
+                n=len(v), true=float(np.mean([r.present for r in v])),
+                chose=float(np.mean([r.chose_present / r.samples for r in v])),
+                split=float(np.mean([0 < r.chose_present < r.samples for r in v])),
+                truth=float(np.mean([(r.chose_present if r.present else r.samples - r.chose_present) / r.samples
+                                     for r in v])),
+                pixel_std=float(np.mean([r.pixel_std for r in v])))
+    return table
 
 
 def main() -> None:
@@ -123,10 +166,7 @@ def main() -> None:
     for n, ep in enumerate(tqdm(episodes, desc="episodes")):
         key = f"seed{ep.seed}"
         if env is not None:
-            real = replay(env, ep.seed, ep.raw_actions, None)
-            flipped = replay(env, ep.seed, ep.raw_actions, "pedestrian")
-            present = bool(env.unwrapped._layout.hidden["pedestrian_crossing"])  # the layout is not flipped
-            cache.update({f"{key}_real": real, f"{key}_flipped": flipped, f"{key}_present": np.array(present)})
+            cache.update(replay_pair(env, ep))
         elif f"{key}_real" not in cache:
             raise SystemExit(f"{args.replays} has no replay of episode seed {ep.seed}; delete it to rebuild it")
         real, flipped = cache[f"{key}_real"], cache[f"{key}_flipped"]
@@ -145,18 +185,7 @@ def main() -> None:
             samples = out[j].astype(np.float32)  # [S,T,H,W,3]
             fut_r, fut_f = real[t0 + 1:t0 + 1 + horizon], flipped[t0 + 1:t0 + 1 + horizon]
             same_ctx = not differs(real[ctx_idx[j]], flipped[ctx_idx[j]]).any()
-            mask = differs(fut_r, fut_f)  # [T,H,W]
-            if mask.reshape(horizon, -1).sum(1).max() < MIN_PIXELS:
-                group = "settled"
-            else:
-                group = "uncertain" if same_ctx else "visible"
-            chose = 0
-            if group != "settled":
-                fut_p, fut_a = (fut_r, fut_f) if present else (fut_f, fut_r)
-                sel = mask[None, :, :, :, None]
-                d_p = (((samples - fut_p) ** 2) * sel).reshape(s, -1).sum(1)
-                d_a = (((samples - fut_a) ** 2) * sel).reshape(s, -1).sum(1)
-                chose = int((d_p < d_a).sum())  # a tie (the sample is as far from both) counts as "none"
+            group, chose = classify(samples, fut_r, fut_f, same_ctx, present)
             results.append(WindowResult(group, present, chose, s, float(samples.std(0).mean())))
     if env is not None:
         env.close()
@@ -170,18 +199,8 @@ def main() -> None:
     print("| windows | n | pedestrian really comes | samples choosing 'pedestrian' | windows whose samples split "
           "| samples choosing the truth | pixel std |")
     print("|---|---|---|---|---|---|---|")
-    table = {}
-    for group in ("uncertain", "visible", "settled"):
-        v = [r for r in results if r.group == group]
-        if not v:
-            continue
-        row = dict(n=len(v), true=float(np.mean([r.present for r in v])),
-                   chose=float(np.mean([r.chose_present / r.samples for r in v])),
-                   split=float(np.mean([0 < r.chose_present < r.samples for r in v])),
-                   truth=float(np.mean([(r.chose_present if r.present else r.samples - r.chose_present) / r.samples
-                                        for r in v])),
-                   pixel_std=float(np.mean([r.pixel_std for r in v])))
-        table[group] = row
+    table = summarize(results)
+    for group, row in table.items():
         cells = ["-"] * 3 if group == "settled" else [f"{row[c]:.2f}" for c in ("chose", "split", "truth")]
         print(f"| {group} | {row['n']} | {row['true']:.2f} | {' | '.join(cells)} | {row['pixel_std']:.2f} |")
     if args.json:

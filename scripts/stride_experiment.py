@@ -140,6 +140,8 @@ def evaluate(args) -> None:
     models = {} if args.no_baseline else {"shipped (1 step)": (load_world_model(args.baseline, device="cpu"), 1)}
     if args.checkpoint:
         models[f"{args.checkpoint} ({s} steps)"] = (load_world_model(args.checkpoint, device="cpu"), s)
+    if not models:
+        raise SystemExit("nothing to measure: give --checkpoint, or drop --no-baseline")
     for m, _ in models.values():
         m.set_sampling(**sampling_overrides(args))
     cfg = next(iter(models.values()))[0].cfg
@@ -157,9 +159,7 @@ def evaluate(args) -> None:
 
                 import genex.envs  # noqa: F401
                 env = gym.make(env_id, **man.env_kwargs)
-            cache[f"{key}_real"] = cf.replay(env, ep.seed, ep.raw_actions, None)
-            cache[f"{key}_flipped"] = cf.replay(env, ep.seed, ep.raw_actions, "pedestrian")
-            cache[f"{key}_present"] = np.array(bool(env.unwrapped._layout.hidden["pedestrian_crossing"]))
+            cache.update(cf.replay_pair(env, ep))
         real, flipped, present = cache[f"{key}_real"], cache[f"{key}_flipped"], bool(cache[f"{key}_present"])
         n_common = min(len(real), len(flipped)) - 1
         starts = list(range((k - 1) * s, n_common - horizon + 1, args.window_stride))
@@ -167,7 +167,6 @@ def evaluate(args) -> None:
             continue
         keys = [np.arange(t0 + s, t0 + horizon + 1, s) for t0 in starts]  # frames compared: every s steps
         for name, (model, ms) in models.items():
-            gen = torch.Generator().manual_seed(args.seed + n)
             if ms == 1:
                 ctx = np.stack([ep.frames[np.maximum(np.arange(t0 - k + 1, t0 + 1), 0)] for t0 in starts])
                 acts = np.stack([ep.actions[t0:t0 + horizon] for t0 in starts]).astype(np.float32)
@@ -177,21 +176,14 @@ def evaluate(args) -> None:
                 ctx = np.stack([ep.frames[np.arange(t0 - (k - 1) * s, t0 + 1, s)] for t0 in starts])
                 acts = np.stack([ep.actions[t0:t0 + horizon].reshape(jumps, s, -1).mean(1) for t0 in starts])
                 out = rollout_strided(model, np.repeat(ctx, n_samples, 0),
-                                      np.repeat(acts.astype(np.float32), n_samples, 0), gen)
+                                      np.repeat(acts.astype(np.float32), n_samples, 0),
+                                      torch.Generator().manual_seed(args.seed + n))
             out = out.reshape(len(starts), n_samples, jumps, *out.shape[2:]).astype(np.float32)
             for j, t0 in enumerate(starts):
                 ctx_frames = np.arange(t0 - (k - 1) * s, t0 + 1)  # everything either model could have seen
                 same_ctx = not cf.differs(real[ctx_frames], flipped[ctx_frames]).any()
-                fut_r, fut_f = real[keys[j]], flipped[keys[j]]
-                mask = cf.differs(fut_r, fut_f)
-                if mask.reshape(jumps, -1).sum(1).max() < cf.MIN_PIXELS:
-                    continue
-                group = "uncertain" if same_ctx else "visible"
-                fut_p, fut_a = (fut_r, fut_f) if present else (fut_f, fut_r)
-                sel = mask[None, :, :, :, None]
-                d_p = (((out[j] - fut_p) ** 2) * sel).reshape(n_samples, -1).sum(1)
-                d_a = (((out[j] - fut_a) ** 2) * sel).reshape(n_samples, -1).sum(1)
-                rows[name].append((group, present, int((d_p < d_a).sum())))
+                group, chose = cf.classify(out[j], real[keys[j]], flipped[keys[j]], same_ctx, present)
+                rows[name].append(cf.WindowResult(group, present, chose, n_samples, float(out[j].std(0).mean())))
         print(f"episode {n + 1}/{len(episodes)}", flush=True)
     if env is not None:
         env.close()
@@ -204,14 +196,10 @@ def evaluate(args) -> None:
     print("|---|---|---|---|---|---|---|")
     table = {}
     for name, rs in rows.items():
-        for group in ("uncertain", "visible"):
-            v = [r for r in rs if r[0] == group]
-            if not v:
+        for group, row in cf.summarize(rs).items():
+            if group == "settled":  # no alternative to choose between
                 continue
-            row = dict(n=len(v), true=np.mean([r[1] for r in v]), chose=np.mean([r[2] / n_samples for r in v]),
-                       split=np.mean([0 < r[2] < n_samples for r in v]),
-                       truth=np.mean([(r[2] if r[1] else n_samples - r[2]) / n_samples for r in v]))
-            table[f"{name}/{group}"] = {a: float(b) for a, b in row.items()}
+            table[f"{name}/{group}"] = row
             print(f"| {name} | {group} | {row['n']} | {row['true']:.2f} | {row['chose']:.2f} | {row['split']:.2f} "
                   f"| {row['truth']:.2f} |")
     if args.json:
