@@ -660,14 +660,43 @@ def test_outcome_agreement_counts_samples_that_differ_on_the_hidden_agent():
         outcome_agreement(pred[:, :1], windows, ["genex/OccludedCrosswalk-v0"] * 3, Bright(), {})
 
 
+def test_change_weight_counts_changed_pixels_more():
+    cfg, _ = preset("tiny")
+    torch.manual_seed(0)
+    plain = Denoiser(cfg)
+    weighted = Denoiser(cfg.replace(change_weight=9.0))
+    weighted.load_state_dict(plain.state_dict())
+    ctx = torch.full((2, cfg.context, 16, 16, 3), 100, dtype=torch.uint8)
+    action = torch.zeros(2, len(encode_action("cruise", cfg, ("cruise",))))
+    static = ctx[:, -1].clone()
+    from genex.world_model.denoiser import Batch
+
+    def loss(d, target):
+        torch.manual_seed(1)
+        return float(d(Batch(ctx, action, target))[0].detach())
+
+    # nothing changes: every weight is 1 + 0, the weighted loss is the plain one
+    assert loss(weighted, static) == pytest.approx(loss(plain, static), rel=1e-6)
+    moved = static.clone()
+    moved[:, :4, :4] = 250  # 16 of 256 pixels change
+    # the zero-initialised network predicts "no change", so its error sits on the changed pixels: weighting them
+    # 10x (normalised by the mean weight, 1 + 9 * 16/256) scales the loss by about 10 / 1.56
+    assert loss(weighted, moved) > 4 * loss(plain, moved)
+    with pytest.raises(ValueError, match="change_weight"):
+        cfg.replace(change_weight=-1.0)
+    with pytest.raises(ValueError, match="residual"):
+        cfg.replace(change_weight=1.0, residual=False)
+
+
 def test_cli_overrides_network_widths(synthetic, tmp_path):
     from genex.cli import main
 
     out = tmp_path / "narrow"
     assert main(["train-world-model", "--data", str(synthetic), "--config", "tiny", "--out", str(out), "--threads", "1",
                  "--quiet", "--max-steps", "2", "--checkpoint-every", "2", "--eval-every", "2", "--device", "cpu",
-                 "--channels", "8,16"]) == 0
-    assert json.loads((out / "model" / "config.json").read_text())["model"]["channels"] == [8, 16]
+                 "--channels", "8,16", "--patch", "2", "--change-weight", "4"]) == 0
+    model = json.loads((out / "model" / "config.json").read_text())["model"]
+    assert (model["channels"], model["patch"], model["change_weight"]) == ([8, 16], 2, 4.0)
     with pytest.raises(SystemExit, match="comma-separated integers"):
         main(["train-world-model", "--data", str(synthetic), "--config", "tiny", "--out", str(out), "--channels", "8;16"])
 

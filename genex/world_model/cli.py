@@ -62,7 +62,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     overrides = {}
     for k in ("max_steps", "batch_size", "checkpoint_every", "eval_every", "seed", "lr", "changed_share", "source_balance",
-              "precision", "glimpse_map", "click_text", "p_mean", "p_std"):
+              "precision", "glimpse_map", "click_text", "p_mean", "p_std", "patch", "change_weight"):
         v = getattr(args, k)
         if v is not None:
             overrides[k] = v
@@ -141,6 +141,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--channels", default=None,
                    help="UNet widths per resolution, e.g. 16,32,32 (default: the preset's); part of the checkpoint")
+    s.add_argument("--patch", type=int, default=None,
+                   help="pixel-unshuffle factor before the UNet (1: full resolution; preset small: 2); part of the "
+                        "checkpoint")
     s.add_argument("--glimpse", default=None,
                    help="GUI: HEIGHTxWIDTH pixels of the click glimpse (the patch under a click; 0x0 disables it); "
                         "part of the checkpoint")
@@ -160,6 +163,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--p-mean", type=float, default=None,
                    help="training noise levels: log(sigma) ~ N(p_mean, p_std^2) (preset small: 2.0)")
     s.add_argument("--p-std", type=float, default=None, help="see --p-mean (preset small: 1.5)")
+    s.add_argument("--change-weight", type=float, default=None,
+                   help="extra loss weight on pixels that change (0: plain EDM loss; see WorldModelConfig)")
     s.add_argument("--init-from", default=None,
                    help="checkpoint folder whose weights start the run (fine-tuning; same --config and network)")
     s.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)

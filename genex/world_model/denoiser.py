@@ -23,7 +23,10 @@ from torch.nn import functional as F
 from .config import WorldModelConfig
 from .network import ConditionedUNet
 
-__all__ = ["Batch", "Denoiser", "to_float", "to_uint8"]
+__all__ = ["Batch", "CHANGE_LEVELS", "Denoiser", "to_float", "to_uint8"]
+
+#: a pixel "changes" (for ``cfg.change_weight``) when some channel of ``next - last`` exceeds this (uint8 levels)
+CHANGE_LEVELS = 16
 
 
 def to_float(frames: torch.Tensor) -> torch.Tensor:
@@ -93,5 +96,11 @@ class Denoiser(nn.Module):
         c_skip, c_out, c_in, c_noise = (s.view(-1, 1, 1, 1) for s in self._scalings(sigma))
         out = self.net(noisy * c_in, c_noise.flatten(), context, batch.action)
         target = (x0 - c_skip * noisy) / c_out
-        loss = F.mse_loss(out, target)
+        if cfg.change_weight > 0:
+            changed = (x0.abs().amax(1, keepdim=True) > CHANGE_LEVELS / 127.5).to(out.dtype)  # [B,1,H,W]
+            weight = 1 + cfg.change_weight * changed
+            # normalised per batch so the loss scale (and the lr that suits it) does not depend on the weight
+            loss = ((out - target).pow(2) * weight).mean() / weight.mean()
+        else:
+            loss = F.mse_loss(out, target)
         return loss, {"loss": float(loss.detach())}
