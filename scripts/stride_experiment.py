@@ -79,8 +79,10 @@ def train(args) -> None:
         den = Denoiser(den.cfg.replace(**arch))
     elif args.channels or args.patch:
         raise SystemExit("--channels/--patch change the network: they need --scratch")
-    if args.p_mean is not None:
-        den.cfg = den.cfg.replace(p_mean=args.p_mean)
+    training = {k: v for k, v in (("p_mean", args.p_mean), ("p_std", args.p_std), ("change_weight", args.change_weight))
+                if v is not None}
+    if training:  # training-only fields: the network is unchanged
+        den.cfg = den.cfg.replace(**training)
     eps = load_recordings(args.data, den.cfg, limit=args.max_episodes)
     tr, _ = split_episodes(eps) if args.max_episodes is None else (eps, [])  # a capacity probe fits all it gets
     data = StridedWindows(tr, den.cfg.context, args.stride)
@@ -222,6 +224,8 @@ def main() -> None:
     t.add_argument("--steps", type=int, default=2400)
     t.add_argument("--lr", type=float, default=3e-4)
     t.add_argument("--p-mean", type=float, default=None)
+    t.add_argument("--p-std", type=float, default=None)
+    t.add_argument("--change-weight", type=float, default=None, help="see WorldModelConfig.change_weight")
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--seed", type=int, default=0)
