@@ -33,40 +33,12 @@ from diffusers.training_utils import EMAModel
 
 from genex.world_model.checkpoint import load_denoiser, load_world_model, save_world_model
 from genex.world_model.cli import add_sampling_arguments, sampling_overrides
-from genex.world_model.data import load_recordings, split_episodes
-from genex.world_model.denoiser import Batch, to_uint8
+from genex.world_model.data import WindowDataset, load_recordings, split_episodes
+from genex.world_model.denoiser import to_uint8
 from genex.world_model.evaluate import load_episodes
 from genex.world_model.sampler import sample_next_frame
 
 DRIVING = [f"data/wm/train/{e}" for e in ("OccludedCrosswalk", "StoppedLeadCar", "OccludedLeftTurn")]
-
-
-class StridedWindows:
-    """Windows ``t`` of every episode: context frames ``t-(K-1)s, ..., t`` (clamped to the reset frame), the
-    mean of encoded actions ``t .. t+s-1`` and the target frame ``t+s``."""
-
-    def __init__(self, episodes, context: int, stride: int) -> None:
-        self.frames = torch.from_numpy(np.concatenate([e.frames for e in episodes]))
-        acts, rows, f0 = [], [], 0
-        for e in episodes:
-            n = len(e.actions)
-            for t in range(0, n - stride + 1):
-                rows.append((f0 + t, f0))
-                acts.append(e.actions[t:t + stride].mean(0))
-            f0 += n + 1
-        self.rows = np.array(rows)
-        self.actions = torch.from_numpy(np.stack(acts).astype(np.float32))
-        self.k, self.s = context, stride
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def get(self, idx: np.ndarray) -> Batch:
-        t, first = self.rows[idx, 0], self.rows[idx, 1]
-        offs = np.arange(-(self.k - 1), 1) * self.s
-        ctx = np.maximum(t[:, None] + offs[None], first[:, None])
-        return Batch(context=self.frames[torch.from_numpy(ctx)], action=self.actions[torch.from_numpy(idx)],
-                     target=self.frames[torch.from_numpy(t + self.s)])
 
 
 def train(args) -> None:
@@ -85,7 +57,7 @@ def train(args) -> None:
         den.cfg = den.cfg.replace(**training)
     eps = load_recordings(args.data, den.cfg, limit=args.max_episodes)
     tr, _ = split_episodes(eps) if args.max_episodes is None else (eps, [])  # a capacity probe fits all it gets
-    data = StridedWindows(tr, den.cfg.context, args.stride)
+    data = WindowDataset(tr, den.cfg.context, stride=args.stride)
     print(f"{len(data)} strided windows (stride {args.stride})", flush=True)
     den.train()
     opt = torch.optim.AdamW(den.parameters(), lr=args.lr, weight_decay=1e-2)

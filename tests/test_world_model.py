@@ -359,6 +359,26 @@ def test_windows_pad_with_the_reset_frame(synthetic):
     f = torch.from_numpy(eps[0].frames)
     assert torch.equal(b.context[0], f[[0, 0, 0]]) and torch.equal(b.target[0], f[1])
     assert torch.equal(b.context[1], f[[3, 4, 5]]) and torch.equal(b.target[1], f[6])
+    assert torch.equal(b.action[1], torch.from_numpy(eps[0].actions[5]))
+
+
+def test_strided_windows_skip_frames_and_average_actions(synthetic):
+    cfg, _ = preset("tiny")
+    eps = load_recordings([synthetic], cfg)[:2]
+    ds = WindowDataset(eps, context=3, stride=4)
+    n0 = len(eps[0].actions) - 3  # windows of the first episode: the target t + 4 must exist
+    assert len(ds) == n0 + len(eps[1].actions) - 3
+    b = ds.get(np.array([1, 6, n0]))
+    f = torch.from_numpy(eps[0].frames)
+    assert torch.equal(b.context[0], f[[0, 0, 1]]) and torch.equal(b.target[0], f[5])
+    assert torch.equal(b.context[1], f[[0, 2, 6]]) and torch.equal(b.target[1], f[10])
+    torch.testing.assert_close(b.action[1], torch.from_numpy(eps[0].actions[6:10].mean(0)))
+    # the second episode's first window starts at its own reset frame
+    assert torch.equal(b.context[2], torch.from_numpy(eps[1].frames[[0, 0, 0]]))
+    assert torch.equal(b.target[2], torch.from_numpy(eps[1].frames[4]))
+    assert ds.changed_fraction().shape == (len(ds),)
+    with pytest.raises(ValueError, match="stride"):
+        WindowDataset(eps, context=3, stride=0)
 
 
 def _fixed_batch_losses(synthetic: Path, cfg, tc, model_dir: Path) -> tuple[float, float, DiffusionWorldModel]:

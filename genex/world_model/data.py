@@ -98,31 +98,36 @@ def split_episodes(episodes: list[EpisodeData], eval_fraction: float = 0.05,
 
 
 class WindowDataset:
-    """All next-frame windows of a list of episodes; ``sample(rng, n)`` draws a :class:`Batch`."""
+    """All windows of a list of episodes; ``sample(rng, n)`` draws a :class:`Batch`.
 
-    def __init__(self, episodes: list[EpisodeData], context: int) -> None:
+    A window at frame ``t`` has the context frames ``t - (K-1)s, ..., t - s, t`` (clamped to the episode's reset
+    frame), the action and the target frame ``t + s``, for ``stride`` ``s``. ``s = 1`` (the default) is the
+    next-frame model; ``s > 1`` predicts ``s`` steps at once from every ``s``-th frame, with the mean of the ``s``
+    encoded actions as its action (``scripts/stride_experiment.py``).
+    """
+
+    def __init__(self, episodes: list[EpisodeData], context: int, stride: int = 1) -> None:
         if not episodes:
             raise ValueError("WindowDataset needs at least one episode")
-        self.context = context
+        if stride < 1:
+            raise ValueError(f"stride must be >= 1, got {stride}")
+        self.context, self.stride = context, stride
         self.frames = torch.from_numpy(np.concatenate([e.frames for e in episodes]))
-        self.actions = torch.from_numpy(np.concatenate([e.actions for e in episodes]))
-        starts, steps, first = [], [], []
+        steps, first, acts, envs = [], [], [], []
+        self.env_ids = list(dict.fromkeys(e.env_id for e in episodes))  # index of each window's env: balanced batches
         f0 = 0
         for e in episodes:
-            t = len(e.actions)
-            steps.append(f0 + np.arange(t))
-            first.append(np.full(t, f0))
-            f0 += t + 1
+            n = max(0, len(e.actions) - stride + 1)  # windows whose target is in the episode
+            steps.append(f0 + np.arange(n))
+            first.append(np.full(n, f0))
+            acts.append(e.actions if stride == 1 else
+                        np.stack([e.actions[t:t + stride].mean(0) for t in range(n)]).reshape(n, -1))
+            envs.append(np.full(n, self.env_ids.index(e.env_id)))
+            f0 += len(e.actions) + 1
         self.frame_index = np.concatenate(steps)  # frame index of frame t of each window
         self.first_index = np.concatenate(first)  # reset frame of its episode
-        a0 = 0
-        for e in episodes:
-            starts.append(a0 + np.arange(len(e.actions)))
-            a0 += len(e.actions)
-        self.action_index = np.concatenate(starts)
-        # env of each window (index into self.env_ids), for batches balanced across envs
-        self.env_ids = list(dict.fromkeys(e.env_id for e in episodes))
-        self.env_index = np.concatenate([np.full(len(e.actions), self.env_ids.index(e.env_id)) for e in episodes])
+        self.actions = torch.from_numpy(np.concatenate(acts).astype(np.float32))  # one row per window
+        self.env_index = np.concatenate(envs)
         self._changed: np.ndarray | None = None  # changed_fraction() per window, computed on first use
         self._pools: dict[tuple[bool, float], list[np.ndarray]] = {}  # env_pools() cache
 
@@ -130,20 +135,20 @@ class WindowDataset:
         return len(self.frame_index)
 
     def get(self, idx: np.ndarray) -> Batch:
-        k = self.context
+        k, s = self.context, self.stride
         t = self.frame_index[idx]
-        offs = np.arange(-k + 1, 1)
+        offs = np.arange(-k + 1, 1) * s
         ctx = np.maximum(t[:, None] + offs[None, :], self.first_index[idx][:, None])
-        return Batch(context=self.frames[torch.from_numpy(ctx)], action=self.actions[torch.from_numpy(self.action_index[idx])],
-                     target=self.frames[torch.from_numpy(t + 1)])
+        return Batch(context=self.frames[torch.from_numpy(ctx)], action=self.actions[torch.from_numpy(np.asarray(idx))],
+                     target=self.frames[torch.from_numpy(t + s)])
 
     def changed_fraction(self, chunk: int = 1024) -> np.ndarray:
-        """``float[len(self)]``: share of pixels that differ between frame ``t`` and ``t + 1`` of each window."""
+        """``float[len(self)]``: share of pixels that differ between frame ``t`` and its target ``t + stride``."""
         if self._changed is None:
-            t = self.frame_index
+            t, s = self.frame_index, self.stride
             frames = self.frames.numpy()
-            self._changed = np.concatenate([changed_fraction(frames[t[s:s + chunk]], frames[t[s:s + chunk] + 1])
-                                            for s in range(0, len(t), chunk)]).astype(np.float32)
+            self._changed = np.concatenate([changed_fraction(frames[t[i:i + chunk]], frames[t[i:i + chunk] + s])
+                                            for i in range(0, len(t), chunk)]).astype(np.float32)
         return self._changed
 
     def env_pools(self, changed_only: bool = False, min_changed: float = MIN_CHANGED) -> list[np.ndarray]:

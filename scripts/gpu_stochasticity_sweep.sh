@@ -1,0 +1,75 @@
+#!/bin/bash
+# One GPU device call (prepared 2026-11-27; not run yet: the device was withdrawn before its first call).
+# Trains 4 driving world-model variants side by side on one GPU (~4.5 min: the `small` network and a 3.2 M one
+# at half resolution, a 2.3 M one at full resolution, with and without --change-weight 10, all at
+# log sigma ~ N(0.5, 2^2)), then runs the counterfactual stochasticity test (8/16 Euler steps, gate off) on the
+# validation and held-out crosswalks, and held-out PSNR; ~8 min in all on an H200.
+#
+# Needs, beside the tracked files: the recordings data/wm/{train,val/OccludedCrosswalk,heldout} (carry them), the
+# cached replays $REPLAYS/replays_{val,heldout}.npz (written by scripts/stochasticity_counterfactual.py --replays
+# where MuJoCo runs; default folder .gpu, which .git/info/exclude ignores: carry it), and, where the device lacks
+# diffusers, its wheel in .whl (carry it). Locally, for a smoke test of the plumbing:
+#   LOCAL=1 DEV=cpu PREC=fp32 TRAIN_S=15 PROBE=3 STEPS=4 R=/tmp/r CFX="--max-episodes 1" bash scripts/gpu_stochasticity_sweep.sh
+[ -n "$LOCAL" ] || [ ! -d .whl ] || { python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1; }
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
+DEV=${DEV:-cuda}; TRAIN_S=${TRAIN_S:-270}; PROBE=${PROBE:-50}; R=${R:-/tmp/r}
+nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null
+D="--data data/wm/train/OccludedCrosswalk --data data/wm/train/StoppedLeadCar --data data/wm/train/OccludedLeftTurn"
+T="python3 -m genex.cli train-world-model $D --config small --device $DEV --precision ${PREC:-bf16} --quiet --batch-size 64 --p-mean 0.5 --p-std 2.0"
+declare -A V=(
+  [wcw]="--channels 48,96,128 --change-weight 10"
+  [fwcw]="--channels 48,96,96 --patch 1 --change-weight 10"
+  [w]="--channels 48,96,128"
+  [scw]="--change-weight 10"
+)
+mkdir -p $R/probe $R/ev
+START=$(date +%s)
+for v in "${!V[@]}"; do timeout 120 $T ${V[$v]} --max-steps $PROBE --eval-every 100000 --checkpoint-every 100000 --out $R/probe/$v > $R/probe/$v.log 2>&1 & done
+wait
+echo "probe: $(( $(date +%s) - START )) s"
+for v in "${!V[@]}"; do
+  steps=$(python3 - "$R/probe/$v/metrics.csv" "$TRAIN_S" <<'PY'
+import csv, sys
+rows = [r for r in csv.DictReader(open(sys.argv[1])) if r["seconds"]]
+a, b = rows[0], rows[-1]  # the first logged row holds the start-up (cudnn autotune); time the rest
+if a is b:
+    a = dict(step=0, seconds=0)
+rate = (int(b["step"]) - int(a["step"])) / max(1e-3, float(b["seconds"]) - float(a["seconds"]))
+print(max(100, int(rate * float(sys.argv[2]) * 0.85) // 100 * 100))
+PY
+)
+  echo "$v: ${steps:-?} steps"
+  ( START_V=$(date +%s); timeout $((TRAIN_S + 60)) $T ${V[$v]} --max-steps ${STEPS:-${steps:-1000}} --eval-every 1000 --checkpoint-every 500 --out $R/$v > $R/$v.log 2>&1; echo "$v trained in $(( $(date +%s) - START_V )) s" >> $R/$v.log ) &
+done
+wait
+echo "training stage: $(( $(date +%s) - START )) s"
+for v in "${!V[@]}"; do echo "== $v"; tail -c 300 $R/$v.log; echo; tail -1 $R/$v/metrics.csv; done
+cp -r checkpoints/world_model/driving $R/shipped_model
+cf() {  # $1 name, $2 split, rest: sampler options
+  local name=$1 split=$2; shift 2
+  local m=$R/$name/model; [ "$name" = shipped ] && m=$R/shipped_model
+  [ -f $m/weights.safetensors ] || return
+  local tag="${name}_${split}_$(echo "$*" | tr -d ' -' | tr -c 'a-z0-9.\n' '_')"
+  timeout 90 python3 scripts/stochasticity_counterfactual.py --checkpoint $m --data data/wm/$split/OccludedCrosswalk \
+    --replays ${REPLAYS:-.gpu}/replays_$split.npz --device $DEV --samples 8 $CFX "$@" --json $R/ev/$tag.json > $R/ev/$tag.txt 2>&1
+  echo "$name $split [$*]"; grep "^| \(uncertain\|visible\)" $R/ev/$tag.txt
+}
+stream() {
+  cf $1 val --steps 8 --min-changed-pixels 0
+  cf $1 val --steps 16 --min-changed-pixels 0
+  cf $1 val --steps 16 --min-changed-pixels 0 --snap 16
+  cf $1 val --steps 2
+  cf $1 heldout --steps 8 --min-changed-pixels 0
+  cf $1 heldout --steps 16 --min-changed-pixels 0
+  local m=$R/$1/model
+  timeout 90 python3 -m genex.cli eval-world-model --checkpoint $m --data data/wm/heldout/{OccludedCrosswalk,StoppedLeadCar,OccludedLeftTurn} \
+    --no-oracle --device $DEV $CFX --steps 16 --min-changed-pixels 0 --out $R/ev/psnr_$1 > $R/ev/psnr_$1.txt 2>&1
+  echo "$1 PSNR (16 steps, no gate):"; grep -v "it/s\|%|" $R/ev/psnr_$1.txt | tail -24
+}
+for v in "${!V[@]}"; do stream $v > $R/ev/$v.sum 2>&1 & done
+wait
+cat $R/ev/*.sum
+echo "total: $(( $(date +%s) - START )) s"
+[ -n "$OUT" ] || exit 0
+cd $R && for v in "${!V[@]}"; do [ -d $v/model ] && tar cf $OUT/$v.tar $v/model $v/metrics.csv $v/run.json; done
+tar czf $OUT/logs.tgz *.log probe/*.log ev
