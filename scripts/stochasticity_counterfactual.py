@@ -80,9 +80,9 @@ def replay_pair(env, ep) -> dict[str, np.ndarray]:
     """The cache entries of one recorded episode: its replay as recorded, with the pedestrian flipped, and whether
     the recording has one (``seed{N}_real``, ``seed{N}_flipped``, ``seed{N}_present``)."""
     key = f"seed{ep.seed}"
+    present = bool(env.reset(seed=ep.seed)[1]["hidden"]["pedestrian_crossing"])  # the episode's truth, unflipped
     real = replay(env, ep.seed, ep.raw_actions, None)
     flipped = replay(env, ep.seed, ep.raw_actions, "pedestrian")
-    present = bool(env.unwrapped._layout.hidden["pedestrian_crossing"])  # the layout is not flipped
     return {f"{key}_real": real, f"{key}_flipped": flipped, f"{key}_present": np.array(present)}
 
 
