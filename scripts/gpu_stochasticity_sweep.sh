@@ -1,7 +1,7 @@
 #!/bin/bash
 # One GPU device call (prepared 2026-11-27; not run yet: the device was withdrawn before its first call).
 # Trains 4 driving world-model variants side by side on one GPU (~4.5 min: the `small` network and a 3.2 M one
-# at half resolution, a 2.3 M one at full resolution, with and without --change-weight 10, all at
+# at half resolution, a 2.3 M one at full resolution, with --change-weight 3 (the 3.2 M one also without), all at
 # log sigma ~ N(0.5, 2^2)), then runs the counterfactual stochasticity test (8/16 Euler steps, gate off) on the
 # validation and held-out crosswalks, and held-out PSNR; ~8 min in all on an H200.
 #
@@ -17,10 +17,10 @@ nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null
 D="--data data/wm/train/OccludedCrosswalk --data data/wm/train/StoppedLeadCar --data data/wm/train/OccludedLeftTurn"
 T="python3 -m genex.cli train-world-model $D --config small --device $DEV --precision ${PREC:-bf16} --quiet --batch-size 64 --p-mean 0.5 --p-std 2.0"
 declare -A V=(
-  [wcw]="--channels 48,96,128 --change-weight 10"
-  [fwcw]="--channels 48,96,96 --patch 1 --change-weight 10"
+  [wcw]="--channels 48,96,128 --change-weight 3"
+  [fwcw]="--channels 48,96,96 --patch 1 --change-weight 3"
   [w]="--channels 48,96,128"
-  [scw]="--change-weight 10"
+  [scw]="--change-weight 3"
 )
 mkdir -p $R/probe $R/ev
 START=$(date +%s)
