@@ -377,6 +377,8 @@ def test_strided_windows_skip_frames_and_average_actions(synthetic):
     assert torch.equal(b.context[2], torch.from_numpy(eps[1].frames[[0, 0, 0]]))
     assert torch.equal(b.target[2], torch.from_numpy(eps[1].frames[4]))
     assert ds.changed_fraction().shape == (len(ds),)
+    short = WindowDataset([eps[0]], context=3, stride=len(eps[0].actions) + 1)  # no window fits: none, no crash
+    assert len(short) == 0 and short.actions.shape == (0, eps[0].actions.shape[1])
     with pytest.raises(ValueError, match="stride"):
         WindowDataset(eps, context=3, stride=0)
 

@@ -28,7 +28,7 @@ GUI_KEYS: tuple[str, ...] = ("enter", "tab", "backspace", "delete", "escape", "u
 
 #: fields of :class:`WorldModelConfig` that only change sampling, not the weights (eval overrides, fine-tuning)
 SAMPLING_ONLY = ("steps", "sampler", "snap", "min_changed_pixels", "sigma_min", "sigma_max", "rho")
-#: fields that only change how the weights are trained (the noise levels drawn), so a fine-tune may change them
+#: fields that only change how the weights are trained (noise levels drawn, loss weights), so a fine-tune may change them
 TRAINING_ONLY = ("p_mean", "p_std", "change_weight")
 
 @dataclass(frozen=True)
