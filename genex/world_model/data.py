@@ -120,8 +120,12 @@ class WindowDataset:
             n = max(0, len(e.actions) - stride + 1)  # windows whose target is in the episode
             steps.append(f0 + np.arange(n))
             first.append(np.full(n, f0))
-            acts.append(e.actions if stride == 1 else  # an episode shorter than the stride has no window
-                        np.stack([e.actions[t:t + stride].mean(0) for t in range(n)] or [e.actions[:0].sum(0)])[:n])
+            if stride == 1:
+                acts.append(e.actions)
+            elif n:
+                acts.append(np.stack([e.actions[t:t + stride].mean(0) for t in range(n)]))
+            else:  # an episode shorter than the stride has no window
+                acts.append(np.zeros((0, e.actions.shape[1]), np.float32))
             envs.append(np.full(n, self.env_ids.index(e.env_id)))
             f0 += len(e.actions) + 1
         self.frame_index = np.concatenate(steps)  # frame index of frame t of each window
