@@ -12,7 +12,9 @@
 #   LOCAL=1 DEV=cpu PREC=fp32 TRAIN_S=15 PROBE=3 STEPS=4 R=/tmp/r CFX="--max-episodes 1" bash scripts/gpu_stochasticity_sweep.sh
 [ -n "$LOCAL" ] || [ ! -d .whl ] || { python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1; }
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
-DEV=${DEV:-cuda}; TRAIN_S=${TRAIN_S:-270}; PROBE=${PROBE:-50}; R=${R:-/tmp/r}
+DEV=${DEV:-cuda}; TRAIN_S=${TRAIN_S:-210}; PROBE=${PROBE:-50}
+# Under $OUT when the device runner gives one, so that a run cut off by its time limit still returns what it wrote.
+R=${R:-${OUT:+$OUT/r}}; R=${R:-/tmp/r}
 nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null
 D="--data data/wm/train/OccludedCrosswalk --data data/wm/train/StoppedLeadCar --data data/wm/train/OccludedLeftTurn"
 T="python3 -m genex.cli train-world-model $D --config small --device $DEV --precision ${PREC:-bf16} --quiet --batch-size 64 --p-mean 0.5 --p-std 2.0"
@@ -51,16 +53,14 @@ cf() {  # $1 name, $2 split, rest: sampler options
   [ -f $m/weights.safetensors ] || return
   local tag="${name}_${split}_$(echo "$*" | tr -d ' -' | tr -c 'a-z0-9.\n' '_')"
   timeout 90 python3 scripts/stochasticity_counterfactual.py --checkpoint $m --data data/wm/$split/OccludedCrosswalk \
-    --replays ${REPLAYS:-.gpu}/replays_$split.npz --device $DEV --samples 8 $CFX "$@" --json $R/ev/$tag.json > $R/ev/$tag.txt 2>&1
+    --replays ${REPLAYS:-.gpu}/replays_$split.npz --device $DEV --samples 8 --skip-settled $CFX "$@" --json $R/ev/$tag.json > $R/ev/$tag.txt 2>&1
   echo "$name $split [$*]"; grep "^| \(uncertain\|visible\)" $R/ev/$tag.txt
 }
-stream() {
-  cf $1 val --steps 8 --min-changed-pixels 0
-  cf $1 val --steps 16 --min-changed-pixels 0
-  cf $1 val --steps 16 --min-changed-pixels 0 --snap 16
-  cf $1 val --steps 2
+stream() {  # held out first: a run cut off by the device's time limit still returns the numbers that count
   cf $1 heldout --steps 8 --min-changed-pixels 0
   cf $1 heldout --steps 16 --min-changed-pixels 0
+  cf $1 val --steps 8 --min-changed-pixels 0
+  cf $1 heldout --steps 2
   local m=$R/$1/model
   timeout 90 python3 -m genex.cli eval-world-model --checkpoint $m --data data/wm/heldout/{OccludedCrosswalk,StoppedLeadCar,OccludedLeftTurn} \
     --no-oracle --device $DEV $CFX --steps 16 --min-changed-pixels 0 --out $R/ev/psnr_$1 > $R/ev/psnr_$1.txt 2>&1
@@ -70,6 +70,4 @@ for v in "${!V[@]}"; do stream $v > $R/ev/$v.sum 2>&1 & done
 wait
 cat $R/ev/*.sum
 echo "total: $(( $(date +%s) - START )) s"
-[ -n "$OUT" ] || exit 0
-cd $R && for v in "${!V[@]}"; do [ -d $v/model ] && tar cf $OUT/$v.tar $v/model $v/metrics.csv $v/run.json; done
-tar czf $OUT/logs.tgz *.log probe/*.log ev
+rm -rf $R/shipped_model $R/*/state $R/probe/*/state $R/probe/*/model
