@@ -1,26 +1,29 @@
 """Imagination fidelity on the crosswalk split by the episode's hidden cue (docs/world_model.md).
 
 Copies the held-out and validation crosswalk recordings into /tmp/cuefid/<group>/ (cued pedestrian,
-pedestrian without cue, no pedestrian), then measures, per group, how often the shipped world model's
-imagined futures (read by the shipped policy) show a pedestrian who really comes into view (recall) and one
-who does not (false alarm). A diagnostic; nothing is written into the checkpoints.
+pedestrian without cue, no pedestrian), then measures, per group, how often a world model's imagined futures
+(the shipped one by default; read by the shipped policy) show a pedestrian who really comes into view (recall)
+and one who does not (false alarm). A diagnostic; nothing is written into the checkpoints.
 
-    MUJOCO_GL=egl python scripts/fidelity_by_cue.py
+    MUJOCO_GL=egl python scripts/fidelity_by_cue.py [--checkpoint DIR] [--steps N --min-changed-pixels 0]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 from pathlib import Path
 
 import gymnasium as gym
+import torch
 
 import genex.envs  # noqa: F401  (registers the envs)
 from genex.planners.calibration import measure_fidelity
 from genex.policy import make_policy
 from genex.recording import iter_episodes
 from genex.world_model import load_world_model
+from genex.world_model.cli import add_sampling_arguments, sampling_overrides
 
 DATA = ("data/wm/heldout/OccludedCrosswalk", "data/wm/val/OccludedCrosswalk")
 GROUPS = ("cued", "no_cue", "no_pedestrian")
@@ -45,12 +48,19 @@ def split_recordings() -> None:
 
 
 def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--checkpoint", default="checkpoints/world_model/driving")
+    ap.add_argument("--threads", type=int, default=1)
+    add_sampling_arguments(ap)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     split_recordings()
     env = gym.make("genex/OccludedCrosswalk-v0")
     try:
-        wm = load_world_model("checkpoints/world_model/driving", env=env, device="cpu")
+        wm = load_world_model(args.checkpoint, env=env, device="cpu")
     finally:
         env.close()
+    wm.set_sampling(**sampling_overrides(args))
     policy = make_policy("tiny", checkpoint="checkpoints/policy/tiny-driving")
     for g in GROUPS:
         dirs = sorted(str(p) for p in (OUT / g).iterdir())

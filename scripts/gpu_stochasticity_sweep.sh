@@ -1,5 +1,6 @@
 #!/bin/bash
-# One GPU device call (prepared 2026-11-27; not run yet: the device was withdrawn before its first call).
+# One GPU device call (prepared 2026-11-27; run on an H200 on 2026-11-27, 398 s: results in docs/world_model.md,
+# "Four wider or weighted networks trained on a GPU").
 # Trains 4 driving world-model variants side by side on one GPU (~4.5 min: the `small` network and a 3.2 M one
 # at half resolution, a 2.3 M one at full resolution, with --change-weight 3 (the 3.2 M one also without), all at
 # log sigma ~ N(0.5, 2^2)), then runs the counterfactual stochasticity test (8/16 Euler steps, gate off) on the
@@ -13,8 +14,7 @@
 [ -n "$LOCAL" ] || [ ! -d .whl ] || { python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1; }
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
 DEV=${DEV:-cuda}; TRAIN_S=${TRAIN_S:-210}; PROBE=${PROBE:-50}
-# Under $OUT when the device runner gives one, so that a run cut off by its time limit still returns what it wrote.
-R=${R:-${OUT:+$OUT/r}}; R=${R:-/tmp/r}
+R=${R:-/tmp/r}  # not under $OUT: the device runner returns at most 8 files, so the end packs them (below)
 nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null
 D="--data data/wm/train/OccludedCrosswalk --data data/wm/train/StoppedLeadCar --data data/wm/train/OccludedLeftTurn"
 T="python3 -m genex.cli train-world-model $D --config small --device $DEV --precision ${PREC:-bf16} --quiet --batch-size 64 --p-mean 0.5 --p-std 2.0"
@@ -45,6 +45,8 @@ PY
 done
 wait
 echo "training stage: $(( $(date +%s) - START )) s"
+# one tar per variant right away, so that a run cut off during the evaluations still returns the weights
+[ -z "$OUT" ] || (cd $R && for v in "${!V[@]}"; do [ -d $v/model ] && tar cf $OUT/$v.tar $v/model $v/metrics.csv $v/run.json; done)
 for v in "${!V[@]}"; do echo "== $v"; tail -c 300 $R/$v.log; echo; tail -1 $R/$v/metrics.csv; done
 cp -r checkpoints/world_model/driving $R/shipped_model
 cf() {  # $1 name, $2 split, rest: sampler options
@@ -70,4 +72,4 @@ for v in "${!V[@]}"; do stream $v > $R/ev/$v.sum 2>&1 & done
 wait
 cat $R/ev/*.sum
 echo "total: $(( $(date +%s) - START )) s"
-rm -rf $R/shipped_model $R/*/state $R/probe/*/state $R/probe/*/model
+[ -z "$OUT" ] || (cd $R && tar czf $OUT/logs.tgz *.log probe/*.log ev)

@@ -723,9 +723,10 @@ def test_cli_overrides_network_widths(synthetic, tmp_path):
         main(["train-world-model", "--data", str(synthetic), "--config", "tiny", "--out", str(out), "--channels", "8;16"])
 
 
-def test_cli_eval_world_model_writes_its_outputs_and_checks_policy_first(synthetic, tmp_path):
+def test_cli_eval_world_model_writes_its_outputs_and_checks_policy_first(synthetic, tmp_path, monkeypatch):
     """`genex eval-world-model` end to end on a 2-step model; `--policy` on recordings without a hidden agent
-    fails at once, not after the evaluation."""
+    fails at once, not after the evaluation; with `--no-oracle` it runs where Gymnasium cannot be imported (a GPU
+    machine with torch and diffusers alone)."""
     from genex.cli import main
 
     run = tmp_path / "run"
@@ -733,7 +734,9 @@ def test_cli_eval_world_model_writes_its_outputs_and_checks_policy_first(synthet
                  "--quiet", "--max-steps", "2", "--checkpoint-every", "2", "--eval-every", "2", "--device", "cpu"]) == 0
     args = ["eval-world-model", "--checkpoint", str(run / "model"), "--data", str(synthetic), "--horizon", "2",
             "--samples", "2", "--stride", "4", "--no-oracle", "--threads", "1", "--device", "cpu"]
-    assert main(args + ["--out", str(tmp_path / "eval")]) == 0
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "gymnasium", None)  # any `import gymnasium` now raises ImportError
+        assert main(args + ["--out", str(tmp_path / "eval")]) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert set(metrics["models"]) == {"diffusion", "copy_last"} and metrics["horizon"] == 2 and metrics["samples"] == 2
     assert (tmp_path / "eval" / "metrics.csv").exists() and (tmp_path / "eval" / "strips.png").exists()

@@ -364,9 +364,8 @@ def load_episodes(data_dirs: Sequence[str | Path], cfg: Any, max_episodes: int |
 
 
 def evaluate_cli(args: Any) -> int:
-    """``genex eval-world-model`` (see :mod:`.cli`)."""
-    import gymnasium as gym
-
+    """``genex eval-world-model`` (see :mod:`.cli`). Without the oracle it needs no Gymnasium (``make_env`` imports
+    it), so ``--no-oracle`` runs where only torch and diffusers are installed."""
     from .actions import encode_actions
     from .baselines import CopyLastFrameWorldModel, OracleWorldModel
     from .checkpoint import load_world_model
