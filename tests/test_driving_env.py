@@ -251,3 +251,46 @@ def test_counterfactual_replay_flips_only_the_pedestrian(monkeypatch):
     assert changed.max() >= 4  # it steps out in the real world only
     assert np.array_equal(script.replay(env, 3, actions, None), real)  # replays are deterministic
     env.close()
+
+
+def test_counterfactual_strips_selects_the_asked_group_and_parses_models(monkeypatch):
+    """``scripts/counterfactual_strips.py`` draws the windows the counterfactual test counts: it must pick the same
+    groups (uncertain: identical contexts, differing futures; visible: contexts differ too) and refuse a bad
+    ``--model``."""
+    import argparse
+    import importlib.util
+    import sys
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import pytest
+
+    scripts = Path(__file__).parents[1] / "scripts"
+    monkeypatch.syspath_prepend(str(scripts))
+    spec = importlib.util.spec_from_file_location("counterfactual_strips", scripts / "counterfactual_strips.py")
+    strips = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, strips)
+    spec.loader.exec_module(strips)
+
+    assert strips.parse_model("a=dir/m:steps=8,min_changed_pixels=0") == ("a", "dir/m", {"steps": 8,
+                                                                                        "min_changed_pixels": 0})
+    assert strips.parse_model("b=dir") == ("b", "dir", {})
+    for bad in ("dir", "a=dir:colour=red", "a=dir:steps"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            strips.parse_model(bad)
+
+    # 20 frames of 8x8; the flipped world differs from step 10 on (a "pedestrian" of 6 pixels)
+    real = np.zeros((20, 8, 8, 3), np.uint8)
+    flipped = real.copy()
+    flipped[10:, 2:4, 2:5] = 200
+    ep = SimpleNamespace(seed=7, frames=real, actions=np.zeros((19, 6), np.float32))
+    cache = {"seed7_real": real, "seed7_flipped": flipped, "seed7_present": np.array(False)}
+    kw = dict(stride=1, horizon=4, k=2, n=10)
+    unc = strips.select_windows([ep], cache, group="uncertain", present="any", **kw)
+    vis = strips.select_windows([ep], cache, group="visible", present="any", **kw)
+    assert [w["t0"] for w in unc] == [6, 7, 8, 9]  # futures differ within 4 steps, contexts do not yet
+    assert [w["t0"] for w in vis][:2] == [10, 11]  # the context already shows the difference
+    assert np.array_equal(unc[0]["with_ped"], flipped[7:11]) and np.array_equal(unc[0]["without"], real[7:11])
+    assert strips.select_windows([ep], cache, group="uncertain", present="yes", **kw) == []
+    block = strips.compose([("a", unc[0]["with_ped"]), ("b", unc[0]["without"])], unc[0]["context"][-1])
+    assert block.shape == (2 * (8 + strips.GAP), 5 * (8 + strips.GAP), 3)
