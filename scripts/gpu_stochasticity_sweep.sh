@@ -1,10 +1,11 @@
 #!/bin/bash
 # One GPU device call (prepared 2026-11-27; run on an H200 on 2026-11-27, 398 s: results in docs/world_model.md,
 # "Four wider or weighted networks trained on a GPU").
-# Trains 4 driving world-model variants side by side on one GPU (~4.5 min: the `small` network and a 3.2 M one
+# Trains 4 driving world-model variants side by side on one GPU (~3.5 min: the `small` network and a 3.2 M one
 # at half resolution, a 2.3 M one at full resolution, with --change-weight 3 (the 3.2 M one also without), all at
-# log sigma ~ N(0.5, 2^2)), then runs the counterfactual stochasticity test (8/16 Euler steps, gate off) on the
-# validation and held-out crosswalks, and held-out PSNR; ~8 min in all on an H200.
+# log sigma ~ N(0.5, 2^2)), then runs the counterfactual stochasticity test (2/8/16 Euler steps) on the held-out
+# and validation crosswalks, and held-out PSNR; ~7 min in all on an H200. What comes back under $OUT: one tar of
+# weights per variant and logs.tgz (the device returns at most 8 files).
 #
 # Needs, beside the tracked files: the recordings data/wm/{train,val/OccludedCrosswalk,heldout} (carry them), the
 # cached replays $REPLAYS/replays_{val,heldout}.npz (written by scripts/stochasticity_counterfactual.py --replays
