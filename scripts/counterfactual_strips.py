@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script holds the replay and the groups
-from stochasticity_counterfactual import differs, replay_pair, settled  # noqa: E402
+from stochasticity_counterfactual import differs, group_of, load_replays  # noqa: E402
 
 from genex.world_model.checkpoint import load_world_model  # noqa: E402
 from genex.world_model.cli import SAMPLING_ARGUMENTS  # noqa: E402
@@ -63,11 +63,8 @@ def select_windows(episodes, cache, *, group: str, present: str, stride: int, ho
         n_common = min(len(real), len(flipped)) - 1
         for t0 in range(0, n_common - horizon + 1, stride):
             fut_r, fut_f = real[t0 + 1:t0 + 1 + horizon], flipped[t0 + 1:t0 + 1 + horizon]
-            if settled(fut_r, fut_f):
-                continue
             ctx_idx = np.maximum(np.arange(t0 - k + 1, t0 + 1), 0)
-            same_ctx = not differs(real[ctx_idx], flipped[ctx_idx]).any()
-            if ("uncertain" if same_ctx else "visible") != group:
+            if group_of(fut_r, fut_f, not differs(real[ctx_idx], flipped[ctx_idx]).any()) != group:
                 continue
             out.append(dict(context=ep.frames[ctx_idx], actions=ep.actions[t0:t0 + horizon].astype(np.float32),
                             with_ped=fut_r if has else fut_f, without=fut_f if has else fut_r,
@@ -121,20 +118,7 @@ def main() -> None:
     (env_id, manifest), = manifests.items()
     if "OccludedCrosswalk" not in env_id:
         raise SystemExit(f"{args.data} holds {env_id}; the counterfactual flips the crosswalk's pedestrian")
-    cache = dict(np.load(args.replays)) if args.replays and Path(args.replays).exists() else {}
-    if not all(f"seed{ep.seed}_real" in cache for ep in episodes):
-        import gymnasium as gym
-
-        import genex.envs  # noqa: F401  (registers the envs)
-        env = gym.make(env_id, **manifest.env_kwargs)
-        try:
-            for ep in episodes:
-                if f"seed{ep.seed}_real" not in cache:
-                    cache.update(replay_pair(env, ep))
-        finally:
-            env.close()
-        if args.replays:
-            np.savez_compressed(args.replays, **cache)
+    cache = load_replays(episodes, env_id, manifest.env_kwargs, args.replays)
 
     wins = select_windows(episodes, cache, group=args.group, present=args.present, stride=args.stride,
                           horizon=args.horizon, k=k, n=args.windows)

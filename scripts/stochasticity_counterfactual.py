@@ -92,19 +92,48 @@ def settled(fut_r: np.ndarray, fut_f: np.ndarray) -> bool:
     return bool(differs(fut_r, fut_f).reshape(len(fut_r), -1).sum(1).max() < MIN_PIXELS)
 
 
+def group_of(fut_r: np.ndarray, fut_f: np.ndarray, same_ctx: bool) -> str:
+    """A window's group from its two replays' futures and whether their context frames are identical."""
+    if settled(fut_r, fut_f):
+        return "settled"
+    return "uncertain" if same_ctx else "visible"
+
+
+def load_replays(episodes, env_id: str, env_kwargs: dict, path: str | None) -> dict[str, np.ndarray]:
+    """The :func:`replay_pair` entries of every episode: read from the ``.npz`` at ``path`` where it has them,
+    the others replayed in MuJoCo (and the file written with them, when ``path`` is given)."""
+    cache = dict(np.load(path)) if path and Path(path).exists() else {}
+    missing = [ep for ep in episodes if f"seed{ep.seed}_real" not in cache]
+    if missing:
+        import gymnasium as gym
+
+        import genex.envs  # noqa: F401  (registers the envs)
+        env = gym.make(env_id, **env_kwargs)
+        try:
+            for ep in tqdm(missing, desc="replays"):
+                cache.update(replay_pair(env, ep))
+        finally:
+            env.close()
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(path, **cache)
+    return cache
+
+
 def classify(samples: np.ndarray, fut_r: np.ndarray, fut_f: np.ndarray, same_ctx: bool,
              present: bool) -> tuple[str, int]:
     """A window's group and how many of its ``float32[S, T, H, W, 3]`` samples are nearer the future with the
     pedestrian; ``fut_r``/``fut_f`` are the recorded and flipped replays' ``uint8[T, H, W, 3]`` futures."""
-    if settled(fut_r, fut_f):
-        return "settled", 0
+    group = group_of(fut_r, fut_f, same_ctx)
+    if group == "settled":
+        return group, 0
     mask = differs(fut_r, fut_f)  # [T,H,W]
     fut_p, fut_a = (fut_r, fut_f) if present else (fut_f, fut_r)
     sel = mask[None, :, :, :, None]
     d_p = (((samples - fut_p) ** 2) * sel).reshape(len(samples), -1).sum(1)
     d_a = (((samples - fut_a) ** 2) * sel).reshape(len(samples), -1).sum(1)
     # a tie (the sample is as far from both) counts as "none"
-    return ("uncertain" if same_ctx else "visible"), int((d_p < d_a).sum())
+    return group, int((d_p < d_a).sum())
 
 
 @dataclass
@@ -160,23 +189,17 @@ def main() -> None:
     (env_id, m), = manifests.items()
     if "OccludedCrosswalk" not in env_id:
         raise SystemExit(f"{args.data} holds {env_id}; this script flips the crosswalk's pedestrian")
-    cache = dict(np.load(args.replays)) if args.replays and Path(args.replays).exists() else None
-    env = None
-    if cache is None:
-        import gymnasium as gym
-
-        import genex.envs  # noqa: F401
-        env = gym.make(env_id, **m.env_kwargs)
-        cache = {}
+    if args.replays and Path(args.replays).exists():
+        seeds = set(np.load(args.replays).files)
+        for ep in episodes:
+            if f"seed{ep.seed}_real" not in seeds:
+                raise SystemExit(f"{args.replays} has no replay of episode seed {ep.seed}; delete it to rebuild it")
+    cache = load_replays(episodes, env_id, m.env_kwargs, args.replays)
 
     results: list[WindowResult] = []
     mismatched = 0
     for n, ep in enumerate(tqdm(episodes, desc="episodes")):
         key = f"seed{ep.seed}"
-        if env is not None:
-            cache.update(replay_pair(env, ep))
-        elif f"{key}_real" not in cache:
-            raise SystemExit(f"{args.replays} has no replay of episode seed {ep.seed}; delete it to rebuild it")
         real, flipped = cache[f"{key}_real"], cache[f"{key}_flipped"]
         present = bool(cache[f"{key}_present"])
         mismatched += int(not np.array_equal(real[:len(ep.frames)], ep.frames[:len(real)]))
@@ -198,10 +221,6 @@ def main() -> None:
             same_ctx = not differs(real[ctx_idx[j]], flipped[ctx_idx[j]]).any()
             group, chose = classify(samples, fut_r, fut_f, same_ctx, present)
             results.append(WindowResult(group, present, chose, s, float(samples.std(0).mean())))
-    if env is not None:
-        env.close()
-        if args.replays:
-            np.savez_compressed(args.replays, **cache)
 
     print(f"{args.checkpoint} ({cfg.steps} {cfg.sampler} steps, sigma {cfg.sigma_max:g} -> {cfg.sigma_min:g}), "
           f"{args.data}: {len(episodes)} episodes, {len(results)} windows, {s} samples, horizon {horizon}")

@@ -122,18 +122,10 @@ def evaluate(args) -> None:
     k = cfg.context
     episodes, _, manifests = load_episodes([args.data], cfg, args.max_episodes)
     (env_id, man), = manifests.items()
-    cache = dict(np.load(args.replays)) if args.replays and Path(args.replays).exists() else {}
-    env = None
+    cache = cf.load_replays(episodes, env_id, man.env_kwargs, args.replays)
     rows: dict[str, list] = {name: [] for name in models}
     for n, ep in enumerate(episodes):
         key = f"seed{ep.seed}"
-        if f"{key}_real" not in cache:
-            if env is None:
-                import gymnasium as gym
-
-                import genex.envs  # noqa: F401
-                env = gym.make(env_id, **man.env_kwargs)
-            cache.update(cf.replay_pair(env, ep))
         real, flipped, present = cache[f"{key}_real"], cache[f"{key}_flipped"], bool(cache[f"{key}_present"])
         n_common = min(len(real), len(flipped)) - 1
         starts = list(range((k - 1) * s, n_common - horizon + 1, args.window_stride))
@@ -159,11 +151,6 @@ def evaluate(args) -> None:
                 group, chose = cf.classify(out[j], real[keys[j]], flipped[keys[j]], same_ctx, present)
                 rows[name].append(cf.WindowResult(group, present, chose, n_samples, float(out[j].std(0).mean())))
         print(f"episode {n + 1}/{len(episodes)}", flush=True)
-    if env is not None:
-        env.close()
-        if args.replays:
-            Path(args.replays).parent.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(args.replays, **cache)
     print(f"{args.data}: windows every {args.window_stride} steps, compared at steps {s}..{horizon} every {s}, "
           f"{n_samples} samples")
     print("| model | windows | n | pedestrian really comes | samples choosing 'pedestrian' | split | chose truth |")
