@@ -38,7 +38,7 @@ import numpy as np
 from genex.io import atomic_write_bytes
 
 __all__ = ["CompareConfig", "EpisodeKey", "run_episode", "compare", "load_rows", "summarise", "write_summary",
-           "METRICS"]
+           "METRICS", "gap_shares", "format_gap_shares", "GAP_REFERENCES"]
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ METRICS: tuple[tuple[str, str, str], ...] = (
 
 
 #: settings added after runs were made, with the value that reproduces what those runs did
-SETTINGS_BEFORE: dict[str, Any] = {"memory": 1}
+SETTINGS_BEFORE: dict[str, Any] = {"memory": 1, "decision": "table"}
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,7 @@ class CompareConfig:
     imagine_every: int = 1
     imagined_reading: str = "hard"  # "soft": feed P itself into the fidelity rates (the behaviour before 2026-11-26)
     memory: int = 1  # real frames whose sightings the belief keeps (planners.base.BeliefPlanner)
+    decision: str = "auto"  # "plan" | "table" | "auto": plan where the env draws hypotheses (planners.plans)
     fidelity: bool = True  # read learned imagination through the world model's fidelity.json when it has one
     world_model: str | None = None  # checkpoint folder (default: the shipped one for the env family)
     policy: str | None = None  # tiny checkpoint folder (default: shipped)
@@ -151,10 +152,10 @@ def _build(cfg: CompareConfig, key: EpisodeKey, env: Any) -> Any:
         wm.bind(env)
         # this env's own numbers where they were measured, as read by this planner's policy
         fidelity = _MODELS.fidelity(wm_dir, key.env, cfg.env_kwargs, pol_path) if cfg.fidelity else None
-    elif wm_kind == "oracle":
+    elif wm_kind in ("oracle", "posterior"):  # a private simulator: the live env is never touched
         oracle_env = gym.make(key.env, **cfg.env_kwargs)
     kwargs = dict(samples=cfg.samples, horizon=cfg.horizon, trust=cfg.trust, memory=cfg.memory,
-                  save_frames=cfg.save_frames, seed=key.seed)
+                  save_frames=cfg.save_frames, seed=key.seed, decision=None if cfg.decision == "auto" else cfg.decision)
     if wm_kind is not None:
         kwargs["imagine_every"] = cfg.imagine_every
         kwargs["imagined_reading"] = cfg.imagined_reading
@@ -413,6 +414,25 @@ def check_fidelity(cfg: CompareConfig) -> None:
             load_fidelity(wm, env_id=env_id, env_kwargs=cfg.env_kwargs, policy_dir=pol)
 
 
+def check_envs_support_planners(cfg: CompareConfig) -> None:
+    """Raise ``ValueError`` before any episode runs when a planner of ``cfg`` cannot run on one of its envs."""
+    from genex.planners import PLANNERS, posterior_env_ids
+
+    if any(PLANNERS[p][1] == "posterior" for p in cfg.planners):
+        able = posterior_env_ids()
+        unable = [e for e in cfg.envs if e not in able]
+        if unable:
+            raise ValueError(f"posterior-imagine needs an env that draws hypotheses of its hidden state; "
+                             f"{', '.join(unable)} cannot. Envs that can: {', '.join(able)}")
+    if cfg.decision not in ("auto", "plan", "table"):
+        raise ValueError(f"decision must be auto, plan or table, got {cfg.decision!r}")
+    if cfg.decision == "plan":  # the plan rule draws the same hypotheses as the posterior model
+        unable = [e for e in cfg.envs if e not in posterior_env_ids()]
+        if unable:
+            raise ValueError(f"--decision plan needs envs that draw hypotheses of their hidden state; "
+                             f"{', '.join(unable)} cannot (use --decision auto or table)")
+
+
 def _check_resumable(out: Path, old: dict[str, Any], settings: dict[str, Any], checkpoints: dict[str, str]) -> None:
     """Raise ``ValueError`` when the run in ``out`` (its ``run.json`` is ``old``) used other settings or weights."""
     # settings added since that run: what the code did then (SETTINGS_BEFORE), else their defaults
@@ -461,6 +481,7 @@ def compare(cfg: CompareConfig, out: str | Path, workers: int | None = None, exe
     bad = [p for p in cfg.planners if p not in PLANNERS]
     if bad:
         raise ValueError(f"unknown planner(s) {bad}; choose from {sorted(PLANNERS)}")
+    check_envs_support_planners(cfg)
     if cfg.episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {cfg.episodes}")
     if stale not in ("error", "restart"):
@@ -593,6 +614,63 @@ def paired_gap_closed(rows: Sequence[dict[str, Any]], metric: str = "success", p
     return gaps, ns
 
 
+#: the references of the gap shares: the fair upper bound first (the primary figure), then the privileged one
+GAP_REFERENCES = ("posterior-imagine", "oracle-imagine")
+
+
+def gap_shares(rows: Sequence[dict[str, Any]], metrics: Sequence[str] = ("success", "return"),
+               low: str = "react", highs: Sequence[str] = GAP_REFERENCES) -> list[dict[str, Any]]:
+    """For every (env, planner): the share of the ``low -> high`` gap of each metric it closes, per reference.
+
+    ``react -> posterior-imagine`` (imagination as good as a perfect world model trained on video, which knows
+    nothing privileged) is the gap that counts; ``react -> oracle-imagine`` (the live simulator, true hidden
+    agents included) is beside it. Each share is computed on the seeds the planner, ``low`` and that reference
+    all ran. Keys: ``env``, ``planner``, and per reference ``h`` and metric ``m``: ``"<m>:<h>"`` (the share,
+    NaN without a gap), ``"<m>:<h>:gap"`` (reference minus ``low``) and ``"<m>:<h>:n"`` (common seeds).
+    """
+    planners = list(dict.fromkeys(r["planner"] for r in rows))
+    out = []
+    for env in sorted({r["env"] for r in rows}):
+        for planner in planners:
+            row: dict[str, Any] = {"env": env, "planner": planner}
+            for high in highs:
+                for m in metrics:
+                    shares, ns = paired_gap_closed([r for r in rows if r["env"] == env], m, planner, low, high)
+                    if env not in shares:
+                        continue
+                    sub = summarise([r for r in rows if r["env"] == env and r["planner"] in (low, high)])
+                    by = {s["planner"]: s[m] for s in sub}
+                    row[f"{m}:{high}"], row[f"{m}:{high}:n"] = shares[env], ns[env]
+                    row[f"{m}:{high}:gap"] = by.get(high, float("nan")) - by.get(low, float("nan"))
+            if len(row) > 2 and planner != low:
+                out.append(row)
+    return out
+
+
+def format_gap_shares(shares: Sequence[dict[str, Any]], metrics: Sequence[str] = ("success", "return"),
+                      highs: Sequence[str] = GAP_REFERENCES) -> str:
+    """Markdown table of :func:`gap_shares`: one column per metric and reference, the primary one first."""
+    if not shares:
+        return ""
+    cols = [(m, h) for m in metrics for h in highs]
+    head = "| env | planner | " + " | ".join(f"{m}: react → {h}" for m, h in cols) + " |"
+    lines = [head, "|" + "---|" * (2 + len(cols))]
+    for s in shares:
+        cells = []
+        for m, h in cols:
+            key = f"{m}:{h}"
+            if key not in s:
+                cells.append("n/a")
+            elif math.isnan(s[key]):
+                cells.append(f"– (no gap, n={s[key + ':n']})")
+            else:
+                gap = s[key + ":gap"]
+                size = f"{100 * gap:+.0f} pts" if m in ("success", "collision") else f"{gap:+.2f}"
+                cells.append(f"{100 * s[key]:.0f}% (gap {size}, n={s[key + ':n']})")
+        lines.append(f"| {s['env'].split('/')[-1]} | {s['planner']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _mean_ci(x: Sequence[float]) -> tuple[float, float]:
     """Mean and 95% CI half-width (normal approximation; NaN half-width below 2 values)."""
     a = np.asarray(x, dtype=float)
@@ -717,12 +795,14 @@ def write_summary(rows: Sequence[dict[str, Any]], out: str | Path, planners_orde
         return text
     summary = summarise(rows)
     table = format_table(summary, planners_order)
-    gaps, paired_n = paired_gap_closed(rows)
     text = table + "\n"
-    if gaps:
-        text += "\nShare of the react → oracle-imagine success gap closed by imagine, on the seeds all three ran: " + \
-            ", ".join(f"{e.split('/')[-1]} {100 * g:.0f}% (n={paired_n[e]})" if not math.isnan(g)
-                      else f"{e.split('/')[-1]} – (no gap, n={paired_n[e]})" for e, g in gaps.items()) + "\n"
+    shares = format_gap_shares(gap_shares(rows))
+    if shares:
+        text += ("\nShare of the gap each planner closes, on the seeds it, react and the reference all ran. "
+                 "react → posterior-imagine (the simulator with hidden agents drawn from what the real frames "
+                 "showed: a perfect world model that knows nothing privileged) is the gap that counts; "
+                 "react → oracle-imagine (the live simulator, true hidden agents included) is beside it.\n\n"
+                 + shares + "\n")
     atomic_write_bytes(out / "summary.md", text.encode())
     _write_csv(summary, out / "summary.csv", ["env", "planner", "n"])
     if plots and summary:

@@ -41,7 +41,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     cfg = CompareConfig(envs=envs, planners=planners, episodes=args.episodes, seed=args.seed, samples=args.samples,
                         horizon=args.horizon, trust=args.trust, imagine_every=args.imagine_every,
                         imagined_reading=args.imagined_reading,
-                        memory=CompareConfig.memory if args.memory is None else args.memory,
+                        memory=CompareConfig.memory if args.memory is None else args.memory, decision=args.decision,
                         world_model=args.world_model, policy=args.policy, fidelity=not args.no_fidelity,
                         save_frames=args.save_frames, env_kwargs=env_kwargs)
     try:
@@ -172,6 +172,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--memory", type=int, default=None,
                    help="real frames whose sightings the belief keeps (default: genex.runner.CompareConfig's; "
                         "1: the current frame only)")
+    s.add_argument("--decision", choices=("auto", "plan", "table"), default="auto",
+                   help="how belief planners decide: plan (expected return of short action sequences over "
+                        "belief-weighted hypotheses, genex.planners.plans), table (the env's one-step cost table), "
+                        "auto (plan where the env draws hypotheses: the driving scenes; table elsewhere)")
     s.add_argument("--world-model", default=None, help="world-model checkpoint folder (default: shipped)")
     s.add_argument("--no-fidelity", action="store_true",
                    help="take learned imagination at face value (ignore the checkpoint's fidelity.json)")

@@ -4,7 +4,10 @@
 ``react``          prior + the policy on the current real frame only
 ``imagine``        GenEx: imagine the env's exploration branches with the world model first
 ``lookahead``      WebDreamer/MPC: imagine each candidate decision, score its outcome
-``oracle-imagine`` ``imagine`` with the simulator as world model (the upper bound)
+``oracle-imagine`` ``imagine`` with the simulator as world model: the privileged upper bound (it restores the
+                   live state, so it imagines the *true* hidden agents)
+``posterior-imagine`` ``imagine`` with the simulator whose hidden agents are drawn from the posterior given the
+                   real frames so far: the fair upper bound (driving only)
 ``explore``        take the exploration actions for real while uncertain
 ``particle``       belief-space MPC over simulator hypotheses with the JAX dynamics (driving only)
 ``prior``          the documented prior alone (never looks): what looking buys
@@ -36,16 +39,17 @@ from .task import Branch, Task, task_from_env
 __all__ = [
     "PLANNERS", "Planner", "DecisionTrace", "BeliefPlanner", "ImaginePlanner", "LookaheadPlanner", "ExplorePlanner",
     "PriorPlanner", "AmortizedPlanner", "ParticlePlanner", "Task", "Branch", "task_from_env", "make_planner", "default_checkpoint",
-    "env_family",
+    "env_family", "posterior_env_ids", "check_posterior_env",
 ]
 
-#: name -> (class, which world model: None | "learned" | "oracle", which policy: "tiny" | "reference")
+#: name -> (class, which world model: None | "learned" | "oracle" | "posterior", which policy: "tiny" | "reference")
 PLANNERS: dict[str, tuple[type, str | None, str]] = {
     "react": (BeliefPlanner, None, "tiny"),
     "imagine": (ImaginePlanner, "learned", "tiny"),
     "lookahead": (LookaheadPlanner, "learned", "tiny"),
     "oracle-imagine": (ImaginePlanner, "oracle", "tiny"),
     "oracle-lookahead": (LookaheadPlanner, "oracle", "tiny"),
+    "posterior-imagine": (ImaginePlanner, "posterior", "tiny"),
     "explore": (ExplorePlanner, None, "tiny"),
     "particle": (ParticlePlanner, None, "tiny"),
     "prior": (PriorPlanner, None, "tiny"),
@@ -80,6 +84,33 @@ def default_checkpoint(kind: str, family: str) -> Path:
                             f"train one (see README) and pass its path")
 
 
+def posterior_env_ids() -> tuple[str, ...]:
+    """The registered genex envs that can draw hypotheses of their hidden state (``posterior-imagine``)."""
+    import gymnasium as gym
+
+    import genex.envs
+
+    out = []
+    for env_id in genex.envs.ENV_IDS:
+        entry = gym.spec(env_id).entry_point
+        if isinstance(entry, str):
+            module, cls = entry.split(":")
+            import importlib
+
+            entry = getattr(importlib.import_module(module), cls)
+        if hasattr(entry, "hypothesis_snapshots"):
+            out.append(env_id)
+    return tuple(out)
+
+
+def check_posterior_env(env: Any, planner: str = "posterior-imagine") -> None:
+    """Raise ``ValueError`` naming the envs that can when ``env`` cannot draw hypotheses of its hidden state."""
+    if not hasattr(getattr(env, "unwrapped", env), "hypothesis_snapshots"):
+        env_id = getattr(getattr(env, "spec", None), "id", None) or type(getattr(env, "unwrapped", env)).__name__
+        raise ValueError(f"{planner} needs an env that draws hypotheses of its hidden state (hypothesis_snapshots()); "
+                         f"{env_id} has none. Envs that have them: {', '.join(posterior_env_ids())}")
+
+
 def make_planner(name: str, env: Any, *, policy: Any = None, world_model: Any = None, oracle_env: Any = None,
                  **kwargs: Any) -> Any:
     """Build planner ``name`` for ``env``; loads the shipped policy / world model unless given.
@@ -88,8 +119,9 @@ def make_planner(name: str, env: Any, *, policy: Any = None, world_model: Any = 
     unless ``fidelity`` is passed (``fidelity=None``: take imagination at face value); it must have been
     measured through the defaulted policy (a policy you pass is not checked: pass its ``fidelity`` too).
 
-    ``oracle_env``: a private copy of the env for the oracle world model (default: the live env,
-    whose state the oracle saves and restores around every rollout).
+    ``oracle_env``: a private copy of the env for the simulator world models. The oracle defaults to the
+    live env (whose state it saves and restores around every rollout); the posterior model to a new env made
+    from the live env's spec.
     """
     if name not in PLANNERS:
         raise ValueError(f"unknown planner {name!r}; choose from {sorted(PLANNERS)}")
@@ -116,6 +148,16 @@ def make_planner(name: str, env: Any, *, policy: Any = None, world_model: Any = 
         from genex.world_model import OracleWorldModel
 
         world_model = OracleWorldModel(oracle_env if oracle_env is not None else env)
+    elif wm_kind == "posterior" and world_model is None:
+        from genex.world_model import PosteriorWorldModel
+
+        check_posterior_env(env, name)
+        if oracle_env is None:
+            import gymnasium as gym
+
+            spec = env.spec
+            oracle_env = gym.make(spec.id, **(spec.kwargs or {}))
+        world_model = PosteriorWorldModel(oracle_env)
     planner = cls(policy, world_model, **kwargs)
     planner.name = name
     return planner

@@ -8,7 +8,10 @@ One decision of a belief planner::
         what the real screen showed after each action choice already carried out
       + imagined evidence (imagine / lookahead / oracle-imagine): the policy on imagined frames, per branch,
         P(fact seen at any imagined step) per sample, mixed over the S samples, weighted by ``trust``
-      -> decision = argmin expected cost (``Belief.decide`` with the env's cost tables)
+      -> decision (``decision=``): ``"plan"`` (the default where the env draws hypotheses: the driving scenes),
+         the first action of the candidate plan with the highest expected return over belief-weighted
+         hypotheses (``planners.plans``); ``"table"`` (the GUI apps, or asked for), argmin expected cost in the
+         env's one-step cost table (``Belief.expected_costs``)
 
 Subclasses only change *which* branches are imagined or taken for real, and how
 the decision is scored. Every decision yields a :class:`DecisionTrace`.
@@ -29,6 +32,7 @@ from genex.envs.spec import PRIVILEGED_INFO_KEYS
 from genex.policy.data import fact_question
 from genex.policy.protocol import PolicyQuestion, TaggedImage
 
+from .plans import DECISION_RULES, HypothesisPlans, plans_available
 from .task import Branch, Task, image_of, prompt_of, task_from_env
 
 __all__ = ["Planner", "DecisionTrace", "BeliefPlanner", "to_jsonable"]
@@ -58,6 +62,7 @@ class DecisionTrace:
     ``branches``: one dict per imagined/explored branch: ``name``, ``kind``
     (``explore`` | ``candidate``), ``p_seen`` ``{fact: [S]}`` (max over the imagined
     steps of each sample), ``evidence`` ``{question: likelihood over answers}``.
+    ``plan``: with the plan rule, its hypotheses, effective sample size, best plan and expected return.
     ``frames`` (only with ``save_frames``): ``"real"`` uint8[H, W, 3] and
     ``"imagined/<branch>"`` uint8[S, T, H, W, 3].
     """
@@ -72,6 +77,7 @@ class DecisionTrace:
     real_p_seen: dict[str, float] = field(default_factory=dict)
     kept_p_seen: dict[str, float] = field(default_factory=dict)  # with memory > 1: max over the kept frames
     branches: list[dict[str, Any]] = field(default_factory=list)
+    plan: dict[str, Any] = field(default_factory=dict)  # the plan rule's choice (planners.plans), if it decided
     imagined_frames: int = 0
     policy_images: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
@@ -117,6 +123,10 @@ class BeliefPlanner:
             are not independent evidence.
         save_frames: keep the real and imagined frames in each trace (for ``genex viz``).
         seed: base seed of the world model's sampling (per decision: ``seed + step``).
+        decision: ``"plan"`` (plans over short action sequences under the belief, ``planners.plans``),
+            ``"table"`` (the one-step cost table), or ``None``: ``"plan"`` where the env draws hypotheses
+            (the driving scenes), else ``"table"``.
+        particles, plan_horizon: hypotheses per answer and steps per candidate plan of the plan rule.
     """
 
     name = "react"
@@ -124,10 +134,15 @@ class BeliefPlanner:
 
     def __init__(self, policy: Any, world_model: Any = None, *, samples: int = 4, horizon: int = 8,
                  trust: float = 0.7, context: int = 4, memory: int = 1, save_frames: bool = False,
-                 seed: int = 0) -> None:
+                 seed: int = 0, decision: str | None = None, particles: int = 8, plan_horizon: int = 24) -> None:
         if samples < 1 or horizon < 1 or context < 1 or memory < 1:
             raise ValueError(f"samples, horizon, context and memory must be >= 1, got {samples}, {horizon}, "
                              f"{context}, {memory}")
+        if decision is not None and decision not in DECISION_RULES:
+            raise ValueError(f"decision must be one of {DECISION_RULES} (or None: plan where the env allows), "
+                             f"got {decision!r}")
+        if particles < 1 or plan_horizon < 1:
+            raise ValueError(f"particles and plan_horizon must be >= 1, got {particles}, {plan_horizon}")
         if not 0.0 <= trust <= 1.0:
             raise ValueError(f"trust must be in [0, 1], got {trust}")
         if self.imagines and world_model is None:
@@ -138,8 +153,11 @@ class BeliefPlanner:
         self.memory_frames = memory
         self.save_frames = save_frames
         self.seed = seed
+        self.decision = decision
+        self.particles, self.plan_horizon = particles, plan_horizon
         self.env: Any = None
         self.task: Task | None = None
+        self.plans: HypothesisPlans | None = None
 
     # ------------------------------------------------------------------ episode
     def reset(self, env: Any, seed: int | None = None) -> None:
@@ -154,6 +172,22 @@ class BeliefPlanner:
         self.rng = np.random.default_rng(self.episode_seed)
         if hasattr(self.policy, "reset"):
             self.policy.reset()
+        self.plans = None
+        self.last_action: int | None = None
+        if self.decision_rule == "plan":
+            self.plans = HypothesisPlans(env, len(self.task.action_names), particles=self.particles,
+                                         horizon=self.plan_horizon, seed=self.episode_seed)
+
+    @property
+    def decision_rule(self) -> str:
+        """The rule in force for the current env: ``"plan"`` or ``"table"`` (see the class docstring)."""
+        if self.task is None:
+            raise RuntimeError("call reset(env) before asking for the decision rule")
+        can_plan = self.task.mode == "direct" and not self.task.generic and plans_available(self.env)
+        if self.decision == "plan" and not can_plan:
+            raise ValueError(f"decision='plan' needs an env that draws hypotheses of its hidden state (the driving "
+                             f"scenes); {self.task.env_id} has none: use decision='table'")
+        return self.decision or ("plan" if can_plan else "table")
 
     @property
     def unwrapped(self) -> Any:
@@ -172,6 +206,13 @@ class BeliefPlanner:
         task = self.task
         if task.generic:
             return self._act_generic(frame, t)
+        self._observe(info)
+        if task.mode == "direct":
+            if self.plans is not None and self.last_action is not None:  # bring the hypotheses to the present
+                self.plans.advance(self.last_action)
+            action, trace = self._decide(frame, t)
+            self.last_action = int(action)
+            return action, trace
         if task.mode == "choice":
             if self.current is not None:
                 a = self.unwrapped.choice_action(self.current)
@@ -184,12 +225,16 @@ class BeliefPlanner:
                 self._pending_memory = None
         return self._decide(frame, t)
 
+    def _observe(self, info: Mapping[str, Any] | None) -> None:
+        """Hook: what a subclass keeps of each step's public ``info`` before deciding (nothing here)."""
+
     # ------------------------------------------------------------------ decisions
     def _decide(self, frame: np.ndarray, t: int) -> tuple[Any, DecisionTrace]:
         task = self.task
         t0 = time.perf_counter()
         self._timers = {"policy": 0.0, "world_model": 0.0}
         self._policy_images = 0
+        self._plan_summary: dict[str, Any] = {}
         belief = Belief(task.questions, priors=task.priors or None)
         p_real = self._p_seen([frame], imagined=False)[0]  # {fact: p}
         self.recent_p.append(p_real)
@@ -214,6 +259,7 @@ class BeliefPlanner:
             belief_real=belief_real, belief=belief.as_dict(), expected_costs=[float(c) for c in costs],
             real_p_seen={k: float(v) for k, v in p_real.items()},
             kept_p_seen={k: float(v) for k, v in p_kept.items()} if self.memory_frames > 1 else {}, branches=branches,
+            plan=self._plan_summary,
             imagined_frames=sum(int(b.get("frames", 0)) for b in branches), policy_images=self._policy_images,
             seconds={**{k: round(v, 5) for k, v in self._timers.items()}, "total": round(time.perf_counter() - t0, 5)},
             frames=({"real": frame.copy(), **frames} if self.save_frames else None),
@@ -225,8 +271,16 @@ class BeliefPlanner:
         return [], {}
 
     def _choose(self, belief: Belief, branches: list[dict[str, Any]]) -> tuple[int, np.ndarray]:
-        costs = belief.expected_costs(self.task.action_costs)
-        return int(np.argmin(costs)), costs
+        return self._by_rule(belief)
+
+    def _by_rule(self, belief: Belief) -> tuple[int, np.ndarray]:
+        """The decision under ``belief`` by the rule in force (the plan rule's summary goes to the trace)."""
+        if self.plans is None:
+            costs = belief.expected_costs(self.task.action_costs)
+            return int(np.argmin(costs)), costs
+        choice = self.plans.choose(belief.probs(self.task.questions[0].id))
+        self._plan_summary = choice.summary
+        return choice.action, choice.costs
 
     def _to_action(self, decision: int, costs: np.ndarray) -> tuple[Any, int]:
         """The env action for ``decision``; GUI choices with nothing left to do fall back to the next best."""

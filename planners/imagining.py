@@ -69,6 +69,16 @@ class ImaginePlanner(BeliefPlanner):
         super().reset(env, seed)
         self._decisions = 0
         self._cached: tuple[list[dict[str, Any]], dict[str, np.ndarray]] | None = None
+        if self._tracks_observations:  # posterior-imagine: hypotheses of this episode, filtered as it goes
+            self.world_model.reset(env, seed=self.episode_seed + 7919)
+
+    @property
+    def _tracks_observations(self) -> bool:
+        return bool(getattr(self.world_model, "tracks_observations", False))
+
+    def _observe(self, info: Mapping[str, Any] | None) -> None:
+        if self._tracks_observations:
+            self.world_model.observe(self.last_action if self.step > 1 else None, (info or {}).get("visible"))
 
     def _imagined(self, t: int) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
         """Fresh branch evidence every ``imagine_every`` decisions, else the last one (marked ``reused``)."""
@@ -101,7 +111,11 @@ class ImaginePlanner(BeliefPlanner):
         seed = self.episode_seed * 100_003 + t
         acts = [self._branch_actions(b) for b in branches]
         out: list[np.ndarray] = []
-        if not getattr(wm, "context_is_state", True):  # oracle: the simulator from the live env's snapshot
+        if self._tracks_observations:  # posterior: the same S posterior draws for every branch
+            out = [wm.imagine(None, a, num_samples=s, seed=seed) if a
+                   else np.zeros((s, 0) + self.frames[-1].shape, np.uint8) for a in acts]
+            self._drawn = [int(self.world_model.answers[i]) for i in wm.last_draw]
+        elif not getattr(wm, "context_is_state", True):  # oracle: the simulator from the live env's snapshot
             u = self.unwrapped
             snap = u.snapshot()
             for b, a in zip(branches, acts):
@@ -139,6 +153,10 @@ class ImaginePlanner(BeliefPlanner):
             k += n
             summary: dict[str, Any] = {"name": b.name, "kind": self.branch_kind, "choice": b.choice,
                                        "frames": n, "steps": steps}
+            if self._tracks_observations:  # which hypotheses the posterior drew, and what it believes
+                summary.update(drawn_answers=self._drawn,
+                               posterior=self.world_model.answer_posterior().round(4).tolist(),
+                               effective_hypotheses=round(self.world_model.effective_size(), 2))
             if steps == 0:
                 summary.update(p_seen={}, evidence={})
                 summaries.append(summary)
@@ -165,6 +183,24 @@ class ImaginePlanner(BeliefPlanner):
                 belief.update_imagined(q, [lik], self.trust)
         return summaries, frames
 
+    def _imagined_worlds(self) -> tuple[Any, Any, np.ndarray] | None:
+        """The world model's imagined futures as simulator states, where it has them (oracle, posterior), for the
+        plan rule to score plans under (``planners.plans``); None for models that draw frames only."""
+        wm = self.world_model
+        if self.plans is None or not hasattr(wm, "worlds"):
+            return None
+        if self._tracks_observations:
+            return wm.worlds()
+        return wm.worlds(self.unwrapped.snapshot())  # the oracle: the live state
+
+    def _by_rule(self, belief: Belief) -> tuple[int, np.ndarray]:
+        worlds = self._imagined_worlds()
+        if worlds is None:
+            return super()._by_rule(belief)
+        choice = self.plans.choose_in(worlds)
+        self._plan_summary = choice.summary
+        return choice.action, choice.costs
+
 
 class LookaheadPlanner(ImaginePlanner):
     """WebDreamer/MPC: imagine each candidate decision, score it under the belief its outcome implies."""
@@ -179,15 +215,25 @@ class LookaheadPlanner(ImaginePlanner):
         return self._imagined(t)
 
     def _choose(self, belief: Belief, branches: list[dict[str, Any]]) -> tuple[int, np.ndarray]:
-        costs = belief.expected_costs(self.task.action_costs)
-        scored = np.array(costs, dtype=np.float64)
+        if self.plans is None:
+            scored = np.array(belief.expected_costs(self.task.action_costs), dtype=np.float64)
+        elif self._imagined_worlds() is not None:  # oracle / posterior: every plan scored in the imagined worlds
+            return self._by_rule(belief)
+        else:  # plans starting with each action, scored under the belief that action's own imagined outcome implies
+            returns = self.plans.returns()
+            base = self.plans.choose(belief.probs(self.task.questions[0].id), returns)
+            scored = np.array(base.costs, dtype=np.float64)
+            self._plan_summary = base.summary
         for a, sm in enumerate(branches):
             if not sm["evidence"]:
                 continue
             b = belief.copy()
             for q, lik in sm["evidence"].items():
                 b.update_imagined(q, [lik], self.trust)
-            scored[a] = b.expected_costs(self.task.action_costs)[a]
+            if self.plans is None:
+                scored[a] = b.expected_costs(self.task.action_costs)[a]
+            else:
+                scored[a] = self.plans.choose(b.probs(self.task.questions[0].id), returns, first_actions=[a]).costs[a]
             sm["expected_cost"] = float(scored[a])
         return int(np.argmin(scored)), scored
 
@@ -211,16 +257,16 @@ class ExplorePlanner(BeliefPlanner):
         self.explored = 0
 
     def _choose(self, belief: Belief, branches: list[dict[str, Any]]) -> tuple[int, np.ndarray]:
-        costs = belief.expected_costs(self.task.action_costs)
+        best, costs = self._by_rule(belief)
         sure = all(belief.probs(q.id).max() >= self.confidence for q in self.task.questions)
         if sure or self.explored >= self.budget or not self.task.exploration:
-            return int(np.argmin(costs)), costs
+            return best, costs
         self.explored += 1
         if self.task.mode == "direct":
             return int(self.task.exploration[0].actions[0]), costs
         open_views = [b.choice for b in self.task.exploration if b.choice not in self.memory]
         if not open_views:
-            return int(np.argmin(costs)), costs
+            return best, costs
         q = self.task.questions[0]
         mass = {c: float(belief.probs(q.id)[min(c, len(q.answers) - 1)]) for c in open_views}
         return max(open_views, key=lambda c: mass[c]), costs

@@ -47,11 +47,13 @@ class AmortizedPlanner(BeliefPlanner):
         self._timers["policy"] += time.perf_counter() - t0
         for q in task.questions:
             belief.update_real(q.id, r.per_image[q.id][0] / r.per_image[q.id][0].sum())
-        costs = belief.expected_costs(task.action_costs)
-        action, decision = self._to_action(int(np.argmin(costs)), costs)
+        self._plan_summary = {}
+        best, costs = self._by_rule(belief)
+        action, decision = self._to_action(best, costs)
         return action, DecisionTrace(
             step=t, decision=decision, decision_name=task.action_names[decision], action=to_jsonable(action),
             belief_real=belief.as_dict(), belief=belief.as_dict(), expected_costs=[float(c) for c in costs],
+            plan=self._plan_summary,
             policy_images=1, seconds={**{k: round(v, 5) for k, v in self._timers.items()},
                                       "total": round(time.perf_counter() - t0, 5)},
             frames={"real": frame.copy()} if self.save_frames else None)

@@ -211,17 +211,21 @@ def test_imagined_evidence_is_trust_weighted_and_mixed_over_samples():
 
 
 def test_oracle_imagine_avoids_collisions_react_makes():
-    """Crosswalk seeds where the naive react planner hits the pedestrian; the oracle's imagination sees it."""
+    """Crosswalk seeds where react deciding by the one-step cost table hits the pedestrian; the oracle's
+    imagination sees it. Under the plan rule react hedges over hypotheses and does not hit it either."""
     env, oracle_env = gym.make("genex/OccludedCrosswalk-v0"), gym.make("genex/OccludedCrosswalk-v0")
     perception = _label_frames(env, oracle_env)
-    collisions = {"react": 0, "oracle-imagine": 0}
+    collisions = {(name, rule): 0 for name in ("react", "oracle-imagine") for rule in ("table", "plan")}
     for seed in (1001, 1006):
-        for name in collisions:
-            pl = make_planner(name, env, policy=OraclePerception(perception), oracle_env=oracle_env, horizon=8)
+        for name, rule in collisions:
+            pl = make_planner(name, env, policy=OraclePerception(perception), oracle_env=oracle_env, horizon=8,
+                              decision=rule)
             oracle_env.reset(seed=seed)
             info, traces, _, _ = run(pl, env, seed, guard=False)
-            collisions[name] += info["collisions"] > 0
-    assert collisions["react"] == 2 and collisions["oracle-imagine"] == 0
+            collisions[(name, rule)] += info["collisions"] > 0
+            assert bool(traces[0].plan) == (rule == "plan")
+    assert collisions == {("react", "table"): 2, ("oracle-imagine", "table"): 0, ("react", "plan"): 0,
+                          ("oracle-imagine", "plan"): 0}
 
 
 def test_imagining_each_icon_avoids_the_irreversible_clicks_react_walks_into():
@@ -290,6 +294,9 @@ def test_make_planner_errors():
     with pytest.raises(RuntimeError, match="reset"):
         BeliefPlanner(OraclePerception()).act({"image": np.zeros((64, 64, 3), np.uint8)})
     planner = BeliefPlanner(OraclePerception())
+    with pytest.raises(RuntimeError, match="env.reset.*before planner.reset"):  # the plan rule draws from the episode
+        planner.reset(env)
+    env.reset(seed=0)
     planner.reset(env)
     with pytest.raises(ValueError, match="uint8"):
         planner.act({"image": np.zeros((64, 64, 3), np.float32)})
@@ -347,7 +354,7 @@ def test_particle_planner_avoids_the_hidden_pedestrian_and_rejects_gui():
     planner = ParticlePlanner(OraclePerception(), particles=4, plan_horizon=16)
     info, traces, total, _ = run(planner, env, seed=1001, guard=False)  # react hits this pedestrian
     assert info["success"] and info["collisions"] == 0
-    assert traces[0].branches[-1]["particles"] == 8
+    assert traces[0].plan["particles"] == 8
     with pytest.raises(ValueError, match="JAX dynamics"):
         ParticlePlanner(OraclePerception()).reset(gym.make("genex/SettingsTabs-v0"))
 

@@ -174,6 +174,31 @@ def test_summary_means_and_confidence_intervals():
     assert ns == {"e": 2} and gaps["e"] == pytest.approx(0.5)
 
 
+def test_gap_shares_report_both_references_per_planner():
+    """react -> posterior-imagine first (the fair bound), react -> oracle-imagine beside it, each on paired seeds."""
+    def rows_of(planner, successes):
+        return [{"env": "genex/X-v0", "planner": planner, "seed": i, "success": ok, "return": float(ok),
+                 **{k: 0.0 for k, _, _ in runner.METRICS if k not in ("success", "return")}}
+                for i, ok in enumerate(successes)]
+
+    rows = (rows_of("react", [0, 0, 0, 0, 1]) + rows_of("imagine", [1, 0, 0, 0, 1])
+            + rows_of("posterior-imagine", [1, 1, 0, 0, 1]) + rows_of("oracle-imagine", [1, 1, 1, 1, 1])
+            + rows_of("particle", [1, 1, 1]))  # particle ran 3 seeds: shares on those only
+    shares = {s["planner"]: s for s in runner.gap_shares(rows)}
+    assert set(shares) == {"imagine", "posterior-imagine", "oracle-imagine", "particle"}
+    im = shares["imagine"]
+    assert im["success:posterior-imagine"] == pytest.approx(0.5) and im["success:oracle-imagine"] == pytest.approx(0.25)
+    assert im["success:posterior-imagine:gap"] == pytest.approx(0.4) and im["success:oracle-imagine:n"] == 5
+    assert shares["particle"]["success:oracle-imagine"] == pytest.approx(1.0)
+    assert shares["particle"]["success:oracle-imagine:n"] == 3
+    assert shares["posterior-imagine"]["success:posterior-imagine"] == pytest.approx(1.0)
+    table = runner.format_gap_shares(runner.gap_shares(rows))
+    assert "success: react → posterior-imagine | success: react → oracle-imagine" in table.splitlines()[0]
+    assert "| X-v0 | imagine | 50% (gap +40 pts, n=5) | 25% (gap +80 pts, n=5) |" in table
+    no_gap = runner.format_gap_shares(runner.gap_shares(rows_of("react", [1, 1]) + rows_of("oracle-imagine", [1, 1])))
+    assert "n/a" in no_gap and "– (no gap, n=2)" in no_gap
+
+
 def test_paired_against_compares_steps_only_where_both_solve():
     """A planner that fails on a seed must not be credited with that seed's steps; errors are paired too."""
     def row(planner, seed, ok, steps, err=False):

@@ -276,18 +276,23 @@ class DrivingEnv(gym.Env):
         }
         return EnvSnapshot(env_id=self.scenario.name, config_key=self._config_key, state=state)
 
-    def restore(self, snapshot: EnvSnapshot):
+    def restore(self, snapshot: EnvSnapshot, *, render: bool = True):
         """Return to ``snapshot`` (taken from an env of the same scenario and config).
 
         Returns the observation and info at that moment; raises
         :class:`~genex.envs.spec.SnapshotMismatchError` for another scenario/config.
+        ``render=False`` skips drawing that moment's frame (returns ``(None, None)``): for callers that
+        step on at once, such as the posterior world model, whose hypotheses are restored and stepped
+        thousands of times an episode.
         """
         if not isinstance(snapshot, EnvSnapshot):
             raise TypeError(f"restore() expects an EnvSnapshot, got {type(snapshot).__name__}")
         snapshot.check_compatible(self.scenario.name, self._config_key)
         st = snapshot.state
         self.np_random.bit_generator.state = copy.deepcopy(st["rng"])
-        self._load(copy.deepcopy(st["layout"]), copy.deepcopy(st["world"]), collisions=st["collisions"])
+        self._load(copy.deepcopy(st["layout"]), copy.deepcopy(st["world"]), collisions=st["collisions"], render=render)
+        if not render:
+            return None, None
         return self._observation(), self._info(collision=False, success=bool(self._world_np.succeeded))
 
     # ---------------------------------------------------------------- accessors for drivers and planners
@@ -320,6 +325,29 @@ class DrivingEnv(gym.Env):
         ``int[A * n_per_answer]`` answers; advance the states with the actions actually taken
         (``jax.vmap(dynamics.step, in_axes=(0, 0, None))``) to reach the present.
         """
+        layouts, answers = self._hypothesis_layouts(n_per_answer, seed)
+        stack = lambda *xs: np.stack(xs)  # noqa: E731
+        params = dyn.DynamicsParams(*[stack(*vals) for vals in zip(*(lay.params for lay in layouts))])
+        world = jax.tree_util.tree_map(stack, *(lay.state for lay in layouts))
+        return params, world, answers
+
+    def hypothesis_snapshots(self, n_per_answer: int, seed: int) -> tuple[list[EnvSnapshot], np.ndarray]:
+        """The same hypotheses as :meth:`hypotheses` (same ``seed``, same draws), as whole-episode snapshots.
+
+        Each is this episode's start (t = 0) with the hidden agents redrawn given one answer, their colours
+        and (StoppedLeadCar) lamp schedule included, so :meth:`restore` renders a hypothetical episode that
+        the simulator can play forward: the posterior world model (``posterior-imagine``) keeps the ones
+        that agree with what the real frames showed. Returns the snapshots and ``int[A * n_per_answer]``
+        answers.
+        """
+        layouts, answers = self._hypothesis_layouts(n_per_answer, seed)
+        rng = copy.deepcopy(self.np_random.bit_generator.state)
+        snaps = [EnvSnapshot(env_id=self.scenario.name, config_key=self._config_key,
+                             state={"layout": lay, "world": lay.state, "collisions": 0, "rng": rng})
+                 for lay in layouts]
+        return snaps, answers
+
+    def _hypothesis_layouts(self, n_per_answer: int, seed: int) -> tuple[list[Layout], np.ndarray]:
         if self._layout is None:
             raise RuntimeError("call reset() before hypotheses()")
         if n_per_answer < 1:
@@ -327,7 +355,7 @@ class DrivingEnv(gym.Env):
         sc, base = self.scenario, self._layout
         rng = np.random.default_rng(seed)
         n_answers = len(sc.questions[0].answers)
-        params_list, states, answers = [], [], []
+        layouts, answers = [], []
         for a in range(n_answers):
             prior = tuple(1.0 if i == a else 0.0 for i in range(n_answers))
             for _ in range(n_per_answer):
@@ -335,6 +363,7 @@ class DrivingEnv(gym.Env):
                 shift = np.float32(float(draw.params.x0) - float(base.params.x0))  # path coordinates follow x0
                 p = {k: np.array(v, copy=True) for k, v in base.params._asdict().items()}
                 ag = {k: np.array(v, copy=True) for k, v in base.state.agents._asdict().items()}
+                rgba = np.array(base.slot_rgba, copy=True)
                 for role in sc.hidden_roles + sc.hidden_param_roles:
                     i = sc.slot(role)
                     for k in ("start_t", "trigger_tta"):
@@ -344,13 +373,14 @@ class DrivingEnv(gym.Env):
                     if role in sc.hidden_roles:
                         for k in ag:
                             ag[k][i] = getattr(draw.state.agents, k)[i]
-                params_list.append(dyn.DynamicsParams(**p))
-                states.append(base.state._replace(agents=dyn.AgentState(**ag)))
+                        rgba[i] = draw.slot_rgba[i]
+                # lamps (brake lights, hazards) are cues of the hidden cause: the hypothesis's own
+                layouts.append(Layout(state=base.state._replace(agents=dyn.AgentState(**ag)),
+                                      params=dyn.DynamicsParams(**p), slot_rgba=rgba, hidden=draw.hidden,
+                                      answers=dict(draw.answers), lamps=dict(draw.lamps),
+                                      landmarks=dict(base.landmarks)))
                 answers.append(a)
-        stack = lambda *xs: np.stack(xs)  # noqa: E731
-        params = dyn.DynamicsParams(*[stack(*vals) for vals in zip(*params_list)])
-        world = jax.tree_util.tree_map(stack, *states)
-        return params, world, np.asarray(answers)
+        return layouts, np.asarray(answers)
 
     def scene_map(self) -> SceneMap:
         """The scene now, from above, for people (privileged: shows hidden agents); see ``topdown``.
@@ -388,7 +418,7 @@ class DrivingEnv(gym.Env):
                         t=int(self._world_np.t))
 
     # ---------------------------------------------------------------- internals
-    def _load(self, layout: Layout, world_np: dyn.WorldState, collisions: int) -> None:
+    def _load(self, layout: Layout, world_np: dyn.WorldState, collisions: int, render: bool = True) -> None:
         self._layout = layout
         self._params = dyn.to_jax(layout.params)
         self._world = dyn.to_jax(world_np)
@@ -399,7 +429,10 @@ class DrivingEnv(gym.Env):
         self.scene.model.geom_rgba[:] = self.scene.default_rgba
         for i, rgba in enumerate(layout.slot_rgba):
             self.scene.set_slot_rgba(i, rgba)
-        self._refresh()
+        if render:
+            self._refresh()
+        else:  # the next step draws the frame; the labels of the old one must not be read meanwhile
+            self._frame, self._visible, self._visible_pixels = None, {}, {}
 
     def _refresh(self) -> None:
         """Pose the MuJoCo scene, set lamps, render the frame and its visibility labels."""

@@ -12,7 +12,7 @@ Modules: :mod:`.config` (typed configs, presets), :mod:`.actions` (action
 encoding), :mod:`.network` (diffusers UNet + conditioning), :mod:`.denoiser`
 (EDM math), :mod:`.sampler` (Euler/Heun), :mod:`.data` (recorded windows),
 :mod:`.train` (the loop), :mod:`.checkpoint` (safetensors I/O),
-:mod:`.model`, :mod:`.baselines`, :mod:`.imagined_env`, :mod:`.evaluate`, :mod:`.cli`.
+:mod:`.model`, :mod:`.baselines`, :mod:`.posterior` (the fair upper bound), :mod:`.imagined_env`, :mod:`.evaluate`, :mod:`.cli`.
 This package never imports ``genex.envs``.
 """
 
@@ -25,10 +25,11 @@ from .config import PRESETS, TrainConfig, WorldModelConfig, preset
 from .denoiser import Batch, Denoiser
 from .imagined_env import ImaginedEnv
 from .model import DiffusionWorldModel
+from .posterior import PosteriorWorldModel
 from .protocol import WorldModel
 
 __all__ = [
     "Batch", "CheckpointError", "CheckpointMismatchError", "CopyLastFrameWorldModel", "CorruptCheckpointError",
-    "Denoiser", "DiffusionWorldModel", "ImaginedEnv", "OracleWorldModel", "PRESETS", "TrainConfig", "WorldModel",
+    "Denoiser", "DiffusionWorldModel", "ImaginedEnv", "OracleWorldModel", "PosteriorWorldModel", "PRESETS", "TrainConfig", "WorldModel",
     "WorldModelConfig", "load_world_model", "preset", "save_world_model",
 ]

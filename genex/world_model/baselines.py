@@ -9,7 +9,15 @@ import numpy as np
 
 from .protocol import check_context
 
-__all__ = ["CopyLastFrameWorldModel", "OracleWorldModel"]
+__all__ = ["CopyLastFrameWorldModel", "OracleWorldModel", "stack_trees"]
+
+
+def stack_trees(trees: Sequence[Any]) -> Any:
+    """Stack a list of equally shaped NamedTuple trees of arrays leaf by leaf (NumPy, new leading axis)."""
+    first = trees[0]
+    if hasattr(first, "_fields"):
+        return type(first)(*(stack_trees([t[i] for t in trees]) for i in range(len(first))))
+    return np.stack([np.asarray(t) for t in trees])
 
 
 class CopyLastFrameWorldModel:
@@ -105,6 +113,17 @@ class OracleWorldModel:
                 if terminated or truncated:
                     break
             return np.stack(frames) if frames else np.zeros((0,) + np.asarray(obs["image"]).shape, np.uint8)
+
+    def worlds(self, snapshot: Any = None) -> tuple[Any, Any, np.ndarray]:
+        """The imagined world as plans see it: the simulator's dynamics parameters and state at ``snapshot``
+        (default: the synced one, else the env's own), each with a leading axis of 1, and weight ``[1.0]``.
+        Needs an env with ``dynamics_params``/``world_state`` (the driving scenes)."""
+        snap = snapshot if snapshot is not None else self.snapshot
+        if snap is None:
+            snap = self.env.snapshot()
+        with self._at(snap):
+            params, state = self.env.dynamics_params, self.env.world_state
+        return stack_trees([params]), stack_trees([state]), np.ones(1)
 
     def imagine(self, context_frames: np.ndarray, actions: Sequence[Any], num_samples: int = 1,
                 seed: int | None = None, snapshot: Any = None) -> np.ndarray:

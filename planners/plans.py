@@ -1,0 +1,165 @@
+"""Decisions that commit: expected return of short action sequences under the belief.
+
+The one-step rule (``decision="table"``) picks the action of least expected
+cost in the env's cost table. The table cannot say that a hazard has passed
+(the van ahead has driven off, the oncoming car is gone), so a planner that is
+unsure, or sure of the wrong thing, waits for ever or creeps into a pedestrian
+it has already seen. ``decision="plan"`` (the default wherever the env can draw
+hypotheses) plans instead:
+
+1. at reset the env draws *hypotheses* of its hidden agents
+   (``env.unwrapped.hypotheses(n, seed)``): ``n`` per answer of the first
+   question, each the episode's start with the hidden agents redrawn from the
+   documented prior given that answer, never the true ones (what the ego can
+   see or knows, its own start, the occluders, the road, is kept);
+2. after every real step they are advanced with the action actually taken;
+3. each decision, ``candidate_plans`` ("action a for k steps, then b", about
+   300 of 24 steps) are rolled out from every hypothesis in one ``vmap``ped JAX
+   call, and each plan's return is averaged over the hypotheses with weights
+   ``P(answer) / n`` from the planner's belief (real and imagined evidence);
+   hypotheses in which the ego has already collided contradict what happened
+   and get weight 0;
+4. the first action of the best plan is taken (receding horizon).
+
+The belief is what each planner contributes: ``react`` reads the current real
+frame, ``imagine`` adds imagined frames read by the policy. The ``particle``
+planner is this rule on ``react``'s belief.
+
+World models whose imagined futures are *simulator states* plan over those
+instead (:meth:`HypothesisPlans.choose_in`, the expected return of each plan
+under the imagined outcomes): ``oracle-imagine`` over the live state (the
+privileged bound: the expert's MPC), ``posterior-imagine`` over its
+hypotheses weighted by how well they agree with the real frames (the fair
+bound: what a perfect world model trained on video, which also foresees
+collisions and progress, would let a planner do). A learned world model draws
+frames only, so ``imagine`` plans through the belief its imagined frames imply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["DECISION_RULES", "HypothesisPlans", "PlanChoice", "plans_available"]
+
+#: ``plan``: expected return of candidate plans over belief-weighted hypotheses; ``table``: one-step cost table
+DECISION_RULES = ("plan", "table")
+
+
+def plans_available(env: Any) -> bool:
+    """Whether ``env`` can draw hypotheses of its hidden state with batched dynamics (the driving scenes)."""
+    return hasattr(getattr(env, "unwrapped", env), "hypotheses")
+
+
+@dataclass(frozen=True)
+class PlanChoice:
+    """One plan decision: ``action`` (first action of the best plan), per-first-action ``costs`` (minus the best
+    expected return of a plan starting with it; lower is better), and the summary kept in the trace."""
+
+    action: int
+    costs: np.ndarray
+    summary: dict[str, Any]
+
+
+class HypothesisPlans:
+    """Candidate plans rolled out over an env's hypotheses; see the module docstring.
+
+    Args:
+        env: a genex env with ``hypotheses(n_per_answer, seed)`` (the driving scenes).
+        n_actions: the env's number of discrete actions.
+        particles: hypotheses per answer of the first question.
+        horizon: steps per candidate plan.
+        seed: seed of the hypothesis draw (the episode's seed: the same hypotheses for every planner).
+    """
+
+    def __init__(self, env: Any, n_actions: int, *, particles: int = 8, horizon: int = 24, seed: int = 0) -> None:
+        import jax
+
+        from genex.envs.driving import dynamics as dyn
+        from genex.envs.driving.drivers import candidate_plans
+
+        if particles < 1 or horizon < 1:
+            raise ValueError(f"particles and plan horizon must be >= 1, got {particles}, {horizon}")
+        u = getattr(env, "unwrapped", env)
+        if not plans_available(u):
+            raise ValueError(f"plan decisions need an env that draws hypotheses of its hidden state (the driving "
+                             f"scenes); {type(u).__name__} has none: use decision='table'")
+        try:
+            params, states, answers = u.hypotheses(particles, seed=seed)
+        except RuntimeError as e:
+            raise RuntimeError(f"{e}: call env.reset(...) before planner.reset(env)") from e
+        self.params, self.states = dyn.to_jax(params), dyn.to_jax(states)
+        self.answers = np.asarray(answers)
+        self._dyn = dyn
+        self.plans = candidate_plans(n_actions, horizon)
+        self._step = _jitted(jax, dyn)[0]
+        self._returns = _jitted(jax, dyn)[1]
+
+    def advance(self, action: int) -> None:
+        """Bring the hypotheses to the present with the action really taken."""
+        self.states, _ = self._step(self.params, self.states, np.int32(action))
+
+    def weights(self, answer_probs: np.ndarray) -> np.ndarray:
+        """``float64[N]``: ``P(answer) / n`` per hypothesis, 0 where its ego has collided; sums to 1."""
+        probs = np.asarray(answer_probs, np.float64)
+        counts = np.bincount(self.answers, minlength=len(probs)).astype(np.float64)
+        w = probs[self.answers] / counts[self.answers]
+        w = w * ~np.asarray(self.states.collided)
+        if w.sum() <= 0:  # every hypothesis contradicts what happened: fall back to all of them
+            w = np.ones_like(w)
+        return w / w.sum()
+
+    def returns(self) -> np.ndarray:
+        """``float64[P, N]``: each plan's summed reward from each hypothesis's present state."""
+        return np.asarray(self._returns(self.params, self.states, self.plans), np.float64)
+
+    def choose(self, answer_probs: np.ndarray, returns: np.ndarray | None = None,
+               first_actions: np.ndarray | None = None) -> PlanChoice:
+        """The best plan under ``answer_probs``; ``first_actions`` restricts the plans to those starting there."""
+        w = self.weights(answer_probs)
+        r = self.returns() if returns is None else returns
+        summary = {"particles": int(len(w)), "answer_weights": np.round(np.bincount(
+            self.answers, weights=w, minlength=len(answer_probs)), 4).tolist()}
+        return self._pick(r @ w, w, first_actions, summary)
+
+    def choose_in(self, worlds: tuple[Any, Any, np.ndarray], first_actions: np.ndarray | None = None) -> PlanChoice:
+        """The best plan over imagined *worlds* ``(params, states, weights)`` (NumPy pytrees with a leading axis
+        ``[M]``, ``float[M]`` weights) instead of the belief-weighted hypotheses: for world models whose futures
+        are simulator states (the oracle's true one, the posterior's filtered hypotheses)."""
+        params, states, w = worlds
+        w = np.asarray(w, np.float64)
+        w = w / w.sum()
+        r = np.asarray(self._returns(self._dyn.to_jax(params), self._dyn.to_jax(states), self.plans), np.float64)
+        return self._pick(r @ w, w, first_actions, {"particles": int(len(w)), "imagined_worlds": True})
+
+    def _pick(self, expected: np.ndarray, w: np.ndarray, first_actions: np.ndarray | None,
+              summary: dict[str, Any]) -> PlanChoice:
+        n_actions = int(self.plans.max()) + 1
+        costs = np.full(n_actions, np.inf)
+        for a in range(n_actions):
+            m = self.plans[:, 0] == a
+            if m.any():
+                costs[a] = -float(expected[m].max())
+        allowed = np.arange(n_actions) if first_actions is None else np.asarray(first_actions)
+        masked = np.where(np.isin(self.plans[:, 0], allowed), expected, -np.inf)
+        best = int(np.argmax(masked))
+        summary = {**summary, "effective_particles": round(float(1.0 / (w ** 2).sum()), 3),
+                   "plans": int(len(self.plans)), "best_plan": [int(a) for a in self.plans[best][:8]],
+                   "expected_return": round(float(expected[best]), 4)}
+        return PlanChoice(int(self.plans[best, 0]), costs, summary)
+
+
+_JITTED: dict[str, Any] = {}
+
+
+def _jitted(jax: Any, dyn: Any) -> tuple[Any, Any]:
+    """The vmapped step and plan-return functions, compiled once per process."""
+    if not _JITTED:
+        _JITTED["step"] = jax.jit(jax.vmap(dyn.step, in_axes=(0, 0, None)))
+        #: float[P, N]: plans x hypotheses, summed reward
+        _JITTED["returns"] = jax.jit(jax.vmap(
+            lambda params, states, plan: jax.vmap(dyn.rollout, in_axes=(0, 0, None))(params, states, plan)[1]
+            .reward.sum(-1), in_axes=(None, None, 0)))
+    return _JITTED["step"], _JITTED["returns"]
