@@ -28,6 +28,7 @@ demo: setup
 	$(VENV)/bin/genex viz runs/demo_gui --planner imagine --out runs/demo_gui/viz
 
 test: setup
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: setup

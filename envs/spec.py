@@ -37,6 +37,7 @@ __all__ = [
     "public_info",
     "Question",
     "Probe",
+    "NumberReading",
     "EnvSnapshot",
     "HiddenStateEnv",
     "SnapshotMismatchError",
@@ -114,6 +115,67 @@ class Probe:
             raise ValueError(f"probe {self.fact!r} supports {sorted(unknown)}, not answers of {self.question!r}")
         hit = np.array([self.detect if a in self.supports else self.false_alarm for a in answers])
         return p_seen * hit + (1.0 - p_seen) * (1.0 - hit)
+
+
+@dataclass(frozen=True)
+class NumberReading:
+    """How a planner reads a number on screen and compares it with a number in the instruction.
+
+    Some facts are a comparison ("the trip's price is within the budget"): a perception model reads text, it
+    does not compare. A reading declares how the comparison is made from two read numbers. The reference is
+    parsed from the instruction with ``reference`` (a regex with one group of digits: "at most $165" -> 165);
+    the policy is asked, for every candidate ``c`` in ``reference + window``, whether the text
+    ``template.format(c)`` is on screen ("Price: $150"); the read number is distributed as the policy's
+    answers, normalised over the candidates. Then ``P(fact_le) = P(given) * P(number <= reference)`` and
+    ``P(fact_gt) = P(given) * P(number > reference)``, where ``given`` is the fact the number belongs to (the
+    details dialog is open). Where no candidate is read (all answers below ``floor``), both facts get
+    ``P(given) / 2``: nothing was read.
+    """
+
+    fact_le: str
+    fact_gt: str
+    given: str
+    template: str
+    reference: str
+    window: tuple[int, int] = (-60, 60)
+    floor: float = 0.05
+
+    def __post_init__(self) -> None:
+        if "{}" not in self.template:
+            raise ValueError(f"reading {self.fact_le!r}: template {self.template!r} has no '{{}}' for the number")
+        import re
+
+        if re.compile(self.reference).groups != 1:
+            raise ValueError(f"reading {self.fact_le!r}: reference {self.reference!r} needs exactly one group")
+        if self.window[0] > self.window[1]:
+            raise ValueError(f"reading {self.fact_le!r}: window {self.window} is empty")
+
+    def reference_number(self, instruction: str) -> int | None:
+        """The number the instruction gives (None when it gives none)."""
+        import re
+
+        m = re.search(self.reference, instruction)
+        return int(m.group(1)) if m else None
+
+    def candidates(self, instruction: str) -> list[int]:
+        ref = self.reference_number(instruction)
+        if ref is None:
+            return []
+        return [c for c in range(ref + self.window[0], ref + self.window[1] + 1) if c >= 0]
+
+    def texts(self, instruction: str) -> list[str]:
+        """The text questions to ask: one per candidate number."""
+        return [self.template.format(c) for c in self.candidates(instruction)]
+
+    def read(self, instruction: str, p_given: float, p_texts: Any) -> dict[str, float]:
+        """``{fact_le: P, fact_gt: P}`` from ``P(given)`` and the policy's answers to :meth:`texts`."""
+        cands = np.asarray(self.candidates(instruction))
+        p = np.asarray(p_texts, np.float64)
+        if len(cands) == 0 or p.max(initial=0.0) < self.floor:
+            return {self.fact_le: p_given / 2, self.fact_gt: p_given / 2}
+        ref = self.reference_number(instruction)
+        share_le = float(p[cands <= ref].sum() / p.sum())
+        return {self.fact_le: p_given * share_le, self.fact_gt: p_given * (1.0 - share_le)}
 
 
 def validate_probes(questions: tuple[Question, ...], probes: tuple[Probe, ...], n_actions: int) -> None:

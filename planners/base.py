@@ -29,11 +29,11 @@ import numpy as np
 
 from genex.belief import Belief
 from genex.envs.spec import PRIVILEGED_INFO_KEYS
-from genex.policy.data import fact_question
+from genex.policy.data import fact_question, text_question
 from genex.policy.protocol import PolicyQuestion, TaggedImage
 
 from .plans import DECISION_RULES, HypothesisPlans, plans_available
-from .task import Branch, Task, image_of, prompt_of, task_from_env
+from .task import Task, image_of, prompt_of, task_from_env
 
 __all__ = ["Planner", "DecisionTrace", "BeliefPlanner", "to_jsonable"]
 
@@ -299,7 +299,16 @@ class BeliefPlanner:
 
     # ------------------------------------------------------------------ perception
     def _questions(self) -> list[PolicyQuestion]:
-        return [PolicyQuestion(f, fact_question(f), YES_NO) for f in self.task.facts]
+        """The fact questions, and for every fact read as a comparison (``Task.readings``) the fact its number
+        belongs to and one text question per candidate number (ids ``read:<fact>:<k>``)."""
+        read = {f for r in self.task.readings for f in (r.fact_le, r.fact_gt)}
+        qs = [PolicyQuestion(f, fact_question(f), YES_NO) for f in self.task.facts if f not in read]
+        for r in self.task.readings:
+            if r.given not in {q.id for q in qs}:
+                qs.append(PolicyQuestion(r.given, fact_question(r.given), YES_NO))
+            qs += [PolicyQuestion(f"read:{r.fact_le}:{k}", text_question(text), YES_NO)
+                   for k, text in enumerate(r.texts(self.prompt))]
+        return qs
 
     def _p_seen(self, frames: Sequence[np.ndarray], imagined: bool, step: int = 0) -> list[dict[str, float]]:
         """``P(fact visible)`` for each frame (one batched policy call)."""
@@ -312,7 +321,15 @@ class BeliefPlanner:
         r = self.policy.answer(images, self.prompt, self._questions())
         self._timers["policy"] += time.perf_counter() - t0
         self._policy_images += len(images)
-        return [{f: float(r.per_image[f][i][0]) for f in facts} for i in range(len(images))]
+        out = []
+        for i in range(len(images)):
+            p = {f: float(r.per_image[f][i][0]) for f in facts if f in r.per_image}
+            for rd in self.task.readings:  # a comparison of two numbers: the policy reads, the reading compares
+                n = len(rd.candidates(self.prompt))
+                texts = [float(r.per_image[f"read:{rd.fact_le}:{k}"][i][0]) for k in range(n)]
+                p.update(rd.read(self.prompt, float(r.per_image[rd.given][i][0]), texts))
+            out.append(p)
+        return out
 
     def _likelihoods(self, p_seen: Mapping[str, float], probes: Sequence[Any],
                      conditional_only: bool = False) -> dict[str, np.ndarray]:

@@ -72,9 +72,11 @@ class HypothesisPlans:
         particles: hypotheses per answer of the first question.
         horizon: steps per candidate plan.
         seed: seed of the hypothesis draw (the episode's seed: the same hypotheses for every planner).
+        tail: steps of braking appended to every plan when it is scored (its rewards and collisions count).
     """
 
-    def __init__(self, env: Any, n_actions: int, *, particles: int = 8, horizon: int = 24, seed: int = 0) -> None:
+    def __init__(self, env: Any, n_actions: int, *, particles: int = 8, horizon: int = 24, seed: int = 0,
+                 tail: int = 8) -> None:
         import jax
 
         from genex.envs.driving import dynamics as dyn
@@ -94,6 +96,15 @@ class HypothesisPlans:
         self.answers = np.asarray(answers)
         self._dyn = dyn
         self.plans = candidate_plans(n_actions, horizon)
+        # every plan is scored with a braking tail: a plan that ends the horizon fast, towards a hazard that has not
+        # shown yet, pays for the collision it could no longer avoid (without the tail, "wait, then accelerate
+        # at the end of the horizon" always looks safe, and a replanning car waits for ever)
+        brake = [a for a, name in enumerate(getattr(u, "action_names", ())) if name == "brake"] if tail else []
+        if tail and not brake:
+            raise ValueError(f"{type(u).__name__} has no brake action for the plans' braking tail; use tail=0")
+        self.tail = tail
+        self._scored = np.concatenate([self.plans, np.full((len(self.plans), tail), brake[0] if brake else 0,
+                                                           np.int32)], axis=1) if tail else self.plans
         self._step = _jitted(jax, dyn)[0]
         self._returns = _jitted(jax, dyn)[1]
 
@@ -113,7 +124,7 @@ class HypothesisPlans:
 
     def returns(self) -> np.ndarray:
         """``float64[P, N]``: each plan's summed reward from each hypothesis's present state."""
-        return np.asarray(self._returns(self.params, self.states, self.plans), np.float64)
+        return np.asarray(self._returns(self.params, self.states, self._scored), np.float64)
 
     def choose(self, answer_probs: np.ndarray, returns: np.ndarray | None = None,
                first_actions: np.ndarray | None = None) -> PlanChoice:
@@ -131,7 +142,7 @@ class HypothesisPlans:
         params, states, w = worlds
         w = np.asarray(w, np.float64)
         w = w / w.sum()
-        r = np.asarray(self._returns(self._dyn.to_jax(params), self._dyn.to_jax(states), self.plans), np.float64)
+        r = np.asarray(self._returns(self._dyn.to_jax(params), self._dyn.to_jax(states), self._scored), np.float64)
         return self._pick(r @ w, w, first_actions, {"particles": int(len(w)), "imagined_worlds": True})
 
     def _pick(self, expected: np.ndarray, w: np.ndarray, first_actions: np.ndarray | None,

@@ -49,6 +49,7 @@ class Task:
     exploration: tuple[Branch, ...] = ()
     initial_view_choice: int | None = None
     generic: bool = False
+    readings: tuple[Any, ...] = ()  # facts read as a comparison of two numbers (genex.envs.spec.NumberReading)
 
     @property
     def facts(self) -> tuple[str, ...]:
@@ -106,4 +107,5 @@ def task_from_env(env: Any, horizon: int = 8) -> Task:
     return Task(env_id=env_id, action_names=names, questions=questions,
                 action_costs={k: np.asarray(v, np.float64) for k, v in u.action_costs.items()}, probes=probes,
                 priors=dict(getattr(u, "priors", {}) or {}), mode=mode, exploration=exploration,
-                initial_view_choice=getattr(u, "initial_view_choice", None))
+                initial_view_choice=getattr(u, "initial_view_choice", None),
+                readings=tuple(r for r in getattr(u, "readings", ()) if {r.fact_le, r.fact_gt} & {p.fact for p in probes}))

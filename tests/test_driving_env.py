@@ -103,7 +103,7 @@ def test_panorama_cameras_tile_the_horizontal_field_of_view():
     """Wide cameras (width > height) are spaced by their horizontal FOV: neighbours neither overlap nor gap."""
     env = gym.make(IDS[1], width=48, height=32, panorama=3).unwrapped
     env.reset(seed=0)
-    m, d = env.scene.model, env.scene.data
+    d = env.scene.data
     yaws = [np.arctan2(-d.cam_xmat[c].reshape(3, 3)[1, 2], -d.cam_xmat[c].reshape(3, 3)[0, 2]) for c in env.scene.camera_ids]
     hfov = 2 * np.arctan(np.tan(np.radians(70.0) / 2) * 48 / 32)
     np.testing.assert_allclose(np.diff(yaws), [-hfov, -hfov], atol=1e-3)

@@ -615,3 +615,45 @@ def test_imagine_tells_a_world_model_what_each_imagined_click_targets():
     assert "label" not in action  # the env gets its plain action
     labels = sorted(a[0]["label"] for a in seen)
     assert labels == sorted(names[1:])  # tab 1 is open at the start: the other three are imagined
+
+
+def test_ticket_shop_reads_the_price_and_compares_it_with_the_budget():
+    """The policy reads text; the env's NumberReading turns "Price: $N" and "at most $B" into the answer."""
+    from genex.envs.spec import NumberReading
+
+    env = gym.make("genex/TicketShop-v0")
+    obs, info = env.reset(seed=4)
+    (reading,) = env.unwrapped.readings
+    budget = info["hidden"]["budget"]
+    assert reading.reference_number(obs["text"]) == budget
+    assert reading.texts(obs["text"])[0] == f"Price: ${budget - 60}" and len(reading.texts(obs["text"])) == 121
+    trips = [t for t in info["hidden"]["trips"] if t["city"] == info["hidden"]["city"]]
+
+    def perception(image, fact):  # a perfect reader of the open dialog's price (the dialog of listing `opened`)
+        price = trips[opened]["price"]
+        return float(fact == "details" or fact == f"Is the text 'Price: ${price}' on screen?")
+
+    class TextReader(OraclePerception):
+        def answer(self, images, prompt, questions, actions=()):
+            self.asked = questions
+            per = {q.id: np.array([[p, 1 - p] for p in [perception(None, q.id if not q.id.startswith("read:")
+                                                                    else q.text)] * len(images)]) for q in questions}
+            return PolicyResponse(probs={k: v.mean(0) for k, v in per.items()}, per_image=per,
+                                  imagined=np.zeros(len(images), bool), action=None)
+
+    planner = BeliefPlanner(TextReader())
+    planner.reset(env, seed=4)
+    planner.prompt = obs["text"]
+    planner._timers, planner._policy_images = {"policy": 0.0}, 0
+    for opened in range(3):
+        (p,) = planner._p_seen([obs["image"]], imagined=True)
+        cheap = trips[opened]["price"] <= budget
+        assert p["affordable_details"] == pytest.approx(1.0 if cheap else 0.0)
+        assert p["expensive_details"] == pytest.approx(0.0 if cheap else 1.0)
+    assert sum(q.id.startswith("read:") for q in planner.policy.asked) == 121
+    nothing = reading.read(obs["text"], 0.8, np.zeros(121))
+    assert nothing == {"affordable_details": 0.4, "expensive_details": 0.4}  # nothing read: no evidence either way
+    with pytest.raises(ValueError, match="group"):
+        NumberReading("a", "b", given="c", template="{}", reference=r"\d+")
+    with pytest.raises(ValueError, match="template"):
+        NumberReading("a", "b", given="c", template="Price", reference=r"(\d+)")

@@ -14,7 +14,7 @@ from genex.policy import (CheckpointError, PolicyInputError, PolicyQuestion, Tag
                           TinyVLM, TinyVLMConfig, TokenizerMismatchError, UnknownAnswerError, WordTokenizer,
                           load_tiny_vlm, save_tiny_vlm)
 from genex.policy.data import format_prompt, load_examples
-from genex.policy.train import TrainConfig, build_tokenizer, evaluate, make_batch, train_policy
+from genex.policy.train import TrainConfig, evaluate, train_policy
 
 torch.set_num_threads(1)
 
@@ -325,6 +325,29 @@ def test_fact_questions_ask_gui_labels_as_text():
 
     assert fact_question("label:Battery saver") == "Is the text 'Battery saver' on screen?"
     assert fact_question("pedestrian") == "Is a pedestrian visible?"
+
+
+def test_numeric_negatives_ask_a_shown_number_and_the_same_with_one_digit_changed(tmp_path):
+    import random
+
+    import genex.envs  # noqa: F401
+    from genex.policy.data import perturb_digit
+    from genex.recording import record_episodes
+
+    rng = random.Random(0)
+    assert all(perturb_digit("Price: $175", rng) != "Price: $175" for _ in range(50))
+    assert {len(perturb_digit("Price: $175", rng)) for _ in range(50)} == {11}
+    with pytest.raises(ValueError, match="no digit"):
+        perturb_digit("Buy", rng)
+    rec = tmp_path / "shop"
+    record_episodes("genex/TicketShop-v0", rec, 3, driver="expert", seed=0, progress=False)
+    plain = load_examples([rec], 32)
+    numeric = load_examples([rec], 32, numeric_negatives=2)
+    assert [e.prompt for e in plain.examples] == [e.prompt for e in load_examples([rec], 32).examples]
+    extra = {(e.frame, e.prompt, e.target) for e in numeric.examples} - {(e.frame, e.prompt, e.target)
+                                                                         for e in plain.examples}
+    prices = [(f, p, t) for f, p, t in extra if "Price: $" in p]
+    assert any(t == 1 for _, _, t in prices) and all(f < len(numeric.frames) for f, _, _ in prices)
 
 
 # -- architecture switches: conv stem, readout fusion ---------------------------------------------------

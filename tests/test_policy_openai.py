@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from genex.policy import OpenAIPolicy, PolicyInputError, PolicyQuestion, PolicyServerError, TinyPolicy, save_tiny_vlm
+from genex.policy import OpenAIPolicy, PolicyInputError, PolicyServerError, TinyPolicy, save_tiny_vlm
 from genex.policy.prompting import build_json_prompt, extract_json_object, parse_json_answer, parse_prompt
 from genex.policy.server import make_server
 from test_policy import QUESTIONS, images, tiny_model

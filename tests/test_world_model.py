@@ -458,7 +458,7 @@ def test_resume_after_kill_matches_uninterrupted(synthetic, tmp_path):
 
 
 def test_corrupt_and_mismatched_checkpoints(tmp_path):
-    gym = pytest.importorskip("gymnasium")
+    pytest.importorskip("gymnasium")
     from gymnasium import spaces
 
     wm = tiny_model()

@@ -425,7 +425,6 @@ class DrivingEnv(gym.Env):
         self._world_np = world_np
         self._collisions = collisions
         self._pose = tuple(float(p) for p in dyn.to_numpy(dyn.ego_pose_jit(self._params, self._world.ego)))
-        sc = self.scenario
         self.scene.model.geom_rgba[:] = self.scene.default_rgba
         for i, rgba in enumerate(layout.slot_rgba):
             self.scene.set_slot_rgba(i, rgba)

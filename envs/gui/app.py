@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..spec import Probe, Question
+from ..spec import NumberReading, Probe, Question
 from .editing import TextValue
 from .widgets import Dropdown, ScrollArea, ScrollButton, Screen, TextField, Widget
 
@@ -77,6 +77,8 @@ class GuiApp(abc.ABC):
     default_max_steps: ClassVar[int]
     #: how visible facts bear on the questions (perception evidence for planners; see ``spec.Probe``)
     probes: ClassVar[tuple[Probe, ...]] = ()
+    #: facts that are comparisons of a read number with the instruction's (see ``spec.NumberReading``)
+    readings: ClassVar[tuple[NumberReading, ...]] = ()
     #: the action choice whose view the app starts in (its ``after_choice`` probes apply at reset), if any
     initial_view_choice: ClassVar[int | None] = None
 

@@ -153,6 +153,8 @@ class GuiEnv(gym.Env):
         validate_action_costs(self.questions, self.action_costs, len(self.action_names))
         #: perception evidence: how visible facts bear on the questions (see ``spec.Probe``)
         self.probes: tuple[Probe, ...] = tuple(self.app.probes)
+        #: facts read as a comparison of two numbers (see ``spec.NumberReading``), e.g. TicketShop's price and budget
+        self.readings = tuple(self.app.readings)
         self.initial_view_choice: int | None = self.app.initial_view_choice
         validate_probes(self.questions, self.probes, len(self.action_names))
         self.action_space = make_action_space(cfg.action_mode, cfg.screen_size, cfg.max_elements)

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..spec import Probe, Question
+from ..spec import NumberReading, Probe, Question
 from .app import GuiApp, Intent, UiState
 from .widgets import (
     MUTED, Button, Dialog, Dropdown, Label, ListItem, Menu, MenuItem, Rect, Screen, ScrollArea, Widget, Window,
@@ -81,6 +81,11 @@ class TicketShopApp(GuiApp):
             Probe("affordable_listing", "affordable_details", (f"listing {i + 1}",), detect=0.95, after_choice=i),
             Probe("affordable_listing", "expensive_details",
                   tuple(f"listing {j + 1}" for j in range(N_LISTINGS) if j != i), detect=0.95, after_choice=i)))
+    #: "affordable" is a comparison the policy does not make: it reads the dialog's "Price: $N" (the text question
+    #: for every N within 60 of the instruction's budget) and the planner compares N with the budget
+    readings: ClassVar[tuple[NumberReading, ...]] = (
+        NumberReading("affordable_details", "expensive_details", given="details", template="Price: ${}",
+                      reference=r"at most \$(\d+)"),)
     default_max_steps: ClassVar[int] = 40
 
     def sample(self, rng: np.random.Generator) -> ShopState:
@@ -225,7 +230,9 @@ class TicketShopApp(GuiApp):
         return {"affordable_listing": [f"{t.city} {t.day} {t.time}" for t in trips]}
 
     def labels(self) -> tuple[str, ...]:
-        return (*self._options(), "Buy", "Close")
+        # the prices too: a reader learns "Price: $175" from the other trips' "Price: $165" (planners compare it
+        # with the budget through `readings`)
+        return (*self._options(), "Buy", "Close", *sorted({f"Price: ${t.price}" for t in self.state.trips}))
 
     # ------------------------------------------------------------------ scripts
     def _open(self, i: int, screen: Screen) -> Intent | None:

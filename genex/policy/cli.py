@@ -47,7 +47,7 @@ def cmd_train_policy(args: argparse.Namespace) -> int:
         vision_layers=args.vision_layers, fusion_layers=args.fusion_layers, stem=args.stem,
         fusion=args.fusion, glimpse=args.glimpse, glimpse_labels=args.glimpse_labels, steps=args.steps,
         minutes=args.minutes, batch_frames=args.batch_frames, lr=args.lr, frame_stride=args.frame_stride,
-        seed=args.seed, save_every=args.save_every, threads=args.threads, init=args.init,
+        numeric_negatives=args.numeric_negatives, seed=args.seed, save_every=args.save_every, threads=args.threads, init=args.init,
         balance=not args.no_balance, eval_max_frames=args.eval_max_frames or None,
         eval_every=args.eval_every, device=args.device,
         command=_command_line(args),
@@ -130,6 +130,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--batch-frames", type=int, default=32)
     s.add_argument("--lr", type=float, default=1e-3)
     s.add_argument("--frame-stride", type=int, default=1, help="keep every n-th recorded frame")
+    s.add_argument("--numeric-negatives", type=int, default=0,
+                   help="per frame, ask up to N labels with digits as shown (yes) and with one digit changed (no): "
+                        "teaches reading numbers such as prices (default 0)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--save-every", type=int, default=500)
     s.add_argument("--threads", type=int, default=1, help="torch CPU threads")

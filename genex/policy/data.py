@@ -111,9 +111,19 @@ def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BILINEAR)) for f in frames])
 
 
+def perturb_digit(text: str, rng: random.Random) -> str:
+    """``text`` with one of its digits replaced by another ("Price: $175" -> "Price: $135")."""
+    where = [i for i, ch in enumerate(text) if ch.isdigit()]
+    if not where:
+        raise ValueError(f"{text!r} has no digit to perturb")
+    i = rng.choice(where)
+    digit = rng.choice([d for d in "0123456789" if d != text[i]])
+    return text[:i] + digit + text[i + 1:]
+
+
 def _visible_examples(env_id: str, facts: Sequence[str], visible: np.ndarray, names: list[list[str]],
                       instruction: str, offset: int, rng: random.Random, global_labels: list[str],
-                      max_text: int) -> list[Example]:
+                      max_text: int, numeric_negatives: int = 0) -> list[Example]:
     out: list[Example] = []
     episode_labels = sorted({n[6:] for fr in names for n in fr if n.startswith("label:")})
     has_states = any(n.startswith("on:") for fr in names for n in fr)
@@ -138,6 +148,15 @@ def _visible_examples(env_id: str, facts: Sequence[str], visible: np.ndarray, na
             out.append(Example(frame, format_prompt(instruction, text_question(x)), YES_NO, 0, "text", env_id))
         for x in neg:
             out.append(Example(frame, format_prompt(instruction, text_question(x)), YES_NO, 1, "text", env_id))
+        numeric = sorted(x for x in shown if any(ch.isdigit() for ch in x))
+        for x in rng.sample(numeric, min(numeric_negatives, len(numeric))) if numeric_negatives else ():
+            # the label as shown, and the same label with one digit changed: reading numbers, not glyph shapes
+            if x not in pos:
+                out.append(Example(frame, format_prompt(instruction, text_question(x)), YES_NO, 0, "text", env_id))
+            near = perturb_digit(x, rng)
+            if near not in shown:
+                out.append(Example(frame, format_prompt(instruction, text_question(near)), YES_NO, 1, "text",
+                                   env_id))
         if has_states:
             asked = sorted(on) + rng.sample(sorted(shown - on), min(max(len(on), 1), len(shown - on)))
             for x in asked:
@@ -148,12 +167,15 @@ def _visible_examples(env_id: str, facts: Sequence[str], visible: np.ndarray, na
 
 def load_examples(folders: Sequence[str | Path], image_size: int, *, labels: str = "visible",
                   frame_stride: int = 1, max_episodes: int | None = None, max_text: int = 3,
-                  seed: int = 0) -> FrameSet:
+                  seed: int = 0, numeric_negatives: int = 0) -> FrameSet:
     """Frames (resized to ``image_size``) and questions from recording folders.
 
     ``frame_stride`` keeps every n-th frame; a folder written by ``genex imagine-recording`` contributes only
     its imagined frames (the others repeat its source recording); ``max_text`` caps positive text
-    questions per frame (as many negatives are drawn). Deterministic in ``seed``.
+    questions per frame (as many negatives are drawn). ``numeric_negatives``: per frame, up to that many labels
+    with digits on screen are asked as shown (yes) and with one digit changed (no), so that a reader learns
+    "Price: $175" from "Price: $135" (TicketShop compares a read price with the budget). Deterministic in
+    ``seed``.
     """
     if labels not in ("visible", "hidden"):
         raise ValueError(f"labels must be 'visible' or 'hidden', got {labels!r}")
@@ -178,7 +200,7 @@ def load_examples(folders: Sequence[str | Path], image_size: int, *, labels: str
             instruction = str(ep.meta.get("instruction", ""))
             if labels == "visible":
                 examples += _visible_examples(manifest.env_id, manifest.facts, ep.visible[keep], names,
-                                              instruction, offset, rng, global_labels, max_text)
+                                              instruction, offset, rng, global_labels, max_text, numeric_negatives)
             else:
                 answers = ep.meta.get("answers", {})
                 for q in manifest.questions:

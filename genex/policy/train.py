@@ -60,6 +60,7 @@ class TrainConfig:
     warmup: int = 100
     frame_stride: int = 1
     max_text: int = 3
+    numeric_negatives: int = 0  # per frame: labels with digits asked as shown and with a digit changed
     seed: int = 0
     save_every: int = 500
     threads: int = 1
@@ -191,9 +192,10 @@ def train_policy(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     rng = random.Random(cfg.seed)
     t0 = time.time()
     train = load_examples(cfg.data, cfg.image_size, labels=cfg.labels, frame_stride=cfg.frame_stride,
-                          max_text=cfg.max_text, seed=cfg.seed)
+                          max_text=cfg.max_text, seed=cfg.seed, numeric_negatives=cfg.numeric_negatives)
     held = (subsample(load_examples(cfg.eval_data, cfg.image_size, labels=cfg.labels, max_text=cfg.max_text,
-                                    seed=12345), cfg.eval_max_frames) if cfg.eval_data else None)
+                                    seed=12345, numeric_negatives=cfg.numeric_negatives), cfg.eval_max_frames)
+            if cfg.eval_data else None)
     if cfg.init:  # continue from a checkpoint: its architecture and tokenizer win over cfg's
         model, tokenizer, init_meta = load_tiny_vlm(cfg.init)
         previous = {"path": cfg.init, "command": init_meta.get("command"), "steps_done": init_meta.get("steps_done"),

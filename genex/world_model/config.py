@@ -12,7 +12,7 @@ Presets (``--config NAME``): ``tiny`` (tests, seconds), ``small`` (driving,
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 __all__ = ["DRIVING_ACTION_VOCAB", "GUI_ACTION_TYPES", "GUI_KEYS", "WorldModelConfig", "TrainConfig", "PRESETS",

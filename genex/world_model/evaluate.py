@@ -39,7 +39,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -402,7 +402,7 @@ def evaluate_cli(args: Any) -> int:
     models: dict[str, Any] = {"diffusion": model, "copy_last": CopyLastFrameWorldModel()}
     snapshots = None
     if not args.no_oracle:
-        snapshots = _replay_snapshots(episodes, windows, manifests, gym)
+        snapshots = _replay_snapshots(episodes, windows, manifests)
         oracles = {eid: OracleWorldModel(make_env(eid, m.env_kwargs)) for eid, m in manifests.items()}
 
         class _Oracle:
@@ -498,8 +498,8 @@ def make_env(env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> Any:
     return gym.make(env_id, **dict(env_kwargs or {}))
 
 
-def _replay_snapshots(episodes: Sequence[EpisodeData], windows: Sequence[Window], manifests: Mapping[str, Any],
-                      gym: Any) -> list[Any]:
+def _replay_snapshots(episodes: Sequence[EpisodeData], windows: Sequence[Window],
+                      manifests: Mapping[str, Any]) -> list[Any]:
     """Replay each episode from ``reset(seed)`` with its recorded actions; snapshot at each window start."""
     by_ep: dict[int, list[int]] = {}
     for j, w in enumerate(windows):

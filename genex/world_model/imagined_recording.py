@@ -30,7 +30,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..io import atomic_write_bytes
-from ..recording import (ManifestMismatchError, RecordingManifest, episode_path, episode_paths, iter_episodes,
+from ..recording import (ManifestMismatchError, episode_path, episode_paths, iter_episodes,
                          read_manifest, save_episode)
 from .actions import encode_actions
 from .data import changed_fraction, require_action_labels
