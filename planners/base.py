@@ -237,6 +237,7 @@ class BeliefPlanner:
         self._plan_summary: dict[str, Any] = {}
         belief = Belief(task.questions, priors=task.priors or None)
         p_real = self._p_seen([frame], imagined=False)[0]  # {fact: p}
+        self._p_now = p_real
         self.recent_p.append(p_real)
         p_kept = {f: max(p[f] for p in self.recent_p) for f in p_real}
         if task.mode == "choice" and self._pending_memory is not None:
@@ -278,9 +279,29 @@ class BeliefPlanner:
         if self.plans is None:
             costs = belief.expected_costs(self.task.action_costs)
             return int(np.argmin(costs)), costs
-        choice = self.plans.choose(belief.probs(self.task.questions[0].id))
-        self._plan_summary = choice.summary
-        return choice.action, choice.costs
+        probs = belief.probs(self.task.questions[0].id)
+        choice = self.plans.choose(probs)
+        return self._carry_out(choice, lambda: self.plans.hazard_now(probs))
+
+    #: facts whose sighting in the current real frame makes a guarded plan brake (road users that step out)
+    hazard_facts: tuple[str, ...] = ("pedestrian", "ball", "oncoming_vehicle", "emergency_vehicle")
+
+    def _hazard_seen(self) -> bool:
+        """Whether the policy reads a road user that steps out (``hazard_facts``) in the current real frame."""
+        return any(self._p_now.get(f, 0.0) > 0.5 for f in self.hazard_facts)
+
+    def _carry_out(self, choice: Any, hazard_share: Any) -> tuple[int, np.ndarray]:
+        """The env action for a plan choice: a guarded plan brakes where a hazard is seen in the current frame or
+        sits in the path in most of the hypotheses (``hazard_share()``), and cruises otherwise."""
+        self._plan_summary = dict(choice.summary)
+        action = choice.action
+        if choice.guarded:
+            seen = self._hazard_seen()
+            share = float(hazard_share())
+            if seen or share >= 0.5:
+                action = self.task.action_names.index("brake")
+            self._plan_summary.update(guarded=True, hazard_seen=seen, hazard_share=round(share, 3))
+        return action, choice.costs
 
     def _to_action(self, decision: int, costs: np.ndarray) -> tuple[Any, int]:
         """The env action for ``decision``; GUI choices with nothing left to do fall back to the next best."""

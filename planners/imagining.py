@@ -24,6 +24,7 @@ from genex.belief import Belief
 
 from .base import BeliefPlanner
 from .calibration import SEEN_P, apply_fidelity
+from .plans import PlanChoice
 from .task import Branch
 
 __all__ = ["ImaginePlanner", "LookaheadPlanner", "ExplorePlanner", "labelled_action"]
@@ -78,7 +79,13 @@ class ImaginePlanner(BeliefPlanner):
 
     def _observe(self, info: Mapping[str, Any] | None) -> None:
         if self._tracks_observations:
-            self.world_model.observe(self.last_action if self.step > 1 else None, (info or {}).get("visible"))
+            self._visible_now = dict((info or {}).get("visible") or {})
+            self.world_model.observe(self.last_action if self.step > 1 else None, self._visible_now)
+
+    def _hazard_seen(self) -> bool:
+        if self._tracks_observations:  # the fair bound sees the real frame as its filter does: perfectly
+            return any(self._visible_now.get(f, False) for f in self.hazard_facts)
+        return super()._hazard_seen()
 
     def _imagined(self, t: int) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
         """Fresh branch evidence every ``imagine_every`` decisions, else the last one (marked ``reused``)."""
@@ -178,19 +185,21 @@ class ImaginePlanner(BeliefPlanner):
 
     def _imagine(self, belief: Belief, frame: np.ndarray, t: int):
         summaries, frames = self._imagined(t)
+        if self._tracks_observations:  # a perfect reading of the posterior's futures: the share holding each answer
+            q = self.task.questions[0].id
+            belief[q].logits = np.log(np.clip(self.world_model.answer_posterior(), 1e-12, 1.0))
+            return summaries, frames
         for sm in summaries:
             for q, lik in sm["evidence"].items():
                 belief.update_imagined(q, [lik], self.trust)
         return summaries, frames
 
     def _imagined_worlds(self) -> tuple[Any, Any, np.ndarray] | None:
-        """The world model's imagined futures as simulator states, where it has them (oracle, posterior), for the
-        plan rule to score plans under (``planners.plans``); None for models that draw frames only."""
+        """The world model's imagined future as simulator states where it is the truth (the oracle), for the plan
+        rule to score plans under (``planners.plans``); None for every other world model."""
         wm = self.world_model
-        if self.plans is None or not hasattr(wm, "worlds"):
+        if self.plans is None or not hasattr(wm, "worlds") or self._tracks_observations:
             return None
-        if self._tracks_observations:
-            return wm.worlds()
         return wm.worlds(self.unwrapped.snapshot())  # the oracle: the live state
 
     def _by_rule(self, belief: Belief) -> tuple[int, np.ndarray]:
@@ -198,8 +207,7 @@ class ImaginePlanner(BeliefPlanner):
         if worlds is None:
             return super()._by_rule(belief)
         choice = self.plans.choose_in(worlds)
-        self._plan_summary = choice.summary
-        return choice.action, choice.costs
+        return self._carry_out(choice, lambda: self.plans.hazard_now(worlds=worlds))
 
 
 class LookaheadPlanner(ImaginePlanner):
@@ -217,13 +225,13 @@ class LookaheadPlanner(ImaginePlanner):
     def _choose(self, belief: Belief, branches: list[dict[str, Any]]) -> tuple[int, np.ndarray]:
         if self.plans is None:
             scored = np.array(belief.expected_costs(self.task.action_costs), dtype=np.float64)
-        elif self._imagined_worlds() is not None:  # oracle / posterior: every plan scored in the imagined worlds
+        elif self._imagined_worlds() is not None:  # the oracle: every plan scored in the true world
             return self._by_rule(belief)
         else:  # plans starting with each action, scored under the belief that action's own imagined outcome implies
             returns = self.plans.returns()
-            base = self.plans.choose(belief.probs(self.task.questions[0].id), returns)
+            probs = belief.probs(self.task.questions[0].id)
+            base = self.plans.choose(probs, returns)
             scored = np.array(base.costs, dtype=np.float64)
-            self._plan_summary = base.summary
         for a, sm in enumerate(branches):
             if not sm["evidence"]:
                 continue
@@ -235,7 +243,11 @@ class LookaheadPlanner(ImaginePlanner):
             else:
                 scored[a] = self.plans.choose(b.probs(self.task.questions[0].id), returns, first_actions=[a]).costs[a]
             sm["expected_cost"] = float(scored[a])
-        return int(np.argmin(scored)), scored
+        if self.plans is None:
+            return int(np.argmin(scored)), scored
+        best = int(np.argmin(scored))
+        chosen = PlanChoice(best, scored, base.summary, guarded=base.guarded and best == base.action)
+        return self._carry_out(chosen, lambda: self.plans.hazard_now(probs))
 
 
 class ExplorePlanner(BeliefPlanner):

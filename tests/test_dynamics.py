@@ -85,3 +85,24 @@ def test_speed_limits(behaviour, expect):
     final, _ = dyn.rollout_jit(params, env.world_state, np.full(20, a, np.int32))
     assert not bool(final.collided)
     assert float(final.ego.v) == pytest.approx(expect, abs=1e-4)
+
+
+def test_guarded_holds_speed_and_stops_for_what_steps_into_the_path():
+    """The planners' "guarded" behaviour: cruise where the path is clear, stop short of a stopped van ahead."""
+    lead = _env("genex/StoppedLeadCar-v0")
+    accelerate = lead.action_names.index("accelerate")
+    codes = np.concatenate([np.asarray(lead.dynamics_params.action_codes), [dyn.GUARDED]]).astype(np.int32)
+    params = lead.dynamics_params._replace(action_codes=codes)
+    guarded = len(codes) - 1
+    state, _ = dyn.rollout_jit(params, lead.world_state, np.full(3, accelerate, np.int32))
+    final, out = dyn.rollout_jit(params, state, np.full(30, guarded, np.int32))
+    assert not bool(final.collided) and float(final.ego.v) == pytest.approx(0.0)  # the stopped van ahead
+    _, blind = dyn.rollout_jit(params, state, np.full(30, lead.action_names.index("cruise"), np.int32))
+    assert np.asarray(blind.collision).any()  # cruise at that speed hits it
+    clear = _env(hidden_prior=0.0)  # no pedestrian: guarded keeps its speed like cruise
+    codes = np.concatenate([np.asarray(clear.dynamics_params.action_codes), [dyn.GUARDED]]).astype(np.int32)
+    p = clear.dynamics_params._replace(action_codes=codes, goal_s=np.float32(1000.0))
+    a, _ = dyn.rollout_jit(p, clear.world_state, np.full(12, len(codes) - 1, np.int32))
+    b, _ = dyn.rollout_jit(p, clear.world_state, np.full(12, clear.action_names.index("cruise"), np.int32))
+    assert float(a.ego.s) == pytest.approx(float(b.ego.s)) and float(a.ego.v) == pytest.approx(float(b.ego.v))
+    assert not bool(dyn.hazard_ahead(p, clear.world_state))

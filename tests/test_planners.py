@@ -351,8 +351,9 @@ def test_particle_planner_avoids_the_hidden_pedestrian_and_rejects_gui():
     from genex.planners import ParticlePlanner
 
     env = gym.make("genex/OccludedCrosswalk-v0")
-    planner = ParticlePlanner(OraclePerception(), particles=4, plan_horizon=16)
-    info, traces, total, _ = run(planner, env, seed=1001, guard=False)  # react hits this pedestrian
+    # perfect perception: its guarded plans brake for the pedestrian once it steps out (a blind one could not)
+    planner = ParticlePlanner(OraclePerception(_label_frames(env)), particles=4, plan_horizon=16)
+    info, traces, total, _ = run(planner, env, seed=1001, guard=False)  # react by the cost table hits it
     assert info["success"] and info["collisions"] == 0
     assert traces[0].plan["particles"] == 8
     with pytest.raises(ValueError, match="JAX dynamics"):

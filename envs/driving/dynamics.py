@@ -44,6 +44,12 @@ N_DISCS = 5  # collision discs per agent box
 # Ego behaviours. A scenario's action list maps each action index to one of these codes.
 ACCELERATE, CRUISE, BRAKE, CREEP, WAIT, OVERTAKE = range(6)
 BEHAVIOUR_NAMES = ("accelerate", "cruise", "brake", "creep", "wait", "overtake")
+#: a behaviour no env offers as an action: keep the speed, but brake hard for a road user in or entering the
+#: ego's path ahead (:func:`hazard_ahead`). Planners score plans with it to stand for "I will brake if one steps
+#: out" (a driver's feedback, which an open-loop plan lacks); they carry it out as ``cruise``.
+GUARDED = 6
+HAZARD_LOOKAHEAD = 1.0  # seconds: an agent heading into the path within this long counts as in it
+HAZARD_MARGIN = 3.0  # metres beyond the stopping distance
 
 V_MAX = 12.0
 A_ACCEL = 3.0
@@ -149,19 +155,41 @@ def collision_mask(params: DynamicsParams, state: WorldState) -> jax.Array:
     return overlap & a.present & params.collides
 
 
-def _ego_step(params: DynamicsParams, ego: EgoState, action: jax.Array) -> EgoState:
+def hazard_ahead(params: DynamicsParams, state: WorldState) -> jax.Array:
+    """``bool[]``: a present road user that collides is in the ego's lane ahead, within its stopping distance
+    plus :data:`HAZARD_MARGIN`, now or (moving at its speed) within :data:`HAZARD_LOOKAHEAD` seconds."""
+    ex, ey, eh = ego_pose(params, state.ego)
+    a = state.agents
+    v = state.ego.v
+    reach = params.ego_length / 2 + v * v / (2 * A_BRAKE) + v * DT + HAZARD_MARGIN
+    half = params.ego_width / 2 + params.width / 2 + 0.3
+    step = jnp.where(a.moving, a.speed * HAZARD_LOOKAHEAD, 0.0)
+    hit = jnp.zeros_like(a.present)
+    for frac in (0.0, 0.5, 1.0):  # now, half way, and at the end of the lookahead
+        ax = a.x + frac * step * jnp.cos(a.heading) - ex
+        ay = a.y + frac * step * jnp.sin(a.heading) - ey
+        fwd = ax * jnp.cos(eh) + ay * jnp.sin(eh)
+        lat = -ax * jnp.sin(eh) + ay * jnp.cos(eh)
+        hit = hit | ((fwd > 0) & (fwd - params.length / 2 < reach) & (jnp.abs(lat) < half))
+    return jnp.any(hit & a.present & params.collides)
+
+
+def _ego_step(params: DynamicsParams, ego: EgoState, action: jax.Array, hazard: jax.Array) -> EgoState:
     code = params.action_codes[action]
     v = ego.v
     toward = lambda target, rate: v + jnp.clip(target - v, -rate * DT, rate * DT)  # noqa: E731
+    braked = jnp.maximum(v - A_BRAKE * DT, 0.0)
     v_new = jnp.select(
-        [code == ACCELERATE, code == CRUISE, code == BRAKE, code == CREEP, code == WAIT, code == OVERTAKE],
+        [code == ACCELERATE, code == CRUISE, code == BRAKE, code == CREEP, code == WAIT, code == OVERTAKE,
+         code == GUARDED],
         [
             jnp.minimum(v + A_ACCEL * DT, V_MAX),
             v,
-            jnp.maximum(v - A_BRAKE * DT, 0.0),
+            braked,
             toward(V_CREEP, 4.0),
             jnp.maximum(v - A_WAIT * DT, 0.0),
             toward(V_OVERTAKE, A_ACCEL),
+            jnp.where(hazard, braked, v),
         ],
         v,
     )
@@ -178,7 +206,9 @@ def step(params: DynamicsParams, state: WorldState, action: jax.Array) -> tuple[
     reward, so batched rollouts can run a fixed horizon.
     """
     done = state.collided | state.succeeded
-    ego = _ego_step(params, state.ego, action)
+    code = params.action_codes[action]
+    hazard = jax.lax.cond(code == GUARDED, lambda: hazard_ahead(params, state), lambda: jnp.bool_(False))
+    ego = _ego_step(params, state.ego, action, hazard)
     a = state.agents
     t_next = state.t + 1
     to_conflict = params.conflict_s - ego.s

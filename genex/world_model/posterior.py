@@ -23,8 +23,10 @@ video and knows nothing privileged?
   renderer.
 
 So where the real frames carry no cue, the imagined futures show the hidden
-agent at the rate the prior gives; where a cue was seen (a ball rolled out, feet
-under the truck, hazard lights), at the rate such a cue implies.
+agent at the rate the prior gives; where a cue was seen (a ball rolled out,
+hazard lights), at the rate such a cue implies. ``posterior-imagine`` reads
+them perfectly: its belief is :meth:`answer_posterior`, the share of the weighted
+hypotheses that hold each answer (all of them, not just ``S`` draws).
 
 The model drives a private copy of the env (``env``); it never touches the
 live one. It needs the real frames' visibility labels, which the planner
@@ -36,8 +38,6 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-
-from .baselines import stack_trees
 
 __all__ = ["PosteriorWorldModel"]
 
@@ -149,18 +149,6 @@ class PosteriorWorldModel:
     def effective_size(self) -> float:
         w = self.posterior()
         return float(1.0 / (w ** 2).sum())
-
-    def worlds(self, min_weight: float = 1e-6) -> tuple[Any, Any, np.ndarray]:
-        """The hypotheses as plans see them: dynamics parameters and present states (NumPy trees with a leading
-        axis ``[M]``) of those with posterior weight above ``min_weight``, and their weights ``float[M]``."""
-        w = self.posterior()
-        keep = np.flatnonzero(w > min_weight)
-        params, states = [], []
-        for i in keep:
-            self._restore_quietly(self.snapshots[i])
-            params.append(self.env.dynamics_params)
-            states.append(self.env.world_state)
-        return stack_trees(params), stack_trees(states), w[keep]
 
     # ------------------------------------------------------------------ imagination
     def draw(self, num_samples: int, seed: int | None) -> np.ndarray:
