@@ -658,3 +658,18 @@ def test_ticket_shop_reads_the_price_and_compares_it_with_the_budget():
         NumberReading("a", "b", given="c", template="{}", reference=r"\d+")
     with pytest.raises(ValueError, match="template"):
         NumberReading("a", "b", given="c", template="Price", reference=r"(\d+)")
+
+
+def test_particle_is_react_under_the_plan_rule():
+    """Same perception, same hypotheses, same plans: the particle row is react's, step for step."""
+    from genex.planners import ParticlePlanner
+
+    env = gym.make("genex/OccludedCrosswalk-v0")
+    perception = _label_frames(env)
+    actions = {}
+    for name, planner in (("react", BeliefPlanner(OraclePerception(perception))),
+                          ("particle", ParticlePlanner(OraclePerception(perception), decision="table"))):
+        _, traces, _, steps = run(planner, env, seed=1006, guard=False)
+        actions[name] = [t.decision for t in traces]
+        assert traces[0].plan["particles"] == 16
+    assert actions["react"] == actions["particle"] and len(actions["react"]) > 10
