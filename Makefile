@@ -11,16 +11,16 @@ export SDL_VIDEODRIVER ?= dummy
 setup:
 	bash scripts/setup.sh
 
-# The main job: a short imagine-vs-react comparison on the shipped checkpoints (held-out seeds) with the
-# oracle and particle reference rows, then pictures of one imagining episode; then the same on the settings
-# app, where learned imagination saves real clicks, and the mail app, where it avoids irreversible clicks
-# (particle is driving-only). About 4-5 minutes on 2 CPU
-# cores after set-up; rerunning resumes (and starts over, keeping the old run aside, after a checkpoint update).
+# The main job: a short imagine-vs-react comparison on the shipped checkpoints (held-out seeds) with the fair
+# (posterior-imagine) and privileged (oracle-imagine) upper bounds, then pictures of one imagining episode; then
+# the same on the settings app, where learned imagination saves real clicks, and the mail app, where it avoids
+# irreversible clicks (posterior-imagine is driving-only). About 5-6 minutes on 2 CPU cores after set-up;
+# rerunning resumes (and starts over, keeping the old run aside, after a checkpoint update).
 DEMO_ENVS ?= genex/OccludedCrosswalk-v0
 DEMO_GUI_ENVS ?= genex/SettingsTabs-v0,genex/MailCompose-v0
 DEMO_EPISODES ?= 12
 demo: setup
-	$(VENV)/bin/genex compare --env $(DEMO_ENVS) --planners react,imagine,oracle-imagine,particle \
+	$(VENV)/bin/genex compare --env $(DEMO_ENVS) --planners react,imagine,posterior-imagine,oracle-imagine \
 		--episodes $(DEMO_EPISODES) --samples 2 --save-frames --restart-stale --out runs/demo
 	$(VENV)/bin/genex viz runs/demo --planner imagine --out runs/demo/viz
 	$(VENV)/bin/genex compare --env $(DEMO_GUI_ENVS) --planners react,imagine,oracle-imagine \
