@@ -106,3 +106,20 @@ def test_guarded_holds_speed_and_stops_for_what_steps_into_the_path():
     b, _ = dyn.rollout_jit(p, clear.world_state, np.full(12, clear.action_names.index("cruise"), np.int32))
     assert float(a.ego.s) == pytest.approx(float(b.ego.s)) and float(a.ego.v) == pytest.approx(float(b.ego.v))
     assert not bool(dyn.hazard_ahead(p, clear.world_state))
+
+
+def test_guarded_cannot_see_through_the_truck():
+    """The guard brakes only for what is in view: a pedestrian walking out behind the parked truck is hidden
+    until it clears the truck's front, as in the ego's camera."""
+    env = _env(hidden_prior=1.0, cue_prob=0.0)
+    p, state = env.dynamics_params, env.world_state
+    ped, truck = env.scenario.slot("pedestrian"), env.scenario.slot("truck")
+    bus = env.scenario.slot("bus")
+    occluder = truck if bool(np.asarray(state.agents.present)[truck]) else bus
+    ex, ey, _ = (float(v) for v in dyn.ego_pose_jit(p, state.ego))
+    hidden = np.asarray(dyn.hidden_from(p, state, np.float32(ex), np.float32(ey)))
+    assert hidden[ped] and not hidden[occluder]  # waiting behind it; the truck itself is in view
+    agents = state.agents
+    stepped_out = agents._replace(y=np.asarray(agents.y).copy())
+    stepped_out.y[ped] = -2.0  # in the ego's lane, past the truck
+    assert not np.asarray(dyn.hidden_from(p, state._replace(agents=stepped_out), np.float32(ex), np.float32(ey)))[ped]

@@ -44,9 +44,9 @@ N_DISCS = 5  # collision discs per agent box
 # Ego behaviours. A scenario's action list maps each action index to one of these codes.
 ACCELERATE, CRUISE, BRAKE, CREEP, WAIT, OVERTAKE = range(6)
 BEHAVIOUR_NAMES = ("accelerate", "cruise", "brake", "creep", "wait", "overtake")
-#: a behaviour no env offers as an action: keep the speed, but brake hard for a road user in or entering the
-#: ego's path ahead (:func:`hazard_ahead`). Planners score plans with it to stand for "I will brake if one steps
-#: out" (a driver's feedback, which an open-loop plan lacks); they carry it out as ``cruise``.
+#: a behaviour no env offers as an action: keep the speed, but brake hard for a road user in view and in or
+#: entering the ego's path ahead (:func:`hazard_ahead`). Planners score plans with it to stand for "I will brake
+#: if one steps out" (a driver's feedback, which an open-loop plan lacks); they carry it out as ``cruise``.
 GUARDED = 6
 HAZARD_LOOKAHEAD = 1.0  # seconds: an agent heading into the path within this long counts as in it
 HAZARD_MARGIN = 3.0  # metres beyond the stopping distance
@@ -88,6 +88,7 @@ class DynamicsParams(NamedTuple):
     length: jax.Array
     width: jax.Array
     collides: jax.Array  # bool: a ball does not count as a collision
+    occludes: jax.Array  # bool: a vehicle blocks the view of what is behind it (the guarded behaviour's sight)
     start_t: jax.Array  # int32: step at which the agent starts moving (large = never)
     trigger_s: jax.Array  # ego progress that starts the agent (inf = never)
     trigger_tta: jax.Array  # start when the ego is this many seconds from conflict_s (0 = never)
@@ -155,11 +156,46 @@ def collision_mask(params: DynamicsParams, state: WorldState) -> jax.Array:
     return overlap & a.present & params.collides
 
 
+def hidden_from(params: DynamicsParams, state: WorldState, px: jax.Array, py: jax.Array) -> jax.Array:
+    """``bool[N]``: whether the straight line from ``(px, py)`` to each agent's centre passes through another
+    present agent that occludes (a vehicle's footprint, seen from above; a 2-D test of line of sight)."""
+    a = state.agents
+    cos, sin = jnp.cos(a.heading), jnp.sin(a.heading)  # [N] occluder frames
+
+    def local(x, y):  # points [.., ] into every occluder's frame -> [.., N]
+        dx, dy = x[..., None] - a.x, y[..., None] - a.y
+        return dx * cos + dy * sin, -dx * sin + dy * cos
+
+    x0, y0 = local(px, py)  # [N]: the viewpoint in each occluder's frame
+    x1, y1 = local(a.x, a.y)  # [N(target), N(occluder)]
+    hx, hy = params.length / 2, params.width / 2
+
+    def slab(p0, p1, h):
+        d = p1 - p0
+        safe = jnp.where(jnp.abs(d) < 1e-6, 1e-6, d)
+        t1, t2 = (-h - p0) / safe, (h - p0) / safe
+        lo, hi = jnp.minimum(t1, t2), jnp.maximum(t1, t2)
+        flat = jnp.abs(d) < 1e-6
+        inside = jnp.abs(p0) <= h
+        return jnp.where(flat, jnp.where(inside, -jnp.inf, jnp.inf), lo), jnp.where(flat, jnp.where(inside, jnp.inf,
+                                                                                                      -jnp.inf), hi)
+
+    lo_x, hi_x = slab(x0[None, :], x1, hx[None, :])
+    lo_y, hi_y = slab(y0[None, :], y1, hy[None, :])
+    lo, hi = jnp.maximum(lo_x, lo_y), jnp.minimum(hi_x, hi_y)
+    crosses = (lo <= hi) & (hi >= 0.0) & (lo <= 1.0)  # [target, occluder]
+    n = a.x.shape[0]
+    blocker = (a.present & params.occludes)[None, :] & ~jnp.eye(n, dtype=bool)
+    return jnp.any(crosses & blocker, axis=1)
+
+
 def hazard_ahead(params: DynamicsParams, state: WorldState) -> jax.Array:
-    """``bool[]``: a present road user that collides is in the ego's lane ahead, within its stopping distance
-    plus :data:`HAZARD_MARGIN`, now or (moving at its speed) within :data:`HAZARD_LOOKAHEAD` seconds."""
+    """``bool[]``: a present road user that collides, in view (not behind a vehicle, :func:`hidden_from`), is in
+    the ego's lane ahead within its stopping distance plus :data:`HAZARD_MARGIN`, now or (moving at its speed)
+    within :data:`HAZARD_LOOKAHEAD` seconds. What a driver who watches the road can brake for."""
     ex, ey, eh = ego_pose(params, state.ego)
     a = state.agents
+    seen = ~hidden_from(params, state, ex, ey)
     v = state.ego.v
     reach = params.ego_length / 2 + v * v / (2 * A_BRAKE) + v * DT + HAZARD_MARGIN
     half = params.ego_width / 2 + params.width / 2 + 0.3
@@ -171,7 +207,7 @@ def hazard_ahead(params: DynamicsParams, state: WorldState) -> jax.Array:
         fwd = ax * jnp.cos(eh) + ay * jnp.sin(eh)
         lat = -ax * jnp.sin(eh) + ay * jnp.cos(eh)
         hit = hit | ((fwd > 0) & (fwd - params.length / 2 < reach) & (jnp.abs(lat) < half))
-    return jnp.any(hit & a.present & params.collides)
+    return jnp.any(hit & seen & a.present & params.collides)
 
 
 def _ego_step(params: DynamicsParams, ego: EgoState, action: jax.Array, hazard: jax.Array) -> EgoState:

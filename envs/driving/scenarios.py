@@ -38,6 +38,7 @@ import numpy as np
 from ..spec import Probe, Question
 from . import dynamics as dyn
 from .scene import AGENT_KINDS, Box, SceneSpec, SlotSpec
+from .topdown import VEHICLE_KINDS
 
 __all__ = ["Layout", "Scenario", "SCENARIOS", "OCCLUDED_CROSSWALK", "STOPPED_LEAD_CAR", "OCCLUDED_LEFT_TURN"]
 
@@ -182,9 +183,10 @@ def _params(
 ) -> dyn.DynamicsParams:
     sizes = np.array([AGENT_KINDS[s.kind] for s in scenario.scene.slots], np.float32)
     collides = np.array([s.kind != "ball" for s in scenario.scene.slots])
+    occludes = np.array([s.kind in VEHICLE_KINDS for s in scenario.scene.slots])
     f = np.float32
     return dyn.DynamicsParams(
-        length=sizes[:, 0], width=sizes[:, 1], collides=collides,
+        length=sizes[:, 0], width=sizes[:, 1], collides=collides, occludes=occludes,
         start_t=starts["start_t"], trigger_s=starts["trigger_s"], trigger_tta=starts["trigger_tta"],
         conflict_s=starts["conflict_s"],
         x0=f(x0), y0=f(y0), turn_s=f(turn_s), turn_radius=f(turn_radius), lane_width=f(LANE),
