@@ -7,7 +7,8 @@
 ``oracle-imagine`` ``imagine`` with the simulator as world model: the privileged upper bound (it restores the
                    live state, so it imagines the *true* hidden agents)
 ``posterior-imagine`` ``imagine`` with the simulator whose hidden agents are drawn from the posterior given the
-                   real frames so far: the fair upper bound (driving only)
+                   real frames so far (as the policy reads them): the fair upper bound (driving only)
+``posterior-imagine-labels`` the same with a perfect detector on the real frames (their visibility labels)
 ``explore``        take the exploration actions for real while uncertain
 ``particle``       belief-space MPC over simulator hypotheses with the JAX dynamics (driving only)
 ``prior``          the documented prior alone (never looks): what looking buys
@@ -31,13 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from .base import BeliefPlanner, DecisionTrace, Planner
-from .imagining import ExplorePlanner, ImaginePlanner, LookaheadPlanner
+from .imagining import ExplorePlanner, ImaginePlanner, LabelledPosteriorPlanner, LookaheadPlanner
 from .particle import ParticlePlanner
 from .reference import AmortizedPlanner, PriorPlanner
 from .task import Branch, Task, task_from_env
 
 __all__ = [
-    "PLANNERS", "Planner", "DecisionTrace", "BeliefPlanner", "ImaginePlanner", "LookaheadPlanner", "ExplorePlanner",
+    "PLANNERS", "Planner", "DecisionTrace", "BeliefPlanner", "ImaginePlanner", "LabelledPosteriorPlanner", "LookaheadPlanner", "ExplorePlanner",
     "PriorPlanner", "AmortizedPlanner", "ParticlePlanner", "Task", "Branch", "task_from_env", "make_planner", "default_checkpoint",
     "env_family", "posterior_env_ids", "check_posterior_env",
 ]
@@ -50,6 +51,7 @@ PLANNERS: dict[str, tuple[type, str | None, str]] = {
     "oracle-imagine": (ImaginePlanner, "oracle", "tiny"),
     "oracle-lookahead": (LookaheadPlanner, "oracle", "tiny"),
     "posterior-imagine": (ImaginePlanner, "posterior", "tiny"),
+    "posterior-imagine-labels": (LabelledPosteriorPlanner, "posterior", "tiny"),
     "explore": (ExplorePlanner, None, "tiny"),
     "particle": (ParticlePlanner, None, "tiny"),
     "prior": (PriorPlanner, None, "tiny"),

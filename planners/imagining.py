@@ -27,7 +27,7 @@ from .calibration import SEEN_P, apply_fidelity
 from .plans import PlanChoice
 from .task import Branch
 
-__all__ = ["ImaginePlanner", "LookaheadPlanner", "ExplorePlanner", "labelled_action"]
+__all__ = ["ImaginePlanner", "LabelledPosteriorPlanner", "LookaheadPlanner", "ExplorePlanner", "labelled_action"]
 
 
 def labelled_action(env: Any, action: Any) -> Any:
@@ -77,18 +77,28 @@ class ImaginePlanner(BeliefPlanner):
     def _tracks_observations(self) -> bool:
         return bool(getattr(self.world_model, "tracks_observations", False))
 
+    #: how the posterior world model's filter reads each real frame: ``"policy"`` (the policy's P(visible), the
+    #: same perception as ``react``, so that the react -> posterior gap is imagination's alone) or ``"labels"``
+    #: (the env's visibility labels: a perfect detector, ``posterior-imagine-labels``)
+    real_reading: str = "policy"
+
     def _observe(self, info: Mapping[str, Any] | None) -> None:
         if self._tracks_observations:
             self._visible_now = dict((info or {}).get("visible") or {})
-            self.world_model.observe(self.last_action if self.step > 1 else None, self._visible_now)
+            self._observed_action = self.last_action if self.step > 1 else None
+            if self.real_reading == "labels":
+                self.world_model.observe(self._observed_action, self._visible_now)
+            # "policy": observed in _imagined, once the policy has read the frame (BeliefPlanner._decide)
 
     def _hazard_seen(self) -> bool:
-        if self._tracks_observations:  # the fair bound sees the real frame as its filter does: perfectly
+        if self._tracks_observations and self.real_reading == "labels":  # it sees the real frame as its filter does
             return any(self._visible_now.get(f, False) for f in self.hazard_facts)
         return super()._hazard_seen()
 
     def _imagined(self, t: int) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
         """Fresh branch evidence every ``imagine_every`` decisions, else the last one (marked ``reused``)."""
+        if self._tracks_observations and self.real_reading == "policy":  # filter by the policy's reading first
+            self.world_model.observe(self._observed_action, {f: float(p) for f, p in self._p_now.items()})
         fresh = self._cached is None or self._decisions % self.imagine_every == 0
         self._decisions += 1
         if fresh:
@@ -208,6 +218,14 @@ class ImaginePlanner(BeliefPlanner):
             return super()._by_rule(belief)
         choice = self.plans.choose_in(worlds)
         return self._carry_out(choice, lambda: self.plans.hazard_now(worlds=worlds))
+
+
+class LabelledPosteriorPlanner(ImaginePlanner):
+    """``posterior-imagine-labels``: ``posterior-imagine`` whose filter and braking read the real frames with a
+    perfect detector (the env's public visibility labels) instead of the policy: imagination *and* perception
+    perfect, so its gap over ``posterior-imagine`` is what better eyes on the real frames would add."""
+
+    real_reading = "labels"
 
 
 class LookaheadPlanner(ImaginePlanner):

@@ -120,3 +120,40 @@ def test_compare_refuses_posterior_imagine_on_gui_envs_before_running(tmp_path):
     with pytest.raises(ValueError, match="SettingsTabs-v0 cannot. Envs that can: genex/OccludedCrosswalk-v0"):
         compare(cfg, tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "episodes.jsonl").exists()
+
+
+def test_the_filter_reads_real_frames_through_the_policy_and_the_labels_variant_through_a_perfect_detector():
+    """``posterior-imagine`` weighs its hypotheses by the policy's reading of the real frames (react's perception);
+    with a perfect policy it is ``posterior-imagine-labels`` step for step, and a policy that misses the ball keeps
+    it from learning what the ball implies. An unsure reading (P = 0.5) changes no weight."""
+    from test_planners import OraclePerception, _label_frames
+
+    env, sim = gym.make(CROSSWALK, cue_prob=1.0), gym.make(CROSSWALK, cue_prob=1.0)
+    _, info = env.reset(seed=23)
+    model = PosteriorWorldModel(sim, hypotheses_per_answer=4)
+    model.reset(env, seed=23)
+    model.observe(None, {f: 0.5 for f in info["visible"]})
+    np.testing.assert_allclose(model.answer_posterior(), [0.4, 0.6])
+
+    perfect = _label_frames(env)
+    runs = {}
+    for name, policy in [("posterior-imagine", OraclePerception(perfect)),
+                         ("posterior-imagine-labels", OraclePerception(perfect)),
+                         ("blind", OraclePerception())]:
+        planner = make_planner("posterior-imagine" if name == "blind" else name, env, policy=policy, samples=2,
+                               horizon=2)
+        obs, info = env.reset(seed=23)  # a ball rolls out ahead of the pedestrian (step 5 when cruising)
+        planner.reset(env, seed=23)
+        actions, p_yes, ball_seen = [], [], False
+        for _ in range(12):
+            action, trace = planner.act(obs, public_info(info))
+            actions.append(action)
+            p_yes.append(trace.belief["pedestrian_crossing"][0])
+            obs, _, term, trunc, info = env.step(action)
+            ball_seen |= bool(info["visible"]["ball"])
+            if term or trunc:
+                break
+        runs[name] = (actions, p_yes, ball_seen)
+    assert runs["posterior-imagine"][:2] == runs["posterior-imagine-labels"][:2]
+    assert runs["posterior-imagine"][2] and max(runs["posterior-imagine"][1]) > 0.6  # what a ball implies: 0.77
+    assert runs["blind"][2] and max(runs["blind"][1]) < 0.45  # the ball was there; this policy did not read it

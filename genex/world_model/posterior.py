@@ -15,9 +15,11 @@ video and knows nothing privileged?
   with what the real frame showed: per labelled fact, a factor ``1 - mismatch``
   where the hypothesis's visibility label equals the real frame's and
   ``mismatch`` where it does not (a hypothesis whose ego collided where the real
-  one did not gets weight 0). The real labels are the env's visibility labels,
-  public information computed from the real frame (what a perfect detector sees
-  in it), never ``info["hidden"]``.
+  one did not gets weight 0). What the real frame showed is read by the
+  planner's own policy (``P(visible)`` per fact, the same perception as
+  ``react``'s), or, for ``posterior-imagine-labels``, by the env's visibility
+  labels (public information computed from the real frame: a perfect
+  detector); never ``info["hidden"]``.
 * ``imagine`` draws ``S`` hypotheses by weight (the posterior given the real
   frames so far) and renders each one's future under the actions with the real
   renderer.
@@ -29,8 +31,8 @@ them perfectly: its belief is :meth:`answer_posterior`, the share of the weighte
 hypotheses that hold each answer (all of them, not just ``S`` draws).
 
 The model drives a private copy of the env (``env``); it never touches the
-live one. It needs the real frames' visibility labels, which the planner
-passes to :meth:`observe` after each step.
+live one. The planner passes what each real frame showed to :meth:`observe`
+after each step.
 """
 
 from __future__ import annotations
@@ -92,10 +94,14 @@ class PosteriorWorldModel:
         self.done = np.zeros(len(self.snapshots), bool)
         self._first = True
 
-    def observe(self, action: Any, visible: Mapping[str, bool] | None) -> None:
+    def observe(self, action: Any, visible: Mapping[str, bool | float] | None) -> None:
         """Weigh the hypotheses by the real frame that followed ``action`` (``None``: the episode's first frame).
 
-        ``visible``: the real frame's visibility labels (``info["visible"]``, public).
+        ``visible``: what the real frame shows, per fact: the env's visibility labels (``info["visible"]``,
+        public: a perfect detector), or a reader's ``P(visible)`` in [0, 1] (the policy's reading, as
+        ``posterior-imagine`` passes it). A probability ``p`` weighs a hypothesis that shows the fact by
+        ``p (1 - mismatch) + (1 - p) mismatch`` and one that does not by the complement; 0/1 and booleans give
+        the labels' factors exactly.
         """
         if not self.snapshots:
             raise RuntimeError("call reset(live_env, seed) before observe()")
@@ -117,8 +123,15 @@ class PosteriorWorldModel:
             if info.get("collision") or info.get("collisions", 0) > 0:
                 self.log_weights[i] = -np.inf  # its ego collided; the real one is still driving
                 continue
-            agree = sum(bool(seen.get(f, False)) == bool(v) for f, v in visible.items())
-            self.log_weights[i] += agree * log_keep + (len(visible) - agree) * log_miss
+            hard = {f: v for f, v in visible.items() if float(v) in (0.0, 1.0)}
+            agree = sum(bool(seen.get(f, False)) == bool(v) for f, v in hard.items())
+            soft = 0.0
+            for f, v in visible.items():
+                if f not in hard:
+                    p = float(v)
+                    shown = p * (1.0 - self.mismatch) + (1.0 - p) * self.mismatch
+                    soft += np.log(shown if seen.get(f, False) else 1.0 - shown)
+            self.log_weights[i] += agree * log_keep + (len(hard) - agree) * log_miss + soft
             self.done[i] = ended
 
     def _look(self, snapshot: Any) -> tuple[dict[str, bool], dict[str, Any], bool]:
