@@ -37,6 +37,11 @@ class PriorPlanner(BeliefPlanner):
 class AmortizedPlanner(BeliefPlanner):
     name = "amortized"
 
+    def _hazard_seen(self) -> bool:
+        """It reads no visible facts (its policy answers the hidden question only), so a guarded plan brakes only
+        where most hypotheses hold a road user in the path, as ``prior``'s do."""
+        return False
+
     def _decide(self, frame: np.ndarray, t: int) -> tuple[Any, DecisionTrace]:
         task = self.task
         t0 = time.perf_counter()

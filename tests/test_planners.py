@@ -108,13 +108,15 @@ def test_planner_refuses_privileged_info():
 
 @pytest.mark.parametrize("env_id", ["genex/OccludedCrosswalk-v0", "genex/StoppedLeadCar-v0", "genex/SettingsTabs-v0",
                                     "genex/FileManager-v0"])
-@pytest.mark.parametrize("name", ["react", "imagine", "lookahead", "explore", "prior", "particle"])
+@pytest.mark.parametrize("name", ["react", "imagine", "lookahead", "explore", "prior", "particle", "amortized"])
 def test_planners_never_read_hidden_state(env_id, name):
     """Each planner runs a whole episode through a guard that raises on any hidden-state attribute."""
     env = gym.make(env_id)
     cls = PLANNERS[name][0]
     if name == "particle" and "Crosswalk" not in env_id and "LeadCar" not in env_id:
         pytest.skip("the particle planner needs JAX dynamics (driving scenes)")
+    if name == "amortized" and "Crosswalk" not in env_id:
+        pytest.skip("the stub policy answers yes/no questions only; amortized asks the hidden question itself")
     wm = CopyLastFrameWorldModel() if PLANNERS[name][1] else None
     planner = cls(OraclePerception(), wm, samples=2, horizon=2)
     info, traces, _, steps = run(planner, env, seed=3, max_steps=12)
@@ -124,6 +126,18 @@ def test_planners_never_read_hidden_state(env_id, name):
         for p in t.belief.values():
             assert abs(sum(p) - 1) < 1e-5  # rounded to 6 digits in the trace
         t.to_json()  # JSON-friendly
+
+
+@pytest.mark.parametrize("name", sorted(n for n, (_, wm, _) in PLANNERS.items() if wm != "learned"))
+def test_every_planner_can_carry_out_a_guarded_plan(name):
+    """A guarded plan asks the planner whether it sees a road user in the current frame (``_hazard_seen``): every
+    planner must answer after a decision, also those that read no visible facts (prior, amortized)."""
+    env = gym.make("genex/OccludedCrosswalk-v0")
+    planner = make_planner(name, env, policy=OraclePerception(), samples=1, horizon=1)
+    obs, info = env.reset(seed=1)
+    planner.reset(env, seed=1)
+    planner.act(obs, public_info(info))
+    assert planner._hazard_seen() in (True, False)
 
 
 def _label_frames(*envs):
