@@ -176,7 +176,8 @@ class BeliefPlanner:
         self.last_action: int | None = None
         if self.decision_rule == "plan":
             self.plans = HypothesisPlans(env, len(self.task.action_names), particles=self.particles,
-                                         horizon=self.plan_horizon, seed=self.episode_seed)
+                                         horizon=self.plan_horizon, seed=self.episode_seed,
+                                         guarded=self.sees_road_users)
 
     @property
     def decision_rule(self) -> str:
@@ -282,6 +283,10 @@ class BeliefPlanner:
         probs = belief.probs(self.task.questions[0].id)
         choice = self.plans.choose(probs)
         return self._carry_out(choice, lambda: self.plans.hazard_now(probs))
+
+    #: whether the planner reads road users in the real frames; one that does not (prior, amortized) plans without
+    #: the guarded behaviour, whose score assumes a reaction to what steps into view that it could not make
+    sees_road_users: bool = True
 
     #: facts whose sighting in the current real frame makes a guarded plan brake (road users that step out)
     hazard_facts: tuple[str, ...] = ("pedestrian", "ball", "oncoming_vehicle", "emergency_vehicle")

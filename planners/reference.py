@@ -26,6 +26,7 @@ __all__ = ["PriorPlanner", "AmortizedPlanner"]
 
 class PriorPlanner(BeliefPlanner):
     name = "prior"
+    sees_road_users = False  # never looks: no guarded plans
 
     def _p_seen(self, frames, imagined, step=0):  # never looks: no evidence
         return [{f: 0.5 for f in self.task.facts} for _ in frames]
@@ -36,11 +37,10 @@ class PriorPlanner(BeliefPlanner):
 
 class AmortizedPlanner(BeliefPlanner):
     name = "amortized"
+    sees_road_users = False  # its policy answers the hidden question only: no guarded plans
 
     def _hazard_seen(self) -> bool:
-        """It reads no visible facts (its policy answers the hidden question only), so a guarded plan brakes only
-        where most hypotheses hold a road user in the path, as ``prior``'s do."""
-        return False
+        return False  # it reads no visible facts (never asked: it plans without the guarded behaviour)
 
     def _decide(self, frame: np.ndarray, t: int) -> tuple[Any, DecisionTrace]:
         task = self.task

@@ -138,6 +138,8 @@ def test_every_planner_can_carry_out_a_guarded_plan(name):
     planner.reset(env, seed=1)
     planner.act(obs, public_info(info))
     assert planner._hazard_seen() in (True, False)
+    # a planner that cannot see what steps into view is not offered plans that assume it reacts to it
+    assert planner.plans.guarded == (name not in ("prior", "amortized"))
 
 
 def _label_frames(*envs):
