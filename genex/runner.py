@@ -624,9 +624,10 @@ def gap_shares(rows: Sequence[dict[str, Any]], metrics: Sequence[str] = ("succes
 
     ``react -> posterior-imagine`` (imagination as good as a perfect world model trained on video, which knows
     nothing privileged) is the gap that counts; ``react -> oracle-imagine`` (the live simulator, true hidden
-    agents included) is beside it. Each share is computed on the seeds the planner, ``low`` and that reference
-    all ran. Keys: ``env``, ``planner``, and per reference ``h`` and metric ``m``: ``"<m>:<h>"`` (the share,
-    NaN without a gap), ``"<m>:<h>:gap"`` (reference minus ``low``) and ``"<m>:<h>:n"`` (common seeds).
+    agents included) is beside it. Each share, and the gap it divides by, is computed on the seeds the planner,
+    ``low`` and that reference all ran. Keys: ``env``, ``planner``, and per reference ``h`` and metric ``m``:
+    ``"<m>:<h>"`` (the share, NaN without a gap), ``"<m>:<h>:gap"`` (reference minus ``low`` on those seeds),
+    ``"<m>:<h>:ci"`` (the gap's paired 95% half-width, NaN under 2 seeds) and ``"<m>:<h>:n"`` (common seeds).
     """
     planners = list(dict.fromkeys(r["planner"] for r in rows))
     out = []
@@ -638,18 +639,30 @@ def gap_shares(rows: Sequence[dict[str, Any]], metrics: Sequence[str] = ("succes
                     shares, ns = paired_gap_closed([r for r in rows if r["env"] == env], m, planner, low, high)
                     if env not in shares:
                         continue
-                    sub = summarise([r for r in rows if r["env"] == env and r["planner"] in (low, high)])
-                    by = {s["planner"]: s[m] for s in sub}
+                    common = _common_seeds(rows, env, (planner, low, high))
+                    per_seed = {(r["planner"], int(r["seed"])): float(r[m]) for r in rows
+                                if r["env"] == env and int(r["seed"]) in common and r["planner"] in (low, high)}
+                    diff = [per_seed[(high, sd)] - per_seed[(low, sd)] for sd in sorted(common)]
+                    gap, half = _mean_ci(diff)
                     row[f"{m}:{high}"], row[f"{m}:{high}:n"] = shares[env], ns[env]
-                    row[f"{m}:{high}:gap"] = by.get(high, float("nan")) - by.get(low, float("nan"))
+                    row[f"{m}:{high}:gap"], row[f"{m}:{high}:ci"] = gap, half
             if len(row) > 2 and planner != low:
                 out.append(row)
     return out
 
 
+def _common_seeds(rows: Sequence[dict[str, Any]], env: str, planners: Sequence[str]) -> set[int]:
+    """The seeds of ``env`` that every one of ``planners`` ran."""
+    sets = [{int(r["seed"]) for r in rows if r["env"] == env and r["planner"] == p} for p in planners]
+    return set.intersection(*sets) if sets else set()
+
+
 def format_gap_shares(shares: Sequence[dict[str, Any]], metrics: Sequence[str] = ("success", "return"),
                       highs: Sequence[str] = GAP_REFERENCES) -> str:
-    """Markdown table of :func:`gap_shares`: one column per metric and reference, the primary one first."""
+    """Markdown table of :func:`gap_shares`: one column per metric and reference, the primary one first.
+
+    A share is printed only where the gap is resolved (its paired 95% CI excludes 0); a share of a gap within
+    noise (e.g. 1 seed in 30) says nothing, so the cell shows the gap and "within noise" instead."""
     if not shares:
         return ""
     cols = [(m, h) for m in metrics for h in highs]
@@ -664,9 +677,14 @@ def format_gap_shares(shares: Sequence[dict[str, Any]], metrics: Sequence[str] =
             elif math.isnan(s[key]):
                 cells.append(f"– (no gap, n={s[key + ':n']})")
             else:
-                gap = s[key + ":gap"]
-                size = f"{100 * gap:+.0f} pts" if m in ("success", "collision") else f"{gap:+.2f}"
-                cells.append(f"{100 * s[key]:.0f}% (gap {size}, n={s[key + ':n']})")
+                gap, half = s[key + ":gap"], s.get(key + ":ci", float("nan"))
+                pts = m in ("success", "collision")
+                size = f"{100 * gap:+.0f} pts" if pts else f"{gap:+.2f}"
+                if not math.isnan(half) and abs(gap) <= half:
+                    spread = f"{100 * gap:+.0f} ± {100 * half:.0f} pts" if pts else f"{gap:+.2f} ± {half:.2f}"
+                    cells.append(f"– (gap {spread}: within noise, n={s[key + ':n']})")
+                else:
+                    cells.append(f"{100 * s[key]:.0f}% (gap {size}, n={s[key + ':n']})")
         lines.append(f"| {s['env'].split('/')[-1]} | {s['planner']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -801,7 +819,8 @@ def write_summary(rows: Sequence[dict[str, Any]], out: str | Path, planners_orde
         text += ("\nShare of the gap each planner closes, on the seeds it, react and the reference all ran. "
                  "react → posterior-imagine (the simulator with hidden agents drawn from what the real frames "
                  "showed: a perfect world model that knows nothing privileged) is the gap that counts; "
-                 "react → oracle-imagine (the live simulator, true hidden agents included) is beside it.\n\n"
+                 "react → oracle-imagine (the live simulator, true hidden agents included) is beside it. A share "
+                 "is shown only where the gap's paired 95% CI excludes 0.\n\n"
                  + shares + "\n")
     atomic_write_bytes(out / "summary.md", text.encode())
     _write_csv(summary, out / "summary.csv", ["env", "planner", "n"])

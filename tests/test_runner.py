@@ -181,20 +181,24 @@ def test_gap_shares_report_both_references_per_planner():
                  **{k: 0.0 for k, _, _ in runner.METRICS if k not in ("success", "return")}}
                 for i, ok in enumerate(successes)]
 
-    rows = (rows_of("react", [0, 0, 0, 0, 1]) + rows_of("imagine", [1, 0, 0, 0, 1])
-            + rows_of("posterior-imagine", [1, 1, 0, 0, 1]) + rows_of("oracle-imagine", [1, 1, 1, 1, 1])
-            + rows_of("particle", [1, 1, 1]))  # particle ran 3 seeds: shares on those only
+    rows = (rows_of("react", [0, 0, 0, 0, 1] * 4) + rows_of("imagine", [1, 0, 0, 0, 1] * 4)
+            + rows_of("posterior-imagine", [1, 1, 0, 0, 1] * 4) + rows_of("oracle-imagine", [1, 1, 1, 1, 1] * 4)
+            + rows_of("particle", [1, 1, 1]))  # particle ran 3 seeds: shares (and gaps) on those only
     shares = {s["planner"]: s for s in runner.gap_shares(rows)}
     assert set(shares) == {"imagine", "posterior-imagine", "oracle-imagine", "particle"}
     im = shares["imagine"]
     assert im["success:posterior-imagine"] == pytest.approx(0.5) and im["success:oracle-imagine"] == pytest.approx(0.25)
-    assert im["success:posterior-imagine:gap"] == pytest.approx(0.4) and im["success:oracle-imagine:n"] == 5
+    assert im["success:posterior-imagine:gap"] == pytest.approx(0.4) and im["success:oracle-imagine:n"] == 20
     assert shares["particle"]["success:oracle-imagine"] == pytest.approx(1.0)
     assert shares["particle"]["success:oracle-imagine:n"] == 3
+    assert shares["particle"]["success:oracle-imagine:gap"] == pytest.approx(1.0)  # on its 3 seeds, not all 20
     assert shares["posterior-imagine"]["success:posterior-imagine"] == pytest.approx(1.0)
     table = runner.format_gap_shares(runner.gap_shares(rows))
     assert "success: react → posterior-imagine | success: react → oracle-imagine" in table.splitlines()[0]
-    assert "| X-v0 | imagine | 50% (gap +40 pts, n=5) | 25% (gap +80 pts, n=5) |" in table
+    assert "| X-v0 | imagine | 50% (gap +40 pts, n=20) | 25% (gap +80 pts, n=20) |" in table
+    # one seed in five: a gap within its noise gets no share
+    few = rows_of("react", [0, 0, 0, 0, 1]) + rows_of("imagine", [0] * 5) + rows_of("posterior-imagine", [1, 0, 0, 0, 1])
+    assert "– (gap +20 ± 39 pts: within noise, n=5)" in runner.format_gap_shares(runner.gap_shares(few))
     no_gap = runner.format_gap_shares(runner.gap_shares(rows_of("react", [1, 1]) + rows_of("oracle-imagine", [1, 1])))
     assert "n/a" in no_gap and "– (no gap, n=2)" in no_gap
 
