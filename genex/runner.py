@@ -595,17 +595,18 @@ def gap_closed(summary: Sequence[dict[str, Any]], metric: str = "success", plann
     return res
 
 
+def _common_seeds(rows: Sequence[dict[str, Any]], env: str, planners: Sequence[str]) -> set[int]:
+    """The seeds of ``env`` that every one of ``planners`` ran."""
+    sets = [{int(r["seed"]) for r in rows if r["env"] == env and r["planner"] == p} for p in planners]
+    return set.intersection(*sets) if sets else set()
+
+
 def paired_gap_closed(rows: Sequence[dict[str, Any]], metric: str = "success", planner: str = "imagine",
                       low: str = "react", high: str = "oracle-imagine") -> tuple[dict[str, float], dict[str, int]]:
     """:func:`gap_closed` on the seeds every one of the three planners ran (a fair, paired comparison)."""
-    seeds: dict[tuple[str, str], set[int]] = {}
-    for r in rows:
-        seeds.setdefault((r["env"], r["planner"]), set()).add(int(r["seed"]))
     gaps, ns = {}, {}
     for env in sorted({r["env"] for r in rows}):
-        if not all((env, p) in seeds for p in (planner, low, high)):
-            continue
-        common = seeds[(env, planner)] & seeds[(env, low)] & seeds[(env, high)]
+        common = _common_seeds(rows, env, (planner, low, high))
         if not common:
             continue
         sub = [r for r in rows if r["env"] == env and int(r["seed"]) in common and r["planner"] in (planner, low, high)]
@@ -632,16 +633,19 @@ def gap_shares(rows: Sequence[dict[str, Any]], metrics: Sequence[str] = ("succes
     planners = list(dict.fromkeys(r["planner"] for r in rows))
     out = []
     for env in sorted({r["env"] for r in rows}):
+        env_rows = [r for r in rows if r["env"] == env]
         for planner in planners:
             row: dict[str, Any] = {"env": env, "planner": planner}
             for high in highs:
+                common = _common_seeds(env_rows, env, (planner, low, high))
+                if not common:
+                    continue
+                paired = [r for r in env_rows if int(r["seed"]) in common and r["planner"] in (low, high)]
                 for m in metrics:
-                    shares, ns = paired_gap_closed([r for r in rows if r["env"] == env], m, planner, low, high)
+                    shares, ns = paired_gap_closed(env_rows, m, planner, low, high)
                     if env not in shares:
                         continue
-                    common = _common_seeds(rows, env, (planner, low, high))
-                    per_seed = {(r["planner"], int(r["seed"])): float(r[m]) for r in rows
-                                if r["env"] == env and int(r["seed"]) in common and r["planner"] in (low, high)}
+                    per_seed = {(r["planner"], int(r["seed"])): float(r[m]) for r in paired}
                     diff = [per_seed[(high, sd)] - per_seed[(low, sd)] for sd in sorted(common)]
                     gap, half = _mean_ci(diff)
                     row[f"{m}:{high}"], row[f"{m}:{high}:n"] = shares[env], ns[env]
@@ -649,12 +653,6 @@ def gap_shares(rows: Sequence[dict[str, Any]], metrics: Sequence[str] = ("succes
             if len(row) > 2 and planner != low:
                 out.append(row)
     return out
-
-
-def _common_seeds(rows: Sequence[dict[str, Any]], env: str, planners: Sequence[str]) -> set[int]:
-    """The seeds of ``env`` that every one of ``planners`` ran."""
-    sets = [{int(r["seed"]) for r in rows if r["env"] == env and r["planner"] == p} for p in planners]
-    return set.intersection(*sets) if sets else set()
 
 
 def format_gap_shares(shares: Sequence[dict[str, Any]], metrics: Sequence[str] = ("success", "return"),
@@ -679,11 +677,11 @@ def format_gap_shares(shares: Sequence[dict[str, Any]], metrics: Sequence[str] =
             else:
                 gap, half = s[key + ":gap"], s.get(key + ":ci", float("nan"))
                 pts = m in ("success", "collision")
-                size = f"{100 * gap:+.0f} pts" if pts else f"{gap:+.2f}"
                 if not math.isnan(half) and abs(gap) <= half:
                     spread = f"{100 * gap:+.0f} ± {100 * half:.0f} pts" if pts else f"{gap:+.2f} ± {half:.2f}"
                     cells.append(f"– (gap {spread}: within noise, n={s[key + ':n']})")
                 else:
+                    size = f"{100 * gap:+.0f} pts" if pts else f"{gap:+.2f}"
                     cells.append(f"{100 * s[key]:.0f}% (gap {size}, n={s[key + ':n']})")
         lines.append(f"| {s['env'].split('/')[-1]} | {s['planner']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -174,6 +174,7 @@ class BeliefPlanner:
             self.policy.reset()
         self.plans = None
         self.last_action: int | None = None
+        self._p_now: dict[str, float] = {}  # P(visible) per fact on the current real frame (none read yet)
         if self.decision_rule == "plan":
             self.plans = HypothesisPlans(env, len(self.task.action_names), particles=self.particles,
                                          horizon=self.plan_horizon, seed=self.episode_seed,

@@ -39,9 +39,6 @@ class AmortizedPlanner(BeliefPlanner):
     name = "amortized"
     sees_road_users = False  # its policy answers the hidden question only: no guarded plans
 
-    def _hazard_seen(self) -> bool:
-        return False  # it reads no visible facts (never asked: it plans without the guarded behaviour)
-
     def _decide(self, frame: np.ndarray, t: int) -> tuple[Any, DecisionTrace]:
         task = self.task
         t0 = time.perf_counter()

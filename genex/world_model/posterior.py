@@ -112,6 +112,14 @@ class PosteriorWorldModel:
             raise ValueError("observe(None, ...) is for the first frame of an episode only; pass the action taken")
         self._first = False
         log_keep, log_miss = np.log1p(-self.mismatch), np.log(self.mismatch)
+        # the same for every hypothesis: which facts are read with certainty (labels, or P = 0/1), and for the
+        # others the log-likelihood of a hypothesis that shows the fact and of one that does not
+        hard = {f: v for f, v in visible.items() if float(v) in (0.0, 1.0)}
+        soft_logs = {}
+        for f, v in visible.items():
+            if f not in hard:
+                shown = float(v) * (1.0 - self.mismatch) + (1.0 - float(v)) * self.mismatch
+                soft_logs[f] = (np.log(shown), np.log(1.0 - shown))
         if np.isfinite(self.log_weights).any():  # below e^-30 of the best a hypothesis never comes back: drop it
             self.log_weights[self.log_weights < self.log_weights.max() - PRUNE] = -np.inf
         alive = self.log_weights > -np.inf
@@ -123,14 +131,10 @@ class PosteriorWorldModel:
             if info.get("collision") or info.get("collisions", 0) > 0:
                 self.log_weights[i] = -np.inf  # its ego collided; the real one is still driving
                 continue
-            hard = {f: v for f, v in visible.items() if float(v) in (0.0, 1.0)}
             agree = sum(bool(seen.get(f, False)) == bool(v) for f, v in hard.items())
             soft = 0.0
-            for f, v in visible.items():
-                if f not in hard:
-                    p = float(v)
-                    shown = p * (1.0 - self.mismatch) + (1.0 - p) * self.mismatch
-                    soft += np.log(shown if seen.get(f, False) else 1.0 - shown)
+            for f, (log_shows, log_hides) in soft_logs.items():
+                soft += log_shows if seen.get(f, False) else log_hides
             self.log_weights[i] += agree * log_keep + (len(hard) - agree) * log_miss + soft
             self.done[i] = ended
 
