@@ -27,6 +27,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "setup: WARNING: no local CPU wheel torch==2.13.0+cpu; pip will now pick torch from the index," >&2
     echo "setup: which on Linux x86_64 is a multi-GB CUDA build. Install a CPU torch first to avoid it." >&2
   fi
-  $PIP install -e ".[dev,bench,hf]"
+  $PIP install -e ".[dev,bench,hf,serve,rl]"
   touch "$stamp"
 fi
