@@ -9,8 +9,11 @@ Importing this module registers every env under the ``genex/`` namespace::
     # or, without the import: gym.make("genex.envs:genex/OccludedCrosswalk-v0")
 
 Contracts shared by all envs (questions, action costs, hidden info,
-visibility labels, snapshots) are in :mod:`genex.envs.spec`. This package
-never imports torch.
+visibility labels, snapshots) are in :mod:`genex.envs.spec`. For RL libraries
+(Stable-Baselines3 and the like), :mod:`genex.envs.wrappers` turns an env into an
+image ``Box`` observation with ``Discrete`` actions:
+``genex.envs.wrappers.make_rl_env("genex/SettingsTabs-v0")`` (imported on demand,
+not here). This package never imports torch.
 """
 
 from __future__ import annotations
