@@ -39,20 +39,36 @@ interrupted recording loses at most the episode in progress; re-running the
 same command skips the episodes already on disk (resume). A manifest that does
 not match the command (another env, driver, seed or env options) is an error,
 never a silent mix.
+
+Verification: ``manifest.checksums`` maps each finished episode file's name to
+``{"sha256": ..., "bytes": ...}``, added after the file is on disk (the manifest
+is rewritten at most every few seconds and when recording stops). On resume each
+finished episode is checked against its entry; one without an entry (a recording
+made before checksums existed, or an entry lost to a hard kill) is checked by
+reading every array. Damaged or missing episodes are re-recorded with their own
+seed, one warning line each. A file that cannot be read raises
+:class:`RecordingError` naming it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+import shlex
+import struct
+import time
+import tokenize
+import zipfile
+import zlib
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-from .io import atomic_write_bytes
+from .io import atomic_write_bytes, sha256_file
 
 __all__ = [
     "FORMAT",
@@ -60,6 +76,7 @@ __all__ = [
     "Episode",
     "RecordingManifest",
     "ManifestMismatchError",
+    "RecordingError",
     "EpisodeRecorder",
     "record_episodes",
     "load_episode",
@@ -67,6 +84,7 @@ __all__ = [
     "iter_episodes",
     "episode_paths",
     "read_manifest",
+    "verify_episode",
 ]
 
 log = logging.getLogger(__name__)
@@ -77,6 +95,18 @@ VERSION = 1
 
 class ManifestMismatchError(ValueError):
     """The output folder holds a recording made with other settings."""
+
+
+class RecordingError(ValueError):
+    """An episode file that cannot be read (truncated, corrupted, missing arrays); the message names the file."""
+
+
+# What reading a damaged .npz raises: zip structure, deflate stream, .npy header parsing, missing members, I/O.
+_UNREADABLE = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, KeyError, NotImplementedError,
+               SyntaxError, tokenize.TokenError, struct.error)
+
+# The manifest (with its checksums) is rewritten at most this often while recording, and when recording stops.
+_MANIFEST_EVERY_S = 2.0
 
 
 @dataclass
@@ -95,6 +125,8 @@ class RecordingManifest:
     version: int = VERSION
     genex_version: str = ""
     notes: dict[str, Any] = field(default_factory=dict)
+    # finished episode file name -> {"sha256": hex, "bytes": size}; absent in recordings made before checksums
+    checksums: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def identity(self) -> dict[str, Any]:
         """The fields that must match for a resume."""
@@ -160,7 +192,36 @@ def read_manifest(out: str | Path) -> RecordingManifest:
         raise ValueError(f"{path} is not a {FORMAT} manifest (format={data.get('format')!r})")
     if data.get("version") != VERSION:
         raise ValueError(f"{path} has format version {data.get('version')}, this genex reads version {VERSION}")
-    return RecordingManifest(**data)
+    known = {f.name for f in fields(RecordingManifest)}
+    return RecordingManifest(**{k: v for k, v in data.items() if k in known})
+
+
+def _rerecord_hint(path: Path) -> str:
+    """The command that re-records a damaged episode of the recording folder holding ``path``."""
+    out = path.parent.parent
+    try:
+        m = read_manifest(out)
+    except (OSError, ValueError, TypeError):
+        return "re-record it with `genex record ... --out <its recording folder>`"
+    if "imagined" in m.notes:
+        return f"delete it and re-run `genex imagine-recording ... --out {shlex.quote(str(out))}` (it fills in " \
+               "missing episodes)"
+    n = max([_index(p) for p in episode_paths(out)] + [_index(path)]) + 1  # at least as many as were recorded
+    cmd = (f"genex record --env {m.env_id} --episodes {n} --out {shlex.quote(str(out))} --driver {m.driver} "
+           f"--seed {m.base_seed}")
+    if m.env_kwargs:
+        cmd += f" --env-kwargs {shlex.quote(json.dumps(m.env_kwargs))}"
+    return f"re-record it with `{cmd}`"
+
+
+def _index(path: Path) -> int:
+    tail = path.stem.rsplit("_", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
+
+
+def _unreadable(path: Path, e: BaseException) -> RecordingError:
+    return RecordingError(f"{path}: unreadable episode file ({type(e).__name__}: {e}); {_rerecord_hint(path)} "
+                          "(resume re-records damaged episodes)")
 
 
 class EpisodeRecorder:
@@ -205,20 +266,22 @@ class EpisodeRecorder:
             irreversible_errors=int(info.get("irreversible_errors", info.get("collisions", 0))),
         )
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Path) -> dict[str, Any]:
+        """Write the episode; returns its checksum entry (see :func:`save_episode`)."""
         self.meta["length"] = len(self.rewards)
-        save_episode(path, Episode(
+        return save_episode(path, Episode(
             frames=np.stack(self.frames), actions=self.actions, rewards=np.asarray(self.rewards, np.float32),
             terminated=np.asarray(self.terminated, bool), truncated=np.asarray(self.truncated, bool),
             visible=np.asarray(self.visible, bool).reshape(len(self.frames), len(self.facts)), meta=self.meta,
             visible_names=self.visible_names, action_labels=self.action_labels))
 
 
-def save_episode(path: Path, episode: Episode) -> None:
+def save_episode(path: Path, episode: Episode) -> dict[str, Any]:
     """Write one ``episode_XXXXXX.npz`` atomically (the inverse of :func:`load_episode`).
 
     ``action_labels`` are stored apart from the actions, as recorded, so a click's ``"label"`` merged in by
-    :func:`load_episode` is taken out again.
+    :func:`load_episode` is taken out again. Returns the file's manifest entry, ``{"sha256": hex, "bytes": size}``
+    (of the bytes written).
     """
     ep = episode
     actions = [{k: v for k, v in a.items() if k != "label"} if isinstance(a, dict) and ep.action_labels else a
@@ -241,30 +304,74 @@ def save_episode(path: Path, episode: Episode) -> None:
         arrays["actions"] = np.asarray(actions, np.int64)
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
+    data = buf.getvalue()
+    atomic_write_bytes(path, data)
+    return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
 
 def load_episode(path: str | Path) -> Episode:
-    """Read one ``episode_XXXXXX.npz``."""
-    with np.load(path, allow_pickle=False) as z:
-        actions = json.loads(str(z["actions_json"]))
-        labels: list[str] = []
-        if "action_labels_json" in z:  # GUI clicks carry the label of their target (see the table above)
-            labels = json.loads(str(z["action_labels_json"]))
-            if len(labels) != len(actions):
-                raise ValueError(f"{path}: {len(labels)} action labels for {len(actions)} actions (a damaged file)")
-            actions = [{**a, "label": lab} if isinstance(a, dict) and lab else a for a, lab in zip(actions, labels)]
-        return Episode(
-            frames=z["frames"],
-            actions=actions,
-            rewards=z["rewards"],
-            terminated=z["terminated"],
-            truncated=z["truncated"],
-            visible=z["visible"],
-            meta=json.loads(str(z["meta_json"])),
-            visible_names=json.loads(str(z["visible_json"])) if "visible_json" in z else [],
-            action_labels=labels,
-        )
+    """Read one ``episode_XXXXXX.npz`` (every array in it, so a damaged one fails here, not later).
+
+    Raises :class:`RecordingError`, naming the file, when it cannot be read.
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise ValueError("not an .npz archive")
+            arrays = {k: z[k] for k in z.files}
+        return _episode_from_arrays(arrays)
+    except _UNREADABLE as e:
+        raise _unreadable(path, e) from e
+
+
+def _episode_from_arrays(z: Mapping[str, np.ndarray]) -> Episode:
+    actions = json.loads(str(z["actions_json"]))
+    labels: list[str] = []
+    if "action_labels_json" in z:  # GUI clicks carry the label of their target (see the table above)
+        labels = json.loads(str(z["action_labels_json"]))
+        if len(labels) != len(actions):
+            raise ValueError(f"{len(labels)} action labels for {len(actions)} actions (a damaged file)")
+        actions = [{**a, "label": lab} if isinstance(a, dict) and lab else a for a, lab in zip(actions, labels)]
+    return Episode(
+        frames=z["frames"],
+        actions=actions,
+        rewards=z["rewards"],
+        terminated=z["terminated"],
+        truncated=z["truncated"],
+        visible=z["visible"],
+        meta=json.loads(str(z["meta_json"])),
+        visible_names=json.loads(str(z["visible_json"])) if "visible_json" in z else [],
+        action_labels=labels,
+    )
+
+
+def verify_episode(path: str | Path, entry: Mapping[str, Any] | None = None) -> tuple[str | None, dict[str, Any]]:
+    """Check one finished episode file: ``(problem, entry)``; ``problem`` is ``None`` when the file is sound.
+
+    With a manifest ``entry`` (``{"sha256", "bytes"}``) the size and SHA-256 of the file must match it; without
+    one (recordings made before checksums existed) the file must load, every array read. ``entry`` comes back
+    as found on disk (``{}`` when the file is missing).
+    """
+    path = Path(path)
+    if not path.exists():
+        return "missing", {}
+    size = path.stat().st_size
+    if entry:
+        expected = entry.get("bytes", size)
+        if size != expected:
+            return (f"truncated: {size} of {expected} bytes" if size < expected
+                    else f"{size} bytes, the manifest says {expected}"), {}
+        digest = sha256_file(path)
+        if digest != entry.get("sha256"):
+            return "damaged: its SHA-256 differs from the manifest's", {}
+        return None, {"sha256": digest, "bytes": size}
+    try:
+        load_episode(path)
+    except RecordingError as e:
+        cause = e.__cause__
+        return f"unreadable ({type(cause).__name__}: {cause})" if cause else "unreadable", {}
+    return None, {"sha256": sha256_file(path), "bytes": size}
 
 
 def iter_episodes(out: str | Path) -> Iterator[Episode]:
@@ -312,6 +419,13 @@ def record_episodes(
             image_shape=list(env.observation_space["image"].shape), genex_version=__version__,
         )
         manifest_path = out / "manifest.json"
+
+        def write_manifest() -> None:
+            nonlocal manifest
+            manifest = replace(manifest, checksums=dict(sorted(checksums.items())))
+            atomic_write_bytes(manifest_path, json.dumps(asdict(manifest), indent=2).encode())
+
+        checksums: dict[str, dict[str, Any]] = {}
         if manifest_path.exists():
             old = read_manifest(out)
             if old.identity() != manifest.identity():
@@ -319,13 +433,37 @@ def record_episodes(
                     f"{out} already holds a recording with {old.identity()}, not {manifest.identity()}; "
                     "use another --out folder"
                 )
+            if "imagined" in old.notes:  # its frames are a world model's, not this env's: re-recording would mix
+                raise ManifestMismatchError(f"{out} holds an imagined copy (genex imagine-recording); "
+                                            "use another --out folder")
+            manifest, checksums = old, dict(old.checksums)  # keep what the folder says (version, notes)
         else:
             (out / "episodes").mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(manifest_path, json.dumps(asdict(manifest), indent=2).encode())
+            write_manifest()
         (out / "episodes").mkdir(parents=True, exist_ok=True)
-        todo = [i for i in range(episodes) if not episode_path(out, i).exists()]
+        # verify the finished episodes (checksum, or a full read where the manifest has none); re-record the rest
+        finished = [i for i in range(episodes)
+                    if episode_path(out, i).exists() or episode_path(out, i).name in checksums]
+        sound, changed, problems = set(), False, []
+        for i in tqdm(finished, desc=f"verify {out.name}", disable=not progress or not finished, unit="ep",
+                      leave=False):
+            path = episode_path(out, i)
+            entry = checksums.pop(path.name, None)
+            problem, found = verify_episode(path, entry)
+            if problem is None:
+                checksums[path.name] = found
+                sound.add(i)
+            else:
+                problems.append((path, problem, int(seed) + i))
+            changed |= checksums.get(path.name) != entry
+        for path, problem, ep_seed in problems:  # after the bar, one line per file
+            log.warning("%s: %s; re-recording it (seed %d)", path, problem, ep_seed)
+        todo = [i for i in range(episodes) if i not in sound]
+        if changed:
+            write_manifest()
         if len(todo) < episodes:
-            log.info("resuming: %d of %d episodes already recorded in %s", episodes - len(todo), episodes, out)
+            log.info("resuming: %d of %d episodes already recorded (verified) in %s", episodes - len(todo), episodes,
+                     out)
         _, probe = env.reset(seed=int(seed))
         if manifest.facts and not probe.get("visible"):
             raise ValueError(
@@ -334,20 +472,30 @@ def record_episodes(
             )
         drv = make(env_id, driver)
         describe = getattr(base, "describe_action", None)  # GUI: what each click targets, for world models
-        for i in tqdm(todo, desc=f"record {env_id}", disable=not progress, unit="ep"):
-            ep_seed = int(seed) + i
-            obs, info = env.reset(seed=ep_seed)
-            drv.reset(env, seed=ep_seed)
-            rec = EpisodeRecorder(manifest.facts, ep_seed, driver)
-            rec.start(obs, info)
-            while True:
-                action = drv.act(obs, info)
-                label = describe(action) if describe is not None else None
-                obs, reward, terminated, truncated, info = env.step(action)
-                rec.add(action, obs, reward, terminated, truncated, info, label=label)
-                if terminated or truncated:
-                    break
-            rec.save(episode_path(out, i))
+        unsaved, last_write = 0, time.monotonic()
+        try:
+            for i in tqdm(todo, desc=f"record {env_id}", disable=not progress, unit="ep"):
+                ep_seed = int(seed) + i
+                obs, info = env.reset(seed=ep_seed)
+                drv.reset(env, seed=ep_seed)
+                rec = EpisodeRecorder(manifest.facts, ep_seed, driver)
+                rec.start(obs, info)
+                while True:
+                    action = drv.act(obs, info)
+                    label = describe(action) if describe is not None else None
+                    obs, reward, terminated, truncated, info = env.step(action)
+                    rec.add(action, obs, reward, terminated, truncated, info, label=label)
+                    if terminated or truncated:
+                        break
+                path = episode_path(out, i)
+                checksums[path.name] = rec.save(path)  # the file first, then its entry
+                unsaved += 1
+                if time.monotonic() - last_write >= _MANIFEST_EVERY_S:
+                    write_manifest()
+                    unsaved, last_write = 0, time.monotonic()
+        finally:  # the entries of the episodes on disk, also when interrupted
+            if unsaved:
+                write_manifest()
         return manifest
     finally:
         env.close()

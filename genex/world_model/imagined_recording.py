@@ -73,7 +73,7 @@ def imagine_recording(model: Any, src: str | Path, out: str | Path, *, min_psnr:
                 "world_model_sha256": getattr(model, "info", {}).get("sha256", ""), "min_psnr": float(min_psnr),
                 "min_changed": float(min_changed), "seed": int(seed), "steps": cfg.steps, "snap": cfg.snap}
     notes = {**manifest.notes, "imagined": settings}
-    new = replace(manifest, notes=notes)
+    new = replace(manifest, notes=notes, checksums={})
     path = out / "manifest.json"
     if path.exists():
         old = read_manifest(out)
