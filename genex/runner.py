@@ -55,6 +55,9 @@ METRICS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+#: ``--world-model`` value for the copy-last-frame baseline (the floor: imagination that shows nothing new)
+COPY_LAST = "copy-last"
+
 #: settings added after runs were made, with the value that reproduces what those runs did
 SETTINGS_BEFORE: dict[str, Any] = {"memory": 1, "decision": "table"}
 
@@ -67,7 +70,7 @@ class EpisodeKey:
 
     @property
     def slug(self) -> str:
-        return f"{self.env.split('/')[-1]}/{self.planner}/seed_{self.seed}"
+        return f"{self.env.split('/')[-1].replace(':', '_')}/{self.planner}/seed_{self.seed}"
 
 
 @dataclass
@@ -88,6 +91,15 @@ class CompareConfig:
     policy: str | None = None  # tiny checkpoint folder (default: shipped)
     save_frames: bool = False
     env_kwargs: dict[str, Any] = field(default_factory=dict)
+    # foreign (non-genex) envs: "module:attribute" of a genex.envs.foreign.TaskSpec, and the frame size to adapt to
+    task_spec: str | None = None
+    image_size: int | None = None
+
+    def make_env(self, env_id: str) -> Any:
+        """Env ``env_id`` as the planners get it (foreign envs adapted: genex.envs.foreign.make_env)."""
+        from genex.envs.foreign import make_env
+
+        return make_env(env_id, self.env_kwargs, self.task_spec, self.image_size)
 
     def keys(self) -> list[EpisodeKey]:
         return [EpisodeKey(e, p, self.seed + i) for e in self.envs for i in range(self.episodes) for p in self.planners]
@@ -107,6 +119,10 @@ class _Models:
                 from genex.policy import make_policy
 
                 self.cache[key] = make_policy("tiny", checkpoint=path)
+            elif path == COPY_LAST:
+                from genex.world_model import CopyLastFrameWorldModel
+
+                self.cache[key] = CopyLastFrameWorldModel()
             else:
                 from genex.world_model import load_world_model
 
@@ -138,8 +154,6 @@ def _checkpoint_dirs(cfg: CompareConfig, planner: str, family: str) -> tuple[str
 
 
 def _build(cfg: CompareConfig, key: EpisodeKey, env: Any) -> Any:
-    import gymnasium as gym
-
     from genex.planners import PLANNERS, env_family, make_planner
 
     _, wm_kind, _ = PLANNERS[key.planner]
@@ -149,11 +163,12 @@ def _build(cfg: CompareConfig, key: EpisodeKey, env: Any) -> Any:
     fidelity = None
     if wm_dir is not None:
         wm = _MODELS.get("world_model", wm_dir, env)
-        wm.bind(env)
+        if hasattr(wm, "bind"):
+            wm.bind(env)
         # this env's own numbers where they were measured, as read by this planner's policy
         fidelity = _MODELS.fidelity(wm_dir, key.env, cfg.env_kwargs, pol_path) if cfg.fidelity else None
     elif wm_kind in ("oracle", "posterior"):  # a private simulator: the live env is never touched
-        oracle_env = gym.make(key.env, **cfg.env_kwargs)
+        oracle_env = cfg.make_env(key.env)
     kwargs = dict(samples=cfg.samples, horizon=cfg.horizon, trust=cfg.trust, memory=cfg.memory,
                   save_frames=cfg.save_frames, seed=key.seed, decision=None if cfg.decision == "auto" else cfg.decision)
     if wm_kind is not None:
@@ -173,13 +188,12 @@ def _score_belief(belief: dict[str, list[float]], answers: dict[str, int]) -> tu
 
 def run_episode(cfg: CompareConfig, key: EpisodeKey, out: str | Path | None = None) -> dict[str, Any]:
     """Run one episode; returns its JSONL row (and writes its traces/frames under ``out``)."""
-    import gymnasium as gym
-
     import genex.envs  # noqa: F401  (registers the envs)
+    from genex.envs.foreign import declared
     from genex.envs.spec import public_info
 
     t_start = time.perf_counter()
-    env = gym.make(key.env, **cfg.env_kwargs)
+    env = cfg.make_env(key.env)
     oracle_env = None
     try:
         planner, oracle_env = _build(cfg, key, env)
@@ -205,10 +219,15 @@ def run_episode(cfg: CompareConfig, key: EpisodeKey, out: str | Path | None = No
     wall = time.perf_counter() - t_start
     scores = [_score_belief(t.belief, answers) for t in traces if t.belief and answers]
     n_dec = max(1, len(traces))
-    collisions = int(info.get("collisions", 0)) + int(info.get("irreversible_errors", 0))
+    # outcomes the env reports; None where it reports none (a foreign env without a declared task): "n/a", not 0%
+    reported = [k for k in ("collisions", "irreversible_errors") if k in info]
+    collisions = sum(int(info[k]) for k in reported) if reported else None
+    task = getattr(planner, "task", None)
     row = {
         "env": key.env, "planner": key.planner, "seed": key.seed,
-        "success": bool(info.get("success", False)), "collision": collisions > 0, "collisions": collisions,
+        "success": bool(info["success"]) if "success" in info else None,
+        "collision": None if collisions is None else collisions > 0, "collisions": collisions,
+        "fell_back": bool(getattr(task, "generic", False)),  # no declared task: the policy chose the actions
         "return": round(ret, 4), "steps": steps, "decisions": len(traces),
         "brier": round(float(np.mean([s[0] for s in scores])), 5) if scores else None,
         "log_loss": round(float(np.mean([s[1] for s in scores])), 5) if scores else None,
@@ -223,8 +242,8 @@ def run_episode(cfg: CompareConfig, key: EpisodeKey, out: str | Path | None = No
     }
     if out is not None:
         out = Path(out)
-        names = {q.id: list(q.answers) for q in getattr(env.unwrapped, "questions", ())}
-        task = getattr(planner, "task", None)  # the options expected costs are listed for (actions or choices)
+        names = {q.id: list(q.answers) for q in declared(env, "questions", ()) or ()}
+        # the options expected costs are listed for (actions or choices)
         body = {"key": asdict(key), "answers": answers, "answer_names": names,
                 "option_names": list(task.action_names) if task is not None else [],
                 "decisions": [t.to_json() for t in traces]}
@@ -383,7 +402,9 @@ def checkpoint_digests(cfg: CompareConfig) -> dict[str, str]:
             # one folder per (kind, family) in a config: hash each once, not once per planner that loads it
             if f"{PLANNERS[name][2]}:{family}" not in out:
                 out[f"{PLANNERS[name][2]}:{family}"] = _folder_digest(pol, with_fidelity=False)
-            if wm is not None and f"world_model:{family}" not in out:
+            if wm == COPY_LAST:
+                out[f"world_model:{family}"] = COPY_LAST
+            elif wm is not None and f"world_model:{family}" not in out:
                 out[f"world_model:{family}"] = _folder_digest(wm, with_fidelity=cfg.fidelity)
                 # the model config holds the sampler (steps, snap, min_changed_pixels): same weights, other
                 # imagination. A key of its own, so runs recorded before it existed still resume
@@ -411,13 +432,25 @@ def check_fidelity(cfg: CompareConfig) -> None:
                 pol, wm = _checkpoint_dirs(cfg, name, family)
             except FileNotFoundError:
                 continue  # the episode itself will say so
+            if wm == COPY_LAST:
+                continue
             load_fidelity(wm, env_id=env_id, env_kwargs=cfg.env_kwargs, policy_dir=pol)
 
 
 def check_envs_support_planners(cfg: CompareConfig) -> None:
     """Raise ``ValueError`` before any episode runs when a planner of ``cfg`` cannot run on one of its envs."""
+    from genex.envs.foreign import is_genex_env
     from genex.planners import PLANNERS, posterior_env_ids
 
+    foreign = [e for e in cfg.envs if not is_genex_env(e)]
+    simulators = [p for p in cfg.planners if PLANNERS[p][1] in ("oracle", "posterior")]
+    if foreign and simulators:
+        raise ValueError(f"{', '.join(simulators)} imagine with the env's own simulator (snapshot/restore), which only "
+                         f"genex envs offer; {', '.join(foreign)} cannot")
+    if not foreign and (cfg.task_spec is not None or cfg.image_size is not None):
+        raise ValueError("--task-spec and --image-size adapt foreign envs; genex envs declare their own")
+    for env_id in foreign:  # bad options, a bad spec or frames planners cannot read: one error now, not one per episode
+        cfg.make_env(env_id).close()
     if any(PLANNERS[p][1] == "posterior" for p in cfg.planners):
         able = posterior_env_ids()
         unable = [e for e in cfg.envs if e not in able]
@@ -769,7 +802,7 @@ def format_table(summary: Sequence[dict[str, Any]], planners_order: Sequence[str
         for key, _, kind in METRICS:
             m, ci = s[key], s[f"{key}_ci"]
             if math.isnan(m):
-                cells.append("–")
+                cells.append("n/a")  # no episode reported it (e.g. a foreign env without success/collision info)
             elif kind == "rate":
                 cells.append(f"{100 * m:.0f}% ± {100 * ci:.0f}" if not math.isnan(ci) else f"{100 * m:.0f}%")
             else:
@@ -812,6 +845,11 @@ def write_summary(rows: Sequence[dict[str, Any]], out: str | Path, planners_orde
     summary = summarise(rows)
     table = format_table(summary, planners_order)
     text = table + "\n"
+    fell_back = sorted({(r["env"], r["planner"]) for r in rows if r.get("fell_back")})
+    if fell_back:
+        text += ("\nNo declared task (questions, costs, probes: a genex.envs.foreign.TaskSpec, --task-spec), so these "
+                 "planners fell back to the policy's own actions and imagined nothing: "
+                 + ", ".join(f"{p} on {e}" for e, p in fell_back) + ".\n")
     shares = format_gap_shares(gap_shares(rows))
     if shares:
         text += ("\nShare of the gap each planner closes, on the seeds it, react and the reference all ran. "

@@ -23,9 +23,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .runner import CompareConfig, compare, write_summary
 
     envs = _split(args.env)
-    unknown = [e for e in envs if e not in genex.envs.ENV_IDS]
-    if unknown:
-        raise SystemExit(f"genex compare: unknown env(s) {unknown}; choose from {', '.join(genex.envs.ENV_IDS)}")
+    for e in envs:
+        if e not in genex.envs.ENV_IDS:
+            _check_registered(e)
     planners = _split(args.planners)
     bad = [p for p in planners if p not in PLANNERS]
     if bad:
@@ -38,12 +38,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
             env_kwargs = json.loads(args.env_kwargs)
         except json.JSONDecodeError as e:
             raise SystemExit(f"--env-kwargs must be a JSON object: {e}") from e
+        if not isinstance(env_kwargs, dict):
+            raise SystemExit(f"--env-kwargs must be a JSON object, got {type(env_kwargs).__name__}")
     cfg = CompareConfig(envs=envs, planners=planners, episodes=args.episodes, seed=args.seed, samples=args.samples,
                         horizon=args.horizon, trust=args.trust, imagine_every=args.imagine_every,
                         imagined_reading=args.imagined_reading,
                         memory=CompareConfig.memory if args.memory is None else args.memory, decision=args.decision,
                         world_model=args.world_model, policy=args.policy, fidelity=not args.no_fidelity,
-                        save_frames=args.save_frames, env_kwargs=env_kwargs)
+                        save_frames=args.save_frames, env_kwargs=env_kwargs, task_spec=args.task_spec,
+                        image_size=args.image_size)
+    if args.task_spec is not None:
+        from genex.envs.foreign import load_task_spec
+
+        try:  # a bad spec fails here, in one line, not once per episode in the workers
+            load_task_spec(args.task_spec)
+        except ValueError as e:
+            raise SystemExit(f"genex compare: {e}") from e
     try:
         rows = compare(cfg, args.out, workers=args.workers, executor=args.executor, progress=not args.quiet,
                        stale="restart" if args.restart_stale else "error")
@@ -53,6 +63,27 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(text)
     print(f"rows: {Path(args.out) / 'episodes.jsonl'}; table: {Path(args.out) / 'summary.md'}")
     return 0
+
+
+def _check_registered(env_id: str) -> None:
+    """Exit with one line unless ``env_id`` is a registered Gymnasium id (``module:Env-v0`` imports module)."""
+    import importlib
+
+    import gymnasium as gym
+
+    import genex.envs
+
+    module, sep, name = env_id.rpartition(":")
+    try:
+        if sep:
+            importlib.import_module(module)
+        gym.spec(name)
+    except ModuleNotFoundError as e:
+        raise SystemExit(f"genex compare: env {env_id!r}: {e} (install the package that registers it)") from e
+    except gym.error.Error as e:
+        raise SystemExit(f"genex compare: unknown env {env_id!r} ({e}); use a genex env "
+                         f"({', '.join(genex.envs.ENV_IDS)}) or any registered Gymnasium id, 'module:Env-v0' "
+                         "importing the module that registers it (e.g. highway_env:intersection-v0)") from e
 
 
 def cmd_viz(args: argparse.Namespace) -> int:
@@ -149,7 +180,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("compare", help="run planners on held-out episodes; per-episode JSONL + summary table",
                        description="Run every planner on the same held-out seeds of every env. Resumable: rerun "
                                    "with the same --out to skip finished episodes.")
-    s.add_argument("--env", required=True, help="env id(s), comma-separated, e.g. genex/OccludedCrosswalk-v0")
+    s.add_argument("--env", required=True,
+                   help="env id(s), comma-separated: genex ids (e.g. genex/OccludedCrosswalk-v0) or any registered "
+                        "Gymnasium id with image observations, 'module:Env-v0' importing module first "
+                        "(e.g. highway_env:intersection-v0)")
     s.add_argument("--planners", default=DEFAULT_PLANNERS, help=f"comma-separated (default {DEFAULT_PLANNERS})")
     s.add_argument("--episodes", type=int, default=20, help="episodes per env and planner (seeds seed..seed+N-1)")
     s.add_argument("--seed", type=int, default=200_000, help="first seed (held out from all training data)")
@@ -176,11 +210,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="how belief planners decide: plan (expected return of short action sequences over "
                         "belief-weighted hypotheses, genex.planners.plans), table (the env's one-step cost table), "
                         "auto (plan where the env draws hypotheses: the driving scenes; table elsewhere)")
-    s.add_argument("--world-model", default=None, help="world-model checkpoint folder (default: shipped)")
+    s.add_argument("--world-model", default=None,
+                   help="world-model checkpoint folder (default: shipped), or copy-last (the floor: every imagined "
+                        "frame is the last real one)")
     s.add_argument("--no-fidelity", action="store_true",
                    help="take learned imagination at face value (ignore the checkpoint's fidelity.json)")
     s.add_argument("--policy", default=None, help="tiny policy checkpoint folder (default: shipped)")
     s.add_argument("--env-kwargs", default=None, help="JSON object of env options")
+    s.add_argument("--task-spec", default=None, metavar="MODULE:ATTR",
+                   help="foreign envs: a genex.envs.foreign.TaskSpec (or a function returning one) declaring the "
+                        "questions, costs and probes the belief planners need, e.g. "
+                        "genex.envs.foreign:highway_intersection; without one every planner takes the policy's "
+                        "actions (the table says so)")
+    s.add_argument("--image-size", type=int, default=None,
+                   help="foreign envs: resize frames to SIZE x SIZE (e.g. the 64 a shipped world model imagines)")
     s.add_argument("--save-frames", action="store_true", help="keep real and imagined frames for genex viz")
     s.add_argument("--no-plots", action="store_true", help="skip bars.png / compute.png")
     s.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -2,7 +2,9 @@
 
 :func:`task_from_env` reads the *public* declarations of a genex env
 (``questions``, ``action_costs``, ``action_names``, ``probes``,
-``exploration_actions``, ``priors``, ``initial_view_choice``) or, for any other
+``exploration_actions``, ``priors``, ``initial_view_choice``), on the env or on a
+wrapper such as :class:`genex.envs.foreign.DeclaredTask` (a foreign env's
+declared task), or, for any other
 Gymnasium env with image observations and a ``Discrete`` action space, builds a
 generic task with no questions (planners then fall back to the policy's own
 action choice). Nothing here reads hidden state.
@@ -22,6 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 from gymnasium import spaces
 
+from genex.envs.foreign import declared
 from genex.envs.spec import Probe
 
 __all__ = ["Task", "Branch", "task_from_env", "image_of", "prompt_of"]
@@ -90,22 +93,23 @@ def task_from_env(env: Any, horizon: int = 8) -> Task:
     if not isinstance(env.action_space, spaces.Discrete) and not hasattr(u, "choice_action"):
         raise ValueError(f"{env_id}: planners need a Discrete action space (or a genex GUI app), got "
                          f"{env.action_space}")
-    questions = tuple(getattr(u, "questions", ()))
+    questions = tuple(declared(env, "questions", ()) or ())
     if not questions:  # a generic Gymnasium env: no hidden-state questions, only returns and costs
         n = int(env.action_space.n)
-        names = tuple(getattr(u, "action_names", None) or (f"action {i}" for i in range(n)))
+        names = tuple(declared(env, "action_names", None) or (f"action {i}" for i in range(n)))
         return Task(env_id=env_id, action_names=names, generic=True)
-    names = tuple(u.action_names)
-    probes = tuple(getattr(u, "probes", ()))
+    names = tuple(declared(env, "action_names"))
+    probes = tuple(declared(env, "probes", ()) or ())
     mode = "choice" if hasattr(u, "choice_action") else "direct"
     if mode == "choice":
         choices = sorted({p.after_choice for p in probes if p.after_choice is not None})
         exploration = tuple(Branch(names[c], (), c) for c in choices)
     else:
         exploration = tuple(Branch(f"{a} x{horizon}", (names.index(a),) * horizon)
-                            for a in getattr(u, "exploration_actions", ()))
+                            for a in declared(env, "exploration_actions", ()) or ())
+    readings = tuple(declared(env, "readings", ()) or ())
     return Task(env_id=env_id, action_names=names, questions=questions,
-                action_costs={k: np.asarray(v, np.float64) for k, v in u.action_costs.items()}, probes=probes,
-                priors=dict(getattr(u, "priors", {}) or {}), mode=mode, exploration=exploration,
-                initial_view_choice=getattr(u, "initial_view_choice", None),
-                readings=tuple(r for r in getattr(u, "readings", ()) if {r.fact_le, r.fact_gt} & {p.fact for p in probes}))
+                action_costs={k: np.asarray(v, np.float64) for k, v in declared(env, "action_costs").items()},
+                probes=probes, priors=dict(declared(env, "priors", {}) or {}), mode=mode, exploration=exploration,
+                initial_view_choice=declared(env, "initial_view_choice", None),
+                readings=tuple(r for r in readings if {r.fact_le, r.fact_gt} & {p.fact for p in probes}))

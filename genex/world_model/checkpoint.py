@@ -137,7 +137,9 @@ def check_env_compatible(cfg: WorldModelConfig, env: Any, source: str = "checkpo
         if is_dict:
             raise CheckpointMismatchError(f"{source} is a driving (discrete-action) world model but the env has "
                                           f"GUI actions; use a GUI checkpoint")
-        names = getattr(base, "action_names", None)
+        from genex.envs.foreign import declared
+
+        names = declared(env, "action_names", None)
         if names is not None:
             missing = sorted(set(names) - set(cfg.action_vocab))
             if missing:

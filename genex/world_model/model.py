@@ -62,7 +62,9 @@ class DiffusionWorldModel:
         from .checkpoint import check_env_compatible
 
         check_env_compatible(self.cfg, env, source=self.info.get("path", "this model"))
-        names = getattr(getattr(env, "unwrapped", env), "action_names", None)
+        from genex.envs.foreign import declared
+
+        names = declared(env, "action_names", None)
         if self.cfg.action_family == "discrete" and names is not None:
             self.action_names = tuple(names)
         return self
