@@ -755,7 +755,7 @@ def paired_against(rows: Sequence[dict[str, Any]], baseline: str = "react") -> l
         diff_all, diff_all_ci = _mean_ci([x["steps"] - y["steps"] for x, y in zip(a, b)])
         out.append({
             "env": env, "planner": planner, "baseline": baseline, "n": len(common),
-            "success": sum(x["success"] for x in a), "baseline_success": sum(y["success"] for y in b),
+            "success": sum(bool(x["success"]) for x in a), "baseline_success": sum(bool(y["success"]) for y in b),
             "errors": sum(bool(x["collision"]) for x in a), "baseline_errors": sum(bool(y["collision"]) for y in b),
             "errors_only_planner": sum(bool(x["collision"]) and not y["collision"] for x, y in zip(a, b)),
             "errors_only_baseline": sum(bool(y["collision"]) and not x["collision"] for x, y in zip(a, b)),
