@@ -418,9 +418,10 @@ def highway_intersection() -> TaskSpec:
         action_names=("brake", "cruise", "accelerate"),
         questions=(q,),
         # rows: brake (SLOWER), cruise (IDLE), accelerate (FASTER); columns: yes, no
-        action_costs={q.id: [[1.0, 1.5], [6.0, 0.3], [10.0, 0.0]]},
-        probes=(Probe(q.id, "oncoming_vehicle", ("yes",), detect=0.7, false_alarm=0.1),),
-        priors={q.id: (0.3, 0.7)},
+        action_costs={q.id: [[1.0, 1.5], [4.0, 0.3], [10.0, 0.0]]},
+        # a top-down view shows some vehicle nearly always, crossing or not: weak evidence, declared as such
+        probes=(Probe(q.id, "oncoming_vehicle", ("yes",), detect=0.95, false_alarm=0.85),),
+        priors={q.id: (0.2, 0.8)},
         exploration_actions=("brake",),
         instruction="Cross the intersection without a collision.",
         env_kwargs=HIGHWAY_GRAYSCALE_64,

@@ -26,14 +26,11 @@ torch.set_num_threads(1)
 
 @pytest.fixture()
 def served():
+    """The FastAPI app under a real uvicorn, in a thread, on a free port."""
     model, tok = tiny_model()
     policy = TinyPolicy(model, tok, resize=True)
-    server = make_server(policy, port=0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield policy, f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
+    with make_server(policy, port=0) as server:
+        yield policy, server.url
 
 
 def test_openai_backend_matches_tiny_policy_through_real_server(served):
@@ -53,11 +50,15 @@ def test_server_rejects_bad_requests_with_clear_errors(served):
     _, url = served
     client = OpenAIPolicy(url, "genex-tiny", max_retries=0)
     with pytest.raises(PolicyServerError, match="HTTP 400.*Questions"):
-        client._post("/chat/completions", {"messages": [{"role": "user", "content": [
+        client._post("/chat/completions", {"model": "genex-tiny", "messages": [{"role": "user", "content": [
             {"type": "text", "text": "hello"},
             {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]})
     with pytest.raises(PolicyServerError, match="HTTP 400.*image_url"):
+        client._post("/chat/completions", {"model": "genex-tiny", "messages": [{"role": "user", "content": "hi"}]})
+    with pytest.raises(PolicyServerError, match="HTTP 400.*model"):  # OpenAI requires the model too
         client._post("/chat/completions", {"messages": [{"role": "user", "content": "hi"}]})
+    with pytest.raises(PolicyServerError, match="HTTP 404.*genex-tiny"):
+        OpenAIPolicy(url, "gpt-4o", max_retries=0).answer(images(1), "x", QUESTIONS)
 
 
 def test_client_validates_input_before_sending():

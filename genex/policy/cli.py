@@ -93,9 +93,28 @@ def cmd_eval_policy(args: argparse.Namespace) -> int:
 
 
 def cmd_serve_policy(args: argparse.Namespace) -> int:
-    from genex.policy.server import serve
+    """Exit 2 with one line on stderr (no traceback) for anything that keeps the server from starting."""
+    import sys
 
-    serve(args.checkpoint, host=args.host, port=args.port, model_name=args.model_name, api_key_env=args.api_key_env)
+    def fail(message: str) -> int:
+        print(f"genex serve-policy: {message}", file=sys.stderr)
+        return 2
+
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as e:
+        return fail(f"needs FastAPI and uvicorn ({e.name or e} is missing): pip install 'genex[serve]'")
+    if args.max_body_mb <= 0 or args.read_timeout <= 0 or not 0 <= args.port <= 65535:
+        return fail("--max-body-mb and --read-timeout must be > 0, --port in 0..65535")
+    from genex.policy.server import ServeStartupError, serve
+
+    try:
+        serve(args.checkpoint, host=args.host, port=args.port, model_name=args.model_name,
+              api_key_env=args.api_key_env, max_body_bytes=int(args.max_body_mb * 2 ** 20),
+              read_timeout=args.read_timeout)
+    except ServeStartupError as e:
+        return fail(str(e))
     return 0
 
 
@@ -168,4 +187,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--port", type=int, default=8765)
     s.add_argument("--model-name", default="genex-tiny")
     s.add_argument("--api-key-env", default=None, help="require this env variable's value as Bearer key")
+    s.add_argument("--max-body-mb", type=float, default=8.0,
+                   help="largest request body in MiB (default 8); larger ones get 413 before being read")
+    s.add_argument("--read-timeout", type=float, default=10.0,
+                   help="seconds to wait for the next piece of a request body before answering 408 (default 10)")
     s.set_defaults(func=cmd_serve_policy)

@@ -22,7 +22,7 @@ import numpy as np
 
 from genex.policy.protocol import TaggedImage
 
-__all__ = ["build_json_prompt", "parse_prompt", "parse_json_answer", "extract_json_object"]
+__all__ = ["build_json_prompt", "parse_prompt", "PromptFormatError", "parse_json_answer", "extract_json_object"]
 
 _QUESTIONS = "Questions (JSON): "
 _ACTIONS = "Actions (JSON): "
@@ -53,20 +53,87 @@ def build_json_prompt(instruction: str, questions: Sequence[Any], images: Sequen
     return "\n".join(lines)
 
 
+class PromptFormatError(ValueError):
+    """A prompt whose ``... (JSON):`` lines are not what :func:`build_json_prompt` writes; says which item is wrong."""
+
+
+def _json_line(label: str, raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise PromptFormatError(f"the '{label.strip()}' line is not valid JSON: {e.msg} at character {e.pos}") from e
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _check_questions(questions: Any) -> list[dict[str, Any]]:
+    where = f"the '{_QUESTIONS.strip()}' line"
+    if not isinstance(questions, list) or not questions:
+        raise PromptFormatError(f"{where} must be a non-empty JSON list of questions like "
+                                '{"id": "q1", "text": "Is a pedestrian visible?", "answers": ["yes", "no"]}, got '
+                                + (_kind(questions) if questions != [] else "an empty list"))
+    seen: set[str] = set()
+    for i, q in enumerate(questions):
+        if not isinstance(q, dict):
+            raise PromptFormatError(f"{where}: questions[{i}] is {_kind(q)}, expected an object with "
+                                    "'id', 'text' and 'answers'")
+        for key, ok, expected in (("id", lambda v: isinstance(v, str) and v.strip(), "a non-empty string"),
+                                  ("text", lambda v: isinstance(v, str), "a string"),
+                                  ("answers", lambda v: isinstance(v, list), "a list of strings")):
+            if key not in q:
+                raise PromptFormatError(f"{where}: questions[{i}] has no {key!r} (expected {expected})")
+            if not ok(q[key]):
+                raise PromptFormatError(f"{where}: questions[{i}].{key} is {_kind(q[key])}, expected {expected}")
+        answers = q["answers"]
+        if len(answers) < 2 or not all(isinstance(a, str) and a.strip() for a in answers) \
+                or len(set(answers)) != len(answers):
+            raise PromptFormatError(f"{where}: questions[{i}].answers must be >= 2 distinct non-empty strings, "
+                                    f"got {answers!r}")
+        if q["id"] in seen:
+            raise PromptFormatError(f"{where}: questions[{i}].id {q['id']!r} is used twice")
+        seen.add(q["id"])
+    return questions
+
+
+def _check_tags(tags: Any) -> list[dict[str, Any]]:
+    where = f"the '{_IMAGES.strip()}' line"
+    if not isinstance(tags, list):
+        raise PromptFormatError(f"{where} must be a JSON list, got {_kind(tags)}")
+    for i, t in enumerate(tags):
+        if not isinstance(t, dict):
+            raise PromptFormatError(f"{where}: images[{i}] is {_kind(t)}, expected an object like "
+                                    '{"index": 0, "step": 0, "imagined": false, "sample": 0}')
+        for key, typ in (("index", int), ("step", int), ("sample", int), ("imagined", bool)):
+            value = t.get(key)
+            if value is not None and (not isinstance(value, typ) or (typ is int and isinstance(value, bool))):
+                raise PromptFormatError(f"{where}: images[{i}].{key} is {_kind(value)}, expected "
+                                        + ("a boolean" if typ is bool else "an integer"))
+    return tags
+
+
 def parse_prompt(text: str) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]], list[str]]:
-    """Read back ``(instruction, questions, image tags, actions)`` from :func:`build_json_prompt`'s text."""
+    """Read back ``(instruction, questions, image tags, actions)`` from :func:`build_json_prompt`'s text.
+
+    Raises :class:`PromptFormatError` (a ValueError) naming the line and item that is wrong, so that a server
+    can answer a malformed prompt with a 400 that says what to fix.
+    """
     instruction, questions, tags, actions = "", None, [], []
     for line in text.splitlines():
         if line.startswith(_INSTRUCTION):
             instruction = line[len(_INSTRUCTION):]
         elif line.startswith(_QUESTIONS):
-            questions = json.loads(line[len(_QUESTIONS):])
+            questions = _check_questions(_json_line(_QUESTIONS, line[len(_QUESTIONS):]))
         elif line.startswith(_IMAGES):
-            tags = json.loads(line[len(_IMAGES):])
+            tags = _check_tags(_json_line(_IMAGES, line[len(_IMAGES):]))
         elif line.startswith(_ACTIONS):
-            actions = json.loads(line[len(_ACTIONS):])
+            actions = _json_line(_ACTIONS, line[len(_ACTIONS):])
+            if not isinstance(actions, list) or not all(isinstance(a, str) for a in actions):
+                raise PromptFormatError(f"the '{_ACTIONS.strip()}' line must be a JSON list of strings")
     if questions is None:
-        raise ValueError(f"the prompt has no '{_QUESTIONS.strip()}' line; build it with build_json_prompt")
+        raise PromptFormatError(f"the prompt has no '{_QUESTIONS.strip()}' line; build it with build_json_prompt")
     return instruction, questions, tags, actions
 
 
