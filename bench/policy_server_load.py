@@ -61,10 +61,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(checkpoint: str, port: int, log_path: Path) -> subprocess.Popen:
+def start_server(checkpoint: str, port: int, log_path: Path, read_timeout: float = 10.0) -> subprocess.Popen:
     log = open(log_path, "w")
     proc = subprocess.Popen([sys.executable, "-m", "genex.cli", "serve-policy", "--checkpoint", checkpoint,
-                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                             "--port", str(port), "--read-timeout", str(read_timeout)], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -235,16 +235,17 @@ def malformed(base_url: str, port: int) -> list[tuple[str, int, int, str]]:
     return out
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default=str(ROOT / "checkpoints" / "policy" / "tiny-driving"))
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--seconds", type=float, default=60.0)
-    args = p.parse_args()
+    p.add_argument("--read-timeout", type=float, default=10.0, help="the server's --read-timeout (the 408 case waits it)")
+    args = p.parse_args(argv)
     port = free_port()
     base_url = f"http://127.0.0.1:{port}/v1"
     with tempfile.TemporaryDirectory() as tmp:
-        proc = start_server(args.checkpoint, port, Path(tmp) / "server.log")
+        proc = start_server(args.checkpoint, port, Path(tmp) / "server.log", args.read_timeout)
         try:
             r = load(base_url, args.clients, args.seconds, proc.pid)
             cases = malformed(base_url, port)

@@ -341,3 +341,16 @@ def test_cli_without_fastapi_says_what_to_install(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "pip install 'genex[serve]'" in err and err.count("\n") == 1
 
+
+
+@pytest.mark.slow
+def test_load_bench_smoke():
+    """bench/policy_server_load.py (a README command), tiny: 2 clients for 2 s; every request and 4xx as expected."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "bench" / "policy_server_load.py"), "--clients", "2", "--seconds",
+                        "2", "--read-timeout", "1"], capture_output=True, text=True, timeout=240, cwd=root)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "| 408 | 408 |" in r.stdout and "(!)" not in r.stdout
