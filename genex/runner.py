@@ -301,7 +301,67 @@ def _worker_init() -> None:
     os.environ.setdefault("MUJOCO_GL", "egl")
 
 
-def _worker(cfg: CompareConfig, key: EpisodeKey, out: str) -> dict[str, Any]:
+#: test-only fault injection: ``<mode>:<seed>:<marker path>``, several joined by ``,``. Read by the driver and
+#: handed to every worker (a Ray worker does not see environment variables set after Ray started); ignored
+#: inline. Modes, for the episodes of ``seed``:
+#: ``exit``: the first attempt's worker process dies (``os._exit``) right after the episode's first real step;
+#: ``exit-late``: the first attempt runs its whole episode (traces written), then dies before the row is
+#: returned. The marker file, created exclusively (with the dying pid), lets the retries live.
+#: ``raise``: every attempt raises (a genuine error: not retried); each appends ``<slug> <pid>`` to the marker.
+FAULT_ENV = "GENEX_TEST_FAULT"
+
+
+def _first_attempt(marker: str) -> bool:
+    """True once, for whoever creates ``marker`` (atomically); writes this process's pid into it."""
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    os.write(fd, f"{os.getpid()}\n".encode())
+    os.close(fd)
+    return True
+
+
+def _dies_after_first_step(cfg: CompareConfig) -> CompareConfig:
+    """A copy of ``cfg`` whose first env (the episode's real one) ends the process after its first step."""
+    import copy
+
+    cfg, make_env, made = copy.copy(cfg), cfg.make_env, []
+
+    def make(env_id: str) -> Any:
+        env = make_env(env_id)
+        if not made:
+            made.append(env)
+            step = env.step
+
+            def step_then_die(action: Any) -> Any:
+                step(action)
+                os._exit(1)
+
+            env.step = step_then_die
+        return env
+
+    cfg.make_env = make  # type: ignore[method-assign]  (on this copy only)
+    return cfg
+
+
+def _worker(cfg: CompareConfig, key: EpisodeKey, out: str, fault: str | None = None) -> dict[str, Any]:
+    _worker_init()  # Ray workers have no initializer; a second call in a pool worker is a no-op
+    for spec in (fault or "").split(","):
+        if not spec:
+            continue
+        mode, seed, marker = spec.split(":", 2)
+        if int(seed) != key.seed:
+            continue
+        if mode == "raise":
+            with open(marker, "a") as f:
+                f.write(f"{key.slug} {os.getpid()}\n")
+            raise RuntimeError(f"{FAULT_ENV}: injected error in {key.slug}")
+        if mode == "exit" and _first_attempt(marker):
+            return run_episode(_dies_after_first_step(cfg), key, out)
+        if mode == "exit-late" and _first_attempt(marker):
+            run_episode(cfg, key, out)
+            os._exit(1)
     return run_episode(cfg, key, out)
 
 
@@ -328,29 +388,74 @@ def _append(path: Path, row: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
-def _iter_results(cfg: CompareConfig, todo: Sequence[EpisodeKey], out: Path, workers: int,
-                  executor: str) -> Iterator[dict[str, Any]]:
-    if executor == "ray":
-        import ray
+#: how often Ray reruns an episode whose worker process died (killed, out of memory, node lost); an exception
+#: raised by the episode itself is not retried: it surfaces once, as it would inline
+RAY_MAX_RETRIES = 2
 
-        if not ray.is_initialized():
-            ray.init(num_cpus=max(1, workers), include_dashboard=False, log_to_driver=False)
-        remote = ray.remote(num_cpus=1)(_worker)
-        pending = [remote.remote(cfg, k, str(out)) for k in todo]
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as e:
+        raise ImportError("executor='ray' needs Ray: pip install 'genex[ray]'") from e
+    return ray
+
+
+def _check_executor(executor: str) -> None:
+    if executor not in ("process", "inline", "ray"):
+        raise ValueError(f"unknown executor {executor!r}; choose process, inline or ray")
+    if executor == "ray":
+        _import_ray()
+
+
+def _ray_results(cfg: CompareConfig, todo: Sequence[EpisodeKey], out: Path, workers: int,
+                 fault: str | None) -> Iterator[dict[str, Any]]:
+    """Episodes as Ray tasks, one CPU each. Uses the Ray the caller already initialised (left running), else
+    the cluster named by ``RAY_ADDRESS``, else a private local instance with ``workers`` CPUs; either of the
+    last two is shut down (disconnected) when the episodes are done, have failed or are interrupted."""
+    ray = _import_ray()
+    started = not ray.is_initialized()
+    if started:
+        if os.environ.get("RAY_ADDRESS"):  # a running cluster: it has its own CPUs
+            ray.init(include_dashboard=False, log_to_driver=False)
+        else:  # "local": never attach to a stray `ray start` cluster (it would refuse num_cpus anyway)
+            ray.init(address="local", num_cpus=max(1, workers), include_dashboard=False, log_to_driver=False)
+    pending: list[Any] = []
+    try:
+        remote = ray.remote(num_cpus=1, max_retries=RAY_MAX_RETRIES, retry_exceptions=False)(_worker)
+        pending = [remote.remote(cfg, k, str(out), fault) for k in todo]
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
-            yield ray.get(done[0])
+            yield ray.get(done[0])  # each task's row is yielded once, however often a dead worker made it rerun
+    finally:
+        if started:
+            ray.shutdown()
+        else:  # someone else's Ray: stop our episodes still queued or running (interrupt, error), leave the rest
+            for ref in pending:
+                ray.cancel(ref, force=True)
+
+
+def _iter_results(cfg: CompareConfig, todo: Sequence[EpisodeKey], out: Path, workers: int,
+                  executor: str) -> Iterator[dict[str, Any]]:
+    _check_executor(executor)
+    fault = os.environ.get(FAULT_ENV) or None
+    if not todo:
+        return
+    if executor == "ray":
+        yield from _ray_results(cfg, todo, out, workers, fault)
     elif executor == "process" and workers > 1:
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_worker_init) as ex:
-            futures = [ex.submit(_worker, cfg, k, str(out)) for k in todo]
-            for fut in as_completed(futures):
-                yield fut.result()
-    elif executor in ("process", "inline"):
+            futures = [ex.submit(_worker, cfg, k, str(out), fault) for k in todo]
+            try:
+                for fut in as_completed(futures):
+                    yield fut.result()
+            finally:  # interrupted or failed: do not run the queued episodes before returning
+                for fut in futures:
+                    fut.cancel()
+    else:
         _worker_init()  # one torch thread, as in the workers: small models lose more to thread sync than they gain
         for k in todo:
-            yield run_episode(cfg, k, out)
-    else:
-        raise ValueError(f"unknown executor {executor!r}; choose process, inline or ray")
+            yield run_episode(cfg, k, out)  # no fault injection here: `exit` would end the caller's process
 
 
 def _folder_digest(folder: str | Path, with_fidelity: bool) -> str:
@@ -519,6 +624,7 @@ def compare(cfg: CompareConfig, out: str | Path, workers: int | None = None, exe
         raise ValueError(f"episodes must be >= 1, got {cfg.episodes}")
     if stale not in ("error", "restart"):
         raise ValueError(f"stale must be 'error' or 'restart', got {stale!r}")
+    _check_executor(executor)  # before anything is written: an unknown executor, or Ray not installed
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("envs", "planners", "episodes", "save_frames")}
@@ -558,13 +664,15 @@ def compare(cfg: CompareConfig, out: str | Path, workers: int | None = None, exe
         log.info("resuming %s: %d episodes done, %d to go", out, len(done), len(todo))
     workers = workers if workers is not None else max(1, min(len(todo), (os.cpu_count() or 1)))
     bar = tqdm(total=len(todo), disable=not progress, desc="compare", unit="episode")
+    results = _iter_results(cfg, todo, out, workers, executor)
     try:
-        for row in _iter_results(cfg, todo, out, workers, executor):
+        for row in results:
             _append(path, row)
             rows.append(row)
             bar.update(1)
             bar.set_postfix_str(f"{row['planner']} {row['env'].split('/')[-1]} seed {row['seed']}")
     finally:
+        results.close()  # now, not at garbage collection: stops the workers (and a Ray we started) on errors
         bar.close()
     wanted = {(k.env, k.planner, k.seed) for k in cfg.keys()}
     return [r for r in rows if (r["env"], r["planner"], int(r["seed"])) in wanted]

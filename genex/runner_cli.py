@@ -193,7 +193,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "OUT.stale-<time> and start over (default: refuse)")
     s.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
     s.add_argument("--executor", choices=("process", "inline", "ray"), default="process",
-                   help="process pool (default), inline (one process) or a Ray cluster (pip install ray)")
+                   help="process pool (default), inline (one process) or Ray tasks (pip install 'genex[ray]'; a private local instance unless RAY_ADDRESS names a cluster)")
     s.add_argument("--samples", type=int, default=4, help="imagined futures per branch (S)")
     s.add_argument("--horizon", type=int, default=8, help="imagined steps per exploration branch")
     s.add_argument("--trust", type=float, default=0.7, help="weight of imagined evidence, in [0, 1]")
