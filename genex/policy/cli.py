@@ -13,8 +13,9 @@ __all__ = ["add_commands"]
 
 _TRAIN_OPTIONS = ("data", "eval_data", "out", "labels", "image_size", "patch_size", "dim", "heads", "vision_layers",
                   "fusion_layers", "stem", "fusion", "glimpse", "glimpse_labels", "steps", "minutes", "batch_frames",
-                  "lr", "frame_stride", "seed", "save_every", "threads", "init", "no_balance", "eval_max_frames",
-                  "eval_every", "device")
+                  "lr", "frame_stride", "numeric_negatives", "seed", "save_every", "threads", "init", "no_balance",
+                  "eval_max_frames", "eval_every", "device", "precision", "grad_accum", "workers", "stream",
+                  "cache_episodes")
 
 
 _ARCH_OPTIONS = ("patch_size", "dim", "heads", "vision_layers", "fusion_layers", "stem", "fusion", "glimpse",
@@ -39,6 +40,10 @@ def _command_line(args: argparse.Namespace) -> str:
 
 
 def cmd_train_policy(args: argparse.Namespace) -> int:
+    """One process of ``genex train-policy`` (alone, or one of ``accelerate launch``'s): an error that every
+    process hit is printed once, by the main process (the others exit 1 quietly)."""
+    import os
+
     from genex.policy.train import TrainConfig, train_policy
 
     cfg = TrainConfig(
@@ -47,15 +52,25 @@ def cmd_train_policy(args: argparse.Namespace) -> int:
         vision_layers=args.vision_layers, fusion_layers=args.fusion_layers, stem=args.stem,
         fusion=args.fusion, glimpse=args.glimpse, glimpse_labels=args.glimpse_labels, steps=args.steps,
         minutes=args.minutes, batch_frames=args.batch_frames, lr=args.lr, frame_stride=args.frame_stride,
-        numeric_negatives=args.numeric_negatives, seed=args.seed, save_every=args.save_every, threads=args.threads, init=args.init,
-        balance=not args.no_balance, eval_max_frames=args.eval_max_frames or None,
-        eval_every=args.eval_every, device=args.device,
+        numeric_negatives=args.numeric_negatives, seed=args.seed, save_every=args.save_every, threads=args.threads,
+        init=args.init, balance=not args.no_balance, eval_max_frames=args.eval_max_frames or None,
+        eval_every=args.eval_every, device=args.device, precision=args.precision, grad_accum=args.grad_accum,
+        workers=args.workers, stream=args.stream, cache_episodes=args.cache_episodes,
         command=_command_line(args),
     )
+    rank = int(os.environ.get("RANK", "0"))  # set by accelerate launch / torchrun
     try:
-        meta = train_policy(cfg, progress=not args.quiet)
+        meta = train_policy(cfg, progress=not args.quiet, resume=args.resume, stop_after=args.stop_after)
     except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"genex train-policy: {e}") from e
+        if rank and getattr(e, "agreed", False):
+            raise SystemExit(1) from e  # the main process says it
+        raise SystemExit(f"genex train-policy{f' (process {rank})' if rank else ''}: {e}") from e
+    if rank:
+        return 0
+    if not meta.get("finished", True):
+        print(f"checkpoint: {args.out}  (stopped at step {meta['steps_done']} of {args.steps}, "
+              f"{meta['train_seconds']} s; continue with --resume)")
+        return 0
     print(f"checkpoint: {args.out}  ({meta['steps_done']} steps, {meta['train_seconds']} s)")
     for key, value in meta.get("heldout", {}).items():
         print(f"  held-out {key:32s} acc={value['acc']:.3f} balanced={value['balanced_acc']:.3f} n={value['n']}")
@@ -124,7 +139,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="recording folder(s) (repeatable; several after one flag too, e.g. DIR/{A,B})")
     s.add_argument("--eval-data", action="extend", nargs="+",
                    help="held-out recording folder(s) (repeatable; several after one flag too, e.g. DIR/{A,B})")
-    s.add_argument("--out", required=True, help="checkpoint folder to write (atomically)")
+    s.add_argument("--out", required=True, help="checkpoint folder to write (atomically); one holding a run is "
+                   "refused unless --resume")
     s.add_argument("--labels", choices=("visible", "hidden"), default="visible",
                    help="visible: perception labels (default); hidden: the amortized reference only")
     s.add_argument("--image-size", type=int, default=64, help="frames are resized to this square size")
@@ -146,20 +162,39 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "Auto brightness' looks for 'Auto brightness', not 'Auto')")
     s.add_argument("--steps", type=int, default=3000)
     s.add_argument("--minutes", type=float, default=None, help="stop after this many minutes of training")
-    s.add_argument("--batch-frames", type=int, default=32)
+    s.add_argument("--batch-frames", type=int, default=32,
+                   help="frames per optimizer step over all processes (the global batch; default 32)")
     s.add_argument("--lr", type=float, default=1e-3)
     s.add_argument("--frame-stride", type=int, default=1, help="keep every n-th recorded frame")
     s.add_argument("--numeric-negatives", type=int, default=0,
                    help="per frame, ask up to N labels with digits as shown (yes) and with one digit changed (no): "
                         "teaches reading numbers such as prices (default 0)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--save-every", type=int, default=500)
+    s.add_argument("--save-every", type=int, default=500, help="write a resumable checkpoint every N steps")
     s.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     s.add_argument("--eval-max-frames", type=int, default=2000,
                    help="held-out frames evaluated, evenly spaced over all episodes (0: all)")
     s.add_argument("--eval-every", type=int, default=0,
                    help="every N steps, score a quarter of the held-out frames (a learning curve in config.json)")
-    s.add_argument("--device", default="cpu", help="cpu (default, deterministic), cuda, mps or auto")
+    s.add_argument("--device", default="cpu", help="cpu (default, deterministic), cuda, mps or auto (under "
+                   "`accelerate launch` each process takes its own GPU)")
+    s.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto (default): bf16 autocast on a CUDA GPU that has it, fp32 on CPU and MPS")
+    s.add_argument("--grad-accum", type=int, default=1,
+                   help="split each process's share of the global batch into N micro-batches (less memory, same "
+                        "run); --batch-frames must be a multiple of processes x N")
+    s.add_argument("--workers", type=int, default=0, help="DataLoader worker processes per training process that "
+                   "build the batches (default 0: built in the training loop)")
+    s.add_argument("--stream", action="store_true",
+                   help="read episode files on demand (a few per reader, see --cache-episodes) instead of loading "
+                        "every frame: for data that does not fit in memory")
+    s.add_argument("--cache-episodes", type=int, default=8,
+                   help="with --stream: resized episodes each reader keeps in memory (default 8)")
+    s.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint (same options; the number of "
+                        "processes, --workers, --grad-accum, --precision, --device and --threads may change)")
+    s.add_argument("--stop-after", type=int, default=None,
+                   help="return after N steps in this call, leaving a checkpoint to --resume (time-sliced jobs)")
     s.add_argument("--no-balance", action="store_true", help="sample frames uniformly (default: frames showing "
                    "rare answers are drawn more often)")
     s.add_argument("--init", default=None, help="continue training from this checkpoint (its architecture and "
