@@ -22,7 +22,8 @@ NPROC=${NPROC:-1}; DEV=${DEV:-cuda}; PREC=${PREC:-bf16}; CONFIG=${CONFIG:-drivin
 TRAIN_S=${TRAIN_S:-330}; EVAL_EPISODES=${EVAL_EPISODES:-8}; DATA_ROOT=${DATA_ROOT:-data/wm}
 SCENES=${SCENES:-"OccludedCrosswalk StoppedLeadCar OccludedLeftTurn"}
 PY=${PY:-python3}
-LAUNCH=${LAUNCH:-"$PY -m accelerate.commands.launch --num_processes $NPROC --num_machines 1 --mixed_precision no --dynamo_backend no"}
+MULTI=""; [ "$NPROC" -le 1 ] || MULTI="--multi_gpu"  # without it accelerate may quietly start one process
+LAUNCH=${LAUNCH:-"$PY -m accelerate.commands.launch $MULTI --num_processes $NPROC --num_machines 1 --mixed_precision no --dynamo_backend no"}
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 mkdir -p "$OUT"
 { date -u; nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo "no nvidia-smi";

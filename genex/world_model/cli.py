@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -54,7 +55,18 @@ def sampling_overrides(args: argparse.Namespace) -> dict:
     return {k: getattr(args, k) for k in SAMPLING_ARGUMENTS if getattr(args, k, None) is not None}
 
 
+def _is_main_process() -> bool:
+    """Rank 0 of a distributed launch (``accelerate launch`` / ``torchrun`` set ``RANK``), or a plain process."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    """Train on one process, or as one rank under ``accelerate launch`` (each rank runs this same command).
+
+    The start-up checks (run folder, data) are made on every process and agreed on: a problem found on any of them
+    is printed once, by the main process, and every process exits with status 1. A later error is printed by the
+    process that meets it (the launcher then stops the others).
+    """
     from .checkpoint import CheckpointError
     from .config import preset
     from .train import TrainingStateError, train_world_model
@@ -85,12 +97,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         metrics = train_world_model(args.data, args.out, model_cfg, train_cfg, resume=args.resume, device=args.device,
                                     progress=not args.quiet, command=command, stop_after=args.stop_after,
-                                    init_from=args.init_from)
+                                    init_from=args.init_from, grad_accum=args.grad_accum, workers=args.workers,
+                                    stream=args.stream, cache_episodes=args.cache_episodes)
     except (TrainingStateError, CheckpointError, ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"genex train-world-model: {e}") from e
-    print(f"trained to step {metrics.get('step')} in {time.time() - t0:.0f}s; model in {Path(args.out) / 'model'}; "
-          f"last metrics {json.dumps({k: v for k, v in metrics.items() if k != 'step'})}")
+        if getattr(e, "collective", False) and not _is_main_process():
+            raise SystemExit(1) from e  # the main process prints it
+        where = "" if _is_main_process() else f" (process {os.environ.get('RANK')})"
+        raise SystemExit(f"genex train-world-model{where}: {e}") from e
+    finally:
+        _leave_process_group()
+    if _is_main_process():
+        print(f"trained to step {metrics.get('step')} in {time.time() - t0:.0f}s; model in {Path(args.out) / 'model'}; "
+              f"last metrics {json.dumps({k: v for k, v in metrics.items() if k != 'step'})}")
     return 0
+
+
+def _leave_process_group() -> None:
+    """Close the process group a launched run joined (a clean exit; torch warns about one left open)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -124,17 +151,21 @@ def cmd_imagine_recording(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    s = sub.add_parser("train-world-model", help="train the action-conditioned diffusion world model")
+    s = sub.add_parser("train-world-model", help="train the action-conditioned diffusion world model (one process, or "
+                                                 "N under `accelerate launch -m genex.cli train-world-model ...`)")
     s.add_argument("--data", action="extend", nargs="+", required=True,
                    help="recording folder(s) from `genex record` (repeatable; several after one flag too, "
                         "e.g. DIR/{A,B})")
     s.add_argument("--config", default="small", help="preset: tiny, small (driving 64x64), gui-small (GUI 128x128)")
     s.add_argument("--out", required=True, help="run folder (checkpoints, metrics.csv, model/)")
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    s.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, mps")
-    s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    s.add_argument("--device", default="auto",
+                   help="auto (CUDA, MPS, CPU), cpu, cuda, mps; under accelerate launch each process takes its own GPU "
+                        "(cpu: gloo DDP between CPU processes)")
+    s.add_argument("--threads", type=int, default=None, help="torch CPU threads (per process)")
     s.add_argument("--max-steps", type=int, default=None)
-    s.add_argument("--batch-size", type=int, default=None)
+    s.add_argument("--batch-size", type=int, default=None,
+                   help="the global batch of an optimizer step, whatever the number of processes (preset's default)")
     s.add_argument("--lr", type=float, default=None)
     s.add_argument("--checkpoint-every", type=int, default=None)
     s.add_argument("--eval-every", type=int, default=None)
@@ -167,6 +198,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="extra loss weight on pixels that change (0: plain EDM loss; see WorldModelConfig)")
     s.add_argument("--init-from", default=None,
                    help="checkpoint folder whose weights start the run (fine-tuning; same --config and network)")
+    s.add_argument("--grad-accum", type=int, default=1,
+                   help="micro-batches per optimizer step; --batch-size stays the global batch of a step, split over "
+                        "processes x grad-accum (it must divide evenly)")
+    s.add_argument("--workers", type=int, default=0,
+                   help="DataLoader worker processes per training process (0: load batches in the training process)")
+    s.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
+                   help="read episode frames from disk on demand (an LRU cache of --cache-episodes) instead of "
+                        "holding all frames in memory; default: stream when the frames x processes on this machine "
+                        "exceed half of the available memory")
+    s.add_argument("--cache-episodes", type=int, default=64,
+                   help="with --stream: decoded episodes kept per loading process")
     s.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
     s.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
     s.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -2,28 +2,50 @@
 
 A window at step ``t`` of an episode is ``(context, action, target)`` with
 ``context = frames[t-K+1 .. t]`` (frames before the start repeat the reset
-frame), ``action = actions[t]`` and ``target = frames[t+1]``. All frames of a
-dataset are held in memory as ``uint8``; batches are drawn by a NumPy
-``Generator`` whose state is checkpointed, so a resumed run draws the same
-batches as an uninterrupted one.
+frame), ``action = actions[t]`` and ``target = frames[t+1]``.
+
+Two ways to hold the frames, with the same windows in the same order (so the same seed draws the same batches):
+
+* :class:`WindowDataset` (in memory): every frame of every episode as one ``uint8`` array. Fastest for small
+  data; its memory is ``frames x H x W x 3`` bytes per training process, e.g. the shipped driving recordings
+  (3 scenes x 300 episodes of 64x64, at most 81-101 frames each) are at most 0.97 GB (about 0.35 GB at the
+  ~31 frames a crosswalk episode averages), the GUI ones (2200 episodes of 128x128, at most 21-41 frames)
+  at most 3.3 GB; N processes on one machine hold N copies. Built by :meth:`WindowDataset.from_refs` it holds
+  them once; :func:`load_recordings` + ``WindowDataset(episodes)`` (how training loaded data before) hold
+  them twice while the episode list lives (peak RSS 227 MB for 109 MB of 64x64 frames, against 119 MB).
+* :class:`StreamingWindowDataset`: an index of the windows (actions and lengths; frames never) from
+  :func:`scan_recordings`, and episode frames decoded from their ``.npz`` files on demand into a small LRU
+  cache: ``cache_episodes x (frames of an episode) x H x W x 3`` bytes per loading process (64 driving episodes:
+  at most 80 MB; 64 GUI episodes: at most 130 MB), whatever the size of the data (peak RSS 34 MB on the data
+  above). A random batch touches ~one episode per window, so each step decodes about ``batch`` episodes
+  (~40 batches of 32 a second on one core): use ``--workers`` to overlap that with training.
+
+Batches are drawn per optimizer step by :class:`StepBatchSampler`: from ``numpy.random.default_rng([seed,
+step])`` when a step is split into several shards (processes x micro-batches), a function of the step alone, so
+any number of processes draws the same global batches and nothing needs checkpointing; from one checkpointed
+generator, as before, when one process takes the whole batch.
 """
 
 from __future__ import annotations
 
 import logging
+import zipfile
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
 
-from ..recording import iter_episodes, read_manifest
+from ..recording import (_UNREADABLE, RecordingError, _episode_from_arrays, _unreadable, episode_paths, iter_episodes,
+                         read_manifest)
 from .actions import encode_actions
 from .config import WorldModelConfig
 from .denoiser import Batch
 
-__all__ = ["EpisodeData", "WindowDataset", "load_recordings", "split_episodes", "changed_fraction", "MIN_CHANGED"]
+__all__ = ["EpisodeData", "EpisodeRef", "WindowDataset", "StreamingWindowDataset", "StepBatchSampler", "load_recordings",
+           "scan_recordings", "split_episodes", "changed_fraction", "collate_batch", "MIN_CHANGED"]
 
 #: share of changed pixels from which a step "opens something" (a tab, a dialog) rather than nudging a widget
 MIN_CHANGED = 0.05
@@ -48,6 +70,35 @@ class EpisodeData:
     meta: dict
 
 
+@dataclass
+class EpisodeRef:
+    """One episode on disk, without its frames: what :class:`StreamingWindowDataset` indexes (a few hundred bytes
+    per episode, the encoded actions included)."""
+
+    path: Path
+    frame_shape: tuple[int, ...]  # (T+1, H, W, 3), from the .npy header: nothing decoded
+    actions: np.ndarray  # float32[T, A] (encoded)
+    env_id: str
+    seed: int
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the episode's frames once decoded."""
+        return int(np.prod(self.frame_shape))
+
+    def load_frames(self) -> np.ndarray:
+        """Decode this episode's frames (the ``frames`` member of the ``.npz`` only)."""
+        try:
+            with np.load(self.path, allow_pickle=False) as z:
+                frames = z["frames"]
+        except _UNREADABLE as e:
+            raise _unreadable(self.path, e) from e
+        if frames.shape != self.frame_shape:
+            raise RecordingError(f"{self.path} changed while training: frames {frames.shape}, indexed as "
+                                 f"{self.frame_shape}")
+        return frames
+
+
 def require_action_labels(cfg: WorldModelConfig, episode: Any, folder: str | Path) -> None:
     """Raise if a ``click_text`` model is given an episode recorded without the labels of clicked widgets."""
     if cfg.click_text and len(episode) and not episode.action_labels:
@@ -55,20 +106,25 @@ def require_action_labels(cfg: WorldModelConfig, episode: Any, folder: str | Pat
                          "conditions on; record it again into a new folder with this version of genex record")
 
 
+def _check_manifest(d: str | Path, cfg: WorldModelConfig) -> Any:
+    manifest = read_manifest(d)
+    h, w = manifest.image_shape[:2]
+    if (h, w) != (cfg.height, cfg.width):
+        raise ValueError(f"{d} holds {h}x{w} frames but the world-model config expects {cfg.height}x{cfg.width}; "
+                         f"record with matching --env-kwargs or pick another --config")
+    if cfg.action_family == "discrete":
+        missing = sorted(set(manifest.action_names) - set(cfg.action_vocab))
+        if missing:
+            raise ValueError(f"{d} ({manifest.env_id}) uses actions {missing} outside the model's vocabulary "
+                             f"{list(cfg.action_vocab)}")
+    return manifest
+
+
 def load_recordings(dirs: Sequence[str | Path], cfg: WorldModelConfig, limit: int | None = None) -> list[EpisodeData]:
     """Episodes of every recording folder in ``dirs``, checked against ``cfg`` (frame size, actions)."""
     out: list[EpisodeData] = []
     for d in dirs:
-        manifest = read_manifest(d)
-        h, w = manifest.image_shape[:2]
-        if (h, w) != (cfg.height, cfg.width):
-            raise ValueError(f"{d} holds {h}x{w} frames but the world-model config expects {cfg.height}x{cfg.width}; "
-                             f"record with matching --env-kwargs or pick another --config")
-        if cfg.action_family == "discrete":
-            missing = sorted(set(manifest.action_names) - set(cfg.action_vocab))
-            if missing:
-                raise ValueError(f"{d} ({manifest.env_id}) uses actions {missing} outside the model's vocabulary "
-                                 f"{list(cfg.action_vocab)}")
+        manifest = _check_manifest(d, cfg)
         n = 0
         for ep in iter_episodes(d):
             if len(ep) == 0:
@@ -86,8 +142,55 @@ def load_recordings(dirs: Sequence[str | Path], cfg: WorldModelConfig, limit: in
     return out
 
 
-def split_episodes(episodes: list[EpisodeData], eval_fraction: float = 0.05,
-                   max_eval: int = 16) -> tuple[list[EpisodeData], list[EpisodeData]]:
+def _frames_shape(path: Path) -> tuple[int, ...]:
+    """Shape of the ``frames`` array of an episode file, from its ``.npy`` header (no frame is decoded)."""
+    with zipfile.ZipFile(path) as zf, zf.open("frames.npy") as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, _ = read(f)
+    return tuple(int(x) for x in shape)
+
+
+def scan_recordings(dirs: Sequence[str | Path], cfg: WorldModelConfig, limit: int | None = None) -> list[EpisodeRef]:
+    """The episodes of ``dirs`` as :class:`EpisodeRef` (same checks and order as :func:`load_recordings`).
+
+    Reads every member of each ``.npz`` except the frames (members are decompressed one by one), so it costs a
+    small part of loading the data and holds none of its frames.
+    """
+    out: list[EpisodeRef] = []
+    for d in dirs:
+        manifest = _check_manifest(d, cfg)
+        n = 0
+        for path in episode_paths(d):
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    arrays: dict[str, Any] = {k: z[k] for k in z.files if k != "frames"}
+                arrays["frames"] = None
+                ep = _episode_from_arrays(arrays)
+                shape = _frames_shape(path)
+            except _UNREADABLE as e:
+                raise _unreadable(path, e) from e
+            if len(ep) == 0:
+                continue
+            if shape[0] != len(ep) + 1:
+                raise _unreadable(path, ValueError(f"{shape[0]} frames for {len(ep)} steps"))
+            require_action_labels(cfg, ep, d)
+            out.append(EpisodeRef(path=path, frame_shape=shape, env_id=manifest.env_id,
+                                  actions=encode_actions(ep.actions, cfg, manifest.action_names),
+                                  seed=int(ep.meta.get("seed", -1))))
+            n += 1
+            if limit is not None and n >= limit:
+                break
+        log.debug("indexed %d episodes in %s (%s)", n, d, manifest.env_id)
+    if not out:
+        raise ValueError(f"no episodes found in {list(map(str, dirs))}")
+    return out
+
+
+_E = TypeVar("_E")
+
+
+def split_episodes(episodes: list[_E], eval_fraction: float = 0.05, max_eval: int = 16) -> tuple[list[_E], list[_E]]:
     """Deterministic train/validation split: every ``1/eval_fraction``-th episode goes to validation."""
     stride = max(2, int(round(1 / eval_fraction))) if eval_fraction > 0 else 0
     if not stride:
@@ -98,36 +201,62 @@ def split_episodes(episodes: list[EpisodeData], eval_fraction: float = 0.05,
 
 
 class WindowDataset:
-    """All windows of a list of episodes; ``sample(rng, n)`` draws a :class:`Batch`.
+    """All windows of a list of episodes, frames in memory; ``sample(rng, n)`` draws a :class:`Batch`.
 
     A window at frame ``t`` has the context frames ``t - (K-1)s, ..., t - s, t`` (clamped to the episode's reset
     frame), the action and the target frame ``t + s``, for ``stride`` ``s``. ``s = 1`` (the default) is the
     next-frame model; ``s > 1`` predicts ``s`` steps at once from every ``s``-th frame, with the mean of the ``s``
     encoded actions as its action (``scripts/stride_experiment.py``).
+
+    It is also a map-style dataset for a ``torch.utils.data.DataLoader`` whose batch sampler yields lists of window
+    indices (:class:`StepBatchSampler`): ``__getitems__`` returns the whole :class:`Batch` at once.
     """
 
     def __init__(self, episodes: list[EpisodeData], context: int, stride: int = 1) -> None:
         if not episodes:
             raise ValueError("WindowDataset needs at least one episode")
+        self._index([e.actions for e in episodes], [e.env_id for e in episodes], context, stride)
+        self.frames: torch.Tensor | None = torch.from_numpy(np.concatenate([e.frames for e in episodes]))
+
+    @classmethod
+    def from_refs(cls, refs: list[EpisodeRef], context: int, stride: int = 1) -> "WindowDataset":
+        """The in-memory dataset of episodes on disk, decoded straight into one array (no second copy while
+        loading, unlike concatenating :func:`load_recordings`' episodes)."""
+        if not refs:
+            raise ValueError("WindowDataset needs at least one episode")
+        self = cls.__new__(cls)
+        self._index([r.actions for r in refs], [r.env_id for r in refs], context, stride)
+        frames = np.empty((sum(r.frame_shape[0] for r in refs), *refs[0].frame_shape[1:]), np.uint8)
+        f0 = 0
+        for r in refs:
+            frames[f0:f0 + r.frame_shape[0]] = r.load_frames()
+            f0 += r.frame_shape[0]
+        self.frames = torch.from_numpy(frames)
+        return self
+
+    def _index(self, actions: list[np.ndarray], env_ids: list[str], context: int, stride: int) -> None:
+        """The windows of episodes with these encoded actions (``T`` rows each; ``T + 1`` frames), in order."""
         if stride < 1:
             raise ValueError(f"stride must be >= 1, got {stride}")
         self.context, self.stride = context, stride
-        self.frames = torch.from_numpy(np.concatenate([e.frames for e in episodes]))
-        steps, first, acts, envs = [], [], [], []
-        self.env_ids = list(dict.fromkeys(e.env_id for e in episodes))  # index of each window's env: balanced batches
+        steps, first, acts, envs, starts = [], [], [], [], []
+        self.env_ids = list(dict.fromkeys(env_ids))  # index of each window's env: balanced batches
         f0 = 0
-        for e in episodes:
-            n = max(0, len(e.actions) - stride + 1)  # windows whose target is in the episode
+        for a, env in zip(actions, env_ids):
+            n = max(0, len(a) - stride + 1)  # windows whose target is in the episode
+            starts.append(f0)
             steps.append(f0 + np.arange(n))
             first.append(np.full(n, f0))
             if stride == 1:
-                acts.append(e.actions)
+                acts.append(a)
             elif n:
-                acts.append(np.stack([e.actions[t:t + stride].mean(0) for t in range(n)]))
+                acts.append(np.stack([a[t:t + stride].mean(0) for t in range(n)]))
             else:  # an episode shorter than the stride has no window
-                acts.append(np.zeros((0, e.actions.shape[1]), np.float32))
-            envs.append(np.full(n, self.env_ids.index(e.env_id)))
-            f0 += len(e.actions) + 1
+                acts.append(np.zeros((0, a.shape[1]), np.float32))
+            envs.append(np.full(n, self.env_ids.index(env)))
+            f0 += len(a) + 1
+        self.episode_start = np.asarray(starts, np.int64)  # frame index of each episode's reset frame
+        self.num_frames = f0
         self.frame_index = np.concatenate(steps)  # frame index of frame t of each window
         self.first_index = np.concatenate(first)  # reset frame of its episode
         self.actions = torch.from_numpy(np.concatenate(acts).astype(np.float32))  # one row per window
@@ -138,21 +267,53 @@ class WindowDataset:
     def __len__(self) -> int:
         return len(self.frame_index)
 
+    def _frames_at(self, index: np.ndarray) -> torch.Tensor:
+        """``uint8[*index.shape, H, W, 3]``: the frames at these (dataset-wide) frame indices."""
+        return self.frames[torch.from_numpy(index)]
+
     def get(self, idx: np.ndarray) -> Batch:
         k, s = self.context, self.stride
+        idx = np.asarray(idx, np.int64)
         t = self.frame_index[idx]
         offs = np.arange(-k + 1, 1) * s
         ctx = np.maximum(t[:, None] + offs[None, :], self.first_index[idx][:, None])
-        return Batch(context=self.frames[torch.from_numpy(ctx)], action=self.actions[torch.from_numpy(np.asarray(idx))],
-                     target=self.frames[torch.from_numpy(t + s)])
+        frames = self._frames_at(np.concatenate([ctx, (t + s)[:, None]], axis=1))  # one lookup: one cache pass
+        return Batch(context=frames[:, :k].contiguous(), action=self.actions[torch.from_numpy(idx)],
+                     target=frames[:, k].contiguous())
+
+    def __getitem__(self, i: int) -> Batch:
+        return self.get(np.array([i]))
+
+    def __getitems__(self, idx: list[int]) -> Batch:
+        """A whole batch (``DataLoader`` calls this with a batch sampler's list of indices)."""
+        return self.get(np.asarray(idx, np.int64))
+
+    def _episode_frames(self, e: int) -> np.ndarray:
+        """``uint8[T+1, H, W, 3]`` of episode ``e``."""
+        assert self.frames is not None
+        end = self.episode_start[e + 1] if e + 1 < len(self.episode_start) else self.num_frames
+        return self.frames[int(self.episode_start[e]):int(end)].numpy()
+
+    def _read_episode(self, e: int) -> np.ndarray:
+        """Episode ``e``'s frames for a single pass over the data (streaming: decoded, not cached)."""
+        return self._episode_frames(e)
 
     def changed_fraction(self, chunk: int = 1024) -> np.ndarray:
         """``float[len(self)]``: share of pixels that differ between frame ``t`` and its target ``t + stride``."""
         if self._changed is None:
             t, s = self.frame_index, self.stride
-            frames = self.frames.numpy()
-            self._changed = np.concatenate([changed_fraction(frames[t[i:i + chunk]], frames[t[i:i + chunk] + s])
-                                            for i in range(0, len(t), chunk)]).astype(np.float32)
+            if self.frames is not None:
+                frames = self.frames.numpy()
+                parts = [changed_fraction(frames[t[i:i + chunk]], frames[t[i:i + chunk] + s])
+                         for i in range(0, len(t), chunk)]
+            else:  # one pass over the episodes, each decoded once (windows are in episode order)
+                ep = np.searchsorted(self.episode_start, t, side="right") - 1
+                parts = []
+                for e in np.unique(ep):
+                    local = t[ep == e] - self.episode_start[e]
+                    frames = self._read_episode(int(e))
+                    parts.append(changed_fraction(frames[local], frames[local + s]))
+            self._changed = (np.concatenate(parts) if parts else np.zeros(0)).astype(np.float32)
         return self._changed
 
     def env_pools(self, changed_only: bool = False, min_changed: float = MIN_CHANGED) -> list[np.ndarray]:
@@ -181,15 +342,20 @@ class WindowDataset:
         ``source_balance > 0`` first draws each window's env with :meth:`env_shares`: an app that is a small
         part of the recordings (SettingsTabs: 9% of the changing GUI windows) otherwise gets too few draws to
         learn its pages."""
+        return self.get(self.draw_indices(rng, n, changed_share, min_changed, source_balance))
+
+    def draw_indices(self, rng: np.random.Generator, n: int, changed_share: float = 0.0,
+                     min_changed: float = MIN_CHANGED, source_balance: float = 0.0) -> np.ndarray:
+        """The window indices :meth:`sample` draws (the changing ones first)."""
         if source_balance > 0:
-            return self.get(self._balanced_indices(rng, n, changed_share, min_changed, source_balance))
+            return self._balanced_indices(rng, n, changed_share, min_changed, source_balance)
         idx = rng.integers(0, len(self), size=n)
         k = int(round(changed_share * n))
         if k:
             moving = np.flatnonzero(self.changed_fraction() >= min_changed)
             if len(moving):
                 idx[:k] = moving[rng.integers(0, len(moving), size=k)]
-        return self.get(idx)
+        return idx
 
     def _balanced_indices(self, rng: np.random.Generator, n: int, changed_share: float, min_changed: float,
                           source_balance: float) -> np.ndarray:
@@ -209,3 +375,120 @@ class WindowDataset:
                 chosen[at] = pools[e][rng.integers(0, len(pools[e]), size=len(at))]
             idx[part] = chosen
         return idx
+
+
+class StreamingWindowDataset(WindowDataset):
+    """The windows of episodes on disk, their frames decoded on demand: for data that does not fit in memory.
+
+    Holds the window index (:meth:`WindowDataset._index`: encoded actions, a few integers per window) and an LRU
+    cache of the last ``cache_episodes`` decoded episodes; a batch decodes each episode it touches that is not
+    cached (the whole ``frames`` member: episode files are compressed, so no part of one can be read alone).
+    Each ``DataLoader`` worker has its own cache. Windows, their order and therefore the batches a seed draws
+    are those of :meth:`WindowDataset.from_refs` on the same episodes.
+    """
+
+    def __init__(self, refs: list[EpisodeRef], context: int, stride: int = 1, cache_episodes: int = 64) -> None:
+        if not refs:
+            raise ValueError("StreamingWindowDataset needs at least one episode")
+        if cache_episodes < 1:
+            raise ValueError(f"cache_episodes must be >= 1, got {cache_episodes}")
+        self._index([r.actions for r in refs], [r.env_id for r in refs], context, stride)
+        self.frames = None
+        self.refs = refs
+        self.frame_shape = tuple(refs[0].frame_shape[1:])
+        self.cache_episodes = cache_episodes
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self.decoded = 0  # episodes decoded so far (cache misses), for tests and logs
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_cache": OrderedDict()}  # a worker starts with an empty cache
+
+    def _episode_frames(self, e: int) -> np.ndarray:
+        frames = self._cache.get(e)
+        if frames is not None:
+            self._cache.move_to_end(e)
+            return frames
+        frames = self.refs[e].load_frames()
+        self.decoded += 1
+        self._cache[e] = frames
+        while len(self._cache) > self.cache_episodes:
+            self._cache.popitem(last=False)
+        return frames
+
+    def _read_episode(self, e: int) -> np.ndarray:
+        return self.refs[e].load_frames()
+
+    def _frames_at(self, index: np.ndarray) -> torch.Tensor:
+        flat = index.reshape(-1)
+        ep = np.searchsorted(self.episode_start, flat, side="right") - 1
+        out = np.empty((len(flat), *self.frame_shape), np.uint8)
+        for e in np.unique(ep):
+            at = ep == e
+            out[at] = self._episode_frames(int(e))[flat[at] - self.episode_start[e]]
+        return torch.from_numpy(out.reshape(*index.shape, *self.frame_shape))
+
+
+def collate_batch(batch: Batch) -> Batch:
+    """The ``DataLoader``'s ``collate_fn``: :meth:`WindowDataset.__getitems__` already returns a :class:`Batch`."""
+    return batch
+
+
+class StepBatchSampler:
+    """A ``DataLoader`` batch sampler: for each optimizer step ``s`` in ``[start, stop)``, a global batch of
+    ``batch_size`` window indices (:meth:`WindowDataset.draw_indices`), yielded as ``accum`` micro-batches of
+    ``batch_size // accum`` indices.
+
+    Per-step draws (the default): step ``s``'s batch comes from ``numpy.random.default_rng([seed, s])``, shuffled
+    so every shard gets its share of changing windows. Under Accelerate with ``split_batches=True`` each process
+    takes its slice of every micro-batch, so shard ``micro * processes + rank`` of step ``s`` is the same windows
+    whatever the number of processes, and a resume needs no sampler state.
+
+    With ``rng`` (one process, one micro-batch: the single-process stream genex always used) the batches are
+    drawn one after the other from that generator, as :meth:`WindowDataset.sample` draws them;
+    :meth:`rng_state_after` gives its state once a step's batch is drawn (the DataLoader draws a few steps
+    ahead), for the checkpoint.
+    """
+
+    def __init__(self, data: WindowDataset, batch_size: int, *, start: int, stop: int, seed: int, accum: int = 1,
+                 changed_share: float = 0.0, source_balance: float = 0.0,
+                 rng: np.random.Generator | None = None) -> None:
+        if batch_size % accum:
+            raise ValueError(f"batch size {batch_size} is not divisible by {accum} accumulation steps")
+        if rng is not None and accum != 1:
+            raise ValueError("one random stream (rng) serves one process with one micro-batch per step")
+        self.data, self.global_batch, self.accum = data, batch_size, accum
+        self.batch_size = batch_size // accum  # what accelerate's BatchSamplerShard splits across processes
+        self.drop_last = False
+        self.start, self.stop, self.seed = start, stop, seed
+        self.changed_share, self.source_balance = changed_share, source_balance
+        self.rng = rng
+        self._states: dict[int, dict[str, Any]] = {}
+
+    def step_indices(self, step: int) -> np.ndarray:
+        """``int64[batch_size]``: the global batch of optimizer step ``step`` (per-step draws)."""
+        rng = np.random.default_rng([self.seed % 2**32, step])
+        idx = self.data.draw_indices(rng, self.global_batch, changed_share=self.changed_share,
+                                     source_balance=self.source_balance)
+        return idx[rng.permutation(len(idx))]
+
+    def rng_state_after(self, step: int) -> dict[str, Any]:
+        """The state of ``rng`` once step ``step - 1``'s batch is drawn (for a checkpoint after ``step`` steps)."""
+        if self.rng is None:
+            raise ValueError("per-step draws keep no random state")
+        for s in [s for s in self._states if s < step - 1]:
+            del self._states[s]
+        return self._states[step - 1]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start, self.stop):
+            if self.rng is not None:
+                idx = self.data.draw_indices(self.rng, self.global_batch, changed_share=self.changed_share,
+                                             source_balance=self.source_balance)
+                self._states[step] = self.rng.bit_generator.state
+            else:
+                idx = self.step_indices(step)
+            for m in range(self.accum):
+                yield idx[m * self.batch_size:(m + 1) * self.batch_size].tolist()
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start) * self.accum

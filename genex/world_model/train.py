@@ -1,17 +1,36 @@
-"""One training loop for the world model: ``Denoiser.forward(batch) -> (loss, logs)``.
+"""One training loop for the world model: ``Denoiser.forward(batch) -> (loss, logs)``, on Hugging Face Accelerate.
+
+The same call (and ``genex train-world-model``) runs on 1 CPU, 1 GPU or N GPUs/nodes: launched plainly it is
+one process; under ``accelerate launch`` (or ``torchrun``) each process is a DDP rank (gloo on CPUs, NCCL on
+GPUs). What a run means does not depend on how many processes run it:
+
+* ``TrainConfig.batch_size`` is the *global* batch of one optimizer step. Each of N processes takes
+  ``batch_size / N`` of it, split again into ``grad_accum`` micro-batches (it must divide evenly).
+* Split into several shards (``N x grad_accum > 1``), the global batch of step ``s`` is drawn from
+  ``numpy.random.default_rng([seed, s])`` and the diffusion noise of its shard ``k`` (``micro * N + rank``)
+  from ``torch.manual_seed(f(seed, s, k))`` (:class:`~genex.world_model.data.StepBatchSampler`): 2 processes
+  follow 1 process with 2 micro-batches up to float rounding (bitwise on this CPU), and nothing random needs
+  checkpointing. One process with one micro-batch draws as genex always did (one NumPy generator and the
+  torch RNG, both checkpointed): bit-identical to the loop before Accelerate, old half-finished runs included.
+* A resumed run draws what an uninterrupted one would (bitwise on CPU). It may resume on another number of
+  processes or micro-batches: the global batch (in ``run.json``, with the rest of the config, which must not
+  change) is the same; from there on its random draws are those of the new split.
+* Only the main process evaluates, writes metrics and checkpoints (between ``wait_for_everyone`` barriers) and
+  keeps the EMA; a problem with the data or the run folder found on any process stops all of them with one
+  message.
 
 Output folder ``out``::
 
     run.json                 model + train config and data (a resume must match it)
-    state/latest.json        step, NumPy RNG state, elapsed time, file name + SHA-256 of the state below
+    state/latest.json        step, elapsed time, processes x micro-batches, NumPy RNG state (one stream),
+                             file name + SHA-256 of the state below
     state/state_XXXXXXX.safetensors   model, EMA, optimizer tensors and the torch RNG state
     model/                   the exported EMA checkpoint (weights.safetensors + config.json)
     metrics.csv              step, loss, lr, eval metrics, seconds
     tb/                      TensorBoard events (when tensorboard is installed)
 
-Every write is atomic (temp file + rename), ``latest.json`` last, so a run
-killed at any moment resumes from its last complete checkpoint; a resumed run
-draws the same batches and noise as an uninterrupted one (bitwise on CPU).
+Every write is atomic (temp file + rename), ``latest.json`` last, so a run killed at any moment resumes from
+its last complete checkpoint.
 """
 
 from __future__ import annotations
@@ -20,10 +39,12 @@ import csv
 import json
 import logging
 import math
+import os
+import socket
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -35,11 +56,15 @@ from genex.devices import select_device
 from .checkpoint import (CorruptCheckpointError, atomic_save_tensors, atomic_write_bytes, load_denoiser, save_world_model,
                          sha256_file)
 from .config import SAMPLING_ONLY, TRAINING_ONLY, TrainConfig, WorldModelConfig
-from .data import WindowDataset, load_recordings, split_episodes
+from .data import (EpisodeRef, StepBatchSampler, StreamingWindowDataset, WindowDataset, collate_batch, scan_recordings,
+                   split_episodes)
 from .denoiser import Denoiser
 from .sampler import sample_next_frame
 
-__all__ = ["train_world_model", "TrainingStateError"]
+if TYPE_CHECKING:
+    from accelerate import PartialState
+
+__all__ = ["train_world_model", "TrainingStateError", "TrainingInputError"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +73,10 @@ CSV_FIELDS = ["step", "loss", "lr", "val_loss", "val_psnr1", "copy_psnr1", "seco
 
 class TrainingStateError(ValueError):
     """The output folder holds another run, or its training state is unusable."""
+
+
+class TrainingInputError(ValueError):
+    """Another process of a distributed run could not start (its data or run folder): this one stops with it."""
 
 
 def _lr_factor(step: int, tc: TrainConfig) -> float:
@@ -137,36 +166,30 @@ def _evaluate(denoiser: Denoiser, val: WindowDataset | None, device: torch.devic
             "copy_psnr1": float(psnr(batch.context[:, -1], batch.target).mean())}
 
 
-def train_world_model(
-    data_dirs: Sequence[str | Path],
-    out: str | Path,
-    model_cfg: WorldModelConfig,
-    train_cfg: TrainConfig,
-    *,
-    resume: bool = False,
-    device: str = "auto",
-    progress: bool = True,
-    command: str | None = None,
-    stop_after: int | None = None,
-    init_from: str | Path | None = None,
-) -> dict[str, Any]:
-    """Train (or resume training) a world model; returns the final metrics.
+@dataclass
+class _Setup:
+    """What every process checked before training: the run record, the episodes, the start weights."""
 
-    ``stop_after``: return after that many steps in this call (the run stays resumable).
-    ``init_from``: a checkpoint folder whose weights start the run (fine-tuning; its model config must match
-    ``model_cfg`` up to the sampling-only fields); the optimizer and the schedule start afresh.
-    """
-    from tqdm.auto import tqdm
+    run: dict[str, Any]
+    train: list[EpisodeRef]
+    val: list[EpisodeRef]
+    init: Denoiser | None
 
-    out = Path(out)
-    tc = train_cfg
-    dev = select_device(device)
-    run = {"model": model_cfg.to_dict(), "train": asdict(tc), "data": [str(Path(d)) for d in data_dirs]}
-    state_dir = out / "state"
-    latest_path = state_dir / "latest.json"
+
+def _prepare(data_dirs: Sequence[str | Path], out: Path, model_cfg: WorldModelConfig, tc: TrainConfig, *,
+             resume: bool, init_from: str | Path | None, processes: int = 1, grad_accum: int = 1,
+             main: bool = True) -> _Setup:
+    """Check the run folder, the data and the start checkpoint; raises on anything that would stop training."""
+    run: dict[str, Any] = {"model": model_cfg.to_dict(), "train": asdict(tc), "data": [str(Path(d)) for d in data_dirs]}
+    latest_path = out / "state" / "latest.json"
     if latest_path.exists() and not resume:
         raise TrainingStateError(f"{out} already holds a training run; pass --resume to continue it or use "
                                  "another --out")
+    if tc.batch_size % (processes * grad_accum):
+        raise ValueError(f"the batch size {tc.batch_size} is the global batch of a step: it must be divisible by "
+                         f"{processes} process(es) x --grad-accum {grad_accum} = {processes * grad_accum}, so that "
+                         "every micro-batch is the same size; pick another --batch-size, --grad-accum or number of "
+                         "processes")
     old = None
     if resume and (out / "run.json").exists():
         old = json.loads((out / "run.json").read_text())
@@ -180,7 +203,7 @@ def train_world_model(
         # the weights come from the run's own state: the start checkpoint is only provenance (it may have moved)
         if old is not None and "init_from" in old:
             run["init_from"] = old["init_from"]
-        if init_from is not None and str(Path(init_from)) != run.get("init_from", {}).get("path"):
+        if main and init_from is not None and str(Path(init_from)) != run.get("init_from", {}).get("path"):
             log.warning("--init-from %s is ignored: %s resumes from its own checkpoint", init_from, out)
     elif init_from is not None:
         init, init_meta = load_denoiser(init_from)
@@ -205,130 +228,313 @@ def train_world_model(
                 fields_.append(k)
         raise TrainingStateError(f"--resume: {out} was started with other settings ({'; '.join(fields_)}){hint}; "
                                  "resume with the same --data, --config and options, or use another --out")
-    state_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "run.json", json.dumps(run, indent=2).encode())
+    train, val = split_episodes(scan_recordings(data_dirs, model_cfg))
+    return _Setup(run=run, train=train, val=val, init=init)
 
-    episodes = load_recordings(data_dirs, model_cfg)
-    train_eps, val_eps = split_episodes(episodes)
-    data = WindowDataset(train_eps, model_cfg.context)
-    val = WindowDataset(val_eps, model_cfg.context) if val_eps else None
-    log.info("%d training windows from %d episodes, %d validation episodes", len(data), len(train_eps), len(val_eps))
+
+def _fail_together(state: "PartialState", error: BaseException | None) -> None:
+    """Raise on every process if any process failed its checks (one collective, no hang).
+
+    Where every failing process failed alike (the usual case: the same files), each re-raises its own error;
+    otherwise all raise one :class:`TrainingInputError` naming the processes and their errors. Either is marked
+    ``collective``: the command prints the main process' one only.
+    """
+    if state.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        errors = gather_object([(None if error is None else str(error), socket.gethostname())])
+    else:
+        errors = [(None if error is None else str(error), "")]
+    failed = {msg for msg, _ in errors if msg is not None}
+    if not failed:
+        return
+    if error is not None and failed == {str(error)}:
+        error.collective = True  # type: ignore[attr-defined]
+        raise error
+    e = TrainingInputError("; ".join(f"process {rank} (of {state.num_processes}, on {host}) could not start: {msg}"
+                                     for rank, (msg, host) in enumerate(errors) if msg is not None))
+    e.collective = True  # type: ignore[attr-defined]
+    raise e
+
+
+def _process_state(device: str) -> "PartialState":
+    """Accelerate's process state for ``device`` (auto | cpu | cuda[:i] | mps); under a launcher this joins the
+    process group. A plain process starts afresh, so successive runs in one Python process may use another
+    device or precision (accelerate's state is process-global)."""
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    if PartialState._shared_state and not PartialState().use_distributed:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    if device not in ("auto", "cpu"):
+        dev = select_device(device)  # a clear error where it is missing
+        if dev.type == "cuda" and dev.index is not None and "LOCAL_RANK" not in os.environ:
+            torch.cuda.set_device(dev.index)
+    return PartialState(cpu=device == "cpu")
+
+
+def _read_state(out: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
+    """``(latest.json, state tensors)`` of the run in ``out``, checked against their hash; None if it has none."""
+    latest_path = out / "state" / "latest.json"
+    if not latest_path.exists():
+        return None
+    latest = json.loads(latest_path.read_text())
+    path = out / "state" / latest["file"]
+    if not path.exists() or sha256_file(path) != latest["sha256"]:
+        raise CorruptCheckpointError(f"training state {path} is missing or corrupt; delete {latest_path} to "
+                                     "restart from scratch")
+    return latest, load_file(str(path))
+
+
+def _noise_seed(seed: int, step: int, shard: int) -> int:
+    """The torch seed of the diffusion noise of shard ``shard`` (``micro * processes + rank``) of step ``step``."""
+    return int(np.random.SeedSequence([seed % 2**32, step, shard]).generate_state(1)[0])
+
+
+def _available_memory() -> int:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # pragma: no cover - psutil comes with accelerate
+        return 8 << 30
+
+
+def train_world_model(
+    data_dirs: Sequence[str | Path],
+    out: str | Path,
+    model_cfg: WorldModelConfig,
+    train_cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    device: str = "auto",
+    progress: bool = True,
+    command: str | None = None,
+    stop_after: int | None = None,
+    init_from: str | Path | None = None,
+    grad_accum: int = 1,
+    workers: int = 0,
+    stream: bool | None = None,
+    cache_episodes: int = 64,
+) -> dict[str, Any]:
+    """Train (or resume training) a world model; returns the final metrics (on other than the main process,
+    only the step).
+
+    ``stop_after``: return after that many steps in this call (the run stays resumable).
+    ``init_from``: a checkpoint folder whose weights start the run (fine-tuning; its model config must match
+    ``model_cfg`` up to the sampling-only fields); the optimizer and the schedule start afresh.
+    ``grad_accum``: micro-batches per optimizer step (``train_cfg.batch_size`` stays the global batch).
+    ``workers``: ``DataLoader`` worker processes per training process (0: load in the training process).
+    ``stream``: read episode frames from disk on demand (:class:`StreamingWindowDataset`, at most
+    ``cache_episodes`` decoded episodes per loading process) instead of holding them all in memory; ``None``
+    streams when the frames, times the processes on this machine, exceed half of the available memory.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    tc = train_cfg
+    state = _process_state(device)
+    main, n_proc, rank = state.is_main_process, state.num_processes, state.process_index
+    say = log.info if main else (lambda *a, **k: None)
+    error, setup, data, val, saved = None, None, None, None, None
+    try:  # checks, missing folders, unreadable episodes: found on any process, they stop every process
+        if grad_accum < 1 or workers < 0 or cache_episodes < 1:
+            raise ValueError(f"--grad-accum and --cache-episodes must be >= 1 and --workers >= 0, got {grad_accum}, "
+                             f"{cache_episodes} and {workers}")
+        setup = _prepare(data_dirs, out, model_cfg, tc, resume=resume, init_from=init_from, processes=n_proc,
+                         grad_accum=grad_accum, main=main)
+        frame_bytes = sum(r.nbytes for r in setup.train)
+        local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", n_proc))
+        if stream is None:
+            stream = frame_bytes * local_procs > _available_memory() // 2
+        if stream:
+            data = StreamingWindowDataset(setup.train, model_cfg.context, cache_episodes=cache_episodes)
+            say("streaming %d training episodes (%.2f GB of frames) from disk, at most %d decoded at a time per "
+                "loading process (<= %.0f MB)", len(setup.train), frame_bytes / 1e9, cache_episodes,
+                min(cache_episodes, len(setup.train)) * max(r.nbytes for r in setup.train) / 1e6)
+        else:
+            data = WindowDataset.from_refs(setup.train, model_cfg.context)
+            say("%.2f GB of training frames in memory in each of %d process(es) on this machine", frame_bytes / 1e9,
+                local_procs)
+        val = WindowDataset.from_refs(setup.val, model_cfg.context) if setup.val and main else None
+        saved = _read_state(out) if resume else None
+    except (ValueError, OSError, KeyError) as e:
+        error = e
+    _fail_together(state, error)
+    assert setup is not None and data is not None
+    say("%d training windows from %d episodes, %d validation episodes", len(data), len(setup.train), len(setup.val))
+    run = setup.run
+    state_dir = out / "state"
+    latest_path = state_dir / "latest.json"
+    if main:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out / "run.json", json.dumps(run, indent=2).encode())
+
+    precision = "bf16" if _use_bf16(tc.precision, state.device) else "no"
+    if os.environ.get("ACCELERATE_MIXED_PRECISION", "no") not in ("no", precision):
+        say("accelerate's mixed precision %r is not used: --precision %s decides (here: %s)",
+            os.environ["ACCELERATE_MIXED_PRECISION"], tc.precision, precision)
+    acc = Accelerator(cpu=device == "cpu", mixed_precision=precision, gradient_accumulation_steps=grad_accum,
+                      dataloader_config=DataLoaderConfiguration(split_batches=True))
+    dev = acc.device
 
     torch.manual_seed(tc.seed)
     denoiser = Denoiser(model_cfg).to(dev)
-    opt = torch.optim.AdamW(denoiser.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    ema = EMAModel(denoiser.parameters(), decay=tc.ema_decay)
-    rng = np.random.default_rng(tc.seed)
+    # one shard a step (1 process, 1 micro-batch): the NumPy generator and the torch RNG run on from step to step,
+    # checkpointed, as genex always trained (bit-identical to before); several shards: per-step seeds
+    one_stream = n_proc * grad_accum == 1
+    rng = np.random.default_rng(tc.seed) if one_stream else None
+    torch_rng = torch.get_rng_state()  # where the noise stream starts (restored before the first step)
+    optimizer = torch.optim.AdamW(denoiser.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    ema = EMAModel(denoiser.parameters(), decay=tc.ema_decay) if main else None  # only the main process exports
     step, elapsed = 0, 0.0
 
-    if resume and latest_path.exists():
-        latest = json.loads(latest_path.read_text())
-        path = state_dir / latest["file"]
-        if not path.exists() or sha256_file(path) != latest["sha256"]:
-            raise CorruptCheckpointError(f"training state {path} is missing or corrupt; delete {latest_path} to "
-                                         "restart from scratch")
-        tensors = load_file(str(path))
+    if saved is not None:
+        latest, tensors = saved
         denoiser.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        opt.load_state_dict(_unflatten_optimizer(tensors, latest["optimizer"]))
-        names = [n for n, _ in denoiser.named_parameters()]
-        ema.shadow_params = [tensors[f"ema.{n}"].to(dev) for n in names]
-        ema.optimization_step = latest["ema_step"]
-        torch.set_rng_state(tensors["rng.torch"])
-        rng.bit_generator.state = latest["numpy_rng"]
+        optimizer.load_state_dict(_unflatten_optimizer(tensors, latest["optimizer"]))
+        if ema is not None:
+            names = [n for n, _ in denoiser.named_parameters()]
+            ema.shadow_params = [tensors[f"ema.{n}"].to(dev) for n in names]
+            ema.optimization_step = latest["ema_step"]
         step, elapsed = latest["step"], latest["seconds"]
-        log.info("resumed %s at step %d", out, step)
-    elif init is not None:
-        denoiser.load_state_dict(init.state_dict())
-        del init
+        was = (latest.get("processes", 1), latest.get("grad_accum", 1))
+        say("resumed %s at step %d", out, step)
+        if rng is not None and "numpy_rng" in latest:  # the streams go on where they stopped
+            rng.bit_generator.state = latest["numpy_rng"]
+            torch_rng = tensors["rng.torch"]
+        elif rng is not None:  # saved with per-step draws: the single streams start at this step
+            rng = np.random.default_rng([tc.seed % 2**32, step])
+            torch_rng = torch.random.manual_seed(_noise_seed(tc.seed, step, 0)).get_state()
+        if was[0] * was[1] != n_proc * grad_accum:
+            say("resuming with %d process(es) x %d micro-batch(es) a run saved with %d x %d: the same global batch, other "
+                "random draws than an uninterrupted run from here on", n_proc, grad_accum, *was)
+        del tensors, saved
+    elif setup.init is not None:
+        denoiser.load_state_dict(setup.init.state_dict())
+        setup.init = None
         # a fresh average of the loaded weights (the one made above holds the random init; it matters for an
         # export before the first step, since diffusers' EMA copies the weights at step 1 anyway)
-        ema = EMAModel(denoiser.parameters(), decay=tc.ema_decay)
-        log.info("starting from the weights of %s", init_from)
+        if main:
+            ema = EMAModel(denoiser.parameters(), decay=tc.ema_decay)
+        say("starting from the weights of %s", init_from)
     elif resume:
-        log.info("--resume: no checkpoint in %s yet, starting from scratch", out)
-    logger = _Logger(out, step)
-    autocast = _use_bf16(tc.precision, dev)
-    log.info("training precision: %s (--precision %s on %s)", "bf16 autocast" if autocast else "fp32",
-             tc.precision, dev.type)
+        say("--resume: no checkpoint in %s yet, starting from scratch", out)
+    acc.wait_for_everyone()  # every process has read the state before the main process may replace it
+    logger = _Logger(out, step) if main else None
+    eval_model = Denoiser(model_cfg).to(dev).eval() if main else None  # the EMA weights, outside DDP and autocast
+    say("training precision: %s (--precision %s on %s); %d process(es) x %d micro-batch(es) of %d: global batch %d",
+        "bf16 autocast" if precision == "bf16" else "fp32", tc.precision, dev.type, n_proc, grad_accum,
+        tc.batch_size // (n_proc * grad_accum), tc.batch_size)
     if data.env_ids and tc.source_balance > 0:
         for changed_only in (True, False):
             shares = data.env_shares(tc.source_balance, changed_only=changed_only)
-            log.info("batch shares per env (%s windows): %s", "changing" if changed_only else "all",
-                     ", ".join(f"{e} {s:.2f}" for e, s in zip(data.env_ids, shares)))
+            say("batch shares per env (%s windows): %s", "changing" if changed_only else "all",
+                ", ".join(f"{e} {s:.2f}" for e, s in zip(data.env_ids, shares)))
+
+    stop = tc.max_steps if stop_after is None else min(tc.max_steps, step + stop_after)
+    sampler = StepBatchSampler(data, tc.batch_size, start=step, stop=stop, seed=tc.seed, accum=grad_accum,
+                               changed_share=tc.changed_share, source_balance=tc.source_balance, rng=rng)
+    # its own generator for worker seeds: creating the iterator must not draw from the noise stream
+    loader = torch.utils.data.DataLoader(data, batch_sampler=sampler, collate_fn=collate_batch, num_workers=workers,
+                                         generator=torch.Generator().manual_seed(tc.seed))
+    model, opt, loader = acc.prepare(denoiser, optimizer, loader)
+
+    def ema_weights() -> Denoiser:
+        assert eval_model is not None and ema is not None
+        eval_model.load_state_dict(denoiser.state_dict())
+        ema.copy_to(eval_model.parameters())
+        return eval_model
 
     def export(final: bool = False) -> None:
-        ema.store(denoiser.parameters())
-        ema.copy_to(denoiser.parameters())
-        save_world_model(denoiser, out / "model", extra={
+        save_world_model(ema_weights(), out / "model", extra={
             "data": [_data_info(d) for d in data_dirs], "command": command, "train_seconds": round(elapsed, 1),
             **({"init_from": run["init_from"]} if "init_from" in run else {}),
             "steps": step, "train": asdict(tc), "final": final,
-            "precision_used": "bf16" if autocast else "fp32"})
-        ema.restore(denoiser.parameters())
+            "precision_used": "bf16" if precision == "bf16" else "fp32"})
 
     def checkpoint() -> None:
+        assert ema is not None
         tensors = {f"model.{k}": v for k, v in denoiser.state_dict().items()}
         for (n, _), s in zip(denoiser.named_parameters(), ema.shadow_params):
             tensors[f"ema.{n}"] = s
-        opt_t, opt_meta = _flatten_optimizer(opt)
+        opt_t, opt_meta = _flatten_optimizer(optimizer)
         tensors.update(opt_t)
-        tensors["rng.torch"] = torch.get_rng_state()
+        tensors["rng.torch"] = torch.get_rng_state()  # with per-step seeds only a record
         name = f"state_{step:07d}.safetensors"
         atomic_save_tensors(tensors, state_dir / name)
         latest = {"step": step, "file": name, "sha256": sha256_file(state_dir / name), "seconds": elapsed,
-                  "numpy_rng": rng.bit_generator.state, "optimizer": opt_meta, "ema_step": ema.optimization_step}
+                  "optimizer": opt_meta, "ema_step": ema.optimization_step, "processes": n_proc,
+                  "grad_accum": grad_accum, "batches": "one stream" if rng is not None else "per step"}
+        if rng is not None:
+            latest["numpy_rng"] = sampler.rng_state_after(step)
         atomic_write_bytes(latest_path, json.dumps(latest).encode())
         for old in state_dir.glob("state_*.safetensors"):
             if old.name != name:
                 old.unlink()
         export()
+        log.info("checkpoint of step %d written by process %d of %d", step, rank, n_proc)
 
     metrics: dict[str, Any] = {}
-    denoiser.train()
-    bar = tqdm(total=tc.max_steps, initial=step, disable=not progress, desc="train world model", unit="step")
-    run_steps = 0
+    model.train()
+    bar = tqdm(total=tc.max_steps, initial=step, disable=not (progress and main), desc="train world model",
+               unit="step")
+    micro, loss_sum = 0, 0.0
+    torch.set_rng_state(torch_rng)
     t_last = time.perf_counter()
     try:
-        while step < tc.max_steps:
-            for g in opt.param_groups:
-                g["lr"] = tc.lr * _lr_factor(step, tc)
-            batch = data.sample(rng, tc.batch_size, changed_share=tc.changed_share,
-                                source_balance=tc.source_balance).to(dev)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
-                loss, logs = denoiser(batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(denoiser.parameters(), tc.grad_clip)
-            opt.step()
-            ema.step(denoiser.parameters())
+        for batch in loader:
+            if micro == 0:
+                for g in opt.param_groups:
+                    g["lr"] = tc.lr * _lr_factor(step, tc)
+            if rng is None:
+                torch.manual_seed(_noise_seed(tc.seed, step, micro * n_proc + rank))
+            with acc.accumulate(model):
+                loss, logs = model(batch)
+                acc.backward(loss)
+                if acc.sync_gradients:
+                    acc.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            loss_sum += logs["loss"]
+            micro += 1
+            if micro < grad_accum:
+                continue
+            micro = 0
+            if ema is not None:
+                ema.step(denoiser.parameters())
             step += 1
-            run_steps += 1
             now = time.perf_counter()
             elapsed += now - t_last
             t_last = now
             bar.update(1)
             if step % tc.log_every == 0 or step == tc.max_steps:
-                row = {"step": step, "loss": logs["loss"], "lr": opt.param_groups[0]["lr"], "seconds": round(elapsed, 2)}
-                if step % tc.eval_every == 0 or step == tc.max_steps:
-                    ema.store(denoiser.parameters())
-                    ema.copy_to(denoiser.parameters())
-                    denoiser.eval()
-                    row.update(_evaluate(denoiser, val, dev))
-                    denoiser.train()
-                    ema.restore(denoiser.parameters())
+                step_loss = float(acc.reduce(torch.tensor(loss_sum / grad_accum, device=dev), "mean"))
+                row = {"step": step, "loss": step_loss, "lr": opt.param_groups[0]["lr"], "seconds": round(elapsed, 2)}
+                if main and (step % tc.eval_every == 0 or step == tc.max_steps):
+                    row.update(_evaluate(ema_weights(), val, dev))
                     t_last = time.perf_counter()  # eval time does not count as training time
                 bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if isinstance(v, float)})
-                logger.write(row)
+                if logger is not None:
+                    logger.write(row)
                 metrics = row
+            loss_sum = 0.0
             if step % tc.checkpoint_every == 0 or step == tc.max_steps:
-                checkpoint()
-            if stop_after is not None and run_steps >= stop_after:
-                break
-        if step >= tc.max_steps:
+                acc.wait_for_everyone()
+                if main:
+                    checkpoint()
+                acc.wait_for_everyone()
+        if step >= tc.max_steps and main:
             export(final=True)
+        acc.wait_for_everyone()
     finally:
         bar.close()
-        logger.close()
+        if logger is not None:
+            logger.close()
+    if not main:
+        metrics = {}
     metrics["step"] = step
     return metrics
 
