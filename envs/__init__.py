@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from gymnasium.envs.registration import register, registry
 
+from .ids import DRIVING_ENV_IDS
 from .spec import EnvSnapshot, HiddenStateEnv, Probe, Question, ScriptedDriver, SnapshotMismatchError
 
 __all__ = [
@@ -36,11 +37,6 @@ __all__ = [
     "make_driver",
 ]
 
-DRIVING_ENV_IDS = (
-    "genex/OccludedCrosswalk-v0",
-    "genex/StoppedLeadCar-v0",
-    "genex/OccludedLeftTurn-v0",
-)
 
 
 def _register_all() -> None:

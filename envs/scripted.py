@@ -31,7 +31,7 @@ class MixedDriver:
 
 def drivers_for(env_id: str) -> dict[str, Callable[[], Any]]:
     """Driver factories for an env id: ``{name: factory}``, including ``"mixed"``."""
-    from . import DRIVING_ENV_IDS
+    from .ids import DRIVING_ENV_IDS
 
     if env_id in DRIVING_ENV_IDS:
         from .driving.drivers import DRIVING_DRIVERS as table

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from genex.errors import CheckpointError, CheckpointMismatchError, CorruptCheckpointError
 from genex.policy.model import TinyVLM, TinyVLMConfig
 from genex.policy.tokenizer import TokenizerMismatchError, WordTokenizer
 
@@ -24,10 +25,6 @@ __all__ = ["CheckpointError", "save_tiny_vlm", "load_tiny_vlm", "CHECKPOINT_FORM
 
 CHECKPOINT_FORMAT = "genex-tiny-vlm"
 CHECKPOINT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A policy checkpoint is missing, corrupt, or inconsistent."""
 
 
 def encode_texts(tokenizer: WordTokenizer, texts: list[str], max_len: int, *, keep: str = "end") -> torch.Tensor:
@@ -88,24 +85,24 @@ def load_tiny_vlm(path: str | Path, tokenizer: WordTokenizer | None = None,
                               "config.json, tokenizer.json); train one with `genex train-policy`")
     for name in ("model.safetensors", "config.json", "tokenizer.json"):
         if not (path / name).exists():
-            raise CheckpointError(f"{path / name} is missing: the checkpoint is incomplete")
+            raise CorruptCheckpointError(f"{path / name} is missing: the checkpoint is incomplete")
     try:
         meta = json.loads((path / "config.json").read_text())
     except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path / 'config.json'} is not valid JSON: {e}") from e
+        raise CorruptCheckpointError(f"{path / 'config.json'} is not valid JSON: {e}") from e
     if meta.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} holds a {meta.get('format')!r} checkpoint, not {CHECKPOINT_FORMAT!r}")
+        raise CheckpointMismatchError(f"{path} holds a {meta.get('format')!r} checkpoint, not {CHECKPOINT_FORMAT!r}")
     if meta.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {meta.get('version')}, this genex reads "
+        raise CheckpointMismatchError(f"{path} has checkpoint version {meta.get('version')}, this genex reads "
                               f"{CHECKPOINT_VERSION}")
     try:
         cfg = TinyVLMConfig.from_dict(meta["model"])
     except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path / 'config.json'} has an invalid model config: {e}") from e
+        raise CorruptCheckpointError(f"{path / 'config.json'} has an invalid model config: {e}") from e
     try:
         saved_tok = WordTokenizer.load(path / "tokenizer.json")
     except (ValueError, KeyError) as e:
-        raise CheckpointError(f"{path / 'tokenizer.json'} is invalid: {e}") from e
+        raise CorruptCheckpointError(f"{path / 'tokenizer.json'} is invalid: {e}") from e
     if saved_tok.fingerprint != cfg.tokenizer_fingerprint or len(saved_tok) != cfg.vocab_size:
         raise TokenizerMismatchError(
             f"{path}: tokenizer.json (fingerprint {saved_tok.fingerprint}, {len(saved_tok)} words) is not the "
@@ -118,7 +115,7 @@ def load_tiny_vlm(path: str | Path, tokenizer: WordTokenizer | None = None,
     try:
         state = load_file(str(path / "model.safetensors"), device=map_location)
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path / 'model.safetensors'} is corrupt or unreadable: {e}") from e
+        raise CorruptCheckpointError(f"{path / 'model.safetensors'} is corrupt or unreadable: {e}") from e
     model = TinyVLM(cfg)
     try:
         model.load_state_dict(state, strict=True)

@@ -14,13 +14,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
+from genex.errors import CheckpointMismatchError
+
 __all__ = ["WordTokenizer", "TokenizerMismatchError"]
 
 _SPLIT = re.compile(r"[a-z]+|\d|[^\sa-z\d]")
 SPECIALS = ("<pad>", "<unk>", "<sep>")
 
 
-class TokenizerMismatchError(ValueError):
+class TokenizerMismatchError(CheckpointMismatchError):
     """A checkpoint was saved with another tokenizer than the one given."""
 
 

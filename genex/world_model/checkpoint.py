@@ -22,9 +22,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..errors import CheckpointError, CheckpointMismatchError, CorruptCheckpointError
 from ..io import atomic_write_bytes, sha256_file
-from .config import WorldModelConfig
+from .config import WorldModelConfig, check_env_compatible
 from .denoiser import Denoiser
+from .model import DiffusionWorldModel
 
 __all__ = ["FORMAT", "VERSION", "CheckpointError", "CorruptCheckpointError", "CheckpointMismatchError",
            "save_world_model", "load_world_model", "load_denoiser", "check_env_compatible", "sha256_file",
@@ -32,18 +34,6 @@ __all__ = ["FORMAT", "VERSION", "CheckpointError", "CorruptCheckpointError", "Ch
 
 FORMAT = "genex-world-model"
 VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A world-model checkpoint cannot be used."""
-
-
-class CorruptCheckpointError(CheckpointError):
-    """The checkpoint's files are missing, truncated or corrupt."""
-
-
-class CheckpointMismatchError(CheckpointError):
-    """The checkpoint was made for another env, frame size or action space."""
 
 
 def atomic_save_tensors(tensors: Mapping[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
@@ -115,46 +105,12 @@ def load_denoiser(path: str | Path, verify_hash: bool = True) -> tuple[Denoiser,
     return denoiser, meta
 
 
-def check_env_compatible(cfg: WorldModelConfig, env: Any, source: str = "checkpoint") -> None:
-    """Raise :class:`CheckpointMismatchError` unless ``env``'s frames and actions fit ``cfg``."""
-    base = getattr(env, "unwrapped", env)
-    space = getattr(env, "observation_space", None)
-    try:
-        shape = tuple(space["image"].shape)
-    except (TypeError, KeyError):
-        shape = tuple(getattr(space, "shape", ()) or ())
-    if shape[:2] != (cfg.height, cfg.width):
-        env_id = getattr(getattr(env, "spec", None), "id", type(base).__name__)
-        raise CheckpointMismatchError(
-            f"{source} imagines {cfg.height}x{cfg.width} frames but {env_id} renders {shape[0]}x{shape[1]}; "
-            f"use a checkpoint trained for this env and frame size (or make the env with width={cfg.width}, "
-            f"height={cfg.height})")
-    action_space = getattr(env, "action_space", None)
-    is_dict = hasattr(action_space, "spaces") and "type" in getattr(action_space, "spaces", {})
-    if cfg.action_family == "gui" and not is_dict:
-        raise CheckpointMismatchError(f"{source} is a GUI world model but the env's actions are {action_space}")
-    if cfg.action_family == "discrete":
-        if is_dict:
-            raise CheckpointMismatchError(f"{source} is a driving (discrete-action) world model but the env has "
-                                          f"GUI actions; use a GUI checkpoint")
-        from genex.envs.foreign import declared
-
-        names = declared(env, "action_names", None)
-        if names is not None:
-            missing = sorted(set(names) - set(cfg.action_vocab))
-            if missing:
-                raise CheckpointMismatchError(f"{source} does not know the env's actions {missing} "
-                                              f"(vocabulary {list(cfg.action_vocab)})")
-
-
 def load_world_model(path: str | Path, env: Any = None, device: str = "auto", verify_hash: bool = True):
     """Load a :class:`~genex.world_model.model.DiffusionWorldModel` from checkpoint folder ``path``.
 
     With ``env`` (a Gymnasium env), check frame size and actions against it and
     adopt its ``action_names``.
     """
-    from .model import DiffusionWorldModel
-
     denoiser, meta = load_denoiser(path, verify_hash=verify_hash)
     model = DiffusionWorldModel(denoiser, info=meta, device=device)
     if env is not None:

@@ -15,7 +15,9 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-__all__ = ["DRIVING_ACTION_VOCAB", "GUI_ACTION_TYPES", "GUI_KEYS", "WorldModelConfig", "TrainConfig", "PRESETS",
+from genex.errors import CheckpointMismatchError
+
+__all__ = ["DRIVING_ACTION_VOCAB", "GUI_ACTION_TYPES", "GUI_KEYS", "WorldModelConfig", "TrainConfig", "PRESETS", "check_env_compatible",
            "SAMPLING_ONLY", "TRAINING_ONLY", "preset"]
 
 #: One vocabulary of driving action *names*, so one model serves every driving scenario.
@@ -257,3 +259,35 @@ def preset(name: str, **overrides: Any) -> tuple[WorldModelConfig, TrainConfig]:
     if bad:
         raise ValueError(f"unknown config field(s) {bad}")
     return replace(model, **mk), replace(train, **tk)
+
+
+def check_env_compatible(cfg: WorldModelConfig, env: Any, source: str = "checkpoint") -> None:
+    """Raise :class:`CheckpointMismatchError` unless ``env``'s frames and actions fit ``cfg``."""
+    base = getattr(env, "unwrapped", env)
+    space = getattr(env, "observation_space", None)
+    try:
+        shape = tuple(space["image"].shape)
+    except (TypeError, KeyError):
+        shape = tuple(getattr(space, "shape", ()) or ())
+    if shape[:2] != (cfg.height, cfg.width):
+        env_id = getattr(getattr(env, "spec", None), "id", type(base).__name__)
+        raise CheckpointMismatchError(
+            f"{source} imagines {cfg.height}x{cfg.width} frames but {env_id} renders {shape[0]}x{shape[1]}; "
+            f"use a checkpoint trained for this env and frame size (or make the env with width={cfg.width}, "
+            f"height={cfg.height})")
+    action_space = getattr(env, "action_space", None)
+    is_dict = hasattr(action_space, "spaces") and "type" in getattr(action_space, "spaces", {})
+    if cfg.action_family == "gui" and not is_dict:
+        raise CheckpointMismatchError(f"{source} is a GUI world model but the env's actions are {action_space}")
+    if cfg.action_family == "discrete":
+        if is_dict:
+            raise CheckpointMismatchError(f"{source} is a driving (discrete-action) world model but the env has "
+                                          f"GUI actions; use a GUI checkpoint")
+        from genex.envs.foreign import declared
+
+        names = declared(env, "action_names", None)
+        if names is not None:
+            missing = sorted(set(names) - set(cfg.action_vocab))
+            if missing:
+                raise CheckpointMismatchError(f"{source} does not know the env's actions {missing} "
+                                              f"(vocabulary {list(cfg.action_vocab)})")

@@ -59,7 +59,7 @@ class DiffusionWorldModel:
     # --------------------------------------------------------------- env binding
     def bind(self, env: Any) -> "DiffusionWorldModel":
         """Check this model fits ``env`` (frame size, actions) and adopt its ``action_names``; returns self."""
-        from .checkpoint import check_env_compatible
+        from .config import check_env_compatible
 
         check_env_compatible(self.cfg, env, source=self.info.get("path", "this model"))
         from genex.envs.foreign import declared
