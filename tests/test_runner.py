@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from genex import runner
+from genex.runner import execute
 from genex.cli import main
 from genex.runner import CompareConfig, compare, gap_closed, load_rows, summarise, write_summary
 
@@ -117,8 +118,8 @@ def test_interrupted_compare_resumes_without_redoing_episodes(tmp_path, monkeypa
     lines = (tmp_path / "full" / "episodes.jsonl").read_text().splitlines()
     (part / "episodes.jsonl").write_text("\n".join(lines[:2]) + "\n" + lines[2][:25])
     calls = []
-    real = runner.run_episode
-    monkeypatch.setattr(runner, "run_episode", lambda c, k, out=None: calls.append(k.seed) or real(c, k, out))
+    real = execute.run_episode
+    monkeypatch.setattr(execute, "run_episode", lambda c, k, out=None: calls.append(k.seed) or real(c, k, out))
     rows = compare(cfg, part, executor="inline", progress=False)
     assert sorted(calls) == [302, 303]
     strip = lambda rs: sorted((r["seed"], r["success"], r["steps"], r["return"]) for r in rs)  # noqa: E731

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from genex import runner
+from genex.runner import execute
 from genex.runner import compare, load_rows
 
 from test_runner import small_cfg
@@ -90,7 +91,7 @@ def test_ray_rows_equal_inline_and_the_runner_shuts_down_its_ray(reference, tmp_
     """No Ray running: compare starts a private local one with `workers` CPUs and shuts it down at the end,
     also when interrupted (Ctrl-C after two rows); the rerun resumes without duplicating a row."""
     assert not ray.is_initialized()
-    real_append, appended = runner._append, []
+    real_append, appended = execute.append_row, []
 
     def append_then_interrupt(path, row):
         real_append(path, row)
@@ -98,14 +99,14 @@ def test_ray_rows_equal_inline_and_the_runner_shuts_down_its_ray(reference, tmp_
         if len(appended) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner, "_append", append_then_interrupt)
+    monkeypatch.setattr(execute, "append_row", append_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         compare(cfg(), tmp_path, executor="ray", workers=2, progress=False)
     assert not ray.is_initialized()
     wait_for_no_ray_processes()
     before = (tmp_path / "episodes.jsonl").read_text()
     assert len(by_key(load_rows(tmp_path / "episodes.jsonl"))) == 2
-    monkeypatch.setattr(runner, "_append", real_append)
+    monkeypatch.setattr(execute, "append_row", real_append)
     rows = compare(cfg(), tmp_path, executor="ray", workers=2, progress=False)
     assert by_key(rows) == reference
     assert_complete(tmp_path, reference)

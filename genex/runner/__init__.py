@@ -1,0 +1,54 @@
+"""Run planners on held-out episodes and summarise them honestly: ``genex compare``.
+
+Output folder::
+
+    run.json                     the settings and the digests of the checkpoints used (a rerun with other
+                                 settings or other weights into the same folder is refused)
+    episodes.jsonl               one row per finished episode, appended and flushed (fsync) as it ends
+    traces/<env>/<planner>/seed_<seed>.json     every DecisionTrace of the episode (atomic write)
+    frames/<env>/<planner>/seed_<seed>.npz      real and imagined frames (``--save-frames`` only)
+    summary.md, summary.csv      mean and 95% CI per (env, planner)
+    bars.png, compute.png        success / collision bars with CIs; success vs imagined frames per decision
+
+A rerun with the same ``--out`` skips the episodes already in
+``episodes.jsonl`` (a torn last line from a kill is ignored), so an
+interrupted comparison resumes where it stopped. Episodes run in worker
+processes (``spawn``; one torch thread each) or on Ray (``executor="ray"``).
+
+Planners only ever see :func:`genex.envs.spec.public_info`; hidden truth is
+read here, after the fact, for the metrics.
+
+The parts, one job each: :mod:`.config` (what runs), :mod:`.episode` (one episode), :mod:`.store` (the run
+folder and resume), :mod:`.execute` (many episodes: checks, executors), :mod:`.stats` (means, CIs, gap shares,
+paired comparisons) and :mod:`.report` (tables, CSV, plots). The CLI is :mod:`genex.runner_cli`.
+"""
+
+from __future__ import annotations
+
+from .config import COPY_LAST, SETTINGS_BEFORE, CompareConfig, EpisodeKey
+from .episode import episode_conditions, fill_conditions, run_episode
+from .execute import (
+                    FAULT_ENV,
+                    RAY_MAX_RETRIES,
+                    check_envs_support_planners,
+                    check_fidelity,
+                    compare,
+)
+from .report import format_gap_shares, format_paired, format_table, write_summary
+from .stats import (
+                    GAP_REFERENCES,
+                    METRICS,
+                    gap_closed,
+                    gap_shares,
+                    mean_ci,
+                    paired_against,
+                    paired_gap_closed,
+                    summarise,
+)
+from .store import checkpoint_digests, load_rows
+
+__all__ = ["CompareConfig", "EpisodeKey", "run_episode", "compare", "load_rows", "summarise", "write_summary",
+           "METRICS", "gap_shares", "format_gap_shares", "GAP_REFERENCES", "COPY_LAST", "SETTINGS_BEFORE",
+           "episode_conditions", "fill_conditions", "FAULT_ENV", "RAY_MAX_RETRIES", "check_envs_support_planners",
+           "check_fidelity", "format_paired", "format_table", "gap_closed", "mean_ci", "paired_against",
+           "paired_gap_closed", "checkpoint_digests"]

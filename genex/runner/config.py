@@ -1,0 +1,56 @@
+"""What a comparison runs: its episodes (:class:`EpisodeKey`) and settings (:class:`CompareConfig`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+#: ``--world-model`` value for the copy-last-frame baseline (the floor: imagination that shows nothing new)
+COPY_LAST = "copy-last"
+
+
+#: settings added after runs were made, with the value that reproduces what those runs did
+SETTINGS_BEFORE: dict[str, Any] = {"memory": 1, "decision": "table"}
+
+
+@dataclass(frozen=True)
+class EpisodeKey:
+    env: str
+    planner: str
+    seed: int
+
+    @property
+    def slug(self) -> str:
+        return f"{self.env.split('/')[-1].replace(':', '_')}/{self.planner}/seed_{self.seed}"
+
+
+@dataclass
+class CompareConfig:
+    envs: list[str]
+    planners: list[str]
+    episodes: int = 20
+    seed: int = 200_000  # held out: world-model and policy data use seeds 0.. and 100000..
+    samples: int = 4
+    horizon: int = 8
+    trust: float = 0.7
+    imagine_every: int = 1
+    imagined_reading: str = "hard"  # "soft": feed P itself into the fidelity rates (the behaviour before 2026-11-26)
+    memory: int = 1  # real frames whose sightings the belief keeps (planners.base.BeliefPlanner)
+    decision: str = "auto"  # "plan" | "table" | "auto": plan where the env draws hypotheses (planners.plans)
+    fidelity: bool = True  # read learned imagination through the world model's fidelity.json when it has one
+    world_model: str | None = None  # checkpoint folder (default: the shipped one for the env family)
+    policy: str | None = None  # tiny checkpoint folder (default: shipped)
+    save_frames: bool = False
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    # foreign (non-genex) envs: "module:attribute" of a genex.envs.foreign.TaskSpec, and the frame size to adapt to
+    task_spec: str | None = None
+    image_size: int | None = None
+
+    def make_env(self, env_id: str) -> Any:
+        """Env ``env_id`` as the planners get it (foreign envs adapted: genex.envs.foreign.make_env)."""
+        from genex.envs.foreign import make_env
+
+        return make_env(env_id, self.env_kwargs, self.task_spec, self.image_size)
+
+    def keys(self) -> list[EpisodeKey]:
+        return [EpisodeKey(e, p, self.seed + i) for e in self.envs for i in range(self.episodes) for p in self.planners]
