@@ -226,51 +226,49 @@ def test_render_rgb_array():
     env.close()
 
 
-def test_counterfactual_replay_flips_only_the_pedestrian(monkeypatch):
-    """``scripts/stochasticity_counterfactual.py`` measures issue 4's stochasticity against a replay with the
-    pedestrian's presence flipped in a restored snapshot. Its basis: at the start both worlds look the same
-    (the pedestrian waits behind the truck), and once it steps out the futures differ, in a few pixels."""
-    import importlib.util
+def _run_experiment(name: str, *args: str):
+    """Run ``experiments/<name>/run.py`` with ``args`` in a fresh interpreter, as its docstring's command does."""
+    import subprocess
     import sys
     from pathlib import Path
 
-    path = Path(__file__).parents[1] / "scripts" / "stochasticity_counterfactual.py"
-    spec = importlib.util.spec_from_file_location("stochasticity_counterfactual", path)
-    script = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, script)  # its dataclass looks its module up there
-    spec.loader.exec_module(script)
+    script = Path(__file__).parents[1] / "experiments" / name / "run.py"
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300)
+
+
+def test_counterfactual_replay_flips_only_the_pedestrian():
+    """``genex.evaluation.counterfactual`` (run by ``experiments/stochasticity_counterfactual/run.py``) measures
+    issue 4's stochasticity against a replay with the pedestrian's presence flipped in a restored snapshot. Its
+    basis: at the start both worlds look the same (the pedestrian waits behind the truck), and once it steps out the
+    futures differ, in a few pixels."""
+    from genex.evaluation.counterfactual import differs, replay
+
     env = gym.make("genex/OccludedCrosswalk-v0", hidden_prior=(1.0, 0.0), cue_prob=0.0)  # always, no cue
     cruise = env.unwrapped.action_names.index("cruise")
     actions = np.full(25, cruise)
-    real = script.replay(env, 3, actions, None)
+    real = replay(env, 3, actions, None)
     assert env.unwrapped._layout.hidden["pedestrian_crossing"]
-    flipped = script.replay(env, 3, actions, "pedestrian")
+    flipped = replay(env, 3, actions, "pedestrian")
     n = min(len(real), len(flipped))
-    changed = script.differs(real[:n], flipped[:n]).reshape(n, -1).sum(1)  # pixels per step
+    changed = differs(real[:n], flipped[:n]).reshape(n, -1).sum(1)  # pixels per step
     assert changed[0] == 0  # hidden at the start: no camera can tell the worlds apart
     assert changed.max() >= 4  # it steps out in the real world only
-    assert np.array_equal(script.replay(env, 3, actions, None), real)  # replays are deterministic
+    assert np.array_equal(replay(env, 3, actions, None), real)  # replays are deterministic
     env.close()
 
+    # the experiment imports the library (and nothing by path) and checks its arguments before loading a model
+    r = _run_experiment("stochasticity_counterfactual", "--samples", "1")
+    assert r.returncode == 2 and "--samples must be >= 2" in r.stderr, r.stderr
 
-def test_counterfactual_strips_selects_the_asked_group_and_parses_models(monkeypatch):
-    """``scripts/counterfactual_strips.py`` draws the windows the counterfactual test counts: it must pick the same
-    groups (uncertain: identical contexts, differing futures; visible: contexts differ too) and refuse a bad
-    ``--model``."""
+
+def test_counterfactual_strips_selects_the_asked_group_and_parses_models(tmp_path):
+    """``experiments/counterfactual_strips/run.py`` draws the windows the counterfactual test counts: it must pick
+    the same groups (uncertain: identical contexts, differing futures; visible: contexts differ too) and refuse a bad
+    ``--model``. The selection, the blocks and the parser live in ``genex.evaluation.counterfactual``."""
     import argparse
-    import importlib.util
-    import sys
-    from pathlib import Path
     from types import SimpleNamespace
 
-    import pytest
-
-    scripts = Path(__file__).parents[1] / "scripts"
-    monkeypatch.syspath_prepend(str(scripts))
-    spec = importlib.util.spec_from_file_location("counterfactual_strips", scripts / "counterfactual_strips.py")
-    strips = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, strips)
-    spec.loader.exec_module(strips)
+    from genex.evaluation import counterfactual as strips
 
     assert strips.parse_model("a=dir/m:steps=8,min_changed_pixels=0") == ("a", "dir/m", {"steps": 8,
                                                                                         "min_changed_pixels": 0})
@@ -294,3 +292,7 @@ def test_counterfactual_strips_selects_the_asked_group_and_parses_models(monkeyp
     assert strips.select_windows([ep], cache, group="uncertain", present="yes", **kw) == []
     block = strips.compose([("a", unc[0]["with_ped"]), ("b", unc[0]["without"])], unc[0]["context"][-1])
     assert block.shape == (2 * (8 + strips.GAP), 5 * (8 + strips.GAP), 3)
+
+    # the experiment refuses a bad --model through the same parser, before it loads anything
+    r = _run_experiment("counterfactual_strips", "--model", "dir", "--out", str(tmp_path / "strips.png"))
+    assert r.returncode == 2 and "expected LABEL=DIR" in r.stderr, r.stderr

@@ -206,7 +206,7 @@ class WindowDataset:
     A window at frame ``t`` has the context frames ``t - (K-1)s, ..., t - s, t`` (clamped to the episode's reset
     frame), the action and the target frame ``t + s``, for ``stride`` ``s``. ``s = 1`` (the default) is the
     next-frame model; ``s > 1`` predicts ``s`` steps at once from every ``s``-th frame, with the mean of the ``s``
-    encoded actions as its action (``scripts/stride_experiment.py``).
+    encoded actions as its action (``experiments/stride_experiment/run.py``).
 
     It is also a map-style dataset for a ``torch.utils.data.DataLoader`` whose batch sampler yields lists of window
     indices (:class:`StepBatchSampler`): ``__getitems__`` returns the whole :class:`Batch` at once.

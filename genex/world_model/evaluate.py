@@ -17,7 +17,7 @@ Metrics, per horizon step ``h = 1..T`` and model:
   hidden agent and the window starts after the last step of the first half).
   Pixel diversity mostly measures motion: on the crosswalk it is as high far
   from the truck, where nothing hidden can show up within the horizon, as
-  next to it (``scripts/stochasticity_by_distance.py``).
+  next to it (``experiments/stochasticity_by_distance/run.py``).
 * ``outcome``, with a policy (``genex eval-world-model --policy DIR``): per
   window, the share ``p`` of the ``S`` samples in which the policy sees the
   hidden agent in some imagined frame, and the samples' *outcome disagreement*

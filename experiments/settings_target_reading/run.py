@@ -1,10 +1,23 @@
-"""Does a GUI policy see the instruction's setting on each SettingsTabs page, and where does it misread?
+"""Experiment: does a GUI policy see the instruction's setting on each SettingsTabs page, and where does it misread?
+
+Question: the planners' belief about the target's tab is only as good as the policy's reading of each page. How
+    often does it answer "Is the item named in the instruction visible?" wrong on real pages, on MailCompose's
+    screens after each toolbar click, and on the world model's imagined screens?
+Status: measured 2026-11-26/27, results in docs/policy.md and checkpoints/policy/README.md; it drove the
+    ``--glimpse-labels`` retrain and the fine-tune on imagined frames of the shipped ``tiny-gui``.
+Result: the previous ``tiny-gui`` misread 68 of 1,200 SettingsTabs pages (300 seeds), the shipped one 0. Imagined
+    MailCompose click outcomes (100 seeds): 350 of 400 read right before the fine-tune on imagined frames (all 50
+    print dialogs missed), 400 of 400 after; real outcomes 1,200 of 1,200.
+Command:
+    python experiments/settings_target_reading/run.py --policy checkpoints/policy/tiny-gui --seeds 300
+    python experiments/settings_target_reading/run.py --env genex/MailCompose-v0 --seeds 300
+    python experiments/settings_target_reading/run.py --env genex/MailCompose-v0 --seeds 100 --imagined checkpoints/world_model/gui
 
 For each seed (held-out: 200000 onwards, as `genex compare`), every tab's page is opened from the start
 state (snapshot / restore, so the pages are the real ones a planner would see) and the policy is asked
 the planners' question "Is the item named in the instruction visible?". A page is read right when
 P(yes) > 0.5 exactly where the target is. Prints the error rate and the (target, page) pairs it gets wrong
-most often: the planners' belief about the target's tab is only as good as this reading.
+most often.
 
 With ``--env genex/MailCompose-v0`` the same for the screen after each toolbar click (is the instruction's
 outcome, "Saved to Drafts" or "Print settings", on it?), the screens a planner reads after a click.
@@ -12,10 +25,6 @@ outcome, "Saved to Drafts" or "Print settings", on it?), the screens a planner r
 With ``--imagined WORLD_MODEL`` the screens are the world model's one-step imaginations of each choice from the
 start screen (the click carries its target's label, as the imagining planners send it; one sample each), so the
 count is how often the policy reads *imagination* right.
-
-    python scripts/settings_target_reading.py --policy checkpoints/policy/tiny-gui --seeds 300
-    python scripts/settings_target_reading.py --env genex/MailCompose-v0 --seeds 300
-    python scripts/settings_target_reading.py --env genex/MailCompose-v0 --seeds 100 --imagined checkpoints/world_model/gui
 """
 
 from __future__ import annotations

@@ -1,6 +1,18 @@
 #!/bin/bash
-# One GPU device call (prepared 2026-11-27; run on an H200 on 2026-11-27, 398 s: results in docs/world_model.md,
-# "Four wider or weighted networks trained on a GPU").
+# Experiment: four wider or weighted driving world models trained on a GPU, then the counterfactual test.
+#
+# Question: do wider networks (3.2 M, or 2.3 M at full resolution) and/or the change weight (--change-weight 3),
+#   trained over lower noise levels (log sigma ~ N(0.5, 2^2)) on a GPU, make the samples split where the crosswalk's
+#   outcome is uncertain and continue a visible pedestrian, held out?
+# Status: done 2026-11-27 (one 398 s device call on an H200), not shipped; result in docs/world_model.md ("Four
+#   wider or weighted networks trained on a GPU") and docs/gpu.md (throughput).
+# Result: no variant meets the clause held out: at most 6% of any variant's samples continue a visible pedestrian
+#   (it is there in 55%), and none gives a pedestrian more than 11% of the samples where one comes in 46%; the
+#   splits grow with the sampler's noise in visible windows too (fwcw at 16 steps: 0.26 uncertain, 0.19 visible).
+#   `small` trained at about 17 steps/s per run with four runs sharing the card.
+# Command (on the device, from the repository root; carry data/wm, .gpu and, if needed, .whl):
+#   bash experiments/gpu_stochasticity_sweep/run.sh
+#
 # Trains 4 driving world-model variants side by side on one GPU (~3.5 min: the `small` network and a 3.2 M one
 # at half resolution, a 2.3 M one at full resolution, with --change-weight 3 (the 3.2 M one also without), all at
 # log sigma ~ N(0.5, 2^2)), then runs the counterfactual stochasticity test (2/8/16 Euler steps) on the held-out
@@ -8,10 +20,10 @@
 # weights per variant and logs.tgz (the device returns at most 8 files).
 #
 # Needs, beside the tracked files: the recordings data/wm/{train,val/OccludedCrosswalk,heldout} (carry them), the
-# cached replays $REPLAYS/replays_{val,heldout}.npz (written by scripts/stochasticity_counterfactual.py --replays
-# where MuJoCo runs; default folder .gpu, which .git/info/exclude ignores: carry it), and, where the device lacks
-# diffusers, its wheel in .whl (carry it). Locally, for a smoke test of the plumbing:
-#   LOCAL=1 DEV=cpu PREC=fp32 TRAIN_S=15 PROBE=3 STEPS=4 R=/tmp/r CFX="--max-episodes 1" bash scripts/gpu_stochasticity_sweep.sh
+# cached replays $REPLAYS/replays_{val,heldout}.npz (written by experiments/stochasticity_counterfactual/run.py
+# --replays where MuJoCo runs; default folder .gpu, which .git/info/exclude ignores: carry it), and, where the
+# device lacks diffusers, its wheel in .whl (carry it). Locally, for a smoke test of the plumbing:
+#   LOCAL=1 DEV=cpu PREC=fp32 TRAIN_S=15 PROBE=3 STEPS=4 R=/tmp/r CFX="--max-episodes 1" bash experiments/gpu_stochasticity_sweep/run.sh
 [ -n "$LOCAL" ] || [ ! -d .whl ] || { python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1; }
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
 DEV=${DEV:-cuda}; TRAIN_S=${TRAIN_S:-210}; PROBE=${PROBE:-50}
@@ -55,7 +67,7 @@ cf() {  # $1 name, $2 split, rest: sampler options
   local m=$R/$name/model; [ "$name" = shipped ] && m=$R/shipped_model
   [ -f $m/weights.safetensors ] || return
   local tag="${name}_${split}_$(echo "$*" | tr -d ' -' | tr -c 'a-z0-9.\n' '_')"
-  timeout 90 python3 scripts/stochasticity_counterfactual.py --checkpoint $m --data data/wm/$split/OccludedCrosswalk \
+  timeout 90 python3 experiments/stochasticity_counterfactual/run.py --checkpoint $m --data data/wm/$split/OccludedCrosswalk \
     --replays ${REPLAYS:-.gpu}/replays_$split.npz --device $DEV --samples 8 --skip-settled $CFX "$@" --json $R/ev/$tag.json > $R/ev/$tag.txt 2>&1
   echo "$name $split [$*]"; grep "^| \(uncertain\|visible\)" $R/ev/$tag.txt
 }

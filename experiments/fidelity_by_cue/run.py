@@ -1,11 +1,19 @@
-"""Imagination fidelity on the crosswalk split by the episode's hidden cue (docs/world_model.md).
+"""Experiment: imagination fidelity on the crosswalk, split by the episode's hidden cue.
+
+Question: does the driving world model use the crosswalk's cues (a ball rolls out, or the pedestrian's feet show
+    beside the truck)? Only where a cue shows can a model trained on video know more than the base rate.
+Status: measured 2026-11-26 (the shipped model: no), result in docs/world_model.md ("Does the driving model use the
+    crosswalk's cues?"); re-measured 2026-11-27 on the GPU-trained ``w`` weights (no either).
+Result: a pedestrian appears in 0.23 of the imagined futures where a cue announces one (23 windows), in 0.13 where
+    one comes without a cue (37), and as a false alarm in 0.21 of the windows of episodes with none (160): the model
+    has not learned the cues. The ``w`` weights: 0.22, 0.18 and 0.16.
+Command:
+    MUJOCO_GL=egl python experiments/fidelity_by_cue/run.py [--checkpoint DIR] [--steps N --min-changed-pixels 0]
 
 Copies the held-out and validation crosswalk recordings into /tmp/cuefid/<group>/ (cued pedestrian,
 pedestrian without cue, no pedestrian), then measures, per group, how often a world model's imagined futures
 (the shipped one by default; read by the shipped policy) show a pedestrian who really comes into view (recall)
 and one who does not (false alarm). A diagnostic; nothing is written into the checkpoints.
-
-    MUJOCO_GL=egl python scripts/fidelity_by_cue.py [--checkpoint DIR] [--steps N --min-changed-pixels 0]
 """
 
 from __future__ import annotations

@@ -1,27 +1,38 @@
-"""Experiment (2026-11-27): does a driving world model that predicts ``s`` env steps at once draw the pedestrian?
+"""Experiment: does a driving world model that predicts ``s`` env steps at once draw the pedestrian?
+
+Question: a next-frame model (0.25 s ahead) sees a pedestrian move 1-3 pixels a step and copies it where it was.
+    Does a model that jumps ``s`` steps (every ``s``-th frame as context, the mean of the ``s`` encoded actions as
+    its action) see enough motion to draw it? And, as the fitting probe (``train --stride 1 --max-episodes 12``),
+    can the network draw it even on a few episodes it was fitted to?
+Status: done 2026-11-27, not shipped; result in docs/world_model.md ("A model that jumps 4 steps per prediction
+    does not draw the pedestrian either" and "Not even on its own training windows: fitting probes").
+Result: after 600, 1200 and 2400 steps with 4-step jumps, held out (19 uncertain, 31 visible windows), no sample
+    chose or split on the pedestrian (0.00 / 0.00 in both groups, as for the shipped model). Fitted to 12 episodes,
+    the networks change the walking pedestrian's pixels at up to half strength (20-65 of ~105 uint8 levels; shipped
+    9-26), but at most 0.08 of the visible windows' samples continue it in a rollout; only with ``--change-weight 3``
+    did 0.29, as a smear that does not carry over to held-out episodes.
+Command:
+    python experiments/stride_experiment/run.py train --stride 4 --steps 2400 --out runs/stride/s4
+    MUJOCO_GL=egl python experiments/stride_experiment/run.py eval --checkpoint runs/stride/s4 --stride 4 \\
+        --replays runs/stride/replays_heldout.npz
 
 The shipped model predicts the next frame (0.25 s ahead). There a pedestrian moves 1-3 pixels and one who
 steps out from behind the truck shows a sliver of 1-2 pixels: a tiny share of the loss, and the model copies
-the pedestrian where it was. A model that jumps ``s`` steps (the context is every ``s``-th frame, the
-action is the mean of the ``s`` encoded actions) sees ``s`` times the motion and ``s`` times the chance of a
-step-out per prediction, and rolls out ``s`` times fewer network calls.
+the pedestrian where it was. A model that jumps ``s`` steps sees ``s`` times the motion and ``s`` times the chance
+of a step-out per prediction, and rolls out ``s`` times fewer network calls.
 
-    python scripts/stride_experiment.py train --stride 4 --steps 2400 --out runs/stride/s4
-    MUJOCO_GL=egl python scripts/stride_experiment.py eval --checkpoint runs/stride/s4 --stride 4 \\
-        --replays runs/stride/replays_heldout.npz
-
-``eval`` uses ``scripts/stochasticity_counterfactual.py``'s replays and groups, on the frames every ``s``
-steps: the shipped model rolls out frame by frame and is read at the same frames.
+``eval`` uses the counterfactual replays and groups of :mod:`genex.evaluation.counterfactual` (as
+``experiments/stochasticity_counterfactual`` does), on the frames every ``s`` steps: the shipped model rolls out
+frame by frame and is read at the same frames.
 
 ``train --stride 1 --max-episodes 12`` is the *fitting probe*: a network fitted to a few episodes, then measured
-on them with ``scripts/stochasticity_counterfactual.py --max-episodes 12``. Results of both experiments:
+on them with ``experiments/stochasticity_counterfactual/run.py --max-episodes 12``. Results of both experiments:
 ``docs/world_model.md`` (all negative: neither draws the walking pedestrian in a rollout).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
@@ -31,6 +42,7 @@ import numpy as np
 import torch
 from diffusers.training_utils import EMAModel
 
+from genex.evaluation.counterfactual import WindowResult, classify, differs, load_replays, summarize
 from genex.world_model.checkpoint import load_denoiser, load_world_model, save_world_model
 from genex.world_model.cli import add_sampling_arguments, sampling_overrides
 from genex.world_model.data import WindowDataset, load_recordings, split_episodes
@@ -84,14 +96,6 @@ def train(args) -> None:
                 p.data.copy_(v)
 
 
-def _counterfactual_module():
-    spec = importlib.util.spec_from_file_location("cf", Path(__file__).with_name("stochasticity_counterfactual.py"))
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @torch.no_grad()
 def rollout_strided(model, contexts: np.ndarray, actions: np.ndarray, gen) -> np.ndarray:
     """``uint8[B,K,H,W,3]`` strided contexts, ``float[B,J,A]`` mean actions -> ``uint8[B,J,H,W,3]``."""
@@ -107,7 +111,6 @@ def rollout_strided(model, contexts: np.ndarray, actions: np.ndarray, gen) -> np
 
 
 def evaluate(args) -> None:
-    cf = _counterfactual_module()
     torch.set_num_threads(args.threads)
     s, jumps, n_samples = args.stride, args.jumps, args.samples
     horizon = s * jumps
@@ -122,7 +125,7 @@ def evaluate(args) -> None:
     k = cfg.context
     episodes, _, manifests = load_episodes([args.data], cfg, args.max_episodes)
     (env_id, man), = manifests.items()
-    cache = cf.load_replays(episodes, env_id, man.env_kwargs, args.replays)
+    cache = load_replays(episodes, env_id, man.env_kwargs, args.replays)
     rows: dict[str, list] = {name: [] for name in models}
     for n, ep in enumerate(episodes):
         key = f"seed{ep.seed}"
@@ -147,9 +150,9 @@ def evaluate(args) -> None:
             out = out.reshape(len(starts), n_samples, jumps, *out.shape[2:]).astype(np.float32)
             for j, t0 in enumerate(starts):
                 ctx_frames = np.arange(t0 - (k - 1) * s, t0 + 1)  # everything either model could have seen
-                same_ctx = not cf.differs(real[ctx_frames], flipped[ctx_frames]).any()
-                group, chose = cf.classify(out[j], real[keys[j]], flipped[keys[j]], same_ctx, present)
-                rows[name].append(cf.WindowResult(group, present, chose, n_samples, float(out[j].std(0).mean())))
+                same_ctx = not differs(real[ctx_frames], flipped[ctx_frames]).any()
+                group, chose = classify(out[j], real[keys[j]], flipped[keys[j]], same_ctx, present)
+                rows[name].append(WindowResult(group, present, chose, n_samples, float(out[j].std(0).mean())))
         print(f"episode {n + 1}/{len(episodes)}", flush=True)
     print(f"{args.data}: windows every {args.window_stride} steps, compared at steps {s}..{horizon} every {s}, "
           f"{n_samples} samples")
@@ -157,7 +160,7 @@ def evaluate(args) -> None:
     print("|---|---|---|---|---|---|---|")
     table = {}
     for name, rs in rows.items():
-        for group, row in cf.summarize(rs).items():
+        for group, row in summarize(rs).items():
             if group == "settled":  # no alternative to choose between
                 continue
             table[f"{name}/{group}"] = row

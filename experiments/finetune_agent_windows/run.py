@@ -1,13 +1,17 @@
-"""Experiment (2026-11-27, not shipped): does a driving world model learn to move pedestrians when it sees more
-of them? Fine-tunes a checkpoint with a share of every batch drawn from windows whose next frame shows a hidden
-agent (pedestrian or oncoming vehicle, from the recordings' visibility labels: 7.7% of the training windows).
+"""Experiment: does a driving world model learn to move pedestrians when it sees more of them?
 
-    python scripts/finetune_agent_windows.py --steps 1200 --agent-share 0.5 --out runs/stoch/ft_agent50
+Question: only 7.7% of the training windows have a hidden agent (pedestrian or oncoming vehicle) in the next frame.
+    Does fine-tuning with a share of every batch drawn from those windows (from the recordings' visibility labels)
+    make the samples continue a visible pedestrian?
+Status: done 2026-11-27, not shipped; result in docs/world_model.md ("Stochasticity against counterfactual replays").
+Result: after 1200 steps at share 0.5 (14 min, 2 threads) the samples cover 15% of a visible pedestrian's next-step
+    pixels instead of 5%, and the counterfactual table did not move (uncertain 0.34 / 0.07 / 0.03, visible 0.00 /
+    0.00: no sample nearer the future with the pedestrian). After 3000 steps: 26% of the pixels, visible 0.00 / 0.02.
+Command:
+    python experiments/finetune_agent_windows/run.py --steps 1200 --agent-share 0.5 --out runs/stoch/ft_agent50
 
-Result (docs/world_model.md, "Stochasticity against counterfactual replays"): after 1200 steps at share 0.5
-(14 min, 2 threads), the samples cover 15% of a visible pedestrian's next-step pixels instead of 5%, and the
-counterfactual table did not move (visible windows: no sample nearer the future with the pedestrian). After
-3000 steps: 26% of the pixels, and still no sample nearer that future.
+Fine-tunes a checkpoint with ``--agent-share`` of every batch drawn from windows whose next frame shows a hidden
+agent; measure the result with ``experiments/stochasticity_counterfactual``.
 """
 
 from __future__ import annotations

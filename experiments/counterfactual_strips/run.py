@@ -1,14 +1,23 @@
-"""Pictures for the counterfactual stochasticity test: crosswalk windows of one group, the two real futures
-(with and without the pedestrian) and imagined samples of one or more world models, side by side.
+"""Experiment: pictures of the crosswalk windows the counterfactual stochasticity test counts.
 
-The numbers come from ``scripts/stochasticity_counterfactual.py``; this draws what they count. Each window is a
-block of rows: the real future with the pedestrian, the real future without it, then ``--samples`` imagined
-futures per ``--model``; the first column is the last context frame ("now"), the others the horizon's steps.
-
-    python scripts/counterfactual_strips.py --data data/wm/heldout/OccludedCrosswalk \\
+Question: what do a world model's imagined samples draw in the windows that
+    ``experiments/stochasticity_counterfactual`` counts (uncertain or visible), next to the two real futures, with
+    and without the pedestrian?
+Status: done 2026-11-27 (two pictures in docs/images, described in docs/world_model.md), not shipped.
+Result: ``docs/images/change_weight_visible_pedestrian.png``: without a change weight the visible pedestrian stands
+    still or fades; with ``--change-weight`` 3 or 10 pixels of its colour move along its path as a smear while the
+    frame degrades within 3-5 steps. ``docs/images/gpu_sweep_uncertain_windows.png``: in two uncertain held-out
+    windows the shipped and ``w`` samples leave a visible oncoming car in place and let it fade, and ``fwcw`` at 16
+    steps dissolves into noise from step 3-4 on.
+Command:
+    python experiments/counterfactual_strips/run.py --data data/wm/heldout/OccludedCrosswalk \\
         --replays .gpu/replays_heldout.npz --group uncertain --present yes --windows 3 --samples 2 \\
         --model shipped=checkpoints/world_model/driving \\
         --model "w, 8 steps=runs/s19/w/model:steps=8,min_changed_pixels=0" --out strips.png
+
+Each window is a block of rows: the real future with the pedestrian, the real future without it, then ``--samples``
+imagined futures per ``--model``; the first column is the last context frame ("now"), the others the horizon's
+steps. The windows, their groups and the blocks come from :mod:`genex.evaluation.counterfactual`.
 
 A ``--model`` is ``LABEL=DIR`` or ``LABEL=DIR:FIELD=VALUE,...`` with sampling overrides (``steps``,
 ``sigma_min``, ``sigma_max``, ``sampler``, ``snap``, ``min_changed_pixels``). Without ``--replays`` (or when the
@@ -18,77 +27,21 @@ file does not exist yet) the episodes are replayed in MuJoCo (``MUJOCO_GL=egl``)
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script holds the replay and the groups
-from stochasticity_counterfactual import differs, group_of, load_replays  # noqa: E402
-
-from genex.world_model.checkpoint import load_world_model  # noqa: E402
-from genex.world_model.cli import SAMPLING_ARGUMENTS  # noqa: E402
-from genex.world_model.evaluate import load_episodes  # noqa: E402
-
-GAP = 2  # pixels between frames and between rows
-
-
-def parse_model(text: str) -> tuple[str, str, dict]:
-    """``LABEL=DIR[:FIELD=VALUE,...]`` -> ``(label, dir, sampling overrides)``."""
-    label, sep, rest = text.partition("=")
-    if not sep or not label or not rest:
-        raise argparse.ArgumentTypeError(f"--model {text!r}: expected LABEL=DIR or LABEL=DIR:FIELD=VALUE,...")
-    path, _, opts = rest.partition(":")
-    overrides = {}
-    for item in filter(None, opts.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep or key not in SAMPLING_ARGUMENTS:
-            raise argparse.ArgumentTypeError(f"--model {text!r}: {item!r} is not FIELD=VALUE with FIELD one of "
-                                             f"{sorted(SAMPLING_ARGUMENTS)}")
-        overrides[key] = SAMPLING_ARGUMENTS[key][0](value)
-    return label, path, overrides
-
-
-def select_windows(episodes, cache, *, group: str, present: str, stride: int, horizon: int, k: int, n: int):
-    """The first ``n`` windows of ``group`` (episodes in order, a window every ``stride`` steps): dicts with the
-    context ``uint8[K,H,W,3]``, actions ``float32[T, A]``, the futures with and without the pedestrian
-    ``uint8[T,H,W,3]``, and the episode's seed and start step."""
-    out = []
-    for ep in episodes:
-        key = f"seed{ep.seed}"
-        real, flipped, has = cache[f"{key}_real"], cache[f"{key}_flipped"], bool(cache[f"{key}_present"])
-        if present != "any" and has != (present == "yes"):
-            continue
-        n_common = min(len(real), len(flipped)) - 1
-        for t0 in range(0, n_common - horizon + 1, stride):
-            fut_r, fut_f = real[t0 + 1:t0 + 1 + horizon], flipped[t0 + 1:t0 + 1 + horizon]
-            ctx_idx = np.maximum(np.arange(t0 - k + 1, t0 + 1), 0)
-            if group_of(fut_r, fut_f, not differs(real[ctx_idx], flipped[ctx_idx]).any()) != group:
-                continue
-            out.append(dict(context=ep.frames[ctx_idx], actions=ep.actions[t0:t0 + horizon].astype(np.float32),
-                            with_ped=fut_r if has else fut_f, without=fut_f if has else fut_r,
-                            seed=ep.seed, t0=t0))
-            if len(out) == n:
-                return out
-    return out
-
-
-def compose(rows: list[tuple[str, np.ndarray]], now: np.ndarray) -> np.ndarray:
-    """One block: each row is ``now`` then the ``uint8[T,H,W,3]`` future, frames ``GAP`` pixels apart."""
-    h, w = now.shape[:2]
-    t = len(rows[0][1])
-    block = np.full((len(rows) * (h + GAP), (t + 1) * (w + GAP), 3), 255, np.uint8)
-    for r, (_, frames) in enumerate(rows):
-        for c, f in enumerate([now, *frames]):
-            block[r * (h + GAP):r * (h + GAP) + h, c * (w + GAP):c * (w + GAP) + w] = f
-    return block
+from genex.evaluation.counterfactual import GAP, compose, load_replays, parse_model, select_windows
+from genex.world_model.checkpoint import load_world_model
+from genex.world_model.evaluate import load_episodes
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default="data/wm/heldout/OccludedCrosswalk")
-    ap.add_argument("--replays", default=None, help="cache of the replays (.npz), as in stochasticity_counterfactual")
+    ap.add_argument("--replays", default=None,
+                    help="cache of the replays (.npz), as in experiments/stochasticity_counterfactual")
     ap.add_argument("--model", action="append", type=parse_model, required=True, dest="models",
                     help="LABEL=DIR[:FIELD=VALUE,...] (repeatable)")
     ap.add_argument("--group", choices=("uncertain", "visible"), default="uncertain")
