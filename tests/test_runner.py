@@ -270,3 +270,10 @@ def test_rows_keep_hidden_conditions_and_summaries_split_by_them(tmp_path):
     assert all(s["condition"].startswith("target_tab=") and s["condition"].endswith("missing=n/a") for s in both)
     text = write_summary(rows, tmp_path, by="target_tab")
     assert "| env | condition | planner |" in text and (tmp_path / "summary_by_target_tab.csv").exists()
+
+
+def test_particle_on_an_env_without_hypotheses_is_refused_before_any_episode(tmp_path):
+    with pytest.raises(ValueError, match="particle plans over the hypotheses"):
+        compare(CompareConfig(envs=["genex/SettingsTabs-v0"], planners=["react", "particle"], episodes=1),
+                tmp_path / "run", executor="inline", progress=False)
+    assert not (tmp_path / "run").exists()

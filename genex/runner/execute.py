@@ -206,6 +206,11 @@ def check_envs_support_planners(cfg: CompareConfig) -> None:
         raise ValueError("--task-spec and --image-size adapt foreign envs; genex envs declare their own")
     for env_id in foreign:  # bad options, a bad spec or frames planners cannot read: one error now, not one per episode
         cfg.make_env(env_id).close()
+    if "particle" in cfg.planners:  # belief-space MPC over the env's own hypotheses: fail now, not mid-run
+        unable = [e for e in cfg.envs if e not in posterior_env_ids()]
+        if unable:
+            raise ValueError(f"particle plans over the hypotheses an env draws of its hidden state; {', '.join(unable)} "
+                             f"cannot. Envs that can: {', '.join(posterior_env_ids())}")
     if any(PLANNERS[p][1] == "posterior" for p in cfg.planners):
         able = posterior_env_ids()
         unable = [e for e in cfg.envs if e not in able]
