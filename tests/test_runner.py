@@ -11,7 +11,7 @@ import pytest
 from genex import runner
 from genex.runner import execute
 from genex.cli import main
-from genex.runner import CompareConfig, compare, gap_closed, load_rows, summarise, write_summary
+from genex.runner import CompareConfig, compare, gap_closed, load_rows, summarize, write_summary
 
 
 def small_cfg(**kw):
@@ -156,7 +156,7 @@ def test_summary_means_and_confidence_intervals():
     rows = [{"env": "e", "planner": "p", "success": s, "collision": False, "return": r, "steps": 10,
              "brier": None, "log_loss": None, "imagined_per_decision": 0, "seconds_per_decision": 0.1}
             for s, r in [(True, 1.0), (False, -1.0), (True, 1.0), (True, 3.0)]]
-    (s,) = summarise(rows)
+    (s,) = summarize(rows)
     assert s["n"] == 4 and s["success"] == 0.75
     assert s["success_ci"] == pytest.approx(1.96 * math.sqrt(0.75 * 0.25 / 4))
     assert s["return"] == 1.0 and s["return_ci"] == pytest.approx(1.96 * np.std([1, -1, 1, 3], ddof=1) / 2)
@@ -261,12 +261,12 @@ def test_rows_keep_hidden_conditions_and_summaries_split_by_them(tmp_path):
     old = [{k: v for k, v in r.items() if k != "conditions"} for r in rows]  # a run from before conditions
     runner.fill_conditions(old)
     assert [r["conditions"] for r in old] == [r["conditions"] for r in rows]  # recomputed from the seed
-    split = runner.summarise(rows, by="target_tab")
+    split = runner.summarize(rows, by="target_tab")
     assert sum(s["n"] for s in split) == 4 and len(split) == len({r["conditions"]["target_tab"] for r in rows})
     for s in split:
         mine = [r for r in rows if str(r["conditions"]["target_tab"]) == s["condition"]]
         assert s["success"] == pytest.approx(np.mean([r["success"] for r in mine]))
-    both = runner.summarise(rows, by="target_tab,missing")
+    both = runner.summarize(rows, by="target_tab,missing")
     assert all(s["condition"].startswith("target_tab=") and s["condition"].endswith("missing=n/a") for s in both)
     text = write_summary(rows, tmp_path, by="target_tab")
     assert "| env | condition | planner |" in text and (tmp_path / "summary_by_target_tab.csv").exists()

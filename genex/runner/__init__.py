@@ -1,4 +1,4 @@
-"""Run planners on held-out episodes and summarise them honestly: ``genex compare``.
+"""Run planners on held-out episodes and summarize them honestly: ``genex compare``.
 
 Output folder::
 
@@ -43,11 +43,11 @@ from .stats import (
                     mean_ci,
                     paired_against,
                     paired_gap_closed,
-                    summarise,
+                    summarize,
 )
 from .store import checkpoint_digests, load_rows
 
-__all__ = ["CompareConfig", "EpisodeKey", "run_episode", "compare", "load_rows", "summarise", "write_summary",
+__all__ = ["CompareConfig", "EpisodeKey", "run_episode", "compare", "load_rows", "summarize", "write_summary",
            "METRICS", "gap_shares", "format_gap_shares", "GAP_REFERENCES", "COPY_LAST", "SETTINGS_BEFORE",
            "episode_conditions", "fill_conditions", "FAULT_ENV", "RAY_MAX_RETRIES", "check_envs_support_planners",
            "check_fidelity", "format_paired", "format_table", "gap_closed", "mean_ci", "paired_against",

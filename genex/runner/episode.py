@@ -40,7 +40,7 @@ class _Models:
 
     def fidelity(self, wm_dir: str, env_id: str, env_kwargs: dict[str, Any], policy_dir: str) -> Any:
         """The world model's fidelity for one env as read by one policy; read (and warned about) once per worker."""
-        from genex.planners.calibration import load_fidelity
+        from genex.evaluation.fidelity import load_fidelity
 
         key = ("fidelity", json.dumps([wm_dir, env_id, env_kwargs, policy_dir], sort_keys=True, default=str))
         if key not in self.cache:
@@ -172,7 +172,7 @@ def run_episode(cfg: CompareConfig, key: EpisodeKey, out: str | Path | None = No
 
 def episode_conditions(info: dict[str, Any]) -> dict[str, Any]:
     """The categorical hidden facts of an episode (``info["hidden"]`` at reset: e.g. the crosswalk's ``cue``
-    and ``occluder``), kept in its row for breakdowns (``summarise(rows, by=...)``). Recorded by the runner
+    and ``occluder``), kept in its row for breakdowns (``summarize(rows, by=...)``). Recorded by the runner
     after the fact; planners never see them."""
     return {k: v for k, v in dict(info.get("hidden", {})).items() if isinstance(v, (bool, str, int))}
 

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 from genex.io import atomic_write_bytes
 
 from .episode import fill_conditions
-from .stats import GAP_REFERENCES, METRICS, condition_keys, gap_shares, summarise
+from .stats import GAP_REFERENCES, METRICS, condition_keys, gap_shares, summarize
 
 
 def format_gap_shares(shares: Sequence[dict[str, Any]], metrics: Sequence[str] = ("success", "return"),
@@ -106,20 +106,20 @@ def write_summary(rows: Sequence[dict[str, Any]], out: str | Path, planners_orde
                   plots: bool = True, by: str | None = None) -> str:
     """Write ``summary.md``/``summary.csv`` (and plots) into ``out``; returns the Markdown table.
 
-    ``by``: split every row by that hidden condition (:func:`summarise`) and write
+    ``by``: split every row by that hidden condition (:func:`summarize`) and write
     ``summary_by_<by>.md``/``.csv`` instead (no plots, no gap line).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if by is not None:
         fill_conditions(rows)
-        summary = summarise(rows, by=by)
+        summary = summarize(rows, by=by)
         text = format_table(summary, planners_order) + "\n"
         stem = "summary_by_" + "+".join(condition_keys(by))
         atomic_write_bytes(out / f"{stem}.md", text.encode())
         _write_csv(summary, out / f"{stem}.csv", ["env", "condition", "planner", "n"])
         return text
-    summary = summarise(rows)
+    summary = summarize(rows)
     table = format_table(summary, planners_order)
     text = table + "\n"
     fell_back = sorted({(r["env"], r["planner"]) for r in rows if r.get("fell_back")})

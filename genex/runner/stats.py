@@ -41,7 +41,7 @@ def _condition(row: dict[str, Any], keys: Sequence[str]) -> str:
     return vals[0] if len(keys) == 1 else ", ".join(f"{k}={v}" for k, v in zip(keys, vals))
 
 
-def summarise(rows: Iterable[dict[str, Any]], by: str | None = None) -> list[dict[str, Any]]:
+def summarize(rows: Iterable[dict[str, Any]], by: str | None = None) -> list[dict[str, Any]]:
     """One dict per (env, planner): ``n`` and ``<metric>``/``<metric>_ci`` for every metric in :data:`METRICS`.
 
     ``by``: also split by the value of that hidden condition (``row["conditions"][by]``, see
@@ -92,7 +92,7 @@ def paired_gap_closed(rows: Sequence[dict[str, Any]], metric: str = "success", p
         if not common:
             continue
         sub = [r for r in rows if r["env"] == env and int(r["seed"]) in common and r["planner"] in (planner, low, high)]
-        gaps.update(gap_closed(summarise(sub), metric, planner, low, high))
+        gaps.update(gap_closed(summarize(sub), metric, planner, low, high))
         ns[env] = len(common)
     return gaps, ns
 
