@@ -136,7 +136,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     import genex.envs  # noqa: F401
     from genex.io import atomic_write_bytes
-    from genex.planners.calibration import FIDELITY_FILE, measure_fidelity, policy_sha256, pool_fidelity, weights_sha256
+    from genex.evaluation.fidelity import FIDELITY_FILE, measure_fidelity, policy_sha256, pool_fidelity, weights_sha256
     from genex.policy import make_policy
     from genex.recording import read_manifest
     from genex.world_model import load_world_model

@@ -141,7 +141,7 @@ def make_planner(name: str, env: Any, *, policy: Any = None, world_model: Any = 
         wm_dir = default_checkpoint("world_model", family)
         world_model = load_world_model(wm_dir, env=env, device="cpu")
         if "fidelity" not in kwargs:  # read the shipped model through its measured fidelity, as `genex compare` does
-            from .calibration import load_fidelity
+            from genex.evaluation.fidelity import load_fidelity
 
             spec = getattr(env, "spec", None)
             kwargs["fidelity"] = load_fidelity(wm_dir, env_id=getattr(spec, "id", None),

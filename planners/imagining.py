@@ -23,7 +23,7 @@ import numpy as np
 from genex.belief import Belief
 
 from .base import BeliefPlanner
-from .calibration import SEEN_P, apply_fidelity
+from genex.evaluation.fidelity import SEEN_P, apply_fidelity
 from .plans import PlanChoice
 from .task import Branch
 
@@ -62,7 +62,7 @@ class ImaginePlanner(BeliefPlanner):
         self.imagined_reading = imagined_reading
         #: imagine at every ``imagine_every``-th decision and reuse that evidence in between (compute knob)
         self.imagine_every = imagine_every
-        #: measured recall / false alarms of imagined facts (``planners.calibration``); None: take imagined
+        #: measured recall / false alarms of imagined facts (``genex.evaluation.fidelity``); None: take imagined
         #: frames at face value (right for the oracle, optimistic for a learned world model)
         self.fidelity = fidelity
 

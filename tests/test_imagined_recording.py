@@ -14,7 +14,7 @@ pytest.importorskip("diffusers")
 from genex.recording import (ManifestMismatchError, iter_episodes, load_episode, read_manifest,  # noqa: E402
                              record_episodes, save_episode)
 from genex.world_model import Denoiser, DiffusionWorldModel, preset  # noqa: E402
-from genex.world_model.evaluate import psnr  # noqa: E402
+from genex.evaluation.metrics import psnr  # noqa: E402
 from genex.world_model.imagined_recording import imagine_recording  # noqa: E402
 from genex.world_model.synthetic import SYNTHETIC_ACTIONS, write_synthetic_recording  # noqa: E402
 

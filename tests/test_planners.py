@@ -377,7 +377,7 @@ def test_particle_planner_avoids_the_hidden_pedestrian_and_rejects_gui():
 
 
 def test_fidelity_shrinks_imagined_evidence():
-    from genex.planners.calibration import apply_fidelity
+    from genex.evaluation.fidelity import apply_fidelity
 
     p = Probe("q", "ped", ("yes",), detect=0.8, false_alarm=0.02)
     (half,) = apply_fidelity([p], {"ped": {"recall": 0.5, "false_alarm": 0.1}})
@@ -419,7 +419,7 @@ def test_fidelity_per_env_pools_by_window_count_and_wins_for_its_env(tmp_path):
     a planner reads its env's own numbers, the pool weights each env by its windows."""
     import json
 
-    from genex.planners.calibration import fidelity_key, load_fidelity, pool_fidelity
+    from genex.evaluation.fidelity import fidelity_key, load_fidelity, pool_fidelity
 
     by_env = {"genex/SettingsTabs-v0": {"target": {"recall": 0.9, "false_alarm": 0.0, "positives": 10, "negatives": 30}},
               "genex/FileManager-v0": {"target": {"recall": 0.0, "false_alarm": 0.2, "positives": 30, "negatives": 10}}}
@@ -447,7 +447,7 @@ def test_measure_fidelity_on_recordings(tmp_path, monkeypatch):
     import dataclasses
 
     import genex.recording
-    from genex.planners.calibration import measure_fidelity
+    from genex.evaluation.fidelity import measure_fidelity
     from genex.recording import iter_episodes, read_manifest, record_episodes
 
     record_episodes("genex/OccludedLeftTurn-v0", tmp_path, 4, driver="cautious", seed=0, progress=False)
@@ -485,7 +485,7 @@ def test_measure_fidelity_on_recordings(tmp_path, monkeypatch):
 
 def test_measure_fidelity_on_gui_recordings_passes_clicks_and_each_episodes_instruction(tmp_path):
     """GUI recordings: click/type actions reach the world model as recorded; the prompt is the episode's."""
-    from genex.planners.calibration import measure_fidelity
+    from genex.evaluation.fidelity import measure_fidelity
     from genex.recording import iter_episodes, record_episodes
 
     record_episodes("genex/SettingsTabs-v0", tmp_path, 3, driver="random", seed=0, progress=False)
@@ -510,7 +510,7 @@ def test_measure_fidelity_on_gui_recordings_passes_clicks_and_each_episodes_inst
 
 
 def test_make_planner_reads_the_shipped_world_model_through_its_fidelity():
-    from genex.planners.calibration import load_fidelity
+    from genex.evaluation.fidelity import load_fidelity
 
     env = gym.make("genex/OccludedCrosswalk-v0")
     shipped = load_fidelity(default_checkpoint("world_model", "driving"))
@@ -550,7 +550,7 @@ def test_cli_calibrate_imagination_writes_fidelity_json(tmp_path, capsys):
     assert all(0 <= f["recall"] <= 1 and 0 <= f["false_alarm"] <= 1 for f in body["facts"].values())
     assert f"wrote {out}" in capsys.readouterr().out
     # the numbers are bound to the weights they were measured on
-    from genex.planners.calibration import StaleFidelityError, load_fidelity, weights_sha256
+    from genex.evaluation.fidelity import StaleFidelityError, load_fidelity, weights_sha256
 
     wm = default_checkpoint("world_model", "driving")
     assert body["world_model_sha256"] == weights_sha256(wm) is not None
@@ -563,7 +563,7 @@ def test_cli_calibrate_imagination_writes_fidelity_json(tmp_path, capsys):
     (folder / "config.json").write_text((wm / "config.json").read_text())
     assert load_fidelity(folder) == body["facts"]
     # ... and to the policy that read the imagined frames: another policy's reading is another fidelity
-    from genex.planners.calibration import policy_sha256
+    from genex.evaluation.fidelity import policy_sha256
 
     driving_policy, gui_policy = default_checkpoint("policy", "driving"), default_checkpoint("policy", "gui")
     assert body["policy_sha256"] == policy_sha256(driving_policy) is not None

@@ -34,7 +34,9 @@ import torch
 
 from genex.world_model.baselines import CopyLastFrameWorldModel
 from genex.world_model.checkpoint import load_world_model
-from genex.world_model.evaluate import EpisodeData, evaluate_models, load_episodes, make_windows, psnr
+from genex.evaluation.metrics import psnr
+from genex.evaluation.windows import make_windows
+from genex.world_model.evaluate import EpisodeData, evaluate_models, load_episodes
 
 SCENES = ("OccludedCrosswalk", "StoppedLeadCar", "OccludedLeftTurn")
 

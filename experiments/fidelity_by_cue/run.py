@@ -27,7 +27,7 @@ import gymnasium as gym
 import torch
 
 import genex.envs  # noqa: F401  (registers the envs)
-from genex.planners.calibration import measure_fidelity
+from genex.evaluation.fidelity import measure_fidelity
 from genex.policy import make_policy
 from genex.recording import iter_episodes
 from genex.world_model import load_world_model

@@ -33,7 +33,7 @@ import torch
 import genex.envs  # noqa: F401  (registers the envs)
 from genex.planners.imagining import labelled_action
 from genex.world_model.checkpoint import load_world_model
-from genex.world_model.evaluate import psnr
+from genex.evaluation.metrics import psnr
 
 
 #: rows of the 128x128 screen compared: SettingsTabs, between the tab bar and the status bar; MailCompose,

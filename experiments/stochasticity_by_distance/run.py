@@ -43,7 +43,9 @@ import genex.envs  # noqa: F401
 from genex.policy import make_policy
 from genex.world_model.checkpoint import load_world_model
 from genex.world_model.cli import add_sampling_arguments, add_window_arguments, sampling_overrides
-from genex.world_model.evaluate import EpisodeData, agent_sightings, load_episodes, make_windows
+from genex.evaluation.outcomes import agent_sightings
+from genex.evaluation.windows import make_windows
+from genex.world_model.evaluate import EpisodeData, load_episodes
 
 BINS = (-np.inf, -4.0, 0.0, 5.0, 10.0, 15.0, 20.0, np.inf)  # metres to the crosswalk (negative: passed it)
 

@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 
+from .windows import label_window
+
 if TYPE_CHECKING:
     import gymnasium as gym
 
@@ -106,10 +108,12 @@ def settled(fut_r: np.ndarray, fut_f: np.ndarray) -> bool:
 
 def group_of(fut_r: np.ndarray, fut_f: np.ndarray, same_ctx: bool) -> Group:
     """A window's group from its two replays' ``uint8[T, H, W, 3]`` futures and whether their context frames are
-    identical: ``"settled"``, ``"uncertain"`` or ``"visible"`` (see the module's docstring)."""
-    if settled(fut_r, fut_f):
-        return "settled"
-    return "uncertain" if same_ctx else "visible"
+    identical: ``"settled"``, ``"uncertain"`` or ``"visible"`` (see the module's docstring): the
+    :func:`~genex.evaluation.windows.label_window` of "the replays differ" (any pixel in the context, at least
+    :data:`MIN_PIXELS` at a future step, as :func:`settled` counts), settled first."""
+    steps = differs(fut_r, fut_f).reshape(len(fut_r), -1).sum(1) >= MIN_PIXELS
+    label = label_window(np.concatenate([[not same_ctx], steps]), 0, context=1, horizon=None, settle_first=True)
+    return {"stays": "settled", "comes": "uncertain", "in_view": "visible"}[label]
 
 
 def load_replays(episodes: Iterable[EpisodeData], env_id: str, env_kwargs: Mapping[str, Any],

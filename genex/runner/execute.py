@@ -170,11 +170,11 @@ def _iter_results(cfg: CompareConfig, todo: Sequence[EpisodeKey], out: Path, wor
 
 
 def check_fidelity(cfg: CompareConfig) -> None:
-    """Raise :class:`~genex.planners.calibration.StaleFidelityError` before any episode runs when a learned
+    """Raise :class:`~genex.evaluation.fidelity.StaleFidelityError` before any episode runs when a learned
     planner of ``cfg`` would read a ``fidelity.json`` measured on other world-model weights or through another
     policy (the workers would fail on every episode)."""
     from genex.planners import PLANNERS
-    from genex.planners.calibration import load_fidelity
+    from genex.evaluation.fidelity import load_fidelity
 
     if not cfg.fidelity:
         return

@@ -1,7 +1,9 @@
-"""Evaluating world models on held-out recorded episodes.
+"""Evaluating world models on held-out recorded episodes: the ``genex eval-world-model`` job
+(:func:`evaluate_models`, its figures and tables, :func:`evaluate_cli`). Windows and their groups, the image
+metrics and the outcome tests live in :mod:`genex.evaluation` (``windows``, ``metrics``, ``outcomes``).
 
-Windows: in each episode, every ``stride`` steps ``t0`` (with ``t0 + T`` inside
-the episode), the context is ``frames[t0-K+1 .. t0]`` (reset frame repeated
+Windows (:func:`~genex.evaluation.windows.make_windows`): in each episode, every ``stride`` steps ``t0`` (with
+``t0 + T`` inside the episode), the context is ``frames[t0-K+1 .. t0]`` (reset frame repeated
 before the start), the actions ``actions[t0 .. t0+T-1]`` and the truth
 ``frames[t0+1 .. t0+T]``.
 
@@ -37,108 +39,20 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import torch
-from torch.nn import functional as F
 
-from .actions import without_hindsight
+from ..evaluation.metrics import mse, psnr, psnr_of_mse, ssim
+from ..evaluation.outcomes import outcome_agreement
+from ..evaluation.windows import Window, make_windows
 from .data import MIN_CHANGED, EpisodeData, changed_fraction, require_action_labels
 
-__all__ = ["Window", "make_windows", "load_episodes", "psnr", "ssim", "evaluate_models", "agent_sightings",
-           "outcome_agreement", "save_strip_figure", "click_transitions"]
+__all__ = ["load_episodes", "evaluate_models", "save_strip_figure", "click_transitions", "evaluate_cli",
+           "format_table", "make_env"]
 
 log = logging.getLogger(__name__)
-
-#: the fact whose (in)visibility makes a window's future uncertain, per scenario
-HIDDEN_FACT = {"OccludedCrosswalk": "pedestrian", "OccludedLeftTurn": "oncoming_vehicle",
-               "StoppedLeadCar": "pedestrian"}
-
-
-@dataclass
-class Window:
-    episode: int
-    t0: int
-    context: np.ndarray  # uint8[K,H,W,3]
-    actions: list  # T raw actions
-    truth: np.ndarray  # uint8[T,H,W,3]
-    group: str  # "unresolved", "resolved" or ""
-
-
-def _group(ep: EpisodeData, t0: int, k: int, facts: Sequence[str] | None, visible: np.ndarray | None) -> str:
-    name = ep.env_id.split("/")[-1].removesuffix("-v0")
-    fact = HIDDEN_FACT.get(name)
-    if fact is None or facts is None or visible is None or fact not in facts:
-        return ""
-    col = visible[:, list(facts).index(fact)]
-    ctx = col[max(0, t0 - k + 1): t0 + 1]
-    if ctx.any():
-        return "resolved"
-    if col.any() and t0 < int(np.argmax(col)):
-        return "unresolved"
-    if not col.any() and t0 >= len(col) // 2:
-        return "resolved"
-    return ""
-
-
-def make_windows(episodes: Sequence[EpisodeData], context: int, horizon: int, stride: int,
-                 facts: Mapping[str, Sequence[str]] | None = None) -> list[Window]:
-    out = []
-    for i, ep in enumerate(episodes):
-        n = len(ep.raw_actions)
-        for t0 in range(0, n - horizon + 1, stride):
-            idx = np.maximum(np.arange(t0 - context + 1, t0 + 1), 0)
-            vis = ep.meta.get("_visible")
-            out.append(Window(i, t0, ep.frames[idx], without_hindsight(ep.raw_actions[t0:t0 + horizon]),
-                              ep.frames[t0 + 1:t0 + 1 + horizon],
-                              _group(ep, t0, context, (facts or {}).get(ep.env_id), vis)))
-    return out
-
-
-def mse(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Mean squared error (uint8 levels squared) over the last three axes ``[..., H, W, 3]``."""
-    return ((pred.astype(np.float64) - truth.astype(np.float64)) ** 2).reshape(*pred.shape[:-3], -1).mean(-1)
-
-
-def psnr_of_mse(err: np.ndarray) -> np.ndarray:
-    """PSNR (dB) of mean squared errors, capped at 60 dB."""
-    return 10 * np.log10(255.0**2 / np.maximum(err, 255.0**2 * 1e-6))
-
-
-def psnr(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """PSNR (dB) over the last three axes ``[..., H, W, 3]``, capped at 60 dB."""
-    return psnr_of_mse(mse(pred, truth))
-
-
-def ssim(pred: np.ndarray, truth: np.ndarray, chunk: int = 256) -> np.ndarray:
-    """SSIM over the last three axes ``[..., H, W, 3]`` (Gaussian window 11, sigma 1.5, mean over channels).
-
-    Computed in chunks of ``chunk`` images to bound memory."""
-    lead = pred.shape[:-3]
-    xs = pred.reshape(-1, *pred.shape[-3:])
-    ys = truth.reshape(-1, *truth.shape[-3:])
-    g = torch.exp(-(torch.arange(11, dtype=torch.float32) - 5) ** 2 / (2 * 1.5**2))
-    g = g / g.sum()
-    win = (g[:, None] * g[None, :]).expand(3, 1, 11, 11).contiguous()
-
-    def blur(z: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(z, win, groups=3)
-
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    out = []
-    for i in range(0, len(xs), chunk):
-        # float copies: inputs may be read-only views (broadcasts, recorded arrays), which torch warns about
-        x = torch.from_numpy(np.array(xs[i:i + chunk], dtype=np.float32)).movedim(-1, 1)
-        y = torch.from_numpy(np.array(ys[i:i + chunk], dtype=np.float32)).movedim(-1, 1)
-        mx, my = blur(x), blur(y)
-        sxx, syy, sxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
-        s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
-        out.append(s.flatten(1).mean(1))
-    return torch.cat(out).numpy().reshape(lead)
-
 
 def _chunks(n: int, size: int) -> list[slice]:
     return [slice(i, min(n, i + size)) for i in range(0, n, size)]
@@ -204,61 +118,6 @@ def evaluate_models(models: Mapping[str, Any], windows: Sequence[Window], num_sa
                     m[f"windows_{g}"] = int((groups == g).sum())
         metrics["models"][name] = m
     return metrics, imagined
-
-
-def agent_sightings(samples: np.ndarray, window: Window, fact: str, policy: Any, prompt: str) -> tuple[np.ndarray, bool]:
-    """Does ``policy`` see ``fact`` in some frame? ``(bool[S] per imagined sample, bool for the real future)``.
-
-    ``samples`` is one window's imagined futures, ``uint8[S, T, H, W, 3]``; the real future is ``window.truth``.
-    A frame shows the fact when the policy's P(yes) is above 0.5.
-    """
-    from ..policy.data import fact_question
-    from ..policy.protocol import PolicyQuestion, TaggedImage
-
-    question = [PolicyQuestion(fact, fact_question(fact), ("yes", "no"))]
-    t = len(window.truth)
-
-    def shows(frames: np.ndarray, imagined: bool) -> np.ndarray:  # bool[len(frames)], sample-major frames
-        r = policy.answer([TaggedImage(np.ascontiguousarray(x), step=window.t0 + 1 + j % t, imagined=imagined,
-                                       sample=j // t) for j, x in enumerate(frames)], prompt, question)
-        return np.asarray(r.per_image[fact])[:, 0] > 0.5
-
-    seen = shows(samples.reshape(-1, *samples.shape[2:]), True).reshape(len(samples), -1).any(1)
-    return seen, bool(shows(window.truth, False).any())
-
-
-def outcome_agreement(pred: np.ndarray, windows: Sequence[Window], env_ids: Sequence[str], policy: Any,
-                      prompts: Mapping[str, str]) -> dict[str, Any]:
-    """Do the imagined futures agree on whether the hidden agent shows up? (see the module docstring)
-
-    ``pred`` is ``uint8[N, S, T, H, W, 3]`` (``S >= 2``), ``env_ids[i]`` the env of ``windows[i]``, ``policy``
-    any :class:`~genex.policy.protocol.Policy` and ``prompts`` its instruction per env id. Windows without a
-    group are skipped. Returns, per group ``g``: ``outcome_seen_g`` (mean share of samples showing the agent),
-    ``outcome_disagreement_g`` (mean chance that two samples differ) and ``outcome_split_g`` (share of
-    windows whose samples do not all agree).
-    """
-    n, s = pred.shape[:2]
-    if s < 2:
-        raise ValueError(f"outcome agreement needs at least 2 samples per window, got {s}")
-    if len(windows) != n or len(env_ids) != n:
-        raise ValueError(f"{n} imagined windows, {len(windows)} windows and {len(env_ids)} env ids")
-    share = {}
-    for i, w in enumerate(windows):
-        if not w.group:
-            continue
-        fact = HIDDEN_FACT[env_ids[i].split("/")[-1].removesuffix("-v0")]
-        seen, real = agent_sightings(pred[i], w, fact, policy, prompts[env_ids[i]])
-        share.setdefault(w.group, []).append((float(seen.mean()), float(real)))
-    out: dict[str, Any] = {"outcome_samples": int(s)}
-    for g, v in share.items():
-        p, real = np.array(v).T
-        out[f"outcome_seen_real_{g}"] = float(real.mean())
-        disagree = 2 * p * (1 - p) * s / (s - 1)
-        out[f"outcome_seen_{g}"] = float(p.mean())
-        out[f"outcome_disagreement_{g}"] = float(disagree.mean())
-        out[f"outcome_split_{g}"] = float((disagree > 0).mean())
-        out[f"windows_{g}"] = len(v)
-    return out
 
 
 def save_strip_figure(path: str | Path, windows: Sequence[Window], imagined: Mapping[str, np.ndarray],

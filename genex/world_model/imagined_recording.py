@@ -29,12 +29,13 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from genex.evaluation.metrics import psnr
+
 from ..io import atomic_write_bytes
 from ..recording import (ManifestMismatchError, episode_path, episode_paths, iter_episodes,
                          read_manifest, save_episode)
 from .actions import encode_actions
 from .data import changed_fraction, require_action_labels
-from .evaluate import psnr
 
 __all__ = ["imagine_recording"]
 

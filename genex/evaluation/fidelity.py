@@ -40,6 +40,8 @@ import numpy as np
 
 from genex.envs.spec import Probe
 
+from .windows import label_window
+
 __all__ = ["measure_fidelity", "pool_fidelity", "fidelity_key", "apply_fidelity", "load_fidelity", "weights_sha256",
            "policy_sha256", "StaleFidelityError", "FIDELITY_FILE", "SEEN_P"]
 
@@ -140,16 +142,15 @@ def fidelity_key(env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> st
 
 
 def _kinds(window: tuple, facts: Sequence[str], horizon: int) -> dict[str, str]:
-    """Per fact: "pos" (comes into view within the horizon), "neg" (stays out of view), or absent."""
+    """Per fact: "pos" (comes into view within the horizon), "neg" (stays out of view), or absent (in view in the
+    window's last context frame): :func:`~genex.evaluation.windows.label_window` with one context frame."""
     ep, names, _, t = window[:4]
-    future = ep.visible[t + 1:t + 1 + horizon]
     kinds = {}
     for f in facts:
         if f in names:
-            j = names.index(f)
-            now, later = bool(ep.visible[t, j]), bool(future[:, j].any())
-            if not now:
-                kinds[f] = "pos" if later else "neg"
+            label = label_window(ep.visible[:, names.index(f)], t, context=1, horizon=horizon)
+            if label != "in_view":
+                kinds[f] = "pos" if label == "comes" else "neg"
     return kinds
 
 
