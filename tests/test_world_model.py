@@ -24,7 +24,7 @@ from genex.world_model import (  # noqa: E402
 from genex.world_model.actions import encode_action, hash_text  # noqa: E402
 from genex.world_model.data import WindowDataset, load_recordings  # noqa: E402
 from genex.world_model.evaluate import load_episodes  # noqa: E402
-from genex.world_model.config import WorldModelConfig  # noqa: E402
+from genex.world_model.config import SamplerConfig, WorldModelConfig  # noqa: E402
 from genex.world_model.network import ConditionedUNet, click_glimpse, click_map  # noqa: E402
 from genex.world_model.synthetic import write_synthetic_recording  # noqa: E402
 from genex.world_model.train import train_world_model  # noqa: E402
@@ -87,7 +87,9 @@ def test_set_sampling_changes_only_sampling_fields():
     ctx = np.zeros((2, 16, 16, 3), np.uint8)
     one = wm.imagine(ctx, ["wait"], seed=0)
     assert wm.set_sampling(steps=5, sigma_min=0.5) is wm
-    assert wm.cfg.steps == wm.denoiser.cfg.steps == 5 and wm.denoiser.cfg.sigma_min == 0.5
+    assert wm.sampler.steps == 5 and wm.sampler.sigma_min == 0.5
+    assert wm.cfg.steps == 5 and wm.cfg.sigma_min == 0.5  # the compatibility view of model.cfg follows it
+    assert not hasattr(wm.denoiser.cfg, "steps")  # the network's config holds no sampling field
     assert not np.array_equal(wm.imagine(ctx, ["wait"], seed=0), one)  # it really samples differently
     with pytest.raises(ValueError, match="sampling-only"):
         wm.set_sampling(channels=(8, 16))
@@ -103,46 +105,50 @@ def test_snap_copies_small_changes_exactly():
 
     cfg, _ = preset("tiny")
     torch.manual_seed(0)
-    d = Denoiser(cfg.replace(steps=1, sigma_max=5.0))  # F = 0 at init: the sample is c_skip * noise, a small change
+    sc = SamplerConfig(steps=1, sigma_max=5.0)
+    d = Denoiser(cfg)  # F = 0 at init: the sample is c_skip * noise, a small change
     ctx = torch.rand(3, 3 * cfg.context, 16, 16) * 2 - 1
     a = torch.zeros(3, 4 + cfg.text_length)
-    noisy = sample_next_frame(d, ctx, a, generator=torch.Generator().manual_seed(0))
+    noisy = sample_next_frame(d, ctx, a, sc, generator=torch.Generator().manual_seed(0))
     assert (noisy - ctx[:, -3:]).abs().amax() > 0  # without the snap the leftover noise changes the frame
-    d.cfg = d.cfg.replace(snap=8.0)
-    snapped = sample_next_frame(d, ctx, a, generator=torch.Generator().manual_seed(0))
+    sc = sc.replace(snap=8.0)
+    snapped = sample_next_frame(d, ctx, a, sc, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(snapped, ctx[:, -3:])  # ... with it, a static frame is copied exactly
     # large changes pass through untouched
     d.denoise = lambda x, s, c, act: torch.full_like(x, 0.5)  # type: ignore[method-assign]
-    moved = sample_next_frame(d, ctx * 0, a, generator=torch.Generator().manual_seed(0))
+    moved = sample_next_frame(d, ctx * 0, a, sc, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(moved, torch.full_like(moved, 0.5))
     with pytest.raises(ValueError, match="snap"):
-        cfg.replace(snap=-1.0)
+        sc.replace(snap=-1.0)
 
 
 def test_min_changed_pixels_drops_faint_outlines_but_keeps_real_moves():
     from genex.world_model.sampler import sample_next_frame
 
     cfg, _ = preset("tiny")
-    d = Denoiser(cfg.replace(steps=1, sigma_max=5.0, snap=8.0))
+    sc = SamplerConfig(steps=1, sigma_max=5.0, snap=8.0)
+    d = Denoiser(cfg)
     ctx = torch.zeros(2, 3 * cfg.context, 16, 16)
     a = torch.zeros(2, 4 + cfg.text_length)
     change = torch.zeros(2, 3, 16, 16)
     change[0, :, 2, 3:6] = 0.8  # sample 0: a 3-pixel outline
     change[1, :, 4:12, 4:12] = 0.8  # sample 1: a 64-pixel object moves
     d.denoise = lambda x, s, c, act: change  # type: ignore[method-assign]  # the one Euler step lands on it
-    plain = sample_next_frame(d, ctx, a, generator=torch.Generator().manual_seed(0))
+    plain = sample_next_frame(d, ctx, a, sc, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(plain, change)  # off by default (0): both changes survive the snap
-    d.cfg = d.cfg.replace(min_changed_pixels=4)
-    gated = sample_next_frame(d, ctx, a, generator=torch.Generator().manual_seed(0))
+    sc = sc.replace(min_changed_pixels=4)
+    gated = sample_next_frame(d, ctx, a, sc, generator=torch.Generator().manual_seed(0))
     assert (gated[0] == 0).all()  # fewer than 4 changed pixels: an exact copy of the last frame
     torch.testing.assert_close(gated[1], change[1])  # 64 pixels: kept as sampled
-    d.cfg = d.cfg.replace(min_changed_pixels=3)  # the threshold is inclusive: 3 pixels are kept
-    torch.testing.assert_close(sample_next_frame(d, ctx, a)[0], change[0])
+    sc = sc.replace(min_changed_pixels=3)  # the threshold is inclusive: 3 pixels are kept
+    torch.testing.assert_close(sample_next_frame(d, ctx, a, sc)[0], change[0])
     for bad in (-1, 2.5):
         with pytest.raises(ValueError, match="min_changed_pixels"):
-            cfg.replace(min_changed_pixels=bad)
+            sc.replace(min_changed_pixels=bad)
     with pytest.raises(ValueError, match="snap > 0"):  # without the snap the gate would silently never fire
-        cfg.replace(min_changed_pixels=30)
+        SamplerConfig(min_changed_pixels=30)
+    with pytest.raises(ValueError, match="residual"):  # the gate acts on the change from the last frame
+        sc.check_model(cfg.replace(residual=False))
 
 
 def test_protocol_honoured_by_all_three_and_oracle_leaves_live_env_alone():
@@ -267,7 +273,7 @@ def test_windows_drop_labels_a_planner_could_not_have():
     """A recorded label after a window's first click was read off a real *future* screen (the target file in a
     folder not yet opened): evaluation windows keep only the first, as a planner has only that one."""
     from genex.world_model.actions import without_hindsight
-    from genex.world_model.evaluate import make_windows
+    from genex.evaluation.windows import make_windows
     from genex.world_model.data import EpisodeData
 
     acts = [{"type": 0, "x": 1, "y": 1, "label": "Games"}, {"type": 0, "x": 2, "y": 2, "label": "data.txt"}, 3]
@@ -594,14 +600,15 @@ def test_auto_precision_uses_bf16_only_where_native(monkeypatch):
 
 def test_init_from_starts_a_run_at_a_checkpoints_weights(synthetic, tmp_path):
     """Fine-tuning: with lr 0 the run keeps exactly the loaded weights (and the EMA of them); the checkpoint
-    names where it started; another network is refused, another sampler is not."""
+    names where it started; another network is refused, other training noise is not (the sampler is no part of
+    the model config any more: tests/test_sampler_config.py)."""
     from safetensors.torch import load_file
 
     cfg, tc = preset("tiny", max_steps=2, checkpoint_every=2, eval_every=2)
     train_world_model([synthetic], tmp_path / "a", cfg, tc, progress=False, device="cpu")
     still = tc.__class__(**{**tc.__dict__, "lr": 0.0, "seed": 1})
-    # another sampler and other training noise levels (p_mean, p_std) keep the weights' shapes: allowed
-    train_world_model([synthetic], tmp_path / "b", cfg.replace(steps=4, p_mean=0.0, p_std=2.0), still,
+    # other training noise levels (p_mean, p_std) keep the weights' shapes: allowed
+    train_world_model([synthetic], tmp_path / "b", cfg.replace(p_mean=0.0, p_std=2.0), still,
                       progress=False, device="cpu", init_from=tmp_path / "a" / "model")
     a, b = (load_file(str(tmp_path / x / "model" / "weights.safetensors")) for x in "ab")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -639,7 +646,8 @@ def test_resume_accepts_a_run_from_before_new_config_fields(synthetic, tmp_path)
 def test_evaluate_models_samples_every_stochastic_model():
     """Two learned models on the same windows in one call: each gets S samples, copy-last one."""
     from genex.world_model import CopyLastFrameWorldModel
-    from genex.world_model.evaluate import Window, evaluate_models
+    from genex.evaluation.windows import Window
+    from genex.world_model.evaluate import evaluate_models
 
     class Noisy:  # a stand-in for a learned model: random frames
         def imagine_batch(self, contexts, actions, seed=None):
@@ -660,7 +668,8 @@ def test_outcome_agreement_counts_samples_that_differ_on_the_hidden_agent():
     samples disagree), none in the second; the real futures are dark (the policy sees nothing there)."""
     from types import SimpleNamespace
 
-    from genex.world_model.evaluate import Window, outcome_agreement
+    from genex.evaluation.outcomes import outcome_agreement
+    from genex.evaluation.windows import Window
 
     class Bright:  # "pedestrian" = a frame brighter than mid-grey
         def answer(self, images, prompt, questions):
@@ -749,7 +758,8 @@ def test_psnr_splits_static_and_moving_frames_and_has_an_uncapped_dataset_form()
     """A static next frame gives copy-last the 60 dB cap; the moving/static split and the PSNR of the mean MSE
     show what happens where something moves."""
     from genex.world_model import CopyLastFrameWorldModel
-    from genex.world_model.evaluate import Window, evaluate_models
+    from genex.evaluation.windows import Window
+    from genex.world_model.evaluate import evaluate_models
 
     ctx = np.zeros((2, 16, 16, 3), np.uint8)
     moved = ctx[0].copy()
@@ -769,8 +779,8 @@ def test_presets_sample_from_noise_that_hides_screen_wide_changes(name):
     """Recipe v3 (docs/world_model.md): at sigma_max the noise must hide even a change of the whole frame (its
     mean has std sigma_max / sqrt(pixels)), or the network learns to read such changes off the noisy target
     instead of predicting them from the action; and most training batches must be at that kind of noise."""
-    cfg, _ = preset(name)
-    assert cfg.sigma_max / math.sqrt(cfg.height * cfg.width * 3) > 0.3
+    cfg, _ = configs = preset(name)
+    assert configs.sampler.sigma_max / math.sqrt(cfg.height * cfg.width * 3) > 0.3
     share_above_5 = 0.5 * math.erfc((math.log(5.0) - cfg.p_mean) / (cfg.p_std * math.sqrt(2)))
     assert share_above_5 > 0.5
 

@@ -49,18 +49,28 @@ def _folder_digest(folder: str | Path, with_fidelity: bool) -> str:
     return sha256_files([f for f in files if f.exists()])
 
 
-def _model_config_digest(folder: str | Path) -> str | None:
-    """SHA-256 of the ``"model"`` section of a world-model folder's ``config.json`` (None without one)."""
+def sampling_config_digest(folder: str | Path) -> str | None:
+    """SHA-256 of what a world-model folder's imagination samples with: the ``"model"`` and ``"sampler"`` sections
+    of its ``config.json``, merged into one flat object (None without a config or a ``"model"`` section).
+
+    A checkpoint saved before the sampler split has no ``"sampler"`` section (its ``"model"`` section holds the
+    sampling fields), so its digest is the one recorded in runs before the split: they still resume.
+    """
     import hashlib
 
     path = Path(folder) / "config.json"
     try:
-        model = json.loads(path.read_text()).get("model")
-    except (OSError, ValueError):
+        meta = json.loads(path.read_text())
+        model, sampler = meta.get("model"), meta.get("sampler") or {}
+    except (OSError, ValueError, AttributeError):
         return None
-    if model is None:
+    if not isinstance(model, dict) or not isinstance(sampler, dict):
         return None
-    return hashlib.sha256(json.dumps(model, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps({**model, **sampler}, sort_keys=True).encode()).hexdigest()
+
+
+#: the name before the sampler split
+_model_config_digest = sampling_config_digest
 
 
 def family_of(env_id: str) -> str:
@@ -93,9 +103,9 @@ def checkpoint_digests(cfg: CompareConfig) -> dict[str, str]:
                 out[f"world_model:{family}"] = COPY_LAST
             elif wm is not None and f"world_model:{family}" not in out:
                 out[f"world_model:{family}"] = _folder_digest(wm, with_fidelity=cfg.fidelity)
-                # the model config holds the sampler (steps, snap, min_changed_pixels): same weights, other
+                # the sampler config (steps, snap, min_changed_pixels) with the model config: same weights, other
                 # imagination. A key of its own, so runs recorded before it existed still resume
-                sampling = _model_config_digest(wm)
+                sampling = sampling_config_digest(wm)
                 if sampling is not None:
                     out[f"world_model_config:{family}"] = sampling
     return out

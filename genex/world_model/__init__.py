@@ -21,7 +21,7 @@ from __future__ import annotations
 from .baselines import CopyLastFrameWorldModel, OracleWorldModel
 from .checkpoint import (CheckpointError, CheckpointMismatchError, CorruptCheckpointError, load_world_model,
                          save_world_model)
-from .config import PRESETS, TrainConfig, WorldModelConfig, preset
+from .config import PRESETS, SamplerConfig, TrainConfig, WorldModelConfig, preset
 from .denoiser import Batch, Denoiser
 from .imagined_env import ImaginedEnv
 from .model import DiffusionWorldModel
@@ -31,5 +31,5 @@ from .protocol import WorldModel
 __all__ = [
     "Batch", "CheckpointError", "CheckpointMismatchError", "CopyLastFrameWorldModel", "CorruptCheckpointError",
     "Denoiser", "DiffusionWorldModel", "ImaginedEnv", "OracleWorldModel", "PosteriorWorldModel", "PRESETS", "TrainConfig", "WorldModel",
-    "WorldModelConfig", "load_world_model", "preset", "save_world_model",
+    "WorldModelConfig", "SamplerConfig", "load_world_model", "preset", "save_world_model",
 ]

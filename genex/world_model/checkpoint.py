@@ -2,9 +2,14 @@
 
 A shipped checkpoint is a folder::
 
-    weights.safetensors   the (EMA) denoiser weights; header metadata holds the config JSON
-    config.json           {"format", "version", "model": WorldModelConfig, "sha256": of weights.safetensors,
-                           "data": ..., "command": ..., "train_seconds": ...}
+    weights.safetensors   the (EMA) denoiser weights; header metadata holds the model config JSON
+    config.json           {"format", "version", "model": WorldModelConfig, "sampler": SamplerConfig,
+                           "sha256": of weights.safetensors, "data": ..., "command": ..., "train_seconds": ...}
+
+The SHA-256 covers ``weights.safetensors`` only. Checkpoints saved before the sampler split have no
+``"sampler"`` section: their ``"model"`` section holds the sampling fields (``steps``, ``snap``, ...), and
+:func:`~genex.world_model.config.configs_from_dict` moves them into the :class:`SamplerConfig` on load (the
+shipped checkpoints are read that way, unchanged). :func:`save_world_model` writes the new layout.
 
 :func:`load_world_model` checks the hash (truncated/corrupt files fail with
 :class:`CorruptCheckpointError`) and, given an env, the frame size and action
@@ -24,9 +29,10 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError, CheckpointMismatchError, CorruptCheckpointError
 from ..io import atomic_write_bytes, sha256_file
-from .config import WorldModelConfig, check_env_compatible
+from .config import SamplerConfig, check_env_compatible, configs_from_dict
 from .denoiser import Denoiser
 from .model import DiffusionWorldModel
+from .sampler import sampler_of
 
 __all__ = ["FORMAT", "VERSION", "CheckpointError", "CorruptCheckpointError", "CheckpointMismatchError",
            "save_world_model", "load_world_model", "load_denoiser", "check_env_compatible", "sha256_file",
@@ -44,16 +50,21 @@ def atomic_save_tensors(tensors: Mapping[str, torch.Tensor], path: Path, metadat
     os.replace(tmp, path)
 
 
-def save_world_model(denoiser: Denoiser, out: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    """Write ``weights.safetensors`` then ``config.json`` (with the weights' hash) into folder ``out``."""
+def save_world_model(denoiser: Denoiser, out: str | Path, extra: dict[str, Any] | None = None,
+                     sampler: SamplerConfig | None = None) -> Path:
+    """Write ``weights.safetensors`` then ``config.json`` (with the weights' hash) into folder ``out``.
+
+    ``sampler`` (the ``"sampler"`` section) defaults to the one the denoiser was loaded with, else the defaults.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = denoiser.cfg
+    sampler = (sampler_of(denoiser) if sampler is None else sampler).check_model(cfg)
     weights = out / "weights.safetensors"
     atomic_save_tensors(denoiser.state_dict(), weights,
                         metadata={"format": FORMAT, "version": str(VERSION), "config": cfg.to_json()})
-    meta = {"format": FORMAT, "version": VERSION, "model": cfg.to_dict(), "sha256": sha256_file(weights),
-            **(extra or {})}
+    meta = {"format": FORMAT, "version": VERSION, "model": cfg.to_dict(), "sampler": sampler.to_dict(),
+            "sha256": sha256_file(weights), **(extra or {})}
     atomic_write_bytes(out / "config.json", json.dumps(meta, indent=2).encode())
     return out
 
@@ -77,7 +88,11 @@ def _read_meta(path: Path) -> dict[str, Any]:
 
 
 def load_denoiser(path: str | Path, verify_hash: bool = True) -> tuple[Denoiser, dict[str, Any]]:
-    """Load the denoiser of checkpoint folder ``path``; returns ``(denoiser, metadata)``."""
+    """Load the denoiser of checkpoint folder ``path``; returns ``(denoiser, metadata)``.
+
+    The checkpoint's :class:`SamplerConfig` is ``denoiser.sampler`` (old-layout checkpoints: taken from their
+    ``"model"`` section).
+    """
     path = Path(path)
     meta = _read_meta(path)
     weights = path / "weights.safetensors"
@@ -88,15 +103,16 @@ def load_denoiser(path: str | Path, verify_hash: bool = True) -> tuple[Denoiser,
             f"{weights} does not match the SHA-256 in config.json: the file is truncated or corrupt "
             "(re-download or re-export the checkpoint)")
     try:
-        cfg = WorldModelConfig.from_dict(meta["model"])
+        cfg, sampler = configs_from_dict(meta["model"], meta.get("sampler"))
     except (KeyError, TypeError, ValueError) as e:
-        raise CorruptCheckpointError(f"{path / 'config.json'} has an invalid model config: {e}") from e
+        raise CorruptCheckpointError(f"{path / 'config.json'} has an invalid model or sampler config: {e}") from e
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CorruptCheckpointError(f"{weights} cannot be read as safetensors ({e}); the file is truncated or "
                                      "corrupt") from e
     denoiser = Denoiser(cfg)
+    denoiser.sampler = sampler  # read by sampler_of (DiffusionWorldModel's default, save_world_model)
     try:
         denoiser.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -105,14 +121,15 @@ def load_denoiser(path: str | Path, verify_hash: bool = True) -> tuple[Denoiser,
     return denoiser, meta
 
 
-def load_world_model(path: str | Path, env: Any = None, device: str = "auto", verify_hash: bool = True):
+def load_world_model(path: str | Path, env: Any = None, device: str = "auto", verify_hash: bool = True,
+                     sampler: SamplerConfig | None = None):
     """Load a :class:`~genex.world_model.model.DiffusionWorldModel` from checkpoint folder ``path``.
 
     With ``env`` (a Gymnasium env), check frame size and actions against it and
-    adopt its ``action_names``.
+    adopt its ``action_names``. ``sampler`` replaces the checkpoint's :class:`SamplerConfig`.
     """
     denoiser, meta = load_denoiser(path, verify_hash=verify_hash)
-    model = DiffusionWorldModel(denoiser, info=meta, device=device)
+    model = DiffusionWorldModel(denoiser, info=meta, device=device, sampler=sampler)
     if env is not None:
         model.bind(env)
     return model

@@ -8,8 +8,12 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["add_commands"]
+if TYPE_CHECKING:
+    from .config import SamplerConfig
+
+__all__ = ["add_commands", "sampler_from_args"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,20 @@ def sampling_overrides(args: argparse.Namespace) -> dict:
     return {k: getattr(args, k) for k in SAMPLING_ARGUMENTS if getattr(args, k, None) is not None}
 
 
+def sampler_from_args(args: argparse.Namespace, base: "SamplerConfig") -> "SamplerConfig":
+    """The :class:`~genex.world_model.config.SamplerConfig` that ``base`` (the checkpoint's) becomes under the
+    sampling flags ``args`` gives (``--steps``, ``--snap``, ``--min-changed-pixels``, ...; ``--steps 0`` keeps the
+    checkpoint's). ``--snap 0`` without ``--min-changed-pixels`` also turns the gate off: it counts the pixels left
+    after the snap. Invalid values raise ``ValueError``."""
+    overrides = sampling_overrides(args)
+    if overrides.get("steps") == 0:
+        del overrides["steps"]
+    if overrides.get("snap") == 0 and "min_changed_pixels" not in overrides and base.min_changed_pixels:
+        log.info("--snap 0 also turns off min_changed_pixels (it counts the pixels left after the snap)")
+        overrides["min_changed_pixels"] = 0
+    return base.replace(**overrides)
+
+
 def _is_main_process() -> bool:
     """Rank 0 of a distributed launch (``accelerate launch`` / ``torchrun`` set ``RANK``), or a plain process."""
     return os.environ.get("RANK", "0") == "0"
@@ -89,13 +107,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         except ValueError:
             raise SystemExit(f"genex train-world-model: --glimpse takes HEIGHTxWIDTH (e.g. 16x48), got {args.glimpse!r}")
     try:
-        model_cfg, train_cfg = preset(args.config, **overrides)
+        chosen = preset(args.config, **overrides)
+        model_cfg, train_cfg = chosen
     except ValueError as e:
         raise SystemExit(f"genex train-world-model: {e}") from e
     command = args.invocation if args.command_line is None else args.command_line
     t0 = time.time()
     try:
-        metrics = train_world_model(args.data, args.out, model_cfg, train_cfg, resume=args.resume, device=args.device,
+        metrics = train_world_model(args.data, args.out, model_cfg, train_cfg, sampler=chosen.sampler,
+                                    resume=args.resume, device=args.device,
                                     progress=not args.quiet, command=command, stop_after=args.stop_after,
                                     init_from=args.init_from, grad_accum=args.grad_accum, workers=args.workers,
                                     stream=args.stream, cache_episodes=args.cache_episodes)

@@ -1,24 +1,31 @@
 """Typed, serialisable configuration of the diffusion world model.
 
-A :class:`WorldModelConfig` fixes everything a checkpoint depends on: the
+A :class:`WorldModelConfig` fixes everything the weights depend on: the
 frame size, the number of context frames ``K``, the action vocabulary, the
-network widths and the EDM/sampling constants. It is saved next to the
-weights (``config.json``) and checked when a checkpoint is loaded.
+network widths, the EDM preconditioning and the training noise. A
+:class:`SamplerConfig` holds what only changes how frames are *sampled* from
+those weights (the Karras schedule, the number of steps, Euler/Heun, the snap
+and the changed-pixel gate), as diffusers keeps a scheduler apart from its
+model. Both are saved next to the weights (``config.json``: ``"model"`` and
+``"sampler"``); :func:`configs_from_dict` also reads the old layout, whose
+``"model"`` section held the sampling fields too.
 
 Presets (``--config NAME``): ``tiny`` (tests, seconds), ``small`` (driving,
-64x64) and ``gui-small`` (GUI apps, 128x128).
+64x64) and ``gui-small`` (GUI apps, 128x128); each gives a model, a sampler
+and a training config.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from genex.errors import CheckpointMismatchError
 
-__all__ = ["DRIVING_ACTION_VOCAB", "GUI_ACTION_TYPES", "GUI_KEYS", "WorldModelConfig", "TrainConfig", "PRESETS", "check_env_compatible",
-           "SAMPLING_ONLY", "TRAINING_ONLY", "preset"]
+__all__ = ["DRIVING_ACTION_VOCAB", "GUI_ACTION_TYPES", "GUI_KEYS", "WorldModelConfig", "SamplerConfig", "TrainConfig",
+           "Preset", "PresetConfigs", "PRESETS", "check_env_compatible", "configs_from_dict", "SAMPLING_ONLY",
+           "TRAINING_ONLY", "preset"]
 
 #: One vocabulary of driving action *names*, so one model serves every driving scenario.
 DRIVING_ACTION_VOCAB: tuple[str, ...] = ("accelerate", "cruise", "brake", "creep", "wait", "overtake")
@@ -28,14 +35,88 @@ GUI_KEYS: tuple[str, ...] = ("enter", "tab", "backspace", "delete", "escape", "u
                              "end", "select_all")
 
 
-#: fields of :class:`WorldModelConfig` that only change sampling, not the weights (eval overrides, fine-tuning)
-SAMPLING_ONLY = ("steps", "sampler", "snap", "min_changed_pixels", "sigma_min", "sigma_max", "rho")
+@dataclass(frozen=True)
+class SamplerConfig:
+    """How frames are sampled from a world model's weights; the weights do not depend on any of it.
+
+    Attributes:
+        steps: denoising steps per imagined frame (>= 1).
+        sampler: ``"euler"`` or ``"heun"`` (Heun evaluates the network twice per step, except the last).
+        sigma_min, sigma_max, rho: the Karras schedule ``sigma_max`` ... ``sigma_min`` (then 0) with exponent
+            ``rho``; ``0 < sigma_min <= sigma_max``.
+        snap: with a ``residual`` model, a sampled per-pixel change whose largest channel is below ``snap`` uint8
+            levels is set to exactly zero (the pixel is copied from the last frame). Rendered scenes change in
+            large, piecewise-constant steps, so small predicted changes are denoising leftovers; without the snap
+            they turn static frames (about 20% of driving steps) from a perfect copy into a noisy one. 0 disables it.
+        min_changed_pixels: with a ``residual`` model, a sampled frame whose change (after the snap) touches fewer
+            than this many pixels is replaced by an exact copy of the last frame. Two sampling steps from
+            ``sigma_max`` give (nearly) the posterior mean, so where the model is unsure whether the ego car
+            moves at all (it is braking to a stop, or waiting) it draws a faint outline of the move, and the few
+            outline pixels that survive the snap cost a frame that is really static ~15 dB. A real driving move
+            changes ~150 pixels (median on held-out steps); the threshold is chosen on validation recordings (see
+            ``docs/world_model.md``). 0 disables it; it needs ``snap > 0`` (without the snap nearly every pixel
+            changes a little and the gate never fires).
+    """
+
+    steps: int = 3
+    sampler: str = "euler"
+    sigma_min: float = 0.002
+    sigma_max: float = 2.0
+    rho: float = 7.0
+    snap: float = 0.0
+    min_changed_pixels: int = 0
+
+    def __post_init__(self) -> None:
+        if self.sampler not in ("euler", "heun"):
+            raise ValueError(f"sampler must be 'euler' or 'heun', got {self.sampler!r}")
+        if isinstance(self.steps, bool) or int(self.steps) != self.steps or self.steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got {self.steps}")
+        if not 0 < self.sigma_min <= self.sigma_max:
+            raise ValueError(f"need 0 < sigma_min <= sigma_max, got sigma_min={self.sigma_min}, "
+                             f"sigma_max={self.sigma_max}")
+        if self.rho <= 0:
+            raise ValueError(f"rho must be > 0, got {self.rho}")
+        if self.snap < 0:
+            raise ValueError(f"snap must be >= 0 (uint8 levels), got {self.snap}")
+        if self.min_changed_pixels < 0 or int(self.min_changed_pixels) != self.min_changed_pixels:
+            raise ValueError(f"min_changed_pixels must be an integer >= 0, got {self.min_changed_pixels}")
+        if self.min_changed_pixels and self.snap <= 0:
+            raise ValueError("min_changed_pixels counts the pixels a sampled change touches after the snap: it needs "
+                             f"snap > 0 (got snap={self.snap}); without the snap nearly every pixel changes a little "
+                             "and the gate never fires")
+
+    def check_model(self, model: "WorldModelConfig") -> "SamplerConfig":
+        """Raise ``ValueError`` unless this sampler fits ``model`` (snap and the gate need ``residual``); returns self."""
+        if (self.snap or self.min_changed_pixels) and not model.residual:
+            raise ValueError(f"snap ({self.snap}) and min_changed_pixels ({self.min_changed_pixels}) act on the "
+                             "sampled change from the last frame: they need a residual=True model")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SamplerConfig":
+        unknown = sorted(set(d) - set(SAMPLING_ONLY))
+        if unknown:
+            raise ValueError(f"unknown sampler config keys {unknown}; is this checkpoint from a newer genex?")
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> "SamplerConfig":
+        return replace(self, **changes)
+
+
+#: the fields of :class:`SamplerConfig`: they only change sampling, not the weights (eval overrides, fine-tuning).
+#: Checkpoints saved before the split hold them in their ``"model"`` section (see :func:`configs_from_dict`)
+SAMPLING_ONLY = tuple(f.name for f in fields(SamplerConfig))
 #: fields that only change how the weights are trained (noise levels drawn, loss weights), so a fine-tune may change them
 TRAINING_ONLY = ("p_mean", "p_std", "change_weight")
 
 @dataclass(frozen=True)
 class WorldModelConfig:
-    """What a world-model checkpoint is (shapes, conditioning, network, EDM constants).
+    """What a world-model checkpoint's weights are (shapes, conditioning, network, EDM training constants).
+
+    How frames are sampled from them is a :class:`SamplerConfig`.
 
     Attributes:
         height, width: frame size in pixels (frames are ``uint8[H, W, 3]``).
@@ -57,7 +138,6 @@ class WorldModelConfig:
             is ~20 of 4096 pixels, so under the plain loss drawing it does not pay; the weight makes changed pixels
             count. Weighting by the target biases the optimum towards "something changes" (it is an importance
             weight on outcomes), so it trades static-frame PSNR for small movers. Training only.
-        sigma_min, sigma_max, rho: Karras sampling schedule; ``steps`` denoising steps; ``sampler`` euler|heun.
         glimpse: ``(height, width)`` in pixels of the *click glimpse* (GUI only; ``(0, 0)`` disables it): the patch
             of the last context frame under the click (or scroll) point, encoded by a small CNN into the conditioning vector. A
             click's effect depends on what is under it (the tab's name decides the page that opens), and a
@@ -72,17 +152,6 @@ class WorldModelConfig:
             the text slots and, with ``glimpse_map``, feeds the map too. The glimpse reads the same word from pixels,
             but its CNN learns to read only if the UNet already uses its code; a label embedding is told apart from
             the first step. Needs recordings that carry labels (``genex record`` writes them for GUI envs).
-        snap: with ``residual``, a sampled per-pixel change whose largest channel is below ``snap`` uint8 levels
-            is set to exactly zero (the pixel is copied from the last frame). Rendered scenes change in large,
-            piecewise-constant steps, so small predicted changes are denoising leftovers; without the snap they
-            turn static frames (about 20% of driving steps) from a perfect copy into a noisy one. 0 disables it.
-        min_changed_pixels: with ``residual``, a sampled frame whose change (after the snap) touches fewer than
-            this many pixels is replaced by an exact copy of the last frame. Two sampling steps from
-            ``sigma_max`` give (nearly) the posterior mean, so where the model is unsure whether the ego car
-            moves at all (it is braking to a stop, or waiting) it draws a faint outline of the move, and the few
-            outline pixels that survive the snap cost a frame that is really static ~15 dB. A real driving move
-            changes ~150 pixels (median on held-out steps); the threshold is chosen on validation recordings (see
-            ``docs/world_model.md``). 0 disables it.
     """
 
     height: int = 64
@@ -103,13 +172,6 @@ class WorldModelConfig:
     p_mean: float = -1.3
     p_std: float = 1.2
     change_weight: float = 0.0
-    sigma_min: float = 0.002
-    sigma_max: float = 2.0
-    rho: float = 7.0
-    steps: int = 3
-    sampler: str = "euler"
-    snap: float = 0.0
-    min_changed_pixels: int = 0
     glimpse: tuple[int, int] = (0, 0)
     glimpse_map: int = 0
     click_text: bool = False
@@ -117,21 +179,11 @@ class WorldModelConfig:
     def __post_init__(self) -> None:
         if self.action_family not in ("discrete", "gui"):
             raise ValueError(f"action_family must be 'discrete' or 'gui', got {self.action_family!r}")
-        if self.sampler not in ("euler", "heun"):
-            raise ValueError(f"sampler must be 'euler' or 'heun', got {self.sampler!r}")
-        if self.snap < 0:
-            raise ValueError(f"snap must be >= 0 (uint8 levels), got {self.snap}")
-        if self.min_changed_pixels < 0 or int(self.min_changed_pixels) != self.min_changed_pixels:
-            raise ValueError(f"min_changed_pixels must be an integer >= 0, got {self.min_changed_pixels}")
-        if self.min_changed_pixels and (not self.residual or self.snap <= 0):
-            raise ValueError("min_changed_pixels counts the pixels a sampled change touches after the snap: it needs "
-                             f"residual=True and snap > 0 (got residual={self.residual}, snap={self.snap}); without "
-                             "the snap nearly every pixel changes a little and the gate never fires")
         if self.change_weight < 0 or (self.change_weight and not self.residual):
             raise ValueError(f"change_weight must be >= 0 and needs residual=True, got {self.change_weight} "
                              f"(residual={self.residual})")
-        if self.context < 1 or self.steps < 1:
-            raise ValueError(f"context and steps must be >= 1, got context={self.context}, steps={self.steps}")
+        if self.context < 1:
+            raise ValueError(f"context must be >= 1, got context={self.context}")
         down = self.patch * 2 ** (len(self.channels) - 1)
         if self.height % down or self.width % down:
             raise ValueError(f"height/width ({self.height}x{self.width}) must be divisible by patch*2^(levels-1)="
@@ -164,6 +216,9 @@ class WorldModelConfig:
     def from_dict(cls, d: dict[str, Any]) -> "WorldModelConfig":
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
+        if set(unknown) & set(SAMPLING_ONLY):
+            raise ValueError(f"{sorted(set(unknown) & set(SAMPLING_ONLY))} are sampler settings, not model ones: "
+                             "read an old-layout config with configs_from_dict")
         if unknown:
             raise ValueError(f"unknown world-model config keys {unknown}; is this checkpoint from a newer genex?")
         d = dict(d)
@@ -215,23 +270,36 @@ class TrainConfig:
             raise ValueError(f"precision must be 'fp32', 'bf16' or 'auto', got {self.precision!r}")
 
 
-PRESETS: dict[str, tuple[WorldModelConfig, TrainConfig]] = {
-    "tiny": (WorldModelConfig(height=16, width=16, context=2, patch=1, channels=(16, 32), cond_dim=32,
-                              text_buckets=64, text_length=8),
-             TrainConfig(batch_size=8, lr=2e-3, warmup_steps=5, max_steps=60, ema_decay=0.9, checkpoint_every=20,
-                         eval_every=30, log_every=5, eval_episodes=1)),
+class Preset(NamedTuple):
+    """A named recipe: the network (:class:`WorldModelConfig`), how to sample it and how to train it."""
+
+    model: WorldModelConfig
+    sampler: SamplerConfig
+    train: TrainConfig
+
+
+#: the sampler of recipe v3 (docs/world_model.md): 2 Euler steps from sigma_max 80, small changes snapped to a copy
+_V3_SAMPLER = SamplerConfig(sigma_max=80.0, steps=2, snap=32.0)
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(WorldModelConfig(height=16, width=16, context=2, patch=1, channels=(16, 32), cond_dim=32,
+                                    text_buckets=64, text_length=8),
+                   SamplerConfig(),
+                   TrainConfig(batch_size=8, lr=2e-3, warmup_steps=5, max_steps=60, ema_decay=0.9,
+                               checkpoint_every=20, eval_every=30, log_every=5, eval_episodes=1)),
     # driving: bf16 training (where native: "auto") makes 6000 steps cost what 4000 fp32 steps did (~40 min on
     # one core of an AVX512-BF16 CPU; ~70 min in fp32 on 2 cores of a CPU without it); a sampled
     # change touching < 30 pixels is dropped (min_changed_pixels, chosen on the validation recordings)
-    "small": (WorldModelConfig(p_mean=2.0, p_std=1.5, sigma_max=80.0, steps=2, snap=32.0, min_changed_pixels=30),
-              TrainConfig(max_steps=6000, precision="auto")),
+    "small": Preset(WorldModelConfig(p_mean=2.0, p_std=1.5),
+                    _V3_SAMPLER.replace(min_changed_pixels=30),
+                    TrainConfig(max_steps=6000, precision="auto")),
     # one GPU (scripts/gpu_train_driving.sh, docs/gpu.md): recipe v3 on a wider UNet (2.9x the parameters of
     # `small`) and 4x the batch, so 4000 steps see 2.7x the windows of `small`'s 6000; sized to train in ~4 min on
     # one H100/H200 in bf16 (`small` ran ~17 steps/s there with three other runs on the card)
-    "driving-gpu": (WorldModelConfig(channels=(48, 96, 128), p_mean=2.0, p_std=1.5, sigma_max=80.0, steps=2,
-                                     snap=32.0, min_changed_pixels=30),
-                    TrainConfig(batch_size=128, max_steps=4000, precision="auto", checkpoint_every=500,
-                                eval_every=1000)),
+    "driving-gpu": Preset(WorldModelConfig(channels=(48, 96, 128), p_mean=2.0, p_std=1.5),
+                          _V3_SAMPLER.replace(min_changed_pixels=30),
+                          TrainConfig(batch_size=128, max_steps=4000, precision="auto", checkpoint_every=500,
+                                      eval_every=1000)),
     # recipe v3 (docs/world_model.md): train mostly at high noise and sample from sigma_max 80, so the first
     # Euler step is a real prediction from context and action (at sigma 5 a screen-wide change still shows
     # through the noise, and the network learned to read it there instead of predicting it); 2 Euler steps,
@@ -239,26 +307,68 @@ PRESETS: dict[str, tuple[WorldModelConfig, TrainConfig]] = {
     # static). GUI attempt 6: apps balanced by sqrt of their windows (SettingsTabs, 9% of the changing windows,
     # was never learned at uniform draws), the 16x48 click glimpse, bf16 training and 6000 steps (the bf16
     # steps are 1.5x cheaper, so the run still takes ~37 min on one core)
-    "gui-small": (WorldModelConfig(height=128, width=128, context=2, action_family="gui",
-                                   action_vocab=GUI_ACTION_TYPES, patch=4, channels=(48, 64, 96), blob_sigma=4.0,
-                                   p_mean=2.0, p_std=1.5, sigma_max=80.0, steps=2, snap=32.0, glimpse=(16, 48),
-                                   click_text=True),
-                  TrainConfig(batch_size=16, max_steps=6000, changed_share=0.8, source_balance=0.5,
-                              precision="auto")),
+    "gui-small": Preset(WorldModelConfig(height=128, width=128, context=2, action_family="gui",
+                                         action_vocab=GUI_ACTION_TYPES, patch=4, channels=(48, 64, 96),
+                                         blob_sigma=4.0, p_mean=2.0, p_std=1.5, glimpse=(16, 48), click_text=True),
+                        _V3_SAMPLER,
+                        TrainConfig(batch_size=16, max_steps=6000, changed_share=0.8, source_balance=0.5,
+                                    precision="auto")),
 }
 
 
-def preset(name: str, **overrides: Any) -> tuple[WorldModelConfig, TrainConfig]:
-    """The ``(model, train)`` configs of preset ``name``; ``overrides`` replace fields of either."""
+class PresetConfigs(tuple):
+    """What :func:`preset` returns: the pair ``(model, train)`` (it unpacks as before the sampler split), with the
+    preset's :class:`SamplerConfig` as ``.sampler`` (and ``.model``, ``.train``)."""
+
+    sampler: SamplerConfig
+
+    def __new__(cls, model: WorldModelConfig, train: TrainConfig, sampler: SamplerConfig) -> "PresetConfigs":
+        self = super().__new__(cls, (model, train))
+        self.sampler = sampler
+        return self
+
+    @property
+    def model(self) -> WorldModelConfig:
+        return self[0]
+
+    @property
+    def train(self) -> TrainConfig:
+        return self[1]
+
+
+def preset(name: str, **overrides: Any) -> PresetConfigs:
+    """The configs of preset ``name``: ``model, train = preset(name)``, and ``preset(name).sampler``.
+
+    ``overrides`` replace fields of any of the three; a sampling field (:data:`SAMPLING_ONLY`) goes to the sampler.
+    """
     if name not in PRESETS:
         raise ValueError(f"unknown world-model config {name!r}; choose one of {sorted(PRESETS)}")
-    model, train = PRESETS[name]
+    model, sampler, train = PRESETS[name]
     mk = {k: v for k, v in overrides.items() if k in {f.name for f in fields(WorldModelConfig)}}
+    sk = {k: v for k, v in overrides.items() if k in SAMPLING_ONLY}
     tk = {k: v for k, v in overrides.items() if k in {f.name for f in fields(TrainConfig)}}
-    bad = sorted(set(overrides) - set(mk) - set(tk))
+    bad = sorted(set(overrides) - set(mk) - set(sk) - set(tk))
     if bad:
         raise ValueError(f"unknown config field(s) {bad}")
-    return replace(model, **mk), replace(train, **tk)
+    model = replace(model, **mk)
+    return PresetConfigs(model, replace(train, **tk), replace(sampler, **sk).check_model(model))
+
+
+def configs_from_dict(model: dict[str, Any], sampler: dict[str, Any] | None = None
+                      ) -> tuple[WorldModelConfig, SamplerConfig]:
+    """``(WorldModelConfig, SamplerConfig)`` from a checkpoint's ``"model"`` and ``"sampler"`` sections.
+
+    A checkpoint saved before the split (no ``"sampler"`` section) holds the sampling fields in ``"model"``: they
+    move to the sampler, and the fields it does not name take the :class:`SamplerConfig` defaults (what the old
+    ``WorldModelConfig`` defaults were). A sampling field in both sections is an error (which one holds?).
+    """
+    model = dict(model)
+    moved = {k: model.pop(k) for k in SAMPLING_ONLY if k in model}
+    both = sorted(set(moved) & set(sampler or {}))
+    if both:
+        raise ValueError(f"{both} are set in both the model and the sampler sections")
+    cfg = WorldModelConfig.from_dict(model)
+    return cfg, SamplerConfig.from_dict({**moved, **(sampler or {})}).check_model(cfg)
 
 
 def check_env_compatible(cfg: WorldModelConfig, env: Any, source: str = "checkpoint") -> None:

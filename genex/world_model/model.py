@@ -7,6 +7,7 @@ one batch.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -15,12 +16,46 @@ import torch
 from genex.devices import select_device
 
 from .actions import action_dim, encode_actions
-from .config import WorldModelConfig
+from .config import SAMPLING_ONLY, SamplerConfig, WorldModelConfig
 from .denoiser import Denoiser, to_uint8
 from .protocol import check_context
-from .sampler import sample_next_frame
+from .sampler import sample_next_frame, sampler_of
 
-__all__ = ["DiffusionWorldModel", "select_device"]  # select_device: re-exported from genex.devices
+__all__ = ["DiffusionWorldModel", "SampledModelConfig", "select_device"]  # select_device: re-exported from genex.devices
+
+
+@dataclass(frozen=True, eq=False)
+class SampledModelConfig(WorldModelConfig):
+    """Compatibility view, what :attr:`DiffusionWorldModel.cfg` returns: the model's :class:`WorldModelConfig`
+    (it is one: equal to it, same ``to_dict``) that also answers the sampling fields (``steps``, ``snap``, ...)
+    of the model's :class:`SamplerConfig`, for code written before the split (``evaluate.py`` and
+    ``imagined_recording.py`` read ``model.cfg.steps``). New code reads :attr:`DiffusionWorldModel.sampler`."""
+
+    @classmethod
+    def of(cls, model: WorldModelConfig, sampler: SamplerConfig) -> "SampledModelConfig":
+        view = cls(**{k: getattr(model, k) for k in asdict(model)})
+        object.__setattr__(view, "_sampler", sampler)
+        return view
+
+    def __getattr__(self, name: str) -> Any:  # only for names that are not model fields
+        if name in SAMPLING_ONLY:
+            return getattr(object.__getattribute__(self, "_sampler"), name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def model(self) -> WorldModelConfig:
+        return WorldModelConfig(**{k: getattr(self, k) for k in asdict(self)})
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, WorldModelConfig):
+            return self.to_dict() == other.to_dict()
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.model)
+
+    def replace(self, **changes: Any) -> WorldModelConfig:
+        return self.model.replace(**changes)
 
 
 class DiffusionWorldModel:
@@ -31,29 +66,51 @@ class DiffusionWorldModel:
         action_names: the env's ``action_names`` so integer actions map onto the
             model's name vocabulary (driving); ignored for GUI models.
         info: checkpoint metadata (training command, data, ...), for reference.
+        sampler: how frames are sampled (:class:`SamplerConfig`); default: the one the denoiser was loaded with
+            (the checkpoint's), else the defaults.
     """
 
     context_is_state = True
 
     def __init__(self, denoiser: Denoiser, action_names: Sequence[str] | None = None,
-                 info: dict[str, Any] | None = None, device: str | torch.device = "auto") -> None:
+                 info: dict[str, Any] | None = None, device: str | torch.device = "auto",
+                 sampler: SamplerConfig | None = None) -> None:
         self.device = select_device(device) if isinstance(device, str) else device
         self.denoiser = denoiser.to(self.device).eval()
-        self.cfg: WorldModelConfig = denoiser.cfg
+        self.model_cfg: WorldModelConfig = denoiser.cfg
+        self.sampler = sampler_of(denoiser) if sampler is None else sampler
         self.action_names = tuple(action_names) if action_names is not None else None
         self.info = dict(info or {})
 
+    @property
+    def sampler(self) -> SamplerConfig:
+        """How this model samples frames (:class:`SamplerConfig`); assign another to change it."""
+        return self._sampler
+
+    @sampler.setter
+    def sampler(self, sampler: SamplerConfig) -> None:
+        if not isinstance(sampler, SamplerConfig):
+            raise TypeError(f"sampler must be a SamplerConfig, got {type(sampler).__name__}")
+        self._sampler = sampler.check_model(self.model_cfg)
+        self._cfg_view = SampledModelConfig.of(self.model_cfg, self._sampler)
+        # so that sample_next_frame(model.denoiser, ...) without a sampler samples as this model does
+        self.denoiser.sampler = self._sampler
+
+    @property
+    def cfg(self) -> SampledModelConfig:
+        """The model config (a :class:`WorldModelConfig`); it also answers the sampler's fields, for code
+        written before the split (see :class:`SampledModelConfig`)."""
+        return self._cfg_view
+
     def set_sampling(self, **overrides: Any) -> "DiffusionWorldModel":
-        """Change sampling-only config fields (``steps``, ``sigma_min``, ``snap``, ...; see
+        """Replace fields of :attr:`sampler` (``steps``, ``sigma_min``, ``snap``, ...; see
         :data:`~genex.world_model.config.SAMPLING_ONLY`) in place, for evaluations and sweeps; the weights do not
         depend on them. Other fields raise ``ValueError``. Returns self."""
-        from .config import SAMPLING_ONLY
-
         bad = sorted(set(overrides) - set(SAMPLING_ONLY))
         if bad:
             raise ValueError(f"{bad} are not sampling-only fields {SAMPLING_ONLY}: they would not match the weights")
         if overrides:
-            self.denoiser.cfg = self.cfg = self.cfg.replace(**overrides)
+            self.sampler = self.sampler.replace(**overrides)
         return self
 
     # --------------------------------------------------------------- env binding
@@ -61,21 +118,21 @@ class DiffusionWorldModel:
         """Check this model fits ``env`` (frame size, actions) and adopt its ``action_names``; returns self."""
         from .config import check_env_compatible
 
-        check_env_compatible(self.cfg, env, source=self.info.get("path", "this model"))
+        check_env_compatible(self.model_cfg, env, source=self.info.get("path", "this model"))
         from genex.envs.foreign import declared
 
         names = declared(env, "action_names", None)
-        if self.cfg.action_family == "discrete" and names is not None:
+        if self.model_cfg.action_family == "discrete" and names is not None:
             self.action_names = tuple(names)
         return self
 
     # --------------------------------------------------------------- protocol
     def _encode(self, actions: Sequence[Sequence[Any]] | np.ndarray) -> torch.Tensor:
         if isinstance(actions, np.ndarray) and actions.dtype == np.float32 and actions.ndim == 3 \
-                and actions.shape[-1] == action_dim(self.cfg):
+                and actions.shape[-1] == action_dim(self.model_cfg):
             enc = actions  # already encoded float32[B, T, A]
         else:
-            seqs = [encode_actions(list(a), self.cfg, self.action_names) for a in actions]
+            seqs = [encode_actions(list(a), self.model_cfg, self.action_names) for a in actions]
             lengths = {len(s) for s in seqs}
             if len(lengths) != 1:
                 raise ValueError(f"all action sequences must have the same length, got lengths {sorted(lengths)}")
@@ -83,7 +140,7 @@ class DiffusionWorldModel:
         return torch.from_numpy(enc).to(self.device)
 
     def _prepare_context(self, contexts: np.ndarray) -> torch.Tensor:
-        cfg = self.cfg
+        cfg = self.model_cfg
         if contexts.shape[2:4] != (cfg.height, cfg.width):
             raise ValueError(f"context frames are {contexts.shape[2]}x{contexts.shape[3]}, this model imagines "
                              f"{cfg.height}x{cfg.width} frames")
@@ -109,13 +166,13 @@ class DiffusionWorldModel:
         ctx = self.denoiser.stack_context(window)  # float[B,3K,H,W]
         out = []
         for t in range(acts.shape[1]):
-            x = sample_next_frame(self.denoiser, ctx, acts[:, t], generator=gen)
+            x = sample_next_frame(self.denoiser, ctx, acts[:, t], self.sampler, generator=gen)
             frame = to_uint8(x)
             out.append(frame.cpu())
             x_q = frame.movedim(-1, -3).float().div(127.5).sub(1.0)  # feed back the quantised frame
             ctx = torch.cat([ctx[:, 3:], x_q], dim=1)
         if not out:
-            return np.zeros((b, 0, self.cfg.height, self.cfg.width, 3), np.uint8)
+            return np.zeros((b, 0, self.model_cfg.height, self.model_cfg.width, 3), np.uint8)
         return torch.stack(out, dim=1).numpy()
 
     def imagine(self, context_frames: np.ndarray, actions: Sequence[Any], num_samples: int = 1,

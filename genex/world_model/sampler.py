@@ -1,16 +1,16 @@
-"""A few-step EDM sampler (Euler or Heun) over a Karras sigma schedule."""
+"""A few-step EDM sampler (Euler or Heun) over a Karras sigma schedule, set by a :class:`SamplerConfig`."""
 
 from __future__ import annotations
 
 import torch
 
-from .config import WorldModelConfig
+from .config import SamplerConfig
 from .denoiser import Denoiser
 
-__all__ = ["karras_sigmas", "sample_next_frame"]
+__all__ = ["karras_sigmas", "sample_next_frame", "sampler_of"]
 
 
-def karras_sigmas(cfg: WorldModelConfig, device: torch.device | str = "cpu") -> torch.Tensor:
+def karras_sigmas(cfg: SamplerConfig, device: torch.device | str = "cpu") -> torch.Tensor:
     """``float[steps + 1]``: ``sigma_max`` ... ``sigma_min``, then 0."""
     n = cfg.steps
     ramp = torch.linspace(0, 1, n, device=device) if n > 1 else torch.zeros(1, device=device)
@@ -19,27 +19,38 @@ def karras_sigmas(cfg: WorldModelConfig, device: torch.device | str = "cpu") -> 
     return torch.cat([sigmas, sigmas.new_zeros(1)])
 
 
+def sampler_of(denoiser: Denoiser) -> SamplerConfig:
+    """The sampler a denoiser came with (``load_denoiser`` sets it from the checkpoint), else the defaults."""
+    sampler = getattr(denoiser, "sampler", None)
+    return sampler if isinstance(sampler, SamplerConfig) else SamplerConfig()
+
+
 @torch.no_grad()
 def sample_next_frame(denoiser: Denoiser, context: torch.Tensor, action: torch.Tensor,
+                      sampler: SamplerConfig | None = None,
                       generator: torch.Generator | None = None) -> torch.Tensor:
-    """Sample the next frame: ``context`` float[B,3K,H,W], ``action`` float[B,A] -> float[B,3,H,W] in [-1,1]."""
+    """Sample the next frame: ``context`` float[B,3K,H,W], ``action`` float[B,A] -> float[B,3,H,W] in [-1,1].
+
+    ``sampler`` defaults to :func:`sampler_of` ``(denoiser)``.
+    """
     cfg = denoiser.cfg
+    sc = (sampler_of(denoiser) if sampler is None else sampler).check_model(cfg)
     b, device = context.shape[0], context.device
-    sigmas = karras_sigmas(cfg, device)
+    sigmas = karras_sigmas(sc, device)
     x = torch.randn((b, 3, cfg.height, cfg.width), generator=generator, device="cpu").to(device) * sigmas[0]
-    for i in range(cfg.steps):
+    for i in range(sc.steps):
         s, s_next = sigmas[i], sigmas[i + 1]
         d = (x - denoiser.denoise(x, s.expand(b), context, action)) / s
         x_next = x + d * (s_next - s)
-        if cfg.sampler == "heun" and s_next > 0:
+        if sc.sampler == "heun" and s_next > 0:
             d2 = (x_next - denoiser.denoise(x_next, s_next.expand(b), context, action)) / s_next
             x_next = x + (d + d2) / 2 * (s_next - s)
         x = x_next
     if cfg.residual:
-        if cfg.snap > 0:  # small changes are denoising leftovers: copy those pixels exactly
-            x = x * (x.abs().amax(1, keepdim=True) >= cfg.snap / 127.5)
-        if cfg.min_changed_pixels > 0:  # a faint outline of an unsure move: commit to "nothing moved"
+        if sc.snap > 0:  # small changes are denoising leftovers: copy those pixels exactly
+            x = x * (x.abs().amax(1, keepdim=True) >= sc.snap / 127.5)
+        if sc.min_changed_pixels > 0:  # a faint outline of an unsure move: commit to "nothing moved"
             touched = (x != 0).any(1).flatten(1).sum(1)  # [B] pixels that change
-            x = x * (touched >= cfg.min_changed_pixels).view(-1, 1, 1, 1)
+            x = x * (touched >= sc.min_changed_pixels).view(-1, 1, 1, 1)
         x = x + context[:, -3:]
     return x.clamp(-1, 1)

@@ -55,7 +55,7 @@ from genex.devices import select_device
 
 from .checkpoint import (CorruptCheckpointError, atomic_save_tensors, atomic_write_bytes, load_denoiser, save_world_model,
                          sha256_file)
-from .config import SAMPLING_ONLY, TRAINING_ONLY, TrainConfig, WorldModelConfig
+from .config import SAMPLING_ONLY, TRAINING_ONLY, SamplerConfig, TrainConfig, WorldModelConfig
 from .data import (EpisodeRef, StepBatchSampler, StreamingWindowDataset, WindowDataset, collate_batch, scan_recordings,
                    split_episodes)
 from .denoiser import Denoiser
@@ -178,9 +178,11 @@ class _Setup:
 
 def _prepare(data_dirs: Sequence[str | Path], out: Path, model_cfg: WorldModelConfig, tc: TrainConfig, *,
              resume: bool, init_from: str | Path | None, processes: int = 1, grad_accum: int = 1,
-             main: bool = True) -> _Setup:
+             main: bool = True, sampler: SamplerConfig | None = None) -> _Setup:
     """Check the run folder, the data and the start checkpoint; raises on anything that would stop training."""
-    run: dict[str, Any] = {"model": model_cfg.to_dict(), "train": asdict(tc), "data": [str(Path(d)) for d in data_dirs]}
+    sampler = sampler if sampler is not None else SamplerConfig()
+    run: dict[str, Any] = {"model": model_cfg.to_dict(), "sampler": sampler.to_dict(), "train": asdict(tc),
+                           "data": [str(Path(d)) for d in data_dirs]}
     latest_path = out / "state" / "latest.json"
     if latest_path.exists() and not resume:
         raise TrainingStateError(f"{out} already holds a training run; pass --resume to continue it or use "
@@ -193,6 +195,9 @@ def _prepare(data_dirs: Sequence[str | Path], out: Path, model_cfg: WorldModelCo
     old = None
     if resume and (out / "run.json").exists():
         old = json.loads((out / "run.json").read_text())
+        if isinstance(old.get("model"), dict) and "sampler" not in old:  # saved before the sampler had its config
+            moved = {k: old["model"].pop(k) for k in list(old["model"]) if k in SAMPLING_ONLY}
+            old["sampler"] = {**SamplerConfig().to_dict(), **moved}
         # a run from before a config field existed was trained with that field's default: fill it in, so adding
         # an option to genex does not make every half-finished run unresumable
         for key, defaults in (("model", WorldModelConfig().to_dict()), ("train", asdict(TrainConfig()))):
@@ -316,6 +321,7 @@ def train_world_model(
     workers: int = 0,
     stream: bool | None = None,
     cache_episodes: int = 64,
+    sampler: SamplerConfig | None = None,
 ) -> dict[str, Any]:
     """Train (or resume training) a world model; returns the final metrics (on other than the main process,
     only the step).
@@ -343,7 +349,8 @@ def train_world_model(
         if grad_accum < 1 or workers < 0 or cache_episodes < 1:
             raise ValueError(f"--grad-accum and --cache-episodes must be >= 1 and --workers >= 0, got {grad_accum}, "
                              f"{cache_episodes} and {workers}")
-        setup = _prepare(data_dirs, out, model_cfg, tc, resume=resume, init_from=init_from, processes=n_proc,
+        setup = _prepare(data_dirs, out, model_cfg, tc, resume=resume, init_from=init_from, sampler=sampler,
+                         processes=n_proc,
                          grad_accum=grad_accum, main=main)
         frame_bytes = sum(r.nbytes for r in setup.train)
         local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", n_proc))
@@ -382,6 +389,7 @@ def train_world_model(
 
     torch.manual_seed(tc.seed)
     denoiser = Denoiser(model_cfg).to(dev)
+    denoiser.sampler = sampler if sampler is not None else SamplerConfig()  # what validation and the export sample with
     # one shard a step (1 process, 1 micro-batch): the NumPy generator and the torch RNG run on from step to step,
     # checkpointed, as genex always trained (bit-identical to before); several shards: per-step seeds
     one_stream = n_proc * grad_accum == 1
@@ -425,6 +433,8 @@ def train_world_model(
     acc.wait_for_everyone()  # every process has read the state before the main process may replace it
     logger = _Logger(out, step) if main else None
     eval_model = Denoiser(model_cfg).to(dev).eval() if main else None  # the EMA weights, outside DDP and autocast
+    if eval_model is not None:
+        eval_model.sampler = denoiser.sampler
     say("training precision: %s (--precision %s on %s); %d process(es) x %d micro-batch(es) of %d: global batch %d",
         "bf16 autocast" if precision == "bf16" else "fp32", tc.precision, dev.type, n_proc, grad_accum,
         tc.batch_size // (n_proc * grad_accum), tc.batch_size)
