@@ -5,7 +5,6 @@ checkpoints imagine and digest exactly as before the split."""
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 from dataclasses import fields
@@ -40,10 +39,12 @@ DIGESTS_BEFORE = {
     "driving": "8287ce433c209198c98701950b4ba386078e970a160e3110e96d167393c1b311",
     "gui": "34abb34e083f563a5c0931e21a5e2c7ef0bb1b9d75ab51a3ab4559a2292e4b26",
 }
-#: SHA-256 of ``imagine`` on the shipped driving checkpoint (see ``_reference_context``), computed before the split:
-#: with the checkpoint's own sampler, and with ``steps=3, snap=0, min_changed_pixels=0``
-IMAGINED_BEFORE = "5b6f98cd7ba50be7c90092f21afcaae8b8cf90995769224ab2217b0a1f26c763"
-IMAGINED_BEFORE_OVERRIDDEN = "8daab03da9172b08a0f0a9de9f45020d62c9de63c623151a912be8150800917c"
+#: ``imagine`` on the shipped driving checkpoint (see ``_reference_context``), measured before the split: the mean
+#: pixel value of each of the two imagined frames, with the checkpoint's own sampler and with ``steps=3, snap=0,
+#: min_changed_pixels=0``. Means, not hashes: torch's thread count (and the CPU) moves a few pixels by a level
+#: (121.370 vs 121.371 with 1 or 2 threads), while the two samplers differ by ~12 levels a pixel.
+IMAGINED_BEFORE = (121.779, 121.370)
+IMAGINED_BEFORE_OVERRIDDEN = (120.258, 119.619)
 
 SAMPLER_FIELDS = {"steps", "sampler", "sigma_min", "sigma_max", "rho", "snap", "min_changed_pixels"}
 
@@ -53,10 +54,6 @@ def _reference_context() -> np.ndarray:
     ctx = rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
     ctx[:, 20:40, 20:40] = 50
     return ctx
-
-
-def _sha(a: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 
 
 def _tiny(sampler: SamplerConfig | None = None) -> DiffusionWorldModel:
@@ -178,14 +175,16 @@ def test_sampling_overrides_change_the_sampler_not_the_model():
         sampler_from_args(ap.parse_args(["--snap", "0", "--min-changed-pixels", "5"]), base)
 
 
-def test_shipped_driving_checkpoint_imagines_exactly_as_before_the_split():
+def test_shipped_driving_checkpoint_imagines_as_before_the_split():
     wm = load_world_model(SHIPPED / "driving", device="cpu")
     ctx = _reference_context()
-    out = wm.imagine(ctx, ["accelerate", "brake"], num_samples=1, seed=0)
-    assert out.shape == (1, 2, 64, 64, 3)
-    assert _sha(out) == IMAGINED_BEFORE
+    own = wm.imagine(ctx, ["accelerate", "brake"], num_samples=1, seed=0)
+    assert own.shape == (1, 2, 64, 64, 3)
+    np.testing.assert_allclose(own.astype(np.float64).mean(axis=(0, 2, 3, 4)), IMAGINED_BEFORE, atol=0.02)
     wm.set_sampling(snap=0.0, min_changed_pixels=0, steps=3)
-    assert _sha(wm.imagine(ctx, ["accelerate", "brake"], num_samples=1, seed=0)) == IMAGINED_BEFORE_OVERRIDDEN
+    other = wm.imagine(ctx, ["accelerate", "brake"], num_samples=1, seed=0)
+    np.testing.assert_allclose(other.astype(np.float64).mean(axis=(0, 2, 3, 4)), IMAGINED_BEFORE_OVERRIDDEN, atol=0.02)
+    assert np.abs(own.astype(np.float64) - other).mean() > 5  # the tolerance is far below what a sampler changes
 
 
 def test_sampling_digest_of_the_shipped_checkpoints_is_unchanged_and_sees_the_sampler(tmp_path):
