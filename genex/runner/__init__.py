@@ -25,8 +25,8 @@ paired comparisons) and :mod:`.report` (tables, CSV, plots). The CLI is :mod:`ge
 
 from __future__ import annotations
 
-from .config import COPY_LAST, SETTINGS_BEFORE, CompareConfig, EpisodeKey
-from .episode import episode_conditions, fill_conditions, run_episode
+from .config import COPY_LAST, CompareConfig, EpisodeKey
+from .episode import episode_conditions, run_episode
 from .execute import (
                     FAULT_ENV,
                     RAY_MAX_RETRIES,
@@ -48,7 +48,7 @@ from .stats import (
 from .store import checkpoint_digests, load_rows
 
 __all__ = ["CompareConfig", "EpisodeKey", "run_episode", "compare", "load_rows", "summarize", "write_summary",
-           "METRICS", "gap_shares", "format_gap_shares", "GAP_REFERENCES", "COPY_LAST", "SETTINGS_BEFORE",
-           "episode_conditions", "fill_conditions", "FAULT_ENV", "RAY_MAX_RETRIES", "check_envs_support_planners",
+           "METRICS", "gap_shares", "format_gap_shares", "GAP_REFERENCES", "COPY_LAST",
+           "episode_conditions", "FAULT_ENV", "RAY_MAX_RETRIES", "check_envs_support_planners",
            "check_fidelity", "format_paired", "format_table", "gap_closed", "mean_ci", "paired_against",
            "paired_gap_closed", "checkpoint_digests"]

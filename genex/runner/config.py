@@ -9,9 +9,6 @@ from typing import Any
 COPY_LAST = "copy-last"
 
 
-#: settings added after runs were made, with the value that reproduces what those runs did
-SETTINGS_BEFORE: dict[str, Any] = {"memory": 1, "decision": "table"}
-
 
 @dataclass(frozen=True)
 class EpisodeKey:

@@ -6,7 +6,7 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -175,28 +175,3 @@ def episode_conditions(info: dict[str, Any]) -> dict[str, Any]:
     and ``occluder``), kept in its row for breakdowns (``summarize(rows, by=...)``). Recorded by the runner
     after the fact; planners never see them."""
     return {k: v for k, v in dict(info.get("hidden", {})).items() if isinstance(v, (bool, str, int))}
-
-
-def fill_conditions(rows: Sequence[dict[str, Any]], env_kwargs: dict[str, Any] | None = None) -> None:
-    """Add ``conditions`` to rows written before the runner recorded them, by resetting the env with the
-    row's seed (episodes are deterministic given the seed)."""
-    import gymnasium as gym
-
-    import genex.envs  # noqa: F401
-
-    envs: dict[str, Any] = {}
-    cache: dict[tuple[str, int], dict[str, Any]] = {}
-    try:
-        for r in rows:
-            if "conditions" in r:
-                continue
-            k = (r["env"], int(r["seed"]))
-            if k not in cache:
-                if r["env"] not in envs:
-                    envs[r["env"]] = gym.make(r["env"], **(env_kwargs or {}))
-                _, info = envs[r["env"]].reset(seed=k[1])
-                cache[k] = episode_conditions(info)
-            r["conditions"] = cache[k]
-    finally:
-        for e in envs.values():
-            e.close()

@@ -257,8 +257,9 @@ def compare(cfg: CompareConfig, out: str | Path, workers: int | None = None, exe
     if run_path.exists():
         try:
             old = read_run_json(run_path)
-            if stale == "restart" and old.get("checkpoints") is None:  # unknown weights made them: do not mix
-                raise ValueError(f"{out} does not record the checkpoints its episodes used")
+            if old.get("checkpoints") is None:  # unknown weights made them: do not mix
+                raise ValueError(f"{out} does not record the checkpoints its episodes used; use another --out (or "
+                                 "--restart-stale)")
             check_resumable(out, old, settings, checkpoints)
         except ValueError as e:  # other settings or weights, or an unreadable run.json
             if stale != "restart":
@@ -268,12 +269,7 @@ def compare(cfg: CompareConfig, out: str | Path, workers: int | None = None, exe
             old = None
             log.warning("%s; moved it to %s and started over", str(e).split(";")[0], aside)
     if old is not None:
-        old_ck = old.get("checkpoints")
-        if old_ck is None:
-            log.warning("%s does not record the checkpoints its episodes used; resuming assumes they are unchanged",
-                        out)
-        else:
-            checkpoints = {**old_ck, **checkpoints}
+        checkpoints = {**old["checkpoints"], **checkpoints}
     atomic_write_bytes(run_path, json.dumps({"settings": settings, "config": asdict(cfg), "checkpoints": checkpoints},
                                             indent=2).encode())
     path = out / "episodes.jsonl"

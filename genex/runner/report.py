@@ -9,7 +9,6 @@ from typing import Any, Sequence
 
 from genex.io import atomic_write_bytes
 
-from .episode import fill_conditions
 from .stats import GAP_REFERENCES, METRICS, condition_keys, gap_shares, summarize
 
 
@@ -112,7 +111,6 @@ def write_summary(rows: Sequence[dict[str, Any]], out: str | Path, planners_orde
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if by is not None:
-        fill_conditions(rows)
         summary = summarize(rows, by=by)
         text = format_table(summary, planners_order) + "\n"
         stem = "summary_by_" + "+".join(condition_keys(by))

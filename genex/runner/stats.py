@@ -44,8 +44,8 @@ def _condition(row: dict[str, Any], keys: Sequence[str]) -> str:
 def summarize(rows: Iterable[dict[str, Any]], by: str | None = None) -> list[dict[str, Any]]:
     """One dict per (env, planner): ``n`` and ``<metric>``/``<metric>_ci`` for every metric in :data:`METRICS`.
 
-    ``by``: also split by the value of that hidden condition (``row["conditions"][by]``, see
-    :func:`fill_conditions`), given as ``condition`` in each dict ("n/a" where the env has no such fact);
+    ``by``: also split by the value of that hidden condition (``row["conditions"][by]``, as
+    recorded by the runner), given as ``condition`` in each dict ("n/a" where the env has no such fact);
     several comma-separated conditions split by their combinations.
     """
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}

@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .config import COPY_LAST, SETTINGS_BEFORE, CompareConfig
+from .config import COPY_LAST, CompareConfig
 from .episode import checkpoint_dirs
 
 log = logging.getLogger(__name__)
@@ -113,8 +113,8 @@ def checkpoint_digests(cfg: CompareConfig) -> dict[str, str]:
 
 def check_resumable(out: Path, old: dict[str, Any], settings: dict[str, Any], checkpoints: dict[str, str]) -> None:
     """Raise ``ValueError`` when the run in ``out`` (its ``run.json`` is ``old``) used other settings or weights."""
-    # settings added since that run: what the code did then (SETTINGS_BEFORE), else their defaults
-    defaults = {**asdict(CompareConfig(envs=[], planners=[])), **SETTINGS_BEFORE}
+    # a setting added to genex after that run started takes its default (what the run did is unknown otherwise)
+    defaults = asdict(CompareConfig(envs=[], planners=[]))
     diff = sorted(k for k in settings if old.get("settings", {}).get(k, defaults[k]) != settings[k])
     if diff:
         raise ValueError(f"{out} holds a comparison with other settings ({', '.join(diff)} differ); "
