@@ -106,7 +106,7 @@ def main() -> None:
         for b in (int(x) for x in args.batch_sizes.split(",")):
             fps = bench_model(model, family, b, args.horizon, args.repeats)
             rows.append({"family": family, "model": "diffusion", "frame": size, "batch": b, "fps": round(fps, 1),
-                         "source": source, "steps": model.cfg.steps})
+                         "source": source, "steps": model.sampler.steps})
             print(f"{family:8s} diffusion {size:8s} batch {b:3d}: {fps:8.1f} frames/s  ({source})", flush=True)
         ofps = bench_oracle(family, args.horizon, rollouts=8)
         if ofps is not None:

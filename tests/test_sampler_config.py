@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
 from genex.errors import CorruptCheckpointError  # noqa: E402
-from genex.runner.store import _model_config_digest, sampling_config_digest  # noqa: E402
+from genex.runner.store import sampling_config_digest  # noqa: E402
 from genex.world_model.checkpoint import load_denoiser, load_world_model, save_world_model  # noqa: E402
 from genex.world_model.config import (  # noqa: E402
     PRESETS,
@@ -114,7 +114,7 @@ def test_old_layout_config_loads_into_model_and_sampler_with_the_same_values():
     wm = load_world_model(SHIPPED / "driving", device="cpu")
     assert wm.sampler == SamplerConfig(steps=2, sigma_max=80.0, snap=32.0, min_changed_pixels=30)
     assert wm.model_cfg == wm.cfg == preset("small").model  # the shipped driving model is the `small` preset
-    assert (wm.cfg.steps, wm.cfg.snap, wm.cfg.min_changed_pixels) == (2, 32.0, 30)  # compatibility view
+    assert not hasattr(wm.cfg, "steps")  # the model's config holds no sampling field: they are wm.sampler's
 
 
 def test_new_layout_round_trips_and_old_layout_of_the_same_model_loads_the_same(tmp_path):
@@ -189,7 +189,7 @@ def test_shipped_driving_checkpoint_imagines_as_before_the_split():
 
 def test_sampling_digest_of_the_shipped_checkpoints_is_unchanged_and_sees_the_sampler(tmp_path):
     for family, digest in DIGESTS_BEFORE.items():
-        assert sampling_config_digest(SHIPPED / family) == digest == _model_config_digest(SHIPPED / family)
+        assert sampling_config_digest(SHIPPED / family) == digest
     # the same settings in the new layout digest the same: the digest is of the settings, not the file layout
     meta = json.loads((SHIPPED / "driving" / "config.json").read_text())
     model, sampler = configs_from_dict(meta["model"])

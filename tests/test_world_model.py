@@ -88,7 +88,6 @@ def test_set_sampling_changes_only_sampling_fields():
     one = wm.imagine(ctx, ["wait"], seed=0)
     assert wm.set_sampling(steps=5, sigma_min=0.5) is wm
     assert wm.sampler.steps == 5 and wm.sampler.sigma_min == 0.5
-    assert wm.cfg.steps == 5 and wm.cfg.sigma_min == 0.5  # the compatibility view of model.cfg follows it
     assert not hasattr(wm.denoiser.cfg, "steps")  # the network's config holds no sampling field
     assert not np.array_equal(wm.imagine(ctx, ["wait"], seed=0), one)  # it really samples differently
     with pytest.raises(ValueError, match="sampling-only"):

@@ -104,7 +104,7 @@ def main() -> None:
             rows.append(dict(dist=float(dist[w.episode][w.t0]), comes=comes,
                              shown=float(seen.mean()), split=bool(0 < seen.sum() < s),
                              pix=float(out[j].astype(np.float32).std(0).mean()), real=real))
-    print(f"{args.checkpoint} ({cfg.steps} steps to sigma {cfg.sigma_min:g}), {args.data}: {len(rows)} windows "
+    print(f"{args.checkpoint} ({model.sampler.steps} steps to sigma {model.sampler.sigma_min:g}), {args.data}: {len(rows)} windows "
           f"before the pedestrian (if any) has been in view, {s} samples, horizon {horizon}")
     print("| metres to the crosswalk | episodes | windows | pixel std | shown | split | real |")
     print("|---|---|---|---|---|---|---|")

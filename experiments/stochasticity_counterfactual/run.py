@@ -100,7 +100,8 @@ def main() -> None:
             group, chose = classify(samples, fut_r, fut_f, same_ctx, present)
             results.append(WindowResult(group, present, chose, s, float(samples.std(0).mean())))
 
-    print(f"{args.checkpoint} ({cfg.steps} {cfg.sampler} steps, sigma {cfg.sigma_max:g} -> {cfg.sigma_min:g}), "
+    sc = model.sampler
+    print(f"{args.checkpoint} ({sc.steps} {sc.sampler} steps, sigma {sc.sigma_max:g} -> {sc.sigma_min:g}), "
           f"{args.data}: {len(episodes)} episodes, {len(results)} windows, {s} samples, horizon {horizon}")
     if mismatched:
         print(f"warning: {mismatched} episodes replayed to other frames than recorded (renderer changed?)")
@@ -113,7 +114,7 @@ def main() -> None:
         print(f"| {group} | {row['n']} | {row['true']:.2f} | {' | '.join(cells)} | {row['pixel_std']:.2f} |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(checkpoint=args.checkpoint, sampling=cfg.to_dict(), data=args.data, samples=s,
+            json.dump(dict(checkpoint=args.checkpoint, sampling=model.sampler.to_dict(), data=args.data, samples=s,
                            horizon=horizon, stride=args.stride, groups=table), f, indent=2)
 
 

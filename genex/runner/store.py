@@ -69,10 +69,6 @@ def sampling_config_digest(folder: str | Path) -> str | None:
     return hashlib.sha256(json.dumps({**model, **sampler}, sort_keys=True).encode()).hexdigest()
 
 
-#: the name before the sampler split
-_model_config_digest = sampling_config_digest
-
-
 def family_of(env_id: str) -> str:
     """``env_family``'s answer for a genex env id, without making the env."""
     from genex.envs import GUI_ENV_IDS

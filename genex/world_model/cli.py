@@ -64,13 +64,7 @@ def sampler_from_args(args: argparse.Namespace, base: "SamplerConfig") -> "Sampl
     sampling flags ``args`` gives (``--steps``, ``--snap``, ``--min-changed-pixels``, ...; ``--steps 0`` keeps the
     checkpoint's). ``--snap 0`` without ``--min-changed-pixels`` also turns the gate off: it counts the pixels left
     after the snap. Invalid values raise ``ValueError``."""
-    overrides = sampling_overrides(args)
-    if overrides.get("steps") == 0:
-        del overrides["steps"]
-    if overrides.get("snap") == 0 and "min_changed_pixels" not in overrides and base.min_changed_pixels:
-        log.info("--snap 0 also turns off min_changed_pixels (it counts the pixels left after the snap)")
-        overrides["min_changed_pixels"] = 0
-    return base.replace(**overrides)
+    return base.overridden(sampling_overrides(args))
 
 
 def _is_main_process() -> bool:

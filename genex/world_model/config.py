@@ -18,10 +18,13 @@ and a training config.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, NamedTuple
 
 from genex.errors import CheckpointMismatchError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["DRIVING_ACTION_VOCAB", "GUI_ACTION_TYPES", "GUI_KEYS", "WorldModelConfig", "SamplerConfig", "TrainConfig",
            "Preset", "PresetConfigs", "PRESETS", "check_env_compatible", "configs_from_dict", "SAMPLING_ONLY",
@@ -104,6 +107,16 @@ class SamplerConfig:
 
     def replace(self, **changes: Any) -> "SamplerConfig":
         return replace(self, **changes)
+
+    def overridden(self, overrides: dict[str, Any]) -> "SamplerConfig":
+        """This sampler under command-line overrides (``--steps``, ``--snap``, ...): ``steps`` 0 keeps this one's
+        steps; ``snap`` 0 without ``min_changed_pixels`` also turns the gate off (it counts the pixels left after
+        the snap). Invalid values raise ``ValueError``."""
+        overrides = {k: v for k, v in overrides.items() if v is not None and not (k == "steps" and v == 0)}
+        if overrides.get("snap") == 0 and "min_changed_pixels" not in overrides and self.min_changed_pixels:
+            log.info("--snap 0 also turns off min_changed_pixels (it counts the pixels left after the snap)")
+            overrides["min_changed_pixels"] = 0
+        return self.replace(**overrides)
 
 
 #: the fields of :class:`SamplerConfig`: they only change sampling, not the weights (eval overrides, fine-tuning).

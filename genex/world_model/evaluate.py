@@ -230,13 +230,8 @@ def evaluate_cli(args: Any) -> int:
     from .checkpoint import load_world_model
 
     model = load_world_model(args.checkpoint, device=args.device)
-    sampling = {k: v for k, v in (("steps", getattr(args, "steps", None) or None),
-                                  ("snap", getattr(args, "snap", None)),
-                                  ("min_changed_pixels", getattr(args, "min_changed_pixels", None))) if v is not None}
-    if sampling.get("snap") == 0 and "min_changed_pixels" not in sampling and model.cfg.min_changed_pixels:
-        log.info("--snap 0 also turns off min_changed_pixels (it counts the pixels left after the snap)")
-        sampling["min_changed_pixels"] = 0
-    model.set_sampling(**sampling)
+    flags = ("steps", "snap", "min_changed_pixels")
+    model.sampler = model.sampler.overridden({k: getattr(args, k, None) for k in flags})
     cfg = model.cfg
     episodes, facts, manifests = load_episodes(args.data, cfg, args.max_episodes)
     windows = make_windows(episodes, cfg.context, args.horizon, args.stride, facts)
@@ -287,9 +282,9 @@ def evaluate_cli(args: Any) -> int:
     metrics["data"] = [str(d) for d in args.data]
     metrics["samples"] = args.samples
     metrics["stride"] = args.stride
-    metrics["sampling_steps"] = cfg.steps
-    metrics["snap"] = cfg.snap
-    metrics["min_changed_pixels"] = cfg.min_changed_pixels
+    metrics["sampling_steps"] = model.sampler.steps
+    metrics["snap"] = model.sampler.snap
+    metrics["min_changed_pixels"] = model.sampler.min_changed_pixels
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     with open(out / "metrics.csv", "w", newline="") as f:
         w = csv.writer(f)

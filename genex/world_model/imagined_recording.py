@@ -72,7 +72,8 @@ def imagine_recording(model: Any, src: str | Path, out: str | Path, *, min_psnr:
         raise ValueError("--out must differ from --data: the real recording is the source")
     settings = {"source": str(src), "world_model": world_model_path,
                 "world_model_sha256": getattr(model, "info", {}).get("sha256", ""), "min_psnr": float(min_psnr),
-                "min_changed": float(min_changed), "seed": int(seed), "steps": cfg.steps, "snap": cfg.snap}
+                "min_changed": float(min_changed), "seed": int(seed), "steps": model.sampler.steps,
+                "snap": model.sampler.snap}
     notes = {**manifest.notes, "imagined": settings}
     new = replace(manifest, notes=notes, checksums={})
     path = out / "manifest.json"

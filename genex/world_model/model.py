@@ -7,7 +7,6 @@ one batch.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -21,41 +20,7 @@ from .denoiser import Denoiser, to_uint8
 from .protocol import check_context
 from .sampler import sample_next_frame, sampler_of
 
-__all__ = ["DiffusionWorldModel", "SampledModelConfig", "select_device"]  # select_device: re-exported from genex.devices
-
-
-@dataclass(frozen=True, eq=False)
-class SampledModelConfig(WorldModelConfig):
-    """Compatibility view, what :attr:`DiffusionWorldModel.cfg` returns: the model's :class:`WorldModelConfig`
-    (it is one: equal to it, same ``to_dict``) that also answers the sampling fields (``steps``, ``snap``, ...)
-    of the model's :class:`SamplerConfig`, for code written before the split (``evaluate.py`` and
-    ``imagined_recording.py`` read ``model.cfg.steps``). New code reads :attr:`DiffusionWorldModel.sampler`."""
-
-    @classmethod
-    def of(cls, model: WorldModelConfig, sampler: SamplerConfig) -> "SampledModelConfig":
-        view = cls(**{k: getattr(model, k) for k in asdict(model)})
-        object.__setattr__(view, "_sampler", sampler)
-        return view
-
-    def __getattr__(self, name: str) -> Any:  # only for names that are not model fields
-        if name in SAMPLING_ONLY:
-            return getattr(object.__getattribute__(self, "_sampler"), name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    @property
-    def model(self) -> WorldModelConfig:
-        return WorldModelConfig(**{k: getattr(self, k) for k in asdict(self)})
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, WorldModelConfig):
-            return self.to_dict() == other.to_dict()
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(self.model)
-
-    def replace(self, **changes: Any) -> WorldModelConfig:
-        return self.model.replace(**changes)
+__all__ = ["DiffusionWorldModel", "select_device"]  # select_device: re-exported from genex.devices
 
 
 class DiffusionWorldModel:
@@ -92,15 +57,13 @@ class DiffusionWorldModel:
         if not isinstance(sampler, SamplerConfig):
             raise TypeError(f"sampler must be a SamplerConfig, got {type(sampler).__name__}")
         self._sampler = sampler.check_model(self.model_cfg)
-        self._cfg_view = SampledModelConfig.of(self.model_cfg, self._sampler)
         # so that sample_next_frame(model.denoiser, ...) without a sampler samples as this model does
         self.denoiser.sampler = self._sampler
 
     @property
-    def cfg(self) -> SampledModelConfig:
-        """The model config (a :class:`WorldModelConfig`); it also answers the sampler's fields, for code
-        written before the split (see :class:`SampledModelConfig`)."""
-        return self._cfg_view
+    def cfg(self) -> WorldModelConfig:
+        """The model config (network and training fields; how it samples is :attr:`sampler`)."""
+        return self.model_cfg
 
     def set_sampling(self, **overrides: Any) -> "DiffusionWorldModel":
         """Replace fields of :attr:`sampler` (``steps``, ``sigma_min``, ``snap``, ...; see
