@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["atomic_write_bytes", "sha256_file", "sha256_files"]
+__all__ = ["atomic_write_bytes", "replace_folder", "sha256_file", "sha256_files"]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -24,6 +25,20 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def replace_folder(new: str | Path, dest: str | Path) -> None:
+    """Move the finished folder ``new`` to ``dest``, replacing it: ``dest`` is first renamed to ``dest.old`` (deleted
+    at the end), so an interruption leaves the previous folder or the new one in place, never a mix."""
+    new, dest = Path(new), Path(dest)
+    old = dest.with_name(dest.name + ".old")
+    if dest.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(dest, old)
+    os.replace(new, dest)
+    if old.exists():
+        shutil.rmtree(old)
 
 
 def sha256_file(path: str | Path) -> str:

@@ -167,6 +167,20 @@ def test_cli_resume_errors_and_bf16_on_cpu(recordings, tmp_path, capsys):
     assert "--precision bf16" in config(tmp_path / "c")["command"] and "--resume" not in config(tmp_path / "c")["command"]
 
 
+def test_a_world_model_run_earlier_in_the_process_does_not_fix_the_policy_precision(recordings, tmp_path):
+    """Accelerate's state is process-global: a world-model training (fp32) in the same process must not stop a
+    policy training in bf16 from starting ("AcceleratorState has already been initialized")."""
+    from genex.world_model import preset
+    from genex.world_model.synthetic import write_synthetic_recording
+    from genex.world_model.train import train_world_model
+
+    data = write_synthetic_recording(tmp_path / "wm_rec", episodes=3, steps=12, size=16, seed=0)
+    model_cfg, train_cfg = preset("tiny", max_steps=1, checkpoint_every=1, eval_every=100, precision="fp32")
+    train_world_model([data], tmp_path / "wm", model_cfg, train_cfg, device="cpu", progress=False)
+    metrics = train_policy(tiny(recordings, tmp_path / "p", steps=2, precision="bf16"), progress=False)
+    assert metrics and config(tmp_path / "p")["distributed"]["precision"] == "bf16"
+
+
 # -- two processes (accelerate launch, gloo on CPU) ---------------------------------------------------------
 
 def _free_port() -> int:

@@ -10,7 +10,6 @@ Writes are atomic (temporary folder, then rename).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 
 from genex.errors import CheckpointError, CheckpointMismatchError, CorruptCheckpointError
+from genex.io import replace_folder
 from genex.policy.model import TinyVLM, TinyVLMConfig
 from genex.policy.tokenizer import TokenizerMismatchError, WordTokenizer
 
@@ -58,14 +58,7 @@ def save_tiny_vlm(path: str | Path, model: TinyVLM, tokenizer: WordTokenizer, **
     config = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model": model.config.to_dict(), **meta}
     (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
     tokenizer.save(tmp / "tokenizer.json")
-    old = path.with_name(path.name + ".old")
-    if path.exists():
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(path, old)
-    os.replace(tmp, path)
-    if old.exists():
-        shutil.rmtree(old)
+    replace_folder(tmp, path)
     return path
 
 

@@ -47,7 +47,6 @@ import itertools
 import json
 import logging
 import math
-import os
 import random
 import shutil
 import time
@@ -60,7 +59,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from genex.devices import select_device
+from genex.devices import reset_plain_accelerate_state, select_device
+from genex.io import replace_folder
 from genex.policy.checkpoint import encode_texts, load_tiny_vlm, save_tiny_vlm
 from genex.policy.data import EpisodeCache, Example, FrameIndex, FrameSet, index_examples, load_examples, subsample
 from genex.policy.model import TinyVLM, TinyVLMConfig
@@ -473,14 +473,7 @@ def _write_checkpoint(out: Path, model: TinyVLM, tokenizer: WordTokenizer, meta:
         shutil.rmtree(staging)
     save_tiny_vlm(staging, model, tokenizer, **meta)
     torch.save(state, staging / STATE_FILE)
-    old = out.with_name(out.name + ".old")
-    if out.exists():
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(out, old)
-    os.replace(staging, out)
-    if old.exists():
-        shutil.rmtree(old)
+    replace_folder(staging, out)
 
 
 # -- processes -------------------------------------------------------------------------------------------
@@ -543,7 +536,6 @@ def train_policy(cfg: TrainConfig, progress: bool = True, *, resume: bool = Fals
     ``stop_after``: return after that many steps in this call, leaving a checkpoint to ``resume``.
     """
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import DistributedDataParallelKwargs
 
     try:  # the options alone: every process finds the same (so the CLI prints it once)
@@ -554,16 +546,11 @@ def train_policy(cfg: TrainConfig, progress: bool = True, *, resume: bool = Fals
         e.agreed = True  # type: ignore[attr-defined]
         raise
     torch.set_num_threads(cfg.threads)
-    fresh = not AcceleratorState._shared_state  # ours to reset afterwards (one process: a later call may differ)
+    reset_plain_accelerate_state()  # an earlier run in this process must not fix this one's device or precision
     # find_unused_parameters: the reducer modes of a step leave the packer (none, cls) unused
     accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision=mixed_precision,
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
-    try:
-        return _train(accelerator, cfg, progress, resume, stop_after)
-    finally:
-        if fresh and accelerator.num_processes == 1:
-            AcceleratorState._reset_state(reset_partial_state=True)
-            GradientState._reset_state()
+    return _train(accelerator, cfg, progress, resume, stop_after)
 
 
 @dataclass

@@ -28,12 +28,13 @@ generator, as before, when one process takes the whole batch.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -120,26 +121,21 @@ def _check_manifest(d: str | Path, cfg: WorldModelConfig) -> Any:
     return manifest
 
 
+_E = TypeVar("_E")
+
+
 def load_recordings(dirs: Sequence[str | Path], cfg: WorldModelConfig, limit: int | None = None) -> list[EpisodeData]:
     """Episodes of every recording folder in ``dirs``, checked against ``cfg`` (frame size, actions)."""
-    out: list[EpisodeData] = []
-    for d in dirs:
-        manifest = _check_manifest(d, cfg)
-        n = 0
+    def read(d: str | Path, manifest: Any) -> Iterator[EpisodeData]:
         for ep in iter_episodes(d):
             if len(ep) == 0:
                 continue
             require_action_labels(cfg, ep, d)
-            out.append(EpisodeData(frames=ep.frames, actions=encode_actions(ep.actions, cfg, manifest.action_names),
-                                   raw_actions=list(ep.actions), env_id=manifest.env_id,
-                                   seed=int(ep.meta.get("seed", -1)), meta=ep.meta))
-            n += 1
-            if limit is not None and n >= limit:
-                break
-        log.info("loaded %d episodes from %s (%s)", n, d, manifest.env_id)
-    if not out:
-        raise ValueError(f"no episodes found in {list(map(str, dirs))}")
-    return out
+            yield EpisodeData(frames=ep.frames, actions=encode_actions(ep.actions, cfg, manifest.action_names),
+                              raw_actions=list(ep.actions), env_id=manifest.env_id,
+                              seed=int(ep.meta.get("seed", -1)), meta=ep.meta)
+
+    return _per_folder(dirs, cfg, limit, read, "loaded", logging.INFO)
 
 
 def _frames_shape(path: Path) -> tuple[int, ...]:
@@ -157,10 +153,7 @@ def scan_recordings(dirs: Sequence[str | Path], cfg: WorldModelConfig, limit: in
     Reads every member of each ``.npz`` except the frames (members are decompressed one by one), so it costs a
     small part of loading the data and holds none of its frames.
     """
-    out: list[EpisodeRef] = []
-    for d in dirs:
-        manifest = _check_manifest(d, cfg)
-        n = 0
+    def read(d: str | Path, manifest: Any) -> Iterator[EpisodeRef]:
         for path in episode_paths(d):
             try:
                 with np.load(path, allow_pickle=False) as z:
@@ -175,19 +168,26 @@ def scan_recordings(dirs: Sequence[str | Path], cfg: WorldModelConfig, limit: in
             if shape[0] != len(ep) + 1:
                 raise _unreadable(path, ValueError(f"{shape[0]} frames for {len(ep)} steps"))
             require_action_labels(cfg, ep, d)
-            out.append(EpisodeRef(path=path, frame_shape=shape, env_id=manifest.env_id,
-                                  actions=encode_actions(ep.actions, cfg, manifest.action_names),
-                                  seed=int(ep.meta.get("seed", -1))))
-            n += 1
-            if limit is not None and n >= limit:
-                break
-        log.debug("indexed %d episodes in %s (%s)", n, d, manifest.env_id)
+            yield EpisodeRef(path=path, frame_shape=shape, env_id=manifest.env_id,
+                             actions=encode_actions(ep.actions, cfg, manifest.action_names),
+                             seed=int(ep.meta.get("seed", -1)))
+
+    return _per_folder(dirs, cfg, limit, read, "indexed", logging.DEBUG)
+
+
+def _per_folder(dirs: Sequence[str | Path], cfg: WorldModelConfig, limit: int | None,
+                read: Callable[[str | Path, Any], Iterator[_E]], verb: str, level: int) -> list[_E]:
+    """The non-empty episodes ``read`` yields from each folder (its manifest checked against ``cfg``), at most
+    ``limit`` per folder, in order; ``ValueError`` when there are none at all."""
+    out: list[_E] = []
+    for d in dirs:
+        manifest = _check_manifest(d, cfg)
+        before = len(out)
+        out.extend(itertools.islice(read(d, manifest), limit))
+        log.log(level, "%s %d episodes in %s (%s)", verb, len(out) - before, d, manifest.env_id)
     if not out:
         raise ValueError(f"no episodes found in {list(map(str, dirs))}")
     return out
-
-
-_E = TypeVar("_E")
 
 
 def split_episodes(episodes: list[_E], eval_fraction: float = 0.05, max_eval: int = 16) -> tuple[list[_E], list[_E]]:

@@ -51,7 +51,7 @@ import torch
 from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file
 
-from genex.devices import select_device
+from genex.devices import reset_plain_accelerate_state, select_device
 
 from .checkpoint import (CorruptCheckpointError, atomic_save_tensors, atomic_write_bytes, load_denoiser, save_world_model,
                          sha256_file)
@@ -266,11 +266,9 @@ def _process_state(device: str) -> "PartialState":
     """Accelerate's process state for ``device`` (auto | cpu | cuda[:i] | mps); under a launcher this joins the
     process group. A plain process starts afresh, so successive runs in one Python process may use another
     device or precision (accelerate's state is process-global)."""
-    from accelerate.state import AcceleratorState, GradientState, PartialState
+    from accelerate.state import PartialState
 
-    if PartialState._shared_state and not PartialState().use_distributed:
-        AcceleratorState._reset_state(reset_partial_state=True)
-        GradientState._reset_state()
+    reset_plain_accelerate_state()
     if device not in ("auto", "cpu"):
         dev = select_device(device)  # a clear error where it is missing
         if dev.type == "cuda" and dev.index is not None and "LOCAL_RANK" not in os.environ:
