@@ -206,25 +206,19 @@ def check_envs_support_planners(cfg: CompareConfig) -> None:
         raise ValueError("--task-spec and --image-size adapt foreign envs; genex envs declare their own")
     for env_id in foreign:  # bad options, a bad spec or frames planners cannot read: one error now, not one per episode
         cfg.make_env(env_id).close()
-    if "particle" in cfg.planners:  # belief-space MPC over the env's own hypotheses: fail now, not mid-run
-        unable = [e for e in cfg.envs if e not in posterior_env_ids()]
-        if unable:
-            raise ValueError(f"particle plans over the hypotheses an env draws of its hidden state; {', '.join(unable)} "
-                             f"cannot. Envs that can: {', '.join(posterior_env_ids())}")
-    if any(PLANNERS[p][1] == "posterior" for p in cfg.planners):
-        able = posterior_env_ids()
-        unable = [e for e in cfg.envs if e not in able]
-        if unable:
-            raise ValueError(f"posterior-imagine needs an env that draws hypotheses of its hidden state; "
-                             f"{', '.join(unable)} cannot. Envs that can: {', '.join(able)}")
+    able = posterior_env_ids()  # the envs that draw hypotheses of their hidden state
+    unable = [e for e in cfg.envs if e not in able]
+    if "particle" in cfg.planners and unable:  # belief-space MPC over the env's own hypotheses: fail now, not mid-run
+        raise ValueError(f"particle plans over the hypotheses an env draws of its hidden state; {', '.join(unable)} "
+                         f"cannot. Envs that can: {', '.join(able)}")
+    if any(PLANNERS[p][1] == "posterior" for p in cfg.planners) and unable:
+        raise ValueError(f"posterior-imagine needs an env that draws hypotheses of its hidden state; "
+                         f"{', '.join(unable)} cannot. Envs that can: {', '.join(able)}")
     if cfg.decision not in ("auto", "plan", "table"):
         raise ValueError(f"decision must be auto, plan or table, got {cfg.decision!r}")
-    if cfg.decision == "plan":  # the plan rule draws the same hypotheses as the posterior model
-        unable = [e for e in cfg.envs if e not in posterior_env_ids()]
-        if unable:
-            raise ValueError(f"--decision plan needs envs that draw hypotheses of their hidden state; "
-                             f"{', '.join(unable)} cannot (use --decision auto or table)")
-
+    if cfg.decision == "plan" and unable:  # the plan rule draws the same hypotheses as the posterior model
+        raise ValueError(f"--decision plan needs envs that draw hypotheses of their hidden state; "
+                         f"{', '.join(unable)} cannot (use --decision auto or table)")
 
 def compare(cfg: CompareConfig, out: str | Path, workers: int | None = None, executor: str = "process",
             progress: bool = True, stale: str = "error") -> list[dict[str, Any]]:
