@@ -12,7 +12,7 @@ Subcommands:
     ``genex summarize RUN [RUN ...] --out DIR``   one table over several compare runs
     ``genex viz RUN``                    belief and decision timelines, imagination strip and GIF/MP4
                                          of one episode
-    ``genex calibrate-imagination --world-model DIR --policy DIR --data DIR``
+    ``genex measure-fidelity --world-model DIR --policy DIR --data DIR``
                                          how often imagination shows what really comes (fidelity.json)
     ``genex train-world-model`` / ``eval-world-model`` / ``train-policy`` / ``eval-policy`` / ``serve-policy``
                                          see docs/world_model.md and docs/policy.md

@@ -130,7 +130,7 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_calibrate(args: argparse.Namespace) -> int:
+def cmd_measure_fidelity(args: argparse.Namespace) -> int:
     import gymnasium as gym
     import torch
 
@@ -154,7 +154,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             wm = load_world_model(args.world_model, env=env, device="cpu")
             policy = make_policy("tiny", checkpoint=args.policy)
         except Exception as e:  # checkpoint errors carry their own advice
-            raise SystemExit(f"genex calibrate-imagination: {e}") from e
+            raise SystemExit(f"genex measure-fidelity: {e}") from e
     finally:
         if env is not None:
             env.close()
@@ -229,7 +229,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_compare)
 
-    s = sub.add_parser("calibrate-imagination", help="measure how often imagination shows what really comes "
+    s = sub.add_parser("measure-fidelity", help="measure how often imagination shows what really comes "
                        "(recall, false alarms per fact) on held-out recordings; writes fidelity.json")
     s.add_argument("--world-model", required=True, help="world-model checkpoint folder")
     s.add_argument("--policy", required=True, help="tiny policy checkpoint folder")
@@ -242,7 +242,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--out", default=None, help="default: WORLD_MODEL/fidelity.json")
     s.add_argument("--quiet", action="store_true")
-    s.set_defaults(func=cmd_calibrate)
+    s.set_defaults(func=cmd_measure_fidelity)
 
     s = sub.add_parser("summarize", help="one summary table over the episodes of several compare runs")
     s.add_argument("runs", nargs="+", help="genex compare --out folders (an episode in several: the first wins)")

@@ -50,7 +50,7 @@ def test_bad_arguments_exit_with_a_message(argv, match, tmp_path, monkeypatch):
 @pytest.mark.parametrize("command, required", [
     ("train-world-model", ["--out", "x"]), ("eval-world-model", ["--checkpoint", "m", "--out", "x"]),
     ("train-policy", ["--out", "x"]), ("eval-policy", ["--checkpoint", "m"]),
-    ("calibrate-imagination", ["--world-model", "w", "--policy", "p"])])
+    ("measure-fidelity", ["--world-model", "w", "--policy", "p"])])
 def test_data_folders_can_follow_one_flag_or_repeat_it(command, required):
     """`--data DIR/{A,B}` (a shell brace expansion, as the READMEs write it) and `--data A --data B` agree."""
     from genex.cli import build_parser

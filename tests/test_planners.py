@@ -532,7 +532,7 @@ def test_shipped_gui_world_model_imagines_for_the_gui_planners():
     assert row["imagined_frames"] > 0 and row["steps"] >= 1 and row["decisions"] >= 1
 
 
-def test_cli_calibrate_imagination_writes_fidelity_json(tmp_path, capsys):
+def test_cli_measure_fidelity_writes_fidelity_json(tmp_path, capsys):
     """The command behind the shipped fidelity.json: shipped checkpoints, a tiny recording, a JSON file."""
     import json
 
@@ -541,12 +541,12 @@ def test_cli_calibrate_imagination_writes_fidelity_json(tmp_path, capsys):
 
     record_episodes("genex/OccludedCrosswalk-v0", tmp_path / "rec", 2, driver="cautious", seed=0, progress=False)
     out = tmp_path / "fidelity.json"
-    assert main(["calibrate-imagination", "--world-model", str(default_checkpoint("world_model", "driving")),
+    assert main(["measure-fidelity", "--world-model", str(default_checkpoint("world_model", "driving")),
                  "--policy", str(default_checkpoint("policy", "driving")), "--data", str(tmp_path / "rec"),
                  "--horizon", "2", "--samples", "1", "--max-windows", "3", "--quiet", "--out", str(out)]) == 0
     body = json.loads(out.read_text())
     assert "pedestrian" in body["facts"] and body["horizon"] == 2
-    assert body["command"].startswith("genex calibrate-imagination --world-model ")  # what was run, not pytest's argv
+    assert body["command"].startswith("genex measure-fidelity --world-model ")  # what was run, not pytest's argv
     assert all(0 <= f["recall"] <= 1 and 0 <= f["false_alarm"] <= 1 for f in body["facts"].values())
     assert f"wrote {out}" in capsys.readouterr().out
     # the numbers are bound to the weights they were measured on
@@ -558,7 +558,7 @@ def test_cli_calibrate_imagination_writes_fidelity_json(tmp_path, capsys):
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"sha256": "0" * 64}))  # retrained weights, old fidelity.json
     (folder / "fidelity.json").write_text(out.read_text())
-    with pytest.raises(StaleFidelityError, match="calibrate-imagination"):
+    with pytest.raises(StaleFidelityError, match="measure-fidelity"):
         load_fidelity(folder)
     (folder / "config.json").write_text((wm / "config.json").read_text())
     assert load_fidelity(folder) == body["facts"]

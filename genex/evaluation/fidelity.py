@@ -20,7 +20,7 @@ rates are rates of the event ``P(visible) > 0.5``, the planner feeds them that
 event, not P itself (``imagined_reading="hard"``, the default).
 The oracle world model needs no calibration (recall 1 by construction).
 
-``genex calibrate-imagination`` writes the result as ``fidelity.json`` next to
+``genex measure-fidelity`` writes the result as ``fidelity.json`` next to
 the world-model checkpoint, where ``genex compare`` picks it up: pooled over all
 recordings (``facts``) and per env (``by_env``). A planner reads its own env's
 numbers where they were measured: one model can know a fact in one app (the
@@ -116,7 +116,7 @@ def load_fidelity(world_model_dir: str | Path | None, env_id: str | None = None,
     if measured is not None and current is not None and measured != current:
         raise StaleFidelityError(
             f"{path} was measured on weights {measured[:12]}..., but {world_model_dir} holds {current[:12]}...; "
-            f"re-run `genex calibrate-imagination --world-model {world_model_dir} ...` (its command is in the "
+            f"re-run `genex measure-fidelity --world-model {world_model_dir} ...` (its command is in the "
             "file), or pass --no-fidelity to take imagination at face value")
     measured_policy = body.get("policy_sha256")
     if policy_dir is not None and measured_policy is not None:
@@ -125,7 +125,7 @@ def load_fidelity(world_model_dir: str | Path | None, env_id: str | None = None,
             raise StaleFidelityError(
                 f"{path} was measured through the policy weights {measured_policy[:12]}... ({body.get('policy')}), "
                 f"but the planner reads imagined frames with {policy_dir} ({reader[:12]}...); re-run `genex "
-                f"calibrate-imagination --world-model {world_model_dir} --policy {policy_dir} ...` (the file holds "
+                f"measure-fidelity --world-model {world_model_dir} --policy {policy_dir} ...` (the file holds "
                 "the command), or pass --no-fidelity to take imagination at face value")
     by_env = body.get("by_env", {})
     key = fidelity_key(env_id, env_kwargs) if env_id is not None else None
