@@ -11,24 +11,82 @@ Command:
     python experiments/finetune_agent_windows/run.py --steps 1200 --agent-share 0.5 --out runs/stoch/ft_agent50
 
 Fine-tunes a checkpoint with ``--agent-share`` of every batch drawn from windows whose next frame shows a hidden
-agent; measure the result with ``experiments/stochasticity_counterfactual``.
+agent; measure the result (``OUT/model``) with ``experiments/stochasticity_counterfactual``.
+
+The library's trainer (:class:`genex.world_model.train.WorldModelTrainer`) does the training, fine-tuning from
+``--checkpoint`` (``init_from``) with two hooks changed: each step's window indices (:meth:`draw_indices`: the
+pool share first, then uniform) and a constant learning rate (AdamW weight decay 0.01, EMA 0.999, clip 1, fp32,
+as the experiment ran). ``--out`` is a resumable run folder (``--resume``). (The results above came from the
+experiment's own loop, since replaced: same settings, other random draws.)
 """
 
 from __future__ import annotations
 
 import argparse
-import time
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers.training_utils import EMAModel
 
-from genex.recording import iter_episodes, read_manifest
-from genex.world_model.actions import encode_actions
-from genex.world_model.checkpoint import load_denoiser, save_world_model
-from genex.world_model.data import EpisodeData, WindowDataset, split_episodes
+from genex.recording import read_manifest
+from genex.world_model.checkpoint import load_denoiser
+from genex.world_model.config import TrainConfig
+from genex.world_model.data import EpisodeRef, WindowDataset
+from genex.world_model.train import WorldModelTrainer
 
 AGENTS = ("pedestrian", "oncoming_vehicle")
+
+
+def agent_in_next_frame(ref: EpisodeRef) -> np.ndarray:
+    """``bool[T]``: whether window ``t`` of the episode (predicting frame ``t + 1``) shows a hidden agent there,
+    from the recording's visibility labels (the episode's ``visible`` member only; no frame is decoded)."""
+    facts = read_manifest(ref.path.parent.parent).facts  # <folder>/episodes/episode_XXXXXX.npz
+    cols = [i for i, f in enumerate(facts) if f in AGENTS]
+    with np.load(ref.path, allow_pickle=False) as z:
+        visible = z["visible"]
+    seen = visible[:, cols].any(1) if cols else np.zeros(len(visible), bool)
+    return seen[1:]
+
+
+class AgentWindowTrainer(WorldModelTrainer):
+    """Fine-tuning whose batches draw ``agent_share`` of their windows from those with a hidden agent in the next
+    frame (the pool, among the training episodes of the trainer's own split), the rest uniformly."""
+
+    def __init__(self, *args, agent_share: float, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.agent_share = agent_share
+        self.pool = np.zeros(0, np.int64)
+
+    def settings(self) -> dict:
+        return {"agent_share": self.agent_share, "agents": list(AGENTS)}
+
+    def episodes(self) -> tuple[list[EpisodeRef], list[EpisodeRef]]:
+        train, val = super().episodes()
+        flags = np.concatenate([agent_in_next_frame(r) for r in train])  # the windows' order (stride 1)
+        self.pool = np.flatnonzero(flags)
+        if self.agent_share > 0 and not len(self.pool):
+            raise ValueError(f"no training window of {self.data_dirs} shows {' or '.join(AGENTS)} in its next frame "
+                             "(visibility labels); use --agent-share 0 or other --data")
+        print(f"{len(flags)} windows, {len(self.pool)} with a hidden agent in the next frame", flush=True)
+        return train, val
+
+    def draw_indices(self, data: WindowDataset, rng: np.random.Generator, n: int) -> np.ndarray:
+        idx = rng.integers(0, len(data), size=n)
+        k = int(round(self.agent_share * n))
+        if k:
+            idx[:k] = self.pool[rng.integers(0, len(self.pool), size=k)]
+        return idx
+
+    def lr_factor(self, step: int) -> float:
+        return 1.0
+
+    def log_metrics(self, row: dict) -> None:
+        super().log_metrics(row)
+        print(f"step {row['step']} loss {row['loss']:.4f} {row['seconds']:.0f}s", flush=True)
+
+    def export_extra(self) -> dict:
+        return {"experiment": {"agent_share": self.agent_share, "checkpoint": str(self.init_from)}}
 
 
 def main() -> None:
@@ -42,48 +100,25 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", required=True, help="checkpoint folder to write")
+    ap.add_argument("--out", required=True, help="training run folder to write (resumable; the model in OUT/model)")
+    ap.add_argument("--resume", action="store_true", help="continue the run in --out")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] | mps")
     args = ap.parse_args()
     if not 0 <= args.agent_share <= 1:
         ap.error("--agent-share must be in [0, 1]")
     torch.set_num_threads(args.threads)
     den, _ = load_denoiser(args.checkpoint)
-    cfg = den.cfg
-    eps, seen = [], []
-    for d in args.data:
-        m = read_manifest(d)
-        cols = [i for i, f in enumerate(m.facts) if f in AGENTS]
-        for ep in iter_episodes(d):
-            if len(ep) == 0:
-                continue
-            eps.append(EpisodeData(ep.frames, encode_actions(ep.actions, cfg, m.action_names), list(ep.actions),
-                                   m.env_id, int(ep.meta.get("seed", -1)), {}))
-            v = ep.visible[:, cols].any(1) if cols else np.zeros(len(ep.frames), bool)
-            seen.append(v[1:])  # window t predicts frame t + 1
-    train, _ = split_episodes(eps)  # the trainer's split: its validation episodes stay out
-    keep = {id(e) for e in train}
-    data = WindowDataset(train, cfg.context)
-    pool = np.flatnonzero(np.concatenate([v for e, v in zip(eps, seen) if id(e) in keep]))
-    print(f"{len(data)} windows, {len(pool)} with a hidden agent in the next frame", flush=True)
-    den.train()
-    opt = torch.optim.AdamW(den.parameters(), lr=args.lr, weight_decay=1e-2)
-    ema = EMAModel(den.parameters(), decay=0.999)
-    rng, k, t0 = np.random.default_rng(args.seed), int(round(args.agent_share * args.batch_size)), time.time()
-    torch.manual_seed(args.seed)
-    for step in range(1, args.steps + 1):
-        idx = rng.integers(0, len(data), size=args.batch_size)
-        idx[:k] = pool[rng.integers(0, len(pool), size=k)]
-        loss, _ = den(data.get(idx))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(den.parameters(), 1.0)
-        opt.step()
-        ema.step(den.parameters())
-        if step % 100 == 0:
-            print(f"step {step} loss {float(loss.detach()):.4f} {time.time() - t0:.0f}s", flush=True)
-    ema.copy_to(den.parameters())
-    den.eval()
-    save_world_model(den, args.out, extra={"experiment": vars(args), "train_seconds": round(time.time() - t0, 1)})
+    tc = TrainConfig(batch_size=args.batch_size, lr=args.lr, weight_decay=1e-2, warmup_steps=0, max_steps=args.steps,
+                     ema_decay=0.999, grad_clip=1.0, checkpoint_every=600, eval_every=600, log_every=100,
+                     seed=args.seed, precision="fp32")
+    trainer = AgentWindowTrainer(args.data, args.out, den.cfg, tc, sampler=den.sampler, init_from=args.checkpoint,
+                                 resume=args.resume, device=args.device, progress=False, command=" ".join(sys.argv),
+                                 agent_share=args.agent_share)
+    try:
+        metrics = trainer.train()
+    except ValueError as e:  # the trainer's one-line errors (a resume with other settings, no agent windows)
+        raise SystemExit(f"finetune_agent_windows: {e}") from e
+    print(f"step {metrics['step']}; model in {Path(args.out) / 'model'}", flush=True)
 
 
 if __name__ == "__main__":

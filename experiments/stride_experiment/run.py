@@ -21,6 +21,12 @@ steps out from behind the truck shows a sliver of 1-2 pixels: a tiny share of th
 the pedestrian where it was. A model that jumps ``s`` steps sees ``s`` times the motion and ``s`` times the chance
 of a step-out per prediction, and rolls out ``s`` times fewer network calls.
 
+``train`` is the library's trainer (:class:`genex.world_model.train.WorldModelTrainer`) with three hooks changed:
+strided windows, the probe's episodes, and this experiment's schedule (100 warm-up steps, then constant; AdamW
+weight decay 0.01, EMA 0.999, clip 1, fp32 as before). ``--out`` is a resumable run folder (``--resume``); the
+model is ``OUT/model``, which ``eval --checkpoint OUT`` finds. (The results above came from the experiment's own
+loop, since replaced: same settings, other random draws.)
+
 ``eval`` uses the counterfactual replays and groups of :mod:`genex.evaluation.counterfactual` (as
 ``experiments/stochasticity_counterfactual`` does), on the frames every ``s`` steps: the shipped model rolls out
 frame by frame and is read at the same frames.
@@ -35,65 +41,89 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers.training_utils import EMAModel
 
 from genex.evaluation.counterfactual import WindowResult, classify, differs, load_replays, summarize
-from genex.world_model.checkpoint import load_denoiser, load_world_model, save_world_model
+from genex.world_model.checkpoint import load_denoiser, load_world_model
 from genex.world_model.cli import add_sampling_arguments, sampling_overrides
-from genex.world_model.data import WindowDataset, load_recordings, split_episodes
+from genex.world_model.config import TrainConfig
+from genex.world_model.data import EpisodeRef, StreamingWindowDataset, WindowDataset, scan_recordings
 from genex.world_model.denoiser import to_uint8
 from genex.world_model.evaluate import load_episodes
 from genex.world_model.sampler import sample_next_frame
+from genex.world_model.train import WorldModelTrainer
 
 DRIVING = [f"data/wm/train/{e}" for e in ("OccludedCrosswalk", "StoppedLeadCar", "OccludedLeftTurn")]
 
 
+class StrideTrainer(WorldModelTrainer):
+    """The library's trainer on windows every ``stride`` frames (:class:`WindowDataset` ``stride``); with
+    ``max_episodes`` (the fitting probe) on the first N episodes of each folder, all of them for training; with
+    the schedule this experiment ran with (linear warm-up, then constant)."""
+
+    def __init__(self, *args, stride: int, max_episodes: int | None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.stride, self.max_episodes = stride, max_episodes
+
+    def settings(self) -> dict:
+        return {"stride": self.stride, "max_episodes": self.max_episodes}
+
+    def episodes(self) -> tuple[list[EpisodeRef], list[EpisodeRef]]:
+        if self.max_episodes is None:
+            return super().episodes()
+        return scan_recordings(self.data_dirs, self.model_cfg, limit=self.max_episodes), []  # fits all it gets
+
+    def windows(self, refs: list[EpisodeRef], stream: bool) -> WindowDataset:
+        k = self.model_cfg.context
+        if stream:
+            return StreamingWindowDataset(refs, k, stride=self.stride, cache_episodes=self.cache_episodes)
+        return WindowDataset.from_refs(refs, k, stride=self.stride)
+
+    def lr_factor(self, step: int) -> float:
+        return min(1.0, (step + 1) / max(1, self.tc.warmup_steps))
+
+    def log_metrics(self, row: dict) -> None:
+        super().log_metrics(row)
+        print(f"step {row['step']} loss {row['loss']:.4f} {row['seconds']:.0f}s", flush=True)
+
+    def export_extra(self) -> dict:
+        return {"stride": self.stride}
+
+
+def model_folder(path: str | Path) -> Path:
+    """The checkpoint of ``path``: a training run's exported ``model/``, or ``path`` itself."""
+    path = Path(path)
+    return path / "model" if (path / "model" / "config.json").exists() else path
+
+
 def train(args) -> None:
     torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    den, _ = load_denoiser(args.init)
+    den, _ = load_denoiser(model_folder(args.init))
+    cfg, init_from = den.cfg, model_folder(args.init)
     if args.scratch:
-        from genex.world_model.denoiser import Denoiser
-        arch = {k: v for k, v in (("channels", args.channels), ("patch", args.patch)) if v is not None}
-        den = Denoiser(den.cfg.replace(**arch))
+        cfg, init_from = cfg.replace(**{k: v for k, v in (("channels", args.channels), ("patch", args.patch))
+                                        if v is not None}), None
     elif args.channels or args.patch:
         raise SystemExit("--channels/--patch change the network: they need --scratch")
     training = {k: v for k, v in (("p_mean", args.p_mean), ("p_std", args.p_std), ("change_weight", args.change_weight))
                 if v is not None}
     if training:  # training-only fields: the network is unchanged
-        den.cfg = den.cfg.replace(**training)
-    eps = load_recordings(args.data, den.cfg, limit=args.max_episodes)
-    tr, _ = split_episodes(eps) if args.max_episodes is None else (eps, [])  # a capacity probe fits all it gets
-    data = WindowDataset(tr, den.cfg.context, stride=args.stride)
-    print(f"{len(data)} strided windows (stride {args.stride})", flush=True)
-    den.train()
-    opt = torch.optim.AdamW(den.parameters(), lr=args.lr, weight_decay=1e-2)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / 100))
-    ema = EMAModel(den.parameters(), decay=0.999)
-    rng, t0 = np.random.default_rng(args.seed), time.time()
-    out = Path(args.out)
-    for step in range(1, args.steps + 1):
-        loss, _ = den(data.get(rng.integers(0, len(data), size=args.batch_size)))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(den.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        ema.step(den.parameters())
-        if step % 100 == 0:
-            print(f"step {step} loss {float(loss.detach()):.4f} {time.time() - t0:.0f}s", flush=True)
-        if step % 600 == 0 or step == args.steps:
-            live = [p.detach().clone() for p in den.parameters()]
-            ema.copy_to(den.parameters())
-            save_world_model(den, out, extra=dict(stride=args.stride, steps=step, command=" ".join(sys.argv),
-                                                 train_seconds=round(time.time() - t0)))
-            for p, v in zip(den.parameters(), live):
-                p.data.copy_(v)
+        cfg = cfg.replace(**training)
+    tc = TrainConfig(batch_size=args.batch_size, lr=args.lr, weight_decay=1e-2, warmup_steps=100, max_steps=args.steps,
+                     ema_decay=0.999, grad_clip=1.0, checkpoint_every=600, eval_every=600, log_every=100,
+                     seed=args.seed, precision="fp32")
+    trainer = StrideTrainer(args.data, args.out, cfg, tc, sampler=den.sampler, init_from=init_from,
+                            resume=args.resume, device=args.device, progress=False, command=" ".join(sys.argv),
+                            stride=args.stride, max_episodes=args.max_episodes)
+    try:
+        metrics = trainer.train()
+    except ValueError as e:  # the trainer's one-line errors (a resume with other settings, bad data)
+        raise SystemExit(f"stride_experiment train: {e}") from e
+    print(f"{len(trainer.data)} strided windows (stride {args.stride}); step {metrics['step']}; model in "
+          f"{Path(args.out) / 'model'}", flush=True)
 
 
 @torch.no_grad()
@@ -116,7 +146,7 @@ def evaluate(args) -> None:
     horizon = s * jumps
     models = {} if args.no_baseline else {"shipped (1 step)": (load_world_model(args.baseline, device="cpu"), 1)}
     if args.checkpoint:
-        models[f"{args.checkpoint} ({s} steps)"] = (load_world_model(args.checkpoint, device="cpu"), s)
+        models[f"{args.checkpoint} ({s} steps)"] = (load_world_model(model_folder(args.checkpoint), device="cpu"), s)
     if not models:
         raise SystemExit("nothing to measure: give --checkpoint, or drop --no-baseline")
     for m, _ in models.values():
@@ -191,9 +221,12 @@ def main() -> None:
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--out", required=True)
+    t.add_argument("--out", required=True, help="training run folder (resumable; the model in OUT/model)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] | mps")
     e = sub.add_parser("eval")
-    e.add_argument("--checkpoint", default=None, help="a strided model (omit: only the shipped one)")
+    e.add_argument("--checkpoint", default=None,
+                   help="a strided model, or the training run folder holding it (omit: only the shipped one)")
     e.add_argument("--baseline", default="checkpoints/world_model/driving")
     e.add_argument("--no-baseline", action="store_true", help="only measure --checkpoint")
     e.add_argument("--data", default="data/wm/heldout/OccludedCrosswalk")

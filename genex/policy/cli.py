@@ -62,7 +62,7 @@ def cmd_train_policy(args: argparse.Namespace) -> int:
     try:
         meta = train_policy(cfg, progress=not args.quiet, resume=args.resume, stop_after=args.stop_after)
     except (FileNotFoundError, ValueError) as e:
-        if rank and getattr(e, "agreed", False):
+        if rank and getattr(e, "collective", False):
             raise SystemExit(1) from e  # the main process says it
         raise SystemExit(f"genex train-policy{f' (process {rank})' if rank else ''}: {e}") from e
     if rank:

@@ -37,8 +37,9 @@ the optimizer). Resume rules (``resume=True``):
 * a finished run resumes to itself (nothing to do); without ``resume`` an ``out`` holding a run (or anything
   else) is refused rather than overwritten.
 
-Every process checks the same things before training starts and they agree on the outcome (one collective),
-so a missing data folder or a bad ``--resume`` stops every process with the same one-line error, no hang.
+Every process checks the same things before training starts and they agree on the outcome (one collective,
+:func:`genex.training.fail_together`, as the world-model trainer does), so a missing data folder or a bad
+``--resume`` stops every process with the same one-line error, no hang.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ import torch
 
 from genex.devices import reset_plain_accelerate_state, select_device
 from genex.io import replace_folder
+from genex.training import fail_together
 from genex.policy.checkpoint import encode_texts, load_tiny_vlm, save_tiny_vlm
 from genex.policy.data import EpisodeCache, Example, FrameIndex, FrameSet, index_examples, load_examples, subsample
 from genex.policy.model import TinyVLM, TinyVLMConfig
@@ -500,23 +502,6 @@ def _mixed_precision(precision: str, device: torch.device) -> str:
     return "no"
 
 
-def _agree(accelerator: Any, error: BaseException | None) -> None:
-    """Every process passes only if every process got here without an error (one all-gather); otherwise every
-    process raises: its own error, or a one-line one naming the first process that failed. The raised error
-    carries ``agreed = True`` (the CLI prints it once, from the main process)."""
-    if accelerator.num_processes > 1:
-        from accelerate.utils import gather_object
-
-        messages = gather_object([None if error is None else (str(error).strip().splitlines() or [""])[0]])
-        failed = [(rank, m) for rank, m in enumerate(messages) if m is not None]
-        if error is None and failed:
-            rank, message = failed[0]
-            error = TrainingStateError(f"process {rank} of {len(messages)} could not start: {message}")
-    if error is not None:
-        error.agreed = True  # type: ignore[attr-defined]
-        raise error
-
-
 def _check_config(cfg: TrainConfig, stop_after: int | None) -> None:
     for name in ("steps", "batch_frames", "max_questions", "grad_accum", "cache_episodes"):
         if getattr(cfg, name) < 1:
@@ -543,7 +528,7 @@ def train_policy(cfg: TrainConfig, progress: bool = True, *, resume: bool = Fals
         device = select_device(cfg.device)  # "cuda" without CUDA: a clear error before anything starts
         mixed_precision = _mixed_precision(cfg.precision, device)
     except ValueError as e:
-        e.agreed = True  # type: ignore[attr-defined]
+        e.collective = True  # type: ignore[attr-defined]
         raise
     torch.set_num_threads(cfg.threads)
     reset_plain_accelerate_state()  # an earlier run in this process must not fix this one's device or precision
@@ -635,9 +620,9 @@ def _train(accelerator: Any, cfg: TrainConfig, progress: bool, resume: bool,
     out = Path(cfg.out)
     try:
         setup, error = _setup(cfg, resume, world, main), None
-    except Exception as e:  # noqa: BLE001 - every process learns that one failed (see _agree)
+    except Exception as e:  # noqa: BLE001 - every process learns that one failed (see fail_together)
         setup, error = None, e
-    _agree(accelerator, error)
+    fail_together(accelerator.num_processes, error)
     assert setup is not None
     point = setup.point
     if point is not None and point.state is None:

@@ -435,7 +435,8 @@ def collate_batch(batch: Batch) -> Batch:
 
 class StepBatchSampler:
     """A ``DataLoader`` batch sampler: for each optimizer step ``s`` in ``[start, stop)``, a global batch of
-    ``batch_size`` window indices (:meth:`WindowDataset.draw_indices`), yielded as ``accum`` micro-batches of
+    ``batch_size`` window indices (``draw(data, rng, batch_size)``; by default :meth:`WindowDataset.draw_indices`
+    with ``changed_share`` and ``source_balance``), yielded as ``accum`` micro-batches of
     ``batch_size // accum`` indices.
 
     Per-step draws (the default): step ``s``'s batch comes from ``numpy.random.default_rng([seed, s])``, shuffled
@@ -451,7 +452,8 @@ class StepBatchSampler:
 
     def __init__(self, data: WindowDataset, batch_size: int, *, start: int, stop: int, seed: int, accum: int = 1,
                  changed_share: float = 0.0, source_balance: float = 0.0,
-                 rng: np.random.Generator | None = None) -> None:
+                 rng: np.random.Generator | None = None,
+                 draw: Callable[[WindowDataset, np.random.Generator, int], np.ndarray] | None = None) -> None:
         if batch_size % accum:
             raise ValueError(f"batch size {batch_size} is not divisible by {accum} accumulation steps")
         if rng is not None and accum != 1:
@@ -462,13 +464,16 @@ class StepBatchSampler:
         self.start, self.stop, self.seed = start, stop, seed
         self.changed_share, self.source_balance = changed_share, source_balance
         self.rng = rng
+        self.draw = draw if draw is not None else self._draw
         self._states: dict[int, dict[str, Any]] = {}
+
+    def _draw(self, data: WindowDataset, rng: np.random.Generator, n: int) -> np.ndarray:
+        return data.draw_indices(rng, n, changed_share=self.changed_share, source_balance=self.source_balance)
 
     def step_indices(self, step: int) -> np.ndarray:
         """``int64[batch_size]``: the global batch of optimizer step ``step`` (per-step draws)."""
         rng = np.random.default_rng([self.seed % 2**32, step])
-        idx = self.data.draw_indices(rng, self.global_batch, changed_share=self.changed_share,
-                                     source_balance=self.source_balance)
+        idx = self.draw(self.data, rng, self.global_batch)
         return idx[rng.permutation(len(idx))]
 
     def rng_state_after(self, step: int) -> dict[str, Any]:
@@ -482,8 +487,7 @@ class StepBatchSampler:
     def __iter__(self) -> Iterator[list[int]]:
         for step in range(self.start, self.stop):
             if self.rng is not None:
-                idx = self.data.draw_indices(self.rng, self.global_batch, changed_share=self.changed_share,
-                                             source_balance=self.source_balance)
+                idx = self.draw(self.data, self.rng, self.global_batch)
                 self._states[step] = self.rng.bit_generator.state
             else:
                 idx = self.step_indices(step)

@@ -31,6 +31,16 @@ Output folder ``out``::
 
 Every write is atomic (temp file + rename), ``latest.json`` last, so a run killed at any moment resumes from
 its last complete checkpoint.
+
+The loop is :class:`WorldModelTrainer`; :func:`train_world_model` (``genex train-world-model``) runs it with
+its default hooks. An experiment that trains differently (strided windows, oversampled windows, another loss)
+subclasses it and overrides a hook, and so keeps everything above, instead of copying the loop::
+
+    class PoolTrainer(WorldModelTrainer):
+        def draw_indices(self, data, rng, n):  # every window of a batch from a pool
+            return self.pool[rng.integers(0, len(self.pool), size=n)]
+
+    PoolTrainer(data_dirs, out, model_cfg, train_cfg, init_from="checkpoints/world_model/driving").train()
 """
 
 from __future__ import annotations
@@ -40,9 +50,8 @@ import json
 import logging
 import math
 import os
-import socket
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -52,19 +61,20 @@ from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file
 
 from genex.devices import reset_plain_accelerate_state, select_device
+from genex.training import TrainingInputError, fail_together
 
 from .checkpoint import (CorruptCheckpointError, atomic_save_tensors, atomic_write_bytes, load_denoiser, save_world_model,
                          sha256_file)
 from .config import SAMPLING_ONLY, TRAINING_ONLY, SamplerConfig, TrainConfig, WorldModelConfig
 from .data import (EpisodeRef, StepBatchSampler, StreamingWindowDataset, WindowDataset, collate_batch, scan_recordings,
                    split_episodes)
-from .denoiser import Denoiser
+from .denoiser import Batch, Denoiser
 from .sampler import sample_next_frame
 
 if TYPE_CHECKING:
     from accelerate import PartialState
 
-__all__ = ["train_world_model", "TrainingStateError", "TrainingInputError"]
+__all__ = ["train_world_model", "WorldModelTrainer", "TrainingStateError", "TrainingInputError"]
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +83,6 @@ CSV_FIELDS = ["step", "loss", "lr", "val_loss", "val_psnr1", "copy_psnr1", "seco
 
 class TrainingStateError(ValueError):
     """The output folder holds another run, or its training state is unusable."""
-
-
-class TrainingInputError(ValueError):
-    """Another process of a distributed run could not start (its data or run folder): this one stops with it."""
 
 
 def _lr_factor(step: int, tc: TrainConfig) -> float:
@@ -171,18 +177,22 @@ class _Setup:
     """What every process checked before training: the run record, the episodes, the start weights."""
 
     run: dict[str, Any]
-    train: list[EpisodeRef]
-    val: list[EpisodeRef]
     init: Denoiser | None
+    train: list[EpisodeRef] = field(default_factory=list)
+    val: list[EpisodeRef] = field(default_factory=list)
 
 
 def _prepare(data_dirs: Sequence[str | Path], out: Path, model_cfg: WorldModelConfig, tc: TrainConfig, *,
              resume: bool, init_from: str | Path | None, processes: int = 1, grad_accum: int = 1,
-             main: bool = True, sampler: SamplerConfig | None = None) -> _Setup:
-    """Check the run folder, the data and the start checkpoint; raises on anything that would stop training."""
+             main: bool = True, sampler: SamplerConfig | None = None,
+             settings: dict[str, Any] | None = None) -> _Setup:
+    """Check the run folder and the start checkpoint; raises on anything that would stop training.
+    ``settings``: a trainer subclass's own (``run.json``'s ``"trainer"``, when not empty)."""
     sampler = sampler if sampler is not None else SamplerConfig()
     run: dict[str, Any] = {"model": model_cfg.to_dict(), "sampler": sampler.to_dict(), "train": asdict(tc),
                            "data": [str(Path(d)) for d in data_dirs]}
+    if settings:
+        run["trainer"] = settings
     latest_path = out / "state" / "latest.json"
     if latest_path.exists() and not resume:
         raise TrainingStateError(f"{out} already holds a training run; pass --resume to continue it or use "
@@ -233,33 +243,7 @@ def _prepare(data_dirs: Sequence[str | Path], out: Path, model_cfg: WorldModelCo
                 fields_.append(k)
         raise TrainingStateError(f"--resume: {out} was started with other settings ({'; '.join(fields_)}){hint}; "
                                  "resume with the same --data, --config and options, or use another --out")
-    train, val = split_episodes(scan_recordings(data_dirs, model_cfg))
-    return _Setup(run=run, train=train, val=val, init=init)
-
-
-def _fail_together(state: "PartialState", error: BaseException | None) -> None:
-    """Raise on every process if any process failed its checks (one collective, no hang).
-
-    Where every failing process failed alike (the usual case: the same files), each re-raises its own error;
-    otherwise all raise one :class:`TrainingInputError` naming the processes and their errors. Either is marked
-    ``collective``: the command prints the main process' one only.
-    """
-    if state.num_processes > 1:
-        from accelerate.utils import gather_object
-
-        errors = gather_object([(None if error is None else str(error), socket.gethostname())])
-    else:
-        errors = [(None if error is None else str(error), "")]
-    failed = {msg for msg, _ in errors if msg is not None}
-    if not failed:
-        return
-    if error is not None and failed == {str(error)}:
-        error.collective = True  # type: ignore[attr-defined]
-        raise error
-    e = TrainingInputError("; ".join(f"process {rank} (of {state.num_processes}, on {host}) could not start: {msg}"
-                                     for rank, (msg, host) in enumerate(errors) if msg is not None))
-    e.collective = True  # type: ignore[attr-defined]
-    raise e
+    return _Setup(run=run, init=init)
 
 
 def _process_state(device: str) -> "PartialState":
@@ -303,6 +287,324 @@ def _available_memory() -> int:
         return 8 << 30
 
 
+class WorldModelTrainer:
+    """The world-model training loop, with hooks that experiments override instead of copying the loop.
+
+    ``WorldModelTrainer(data_dirs, out, model_cfg, train_cfg, **options).train()`` is
+    :func:`train_world_model` (same arguments, bit-identical with the default hooks). The loop keeps what
+    every run needs and a copy would lose: Accelerate DDP, bf16, gradient accumulation, the global batch
+    split, streaming data, the EMA, resumable atomic checkpoints written by the main process, start-up errors
+    shared by all processes. A subclass overrides only what its run changes:
+
+    * :meth:`episodes`: which recorded episodes train and validate (e.g. a few, all for training);
+    * :meth:`windows`: the window dataset over episodes (e.g. strided windows);
+    * :meth:`draw_indices`: the window indices of each step's global batch (e.g. oversample a pool);
+    * :meth:`lr_factor`: the learning-rate schedule;
+    * :meth:`compute_loss`: the loss of a (micro-)batch (e.g. weight some pixels);
+    * :meth:`evaluate`, :meth:`log_metrics`, :meth:`on_step_end`, :meth:`on_checkpoint`: metrics and callbacks;
+    * :meth:`settings`, :meth:`export_extra`: what the subclass adds to ``run.json`` (a resume must match it)
+      and to the exported checkpoint's ``config.json``.
+
+    Fine-tuning needs no hook: ``init_from`` starts from a checkpoint's weights. Hooks run on every process
+    (the callbacks and :meth:`evaluate`: on the main process only) and must draw the same on each, so a
+    distributed run stays one run. Attributes set by :meth:`train` for the hooks: ``data`` (training windows),
+    ``val`` (validation windows, main process), ``step`` (optimizer steps done), ``device``.
+    """
+
+    def __init__(self, data_dirs: Sequence[str | Path], out: str | Path, model_cfg: WorldModelConfig,
+                 train_cfg: TrainConfig, *, resume: bool = False, device: str = "auto", progress: bool = True,
+                 command: str | None = None, stop_after: int | None = None, init_from: str | Path | None = None,
+                 grad_accum: int = 1, workers: int = 0, stream: bool | None = None, cache_episodes: int = 64,
+                 sampler: SamplerConfig | None = None) -> None:
+        self.data_dirs, self.out, self.model_cfg, self.tc = list(data_dirs), Path(out), model_cfg, train_cfg
+        self.resume, self.device_name, self.progress, self.command = resume, device, progress, command
+        self.stop_after, self.init_from, self.grad_accum, self.workers = stop_after, init_from, grad_accum, workers
+        self.stream, self.cache_episodes = stream, cache_episodes
+        self.sampler = sampler if sampler is not None else SamplerConfig()
+        self.data: WindowDataset | None = None
+        self.val: WindowDataset | None = None
+        self.step = 0
+        self.device = torch.device("cpu")
+        self._logger: _Logger | None = None
+
+    # -- hooks ----------------------------------------------------------------------------------------------
+
+    def settings(self) -> dict[str, Any]:
+        """What else defines this run (a subclass's options, e.g. its stride): recorded in ``run.json`` under
+        ``"trainer"`` when not empty, so ``--resume`` with other settings is refused."""
+        return {}
+
+    def episodes(self) -> tuple[list[EpisodeRef], list[EpisodeRef]]:
+        """``(train, validation)`` episodes: the deterministic split of every episode of ``data_dirs``."""
+        return split_episodes(scan_recordings(self.data_dirs, self.model_cfg))
+
+    def windows(self, refs: list[EpisodeRef], stream: bool) -> WindowDataset:
+        """The windows of ``refs`` (training with ``stream`` as chosen; validation in memory)."""
+        if stream:
+            return StreamingWindowDataset(refs, self.model_cfg.context, cache_episodes=self.cache_episodes)
+        return WindowDataset.from_refs(refs, self.model_cfg.context)
+
+    def draw_indices(self, data: WindowDataset, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``int64[n]``: the window indices of one step's global batch, drawn from ``rng`` only (the step's own
+        generator, or the run's single stream; see :class:`StepBatchSampler`, which also shuffles them across
+        shards). Default: uniform, with the config's ``changed_share`` and ``source_balance``."""
+        return data.draw_indices(rng, n, changed_share=self.tc.changed_share, source_balance=self.tc.source_balance)
+
+    def lr_factor(self, step: int) -> float:
+        """The learning rate of (0-based) step ``step`` over ``train_cfg.lr``: linear warm-up, cosine to 0.1."""
+        return _lr_factor(step, self.tc)
+
+    def compute_loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """``(loss, logs)`` of a micro-batch; ``logs["loss"]`` (a float) is what the metrics average. ``model``
+        is the prepared (DDP, autocast) :class:`Denoiser`: call it for its forward pass so gradients sync."""
+        return model(batch)
+
+    def evaluate(self, model: Denoiser) -> dict[str, float]:
+        """Metrics of the EMA weights ``model`` (main process, every ``eval_every`` steps): validation loss and
+        1-step PSNR on fixed validation windows. Keys outside ``metrics.csv``'s columns go to TensorBoard."""
+        return _evaluate(model, self.val, self.device)
+
+    def log_metrics(self, row: dict[str, Any]) -> None:
+        """Write a metrics row (main process, every ``log_every`` steps) to ``metrics.csv`` and TensorBoard."""
+        if self._logger is not None:
+            self._logger.write(row)
+
+    def on_step_end(self, step: int, row: dict[str, Any] | None) -> None:
+        """After optimizer step ``step`` (1-based, every process); ``row`` is the metrics row if one was logged."""
+
+    def on_checkpoint(self, step: int) -> None:
+        """After the main process wrote the checkpoint (and exported the EMA model) of step ``step``."""
+
+    def export_extra(self) -> dict[str, Any]:
+        """Entries added to the exported checkpoint's ``config.json`` (e.g. the subclass's settings)."""
+        return {}
+
+    # -- the loop -------------------------------------------------------------------------------------------
+
+    def train(self) -> dict[str, Any]:
+        """Train (or resume training); returns the final metrics (on other than the main process, only the
+        step). See :func:`train_world_model` for the options."""
+        from accelerate import Accelerator
+        from accelerate.utils import DataLoaderConfiguration
+        from tqdm.auto import tqdm
+
+        out, tc, model_cfg, grad_accum = self.out, self.tc, self.model_cfg, self.grad_accum
+        workers, stream, cache_episodes, device = self.workers, self.stream, self.cache_episodes, self.device_name
+        state = _process_state(device)
+        main, n_proc, rank = state.is_main_process, state.num_processes, state.process_index
+        say = log.info if main else (lambda *a, **k: None)
+        error, setup, data, val, saved = None, None, None, None, None
+        try:  # checks, missing folders, unreadable episodes: found on any process, they stop every process
+            if grad_accum < 1 or workers < 0 or cache_episodes < 1:
+                raise ValueError(f"--grad-accum and --cache-episodes must be >= 1 and --workers >= 0, got "
+                                 f"{grad_accum}, {cache_episodes} and {workers}")
+            setup = _prepare(self.data_dirs, out, model_cfg, tc, resume=self.resume, init_from=self.init_from,
+                             sampler=self.sampler, processes=n_proc, grad_accum=grad_accum, main=main,
+                             settings=self.settings())
+            setup.train, setup.val = self.episodes()
+            frame_bytes = sum(r.nbytes for r in setup.train)
+            local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", n_proc))
+            if stream is None:
+                stream = frame_bytes * local_procs > _available_memory() // 2
+            data = self.windows(setup.train, stream)
+            if stream:
+                say("streaming %d training episodes (%.2f GB of frames) from disk, at most %d decoded at a time per "
+                    "loading process (<= %.0f MB)", len(setup.train), frame_bytes / 1e9, cache_episodes,
+                    min(cache_episodes, len(setup.train)) * max(r.nbytes for r in setup.train) / 1e6)
+            else:
+                say("%.2f GB of training frames in memory in each of %d process(es) on this machine",
+                    frame_bytes / 1e9, local_procs)
+            val = self.windows(setup.val, False) if setup.val and main else None
+            saved = _read_state(out) if self.resume else None
+        except (ValueError, OSError, KeyError) as e:
+            error = e
+        fail_together(state.num_processes, error)
+        assert setup is not None and data is not None
+        self.data, self.val = data, val
+        say("%d training windows from %d episodes, %d validation episodes", len(data), len(setup.train),
+            len(setup.val))
+        run = setup.run
+        state_dir = out / "state"
+        latest_path = state_dir / "latest.json"
+        if main:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(out / "run.json", json.dumps(run, indent=2).encode())
+
+        precision = "bf16" if _use_bf16(tc.precision, state.device) else "no"
+        if os.environ.get("ACCELERATE_MIXED_PRECISION", "no") not in ("no", precision):
+            say("accelerate's mixed precision %r is not used: --precision %s decides (here: %s)",
+                os.environ["ACCELERATE_MIXED_PRECISION"], tc.precision, precision)
+        acc = Accelerator(cpu=device == "cpu", mixed_precision=precision, gradient_accumulation_steps=grad_accum,
+                          dataloader_config=DataLoaderConfiguration(split_batches=True))
+        dev = self.device = acc.device
+
+        torch.manual_seed(tc.seed)
+        denoiser = Denoiser(model_cfg).to(dev)
+        denoiser.sampler = self.sampler  # what validation and the export sample with
+        # one shard a step (1 process, 1 micro-batch): the NumPy generator and the torch RNG run on from step to
+        # step, checkpointed, as genex always trained; several shards: per-step seeds
+        one_stream = n_proc * grad_accum == 1
+        rng = np.random.default_rng(tc.seed) if one_stream else None
+        torch_rng = torch.get_rng_state()  # where the noise stream starts (restored before the first step)
+        optimizer = torch.optim.AdamW(denoiser.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        ema = EMAModel(denoiser.parameters(), decay=tc.ema_decay) if main else None  # only the main process exports
+        step, elapsed = 0, 0.0
+
+        if saved is not None:
+            latest, tensors = saved
+            denoiser.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            optimizer.load_state_dict(_unflatten_optimizer(tensors, latest["optimizer"]))
+            if ema is not None:
+                names = [n for n, _ in denoiser.named_parameters()]
+                ema.shadow_params = [tensors[f"ema.{n}"].to(dev) for n in names]
+                ema.optimization_step = latest["ema_step"]
+            step, elapsed = latest["step"], latest["seconds"]
+            was = (latest.get("processes", 1), latest.get("grad_accum", 1))
+            say("resumed %s at step %d", out, step)
+            if rng is not None and "numpy_rng" in latest:  # the streams go on where they stopped
+                rng.bit_generator.state = latest["numpy_rng"]
+                torch_rng = tensors["rng.torch"]
+            elif rng is not None:  # saved with per-step draws: the single streams start at this step
+                rng = np.random.default_rng([tc.seed % 2**32, step])
+                torch_rng = torch.random.manual_seed(_noise_seed(tc.seed, step, 0)).get_state()
+            if was[0] * was[1] != n_proc * grad_accum:
+                say("resuming with %d process(es) x %d micro-batch(es) a run saved with %d x %d: the same global "
+                    "batch, other random draws than an uninterrupted run from here on", n_proc, grad_accum, *was)
+            del tensors, saved
+        elif setup.init is not None:
+            denoiser.load_state_dict(setup.init.state_dict())
+            setup.init = None
+            # a fresh average of the loaded weights (the one made above holds the random init; it matters for an
+            # export before the first step, since diffusers' EMA copies the weights at step 1 anyway)
+            if main:
+                ema = EMAModel(denoiser.parameters(), decay=tc.ema_decay)
+            say("starting from the weights of %s", self.init_from)
+        elif self.resume:
+            say("--resume: no checkpoint in %s yet, starting from scratch", out)
+        self.step = step
+        acc.wait_for_everyone()  # every process has read the state before the main process may replace it
+        self._logger = _Logger(out, step) if main else None
+        eval_model = Denoiser(model_cfg).to(dev).eval() if main else None  # the EMA weights, outside DDP, autocast
+        if eval_model is not None:
+            eval_model.sampler = denoiser.sampler
+        say("training precision: %s (--precision %s on %s); %d process(es) x %d micro-batch(es) of %d: global "
+            "batch %d", "bf16 autocast" if precision == "bf16" else "fp32", tc.precision, dev.type, n_proc,
+            grad_accum, tc.batch_size // (n_proc * grad_accum), tc.batch_size)
+        if data.env_ids and tc.source_balance > 0:
+            for changed_only in (True, False):
+                shares = data.env_shares(tc.source_balance, changed_only=changed_only)
+                say("batch shares per env (%s windows): %s", "changing" if changed_only else "all",
+                    ", ".join(f"{e} {s:.2f}" for e, s in zip(data.env_ids, shares)))
+
+        stop = tc.max_steps if self.stop_after is None else min(tc.max_steps, step + self.stop_after)
+        batches = StepBatchSampler(data, tc.batch_size, start=step, stop=stop, seed=tc.seed, accum=grad_accum,
+                                   rng=rng, draw=self.draw_indices)
+        # its own generator for worker seeds: creating the iterator must not draw from the noise stream
+        loader = torch.utils.data.DataLoader(data, batch_sampler=batches, collate_fn=collate_batch,
+                                             num_workers=workers, generator=torch.Generator().manual_seed(tc.seed))
+        model, opt, loader = acc.prepare(denoiser, optimizer, loader)
+
+        def ema_weights() -> Denoiser:
+            assert eval_model is not None and ema is not None
+            eval_model.load_state_dict(denoiser.state_dict())
+            ema.copy_to(eval_model.parameters())
+            return eval_model
+
+        def export(final: bool = False) -> None:
+            save_world_model(ema_weights(), out / "model", extra={
+                "data": [_data_info(d) for d in self.data_dirs], "command": self.command,
+                "train_seconds": round(elapsed, 1), **({"init_from": run["init_from"]} if "init_from" in run else {}),
+                "steps": step, "train": asdict(tc), "final": final,
+                "precision_used": "bf16" if precision == "bf16" else "fp32", **self.export_extra()})
+
+        def checkpoint() -> None:
+            assert ema is not None
+            tensors = {f"model.{k}": v for k, v in denoiser.state_dict().items()}
+            for (n, _), s in zip(denoiser.named_parameters(), ema.shadow_params):
+                tensors[f"ema.{n}"] = s
+            opt_t, opt_meta = _flatten_optimizer(optimizer)
+            tensors.update(opt_t)
+            tensors["rng.torch"] = torch.get_rng_state()  # with per-step seeds only a record
+            name = f"state_{step:07d}.safetensors"
+            atomic_save_tensors(tensors, state_dir / name)
+            latest = {"step": step, "file": name, "sha256": sha256_file(state_dir / name), "seconds": elapsed,
+                      "optimizer": opt_meta, "ema_step": ema.optimization_step, "processes": n_proc,
+                      "grad_accum": grad_accum, "batches": "one stream" if rng is not None else "per step"}
+            if rng is not None:
+                latest["numpy_rng"] = batches.rng_state_after(step)
+            atomic_write_bytes(latest_path, json.dumps(latest).encode())
+            for old in state_dir.glob("state_*.safetensors"):
+                if old.name != name:
+                    old.unlink()
+            export()
+            log.info("checkpoint of step %d written by process %d of %d", step, rank, n_proc)
+
+        metrics: dict[str, Any] = {}
+        model.train()
+        bar = tqdm(total=tc.max_steps, initial=step, disable=not (self.progress and main), desc="train world model",
+                   unit="step")
+        micro, loss_sum = 0, 0.0
+        torch.set_rng_state(torch_rng)
+        t_last = time.perf_counter()
+        try:
+            for batch in loader:
+                if micro == 0:
+                    for g in opt.param_groups:
+                        g["lr"] = tc.lr * self.lr_factor(step)
+                if rng is None:
+                    torch.manual_seed(_noise_seed(tc.seed, step, micro * n_proc + rank))
+                with acc.accumulate(model):
+                    loss, logs = self.compute_loss(model, batch)
+                    acc.backward(loss)
+                    if acc.sync_gradients:
+                        acc.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                loss_sum += logs["loss"]
+                micro += 1
+                if micro < grad_accum:
+                    continue
+                micro = 0
+                if ema is not None:
+                    ema.step(denoiser.parameters())
+                step = self.step = step + 1
+                now = time.perf_counter()
+                elapsed += now - t_last
+                t_last = now
+                bar.update(1)
+                row = None
+                if step % tc.log_every == 0 or step == tc.max_steps:
+                    step_loss = float(acc.reduce(torch.tensor(loss_sum / grad_accum, device=dev), "mean"))
+                    row = {"step": step, "loss": step_loss, "lr": opt.param_groups[0]["lr"],
+                           "seconds": round(elapsed, 2)}
+                    if main and (step % tc.eval_every == 0 or step == tc.max_steps):
+                        row.update(self.evaluate(ema_weights()))
+                        t_last = time.perf_counter()  # eval time does not count as training time
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if isinstance(v, float)})
+                    if main:
+                        self.log_metrics(row)
+                    metrics = row
+                loss_sum = 0.0
+                self.on_step_end(step, row)
+                if step % tc.checkpoint_every == 0 or step == tc.max_steps:
+                    acc.wait_for_everyone()
+                    if main:
+                        checkpoint()
+                        self.on_checkpoint(step)
+                    acc.wait_for_everyone()
+            if step >= tc.max_steps and main:
+                export(final=True)
+            acc.wait_for_everyone()
+        finally:
+            bar.close()
+            if self._logger is not None:
+                self._logger.close()
+        if not main:
+            metrics = {}
+        metrics["step"] = step
+        return metrics
+
+
 def train_world_model(
     data_dirs: Sequence[str | Path],
     out: str | Path,
@@ -322,229 +624,20 @@ def train_world_model(
     sampler: SamplerConfig | None = None,
 ) -> dict[str, Any]:
     """Train (or resume training) a world model; returns the final metrics (on other than the main process,
-    only the step).
+    only the step). :class:`WorldModelTrainer` with its default hooks.
 
     ``stop_after``: return after that many steps in this call (the run stays resumable).
     ``init_from``: a checkpoint folder whose weights start the run (fine-tuning; its model config must match
-    ``model_cfg`` up to the sampling-only fields); the optimizer and the schedule start afresh.
+    ``model_cfg`` up to the sampling-only and training-only fields); the optimizer and the schedule start afresh.
     ``grad_accum``: micro-batches per optimizer step (``train_cfg.batch_size`` stays the global batch).
     ``workers``: ``DataLoader`` worker processes per training process (0: load in the training process).
     ``stream``: read episode frames from disk on demand (:class:`StreamingWindowDataset`, at most
     ``cache_episodes`` decoded episodes per loading process) instead of holding them all in memory; ``None``
     streams when the frames, times the processes on this machine, exceed half of the available memory.
     """
-    from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration
-    from tqdm.auto import tqdm
-
-    out = Path(out)
-    tc = train_cfg
-    state = _process_state(device)
-    main, n_proc, rank = state.is_main_process, state.num_processes, state.process_index
-    say = log.info if main else (lambda *a, **k: None)
-    error, setup, data, val, saved = None, None, None, None, None
-    try:  # checks, missing folders, unreadable episodes: found on any process, they stop every process
-        if grad_accum < 1 or workers < 0 or cache_episodes < 1:
-            raise ValueError(f"--grad-accum and --cache-episodes must be >= 1 and --workers >= 0, got {grad_accum}, "
-                             f"{cache_episodes} and {workers}")
-        setup = _prepare(data_dirs, out, model_cfg, tc, resume=resume, init_from=init_from, sampler=sampler,
-                         processes=n_proc,
-                         grad_accum=grad_accum, main=main)
-        frame_bytes = sum(r.nbytes for r in setup.train)
-        local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", n_proc))
-        if stream is None:
-            stream = frame_bytes * local_procs > _available_memory() // 2
-        if stream:
-            data = StreamingWindowDataset(setup.train, model_cfg.context, cache_episodes=cache_episodes)
-            say("streaming %d training episodes (%.2f GB of frames) from disk, at most %d decoded at a time per "
-                "loading process (<= %.0f MB)", len(setup.train), frame_bytes / 1e9, cache_episodes,
-                min(cache_episodes, len(setup.train)) * max(r.nbytes for r in setup.train) / 1e6)
-        else:
-            data = WindowDataset.from_refs(setup.train, model_cfg.context)
-            say("%.2f GB of training frames in memory in each of %d process(es) on this machine", frame_bytes / 1e9,
-                local_procs)
-        val = WindowDataset.from_refs(setup.val, model_cfg.context) if setup.val and main else None
-        saved = _read_state(out) if resume else None
-    except (ValueError, OSError, KeyError) as e:
-        error = e
-    _fail_together(state, error)
-    assert setup is not None and data is not None
-    say("%d training windows from %d episodes, %d validation episodes", len(data), len(setup.train), len(setup.val))
-    run = setup.run
-    state_dir = out / "state"
-    latest_path = state_dir / "latest.json"
-    if main:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(out / "run.json", json.dumps(run, indent=2).encode())
-
-    precision = "bf16" if _use_bf16(tc.precision, state.device) else "no"
-    if os.environ.get("ACCELERATE_MIXED_PRECISION", "no") not in ("no", precision):
-        say("accelerate's mixed precision %r is not used: --precision %s decides (here: %s)",
-            os.environ["ACCELERATE_MIXED_PRECISION"], tc.precision, precision)
-    acc = Accelerator(cpu=device == "cpu", mixed_precision=precision, gradient_accumulation_steps=grad_accum,
-                      dataloader_config=DataLoaderConfiguration(split_batches=True))
-    dev = acc.device
-
-    torch.manual_seed(tc.seed)
-    denoiser = Denoiser(model_cfg).to(dev)
-    denoiser.sampler = sampler if sampler is not None else SamplerConfig()  # what validation and the export sample with
-    # one shard a step (1 process, 1 micro-batch): the NumPy generator and the torch RNG run on from step to step,
-    # checkpointed, as genex always trained (bit-identical to before); several shards: per-step seeds
-    one_stream = n_proc * grad_accum == 1
-    rng = np.random.default_rng(tc.seed) if one_stream else None
-    torch_rng = torch.get_rng_state()  # where the noise stream starts (restored before the first step)
-    optimizer = torch.optim.AdamW(denoiser.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    ema = EMAModel(denoiser.parameters(), decay=tc.ema_decay) if main else None  # only the main process exports
-    step, elapsed = 0, 0.0
-
-    if saved is not None:
-        latest, tensors = saved
-        denoiser.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        optimizer.load_state_dict(_unflatten_optimizer(tensors, latest["optimizer"]))
-        if ema is not None:
-            names = [n for n, _ in denoiser.named_parameters()]
-            ema.shadow_params = [tensors[f"ema.{n}"].to(dev) for n in names]
-            ema.optimization_step = latest["ema_step"]
-        step, elapsed = latest["step"], latest["seconds"]
-        was = (latest.get("processes", 1), latest.get("grad_accum", 1))
-        say("resumed %s at step %d", out, step)
-        if rng is not None and "numpy_rng" in latest:  # the streams go on where they stopped
-            rng.bit_generator.state = latest["numpy_rng"]
-            torch_rng = tensors["rng.torch"]
-        elif rng is not None:  # saved with per-step draws: the single streams start at this step
-            rng = np.random.default_rng([tc.seed % 2**32, step])
-            torch_rng = torch.random.manual_seed(_noise_seed(tc.seed, step, 0)).get_state()
-        if was[0] * was[1] != n_proc * grad_accum:
-            say("resuming with %d process(es) x %d micro-batch(es) a run saved with %d x %d: the same global batch, other "
-                "random draws than an uninterrupted run from here on", n_proc, grad_accum, *was)
-        del tensors, saved
-    elif setup.init is not None:
-        denoiser.load_state_dict(setup.init.state_dict())
-        setup.init = None
-        # a fresh average of the loaded weights (the one made above holds the random init; it matters for an
-        # export before the first step, since diffusers' EMA copies the weights at step 1 anyway)
-        if main:
-            ema = EMAModel(denoiser.parameters(), decay=tc.ema_decay)
-        say("starting from the weights of %s", init_from)
-    elif resume:
-        say("--resume: no checkpoint in %s yet, starting from scratch", out)
-    acc.wait_for_everyone()  # every process has read the state before the main process may replace it
-    logger = _Logger(out, step) if main else None
-    eval_model = Denoiser(model_cfg).to(dev).eval() if main else None  # the EMA weights, outside DDP and autocast
-    if eval_model is not None:
-        eval_model.sampler = denoiser.sampler
-    say("training precision: %s (--precision %s on %s); %d process(es) x %d micro-batch(es) of %d: global batch %d",
-        "bf16 autocast" if precision == "bf16" else "fp32", tc.precision, dev.type, n_proc, grad_accum,
-        tc.batch_size // (n_proc * grad_accum), tc.batch_size)
-    if data.env_ids and tc.source_balance > 0:
-        for changed_only in (True, False):
-            shares = data.env_shares(tc.source_balance, changed_only=changed_only)
-            say("batch shares per env (%s windows): %s", "changing" if changed_only else "all",
-                ", ".join(f"{e} {s:.2f}" for e, s in zip(data.env_ids, shares)))
-
-    stop = tc.max_steps if stop_after is None else min(tc.max_steps, step + stop_after)
-    sampler = StepBatchSampler(data, tc.batch_size, start=step, stop=stop, seed=tc.seed, accum=grad_accum,
-                               changed_share=tc.changed_share, source_balance=tc.source_balance, rng=rng)
-    # its own generator for worker seeds: creating the iterator must not draw from the noise stream
-    loader = torch.utils.data.DataLoader(data, batch_sampler=sampler, collate_fn=collate_batch, num_workers=workers,
-                                         generator=torch.Generator().manual_seed(tc.seed))
-    model, opt, loader = acc.prepare(denoiser, optimizer, loader)
-
-    def ema_weights() -> Denoiser:
-        assert eval_model is not None and ema is not None
-        eval_model.load_state_dict(denoiser.state_dict())
-        ema.copy_to(eval_model.parameters())
-        return eval_model
-
-    def export(final: bool = False) -> None:
-        save_world_model(ema_weights(), out / "model", extra={
-            "data": [_data_info(d) for d in data_dirs], "command": command, "train_seconds": round(elapsed, 1),
-            **({"init_from": run["init_from"]} if "init_from" in run else {}),
-            "steps": step, "train": asdict(tc), "final": final,
-            "precision_used": "bf16" if precision == "bf16" else "fp32"})
-
-    def checkpoint() -> None:
-        assert ema is not None
-        tensors = {f"model.{k}": v for k, v in denoiser.state_dict().items()}
-        for (n, _), s in zip(denoiser.named_parameters(), ema.shadow_params):
-            tensors[f"ema.{n}"] = s
-        opt_t, opt_meta = _flatten_optimizer(optimizer)
-        tensors.update(opt_t)
-        tensors["rng.torch"] = torch.get_rng_state()  # with per-step seeds only a record
-        name = f"state_{step:07d}.safetensors"
-        atomic_save_tensors(tensors, state_dir / name)
-        latest = {"step": step, "file": name, "sha256": sha256_file(state_dir / name), "seconds": elapsed,
-                  "optimizer": opt_meta, "ema_step": ema.optimization_step, "processes": n_proc,
-                  "grad_accum": grad_accum, "batches": "one stream" if rng is not None else "per step"}
-        if rng is not None:
-            latest["numpy_rng"] = sampler.rng_state_after(step)
-        atomic_write_bytes(latest_path, json.dumps(latest).encode())
-        for old in state_dir.glob("state_*.safetensors"):
-            if old.name != name:
-                old.unlink()
-        export()
-        log.info("checkpoint of step %d written by process %d of %d", step, rank, n_proc)
-
-    metrics: dict[str, Any] = {}
-    model.train()
-    bar = tqdm(total=tc.max_steps, initial=step, disable=not (progress and main), desc="train world model",
-               unit="step")
-    micro, loss_sum = 0, 0.0
-    torch.set_rng_state(torch_rng)
-    t_last = time.perf_counter()
-    try:
-        for batch in loader:
-            if micro == 0:
-                for g in opt.param_groups:
-                    g["lr"] = tc.lr * _lr_factor(step, tc)
-            if rng is None:
-                torch.manual_seed(_noise_seed(tc.seed, step, micro * n_proc + rank))
-            with acc.accumulate(model):
-                loss, logs = model(batch)
-                acc.backward(loss)
-                if acc.sync_gradients:
-                    acc.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-            loss_sum += logs["loss"]
-            micro += 1
-            if micro < grad_accum:
-                continue
-            micro = 0
-            if ema is not None:
-                ema.step(denoiser.parameters())
-            step += 1
-            now = time.perf_counter()
-            elapsed += now - t_last
-            t_last = now
-            bar.update(1)
-            if step % tc.log_every == 0 or step == tc.max_steps:
-                step_loss = float(acc.reduce(torch.tensor(loss_sum / grad_accum, device=dev), "mean"))
-                row = {"step": step, "loss": step_loss, "lr": opt.param_groups[0]["lr"], "seconds": round(elapsed, 2)}
-                if main and (step % tc.eval_every == 0 or step == tc.max_steps):
-                    row.update(_evaluate(ema_weights(), val, dev))
-                    t_last = time.perf_counter()  # eval time does not count as training time
-                bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if isinstance(v, float)})
-                if logger is not None:
-                    logger.write(row)
-                metrics = row
-            loss_sum = 0.0
-            if step % tc.checkpoint_every == 0 or step == tc.max_steps:
-                acc.wait_for_everyone()
-                if main:
-                    checkpoint()
-                acc.wait_for_everyone()
-        if step >= tc.max_steps and main:
-            export(final=True)
-        acc.wait_for_everyone()
-    finally:
-        bar.close()
-        if logger is not None:
-            logger.close()
-    if not main:
-        metrics = {}
-    metrics["step"] = step
-    return metrics
+    return WorldModelTrainer(data_dirs, out, model_cfg, train_cfg, resume=resume, device=device, progress=progress,
+                             command=command, stop_after=stop_after, init_from=init_from, grad_accum=grad_accum,
+                             workers=workers, stream=stream, cache_episodes=cache_episodes, sampler=sampler).train()
 
 
 def _use_bf16(precision: str, dev: torch.device) -> bool:
