@@ -6,6 +6,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from genex.planners.options import PlannerOptions
 
 __all__ = ["add_commands"]
 
@@ -40,10 +44,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise SystemExit(f"--env-kwargs must be a JSON object: {e}") from e
         if not isinstance(env_kwargs, dict):
             raise SystemExit(f"--env-kwargs must be a JSON object, got {type(env_kwargs).__name__}")
-    cfg = CompareConfig(envs=envs, planners=planners, episodes=args.episodes, seed=args.seed, samples=args.samples,
-                        horizon=args.horizon, trust=args.trust, imagine_every=args.imagine_every,
-                        imagined_reading=args.imagined_reading,
-                        memory=CompareConfig.memory if args.memory is None else args.memory, decision=args.decision,
+    try:  # one validated value: a bad or unknown option fails here, before any episode runs
+        options = compare_options(args)
+    except ValueError as e:
+        raise SystemExit(f"genex compare: {e}") from e
+    cfg = CompareConfig(envs=envs, planners=planners, episodes=args.episodes, seed=args.seed, options=options,
                         world_model=args.world_model, policy=args.policy, fidelity=not args.no_fidelity,
                         save_frames=args.save_frames, env_kwargs=env_kwargs, task_spec=args.task_spec,
                         image_size=args.image_size)
@@ -63,6 +68,28 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(text)
     print(f"rows: {Path(args.out) / 'episodes.jsonl'}; table: {Path(args.out) / 'summary.md'}")
     return 0
+
+
+#: the planner options ``genex compare`` has a flag for (``--imagine-every`` for imagine_every); ``--option
+#: KEY=VALUE`` sets any option
+OPTION_FLAGS = ("samples", "horizon", "trust", "imagine_every", "imagined_reading", "memory", "decision")
+
+
+def compare_options(args: argparse.Namespace) -> "PlannerOptions":
+    """The planner options of ``genex compare``: its option flags and ``--option KEY=VALUE`` (each parsed as its
+    option's type; an option given by both is refused), validated as one :class:`PlannerOptions`. An option
+    given by neither keeps its default; ``--decision auto`` is None."""
+    from genex.planners import PlannerOptions
+
+    given = {name: getattr(args, name) for name in OPTION_FLAGS if getattr(args, name) is not None}
+    if given.get("decision") == "auto":
+        given["decision"] = None
+    extra = PlannerOptions.parse_assignments(args.option or ())
+    twice = sorted(set(extra) & set(given))
+    if twice:
+        raise ValueError(f"{', '.join(twice)} given twice: by --option and by "
+                         f"{', '.join('--' + t.replace('_', '-') for t in twice)}")
+    return PlannerOptions.from_mapping({**given, **extra})
 
 
 def _check_registered(env_id: str) -> None:
@@ -194,22 +221,25 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
     s.add_argument("--executor", choices=("process", "inline", "ray"), default="process",
                    help="process pool (default), inline (one process) or Ray tasks (pip install 'genex[ray]'; a private local instance unless RAY_ADDRESS names a cluster)")
-    s.add_argument("--samples", type=int, default=4, help="imagined futures per branch (S)")
-    s.add_argument("--horizon", type=int, default=8, help="imagined steps per exploration branch")
-    s.add_argument("--trust", type=float, default=0.7, help="weight of imagined evidence, in [0, 1]")
-    s.add_argument("--imagine-every", type=int, default=1,
-                   help="imagining planners imagine every N-th decision and reuse that evidence in between")
-    s.add_argument("--imagined-reading", choices=("hard", "soft"), default="hard",
+    # the planner options (genex.planners.options.PlannerOptions): a flag left unset keeps the option's default
+    s.add_argument("--samples", type=int, default=None, help="imagined futures per branch (S; default 4)")
+    s.add_argument("--horizon", type=int, default=None, help="imagined steps per exploration branch (default 8)")
+    s.add_argument("--trust", type=float, default=None, help="weight of imagined evidence, in [0, 1] (default 0.7)")
+    s.add_argument("--imagine-every", type=int, default=None,
+                   help="imagining planners imagine every N-th decision and reuse that evidence in between (default 1)")
+    s.add_argument("--imagined-reading", choices=("hard", "soft"), default=None,
                    help="how learned imagination is read through fidelity.json: an imagined sample counts as seen iff "
-                        "P > 0.5, the event the rates were measured on (hard), or P itself (soft, the behaviour "
-                        "before 2026-11-26)")
+                        "P > 0.5, the event the rates were measured on (hard, the default), or P itself (soft, the "
+                        "behaviour before 2026-11-26)")
     s.add_argument("--memory", type=int, default=None,
-                   help="real frames whose sightings the belief keeps (default: genex.runner.CompareConfig's; "
-                        "1: the current frame only)")
-    s.add_argument("--decision", choices=("auto", "plan", "table"), default="auto",
+                   help="real frames whose sightings the belief keeps (default 1: the current frame only)")
+    s.add_argument("--decision", choices=("auto", "plan", "table"), default=None,
                    help="how belief planners decide: plan (expected return of short action sequences over "
                         "belief-weighted hypotheses, genex.planners.plans), table (the env's one-step cost table), "
-                        "auto (plan where the env draws hypotheses: the driving scenes; table elsewhere)")
+                        "auto (the default: plan where the env draws hypotheses: the driving scenes; table elsewhere)")
+    s.add_argument("--option", action="append", default=None, metavar="KEY=VALUE",
+                   help="set a planner option (repeatable), e.g. those without a flag: particles=4, plan_horizon=16, "
+                        "context=4, confidence=0.9, budget=16 (genex.planners.PlannerOptions lists them all)")
     s.add_argument("--world-model", default=None,
                    help="world-model checkpoint folder (default: shipped), or copy-last (the floor: every imagined "
                         "frame is the last real one)")

@@ -16,7 +16,8 @@
 =================  ==========================================================================
 
 ``make_planner(name, env, ...)`` builds one with the shipped checkpoints (or
-the policy / world model you pass). Every planner follows :class:`Planner`::
+the policy / world model you pass) and its options (:class:`PlannerOptions`: ``options=``, or the option
+keywords, e.g. ``samples=2``). Every planner follows :class:`Planner`::
 
     planner.reset(env, seed)
     action, trace = planner.act(obs, public_info(info))   # trace: a DecisionTrace, or None mid-macro
@@ -29,10 +30,11 @@ the policy picks the action (see :func:`~genex.planners.task.task_from_env`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from .base import BeliefPlanner, DecisionTrace, Planner
 from .imagining import ExplorePlanner, ImaginePlanner, LabelledPosteriorPlanner, LookaheadPlanner
+from .options import PlannerOptions, as_options, unknown_option_error
 from .particle import ParticlePlanner
 from .reference import AmortizedPlanner, PriorPlanner
 from .task import Branch, Task, task_from_env
@@ -40,7 +42,7 @@ from .task import Branch, Task, task_from_env
 __all__ = [
     "PLANNERS", "Planner", "DecisionTrace", "BeliefPlanner", "ImaginePlanner", "LabelledPosteriorPlanner", "LookaheadPlanner", "ExplorePlanner",
     "PriorPlanner", "AmortizedPlanner", "ParticlePlanner", "Task", "Branch", "task_from_env", "make_planner", "default_checkpoint",
-    "env_family", "posterior_env_ids", "check_posterior_env",
+    "env_family", "posterior_env_ids", "check_posterior_env", "PlannerOptions",
 ]
 
 #: name -> (class, which world model: None | "learned" | "oracle" | "posterior", which policy: "tiny" | "reference")
@@ -57,6 +59,9 @@ PLANNERS: dict[str, tuple[type, str | None, str]] = {
     "prior": (PriorPlanner, None, "tiny"),
     "amortized": (AmortizedPlanner, None, "reference"),
 }
+
+#: the keywords of ``make_planner`` (and the planner constructors) that are not options: per episode, or objects
+PLANNER_ARGUMENTS = ("fidelity", "save_frames", "seed")
 
 _CHECKPOINTS = {
     ("policy", "driving"): "checkpoints/policy/tiny-driving",
@@ -114,8 +119,14 @@ def check_posterior_env(env: Any, planner: str = "posterior-imagine") -> None:
 
 
 def make_planner(name: str, env: Any, *, policy: Any = None, world_model: Any = None, oracle_env: Any = None,
-                 **kwargs: Any) -> Any:
+                 options: PlannerOptions | Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
     """Build planner ``name`` for ``env``; loads the shipped policy / world model unless given.
+
+    ``options``: the planner options (:class:`PlannerOptions` or a mapping of them); option keywords
+    (``samples=2``, ``trust=0.9``, ...) are folded into them (a keyword wins over the same key in ``options``)
+    and the whole is validated once. The other keywords are the planner's own arguments: ``seed``,
+    ``save_frames`` and, for the imagining planners, ``fidelity``; any other keyword is refused, naming the
+    valid ones.
 
     A defaulted learned world model comes with its ``fidelity.json`` (as in ``genex compare``)
     unless ``fidelity`` is passed (``fidelity=None``: take imagination at face value); it must have been
@@ -125,6 +136,11 @@ def make_planner(name: str, env: Any, *, policy: Any = None, world_model: Any = 
     live env (whose state it saves and restores around every rollout); the posterior model to a new env made
     from the live env's spec.
     """
+    folded = {k: kwargs.pop(k) for k in list(kwargs) if k in PlannerOptions.names()}
+    unknown = [k for k in kwargs if k not in PLANNER_ARGUMENTS]
+    if unknown:
+        raise unknown_option_error(unknown, others=PLANNER_ARGUMENTS)
+    options = as_options(options).updated(folded) if folded else as_options(options)
     if name not in PLANNERS:
         raise ValueError(f"unknown planner {name!r}; choose from {sorted(PLANNERS)}")
     cls, wm_kind, policy_kind = PLANNERS[name]
@@ -160,6 +176,6 @@ def make_planner(name: str, env: Any, *, policy: Any = None, world_model: Any = 
             spec = env.spec
             oracle_env = gym.make(spec.id, **(spec.kwargs or {}))
         world_model = PosteriorWorldModel(oracle_env)
-    planner = cls(policy, world_model, **kwargs)
+    planner = cls(policy, world_model, options, **kwargs)
     planner.name = name
     return planner

@@ -32,7 +32,8 @@ from genex.envs.spec import PRIVILEGED_INFO_KEYS
 from genex.policy.data import fact_question, text_question
 from genex.policy.protocol import PolicyQuestion, TaggedImage
 
-from .plans import DECISION_RULES, HypothesisPlans, plans_available
+from .options import PlannerOptions, as_options
+from .plans import HypothesisPlans, plans_available
 from .task import Task, image_of, prompt_of, task_from_env
 
 __all__ = ["Planner", "DecisionTrace", "BeliefPlanner", "to_jsonable"]
@@ -111,50 +112,32 @@ class BeliefPlanner:
         policy: a :class:`genex.policy.Policy` (answers "is <fact> visible?" per frame).
         world_model: a :class:`genex.world_model.WorldModel` (imagining planners only). An oracle
             (``context_is_state=False``) is given the live env's snapshot at each decision.
-        samples: ``S`` imagined futures per branch.
-        horizon: imagined steps per exploration branch (direct mode).
-        trust: weight of imagined evidence in ``[0, 1]`` (real evidence weighs 1).
-        context: real frames kept as the world model's context.
-        memory: real frames whose evidence the belief keeps: a fact counts as seen if it was seen in any
-            of the last ``memory`` frames (the largest ``P(visible)``), as imagined branches already count a
-            fact seen at any imagined step. A pedestrian close in front of the bonnet is below the camera's
-            view; with ``memory=1`` the belief forgets it the moment it leaves the frame. Sightings are
-            remembered, not every unseen frame multiplied in: successive frames of the same occluded view
-            are not independent evidence.
+        options: the planner options (:class:`~genex.planners.options.PlannerOptions`, a mapping of them, or
+            None: the defaults); see its table for what each means and which planners read it. ``memory``: a
+            fact counts as seen if it was seen in any of the last ``memory`` real frames (the largest
+            ``P(visible)``), as imagined branches already count a fact seen at any imagined step. A pedestrian
+            close in front of the bonnet is below the camera's view; with ``memory=1`` the belief forgets it the
+            moment it leaves the frame. Sightings are remembered, not every unseen frame multiplied in:
+            successive frames of the same occluded view are not independent evidence. ``decision``: ``"plan"``
+            (plans over short action sequences under the belief, ``planners.plans``), ``"table"`` (the one-step
+            cost table), or ``None``: ``"plan"`` where the env draws hypotheses (the driving scenes), else
+            ``"table"``.
         save_frames: keep the real and imagined frames in each trace (for ``genex viz``).
         seed: base seed of the world model's sampling (per decision: ``seed + step``).
-        decision: ``"plan"`` (plans over short action sequences under the belief, ``planners.plans``),
-            ``"table"`` (the one-step cost table), or ``None``: ``"plan"`` where the env draws hypotheses
-            (the driving scenes), else ``"table"``.
-        particles, plan_horizon: hypotheses per answer and steps per candidate plan of the plan rule.
     """
 
     name = "react"
     imagines = False
 
-    def __init__(self, policy: Any, world_model: Any = None, *, samples: int = 4, horizon: int = 8,
-                 trust: float = 0.7, context: int = 4, memory: int = 1, save_frames: bool = False,
-                 seed: int = 0, decision: str | None = None, particles: int = 8, plan_horizon: int = 24) -> None:
-        if samples < 1 or horizon < 1 or context < 1 or memory < 1:
-            raise ValueError(f"samples, horizon, context and memory must be >= 1, got {samples}, {horizon}, "
-                             f"{context}, {memory}")
-        if decision is not None and decision not in DECISION_RULES:
-            raise ValueError(f"decision must be one of {DECISION_RULES} (or None: plan where the env allows), "
-                             f"got {decision!r}")
-        if particles < 1 or plan_horizon < 1:
-            raise ValueError(f"particles and plan_horizon must be >= 1, got {particles}, {plan_horizon}")
-        if not 0.0 <= trust <= 1.0:
-            raise ValueError(f"trust must be in [0, 1], got {trust}")
+    def __init__(self, policy: Any, world_model: Any = None, options: PlannerOptions | Mapping[str, Any] | None = None,
+                 *, save_frames: bool = False, seed: int = 0) -> None:
+        self.options = as_options(options)
         if self.imagines and world_model is None:
             raise ValueError(f"the {self.name} planner needs a world model")
         self.policy = policy
         self.world_model = world_model
-        self.samples, self.horizon, self.trust, self.context = samples, horizon, trust, context
-        self.memory_frames = memory
         self.save_frames = save_frames
         self.seed = seed
-        self.decision = decision
-        self.particles, self.plan_horizon = particles, plan_horizon
         self.env: Any = None
         self.task: Task | None = None
         self.plans: HypothesisPlans | None = None
@@ -162,10 +145,10 @@ class BeliefPlanner:
     # ------------------------------------------------------------------ episode
     def reset(self, env: Any, seed: int | None = None) -> None:
         self.env = env
-        self.task = task_from_env(env, self.horizon)
+        self.task = task_from_env(env, self.options.horizon)
         self.episode_seed = self.seed if seed is None else int(seed)
-        self.frames: deque[np.ndarray] = deque(maxlen=self.context)
-        self.recent_p: deque[dict[str, float]] = deque(maxlen=self.memory_frames)  # P(visible) of recent frames
+        self.frames: deque[np.ndarray] = deque(maxlen=self.options.context)
+        self.recent_p: deque[dict[str, float]] = deque(maxlen=self.options.memory)  # P(visible) of recent frames
         self.memory: dict[int, dict[str, np.ndarray]] = {}  # choice -> likelihoods seen after carrying it out
         self.current: int | None = None  # GUI: the action choice being carried out
         self.step = 0
@@ -176,8 +159,8 @@ class BeliefPlanner:
         self.last_action: int | None = None
         self._p_now: dict[str, float] = {}  # P(visible) per fact on the current real frame (none read yet)
         if self.decision_rule == "plan":
-            self.plans = HypothesisPlans(env, len(self.task.action_names), particles=self.particles,
-                                         horizon=self.plan_horizon, seed=self.episode_seed,
+            self.plans = HypothesisPlans(env, len(self.task.action_names), particles=self.options.particles,
+                                         horizon=self.options.plan_horizon, seed=self.episode_seed,
                                          guarded=self.sees_road_users)
 
     @property
@@ -186,10 +169,10 @@ class BeliefPlanner:
         if self.task is None:
             raise RuntimeError("call reset(env) before asking for the decision rule")
         can_plan = self.task.mode == "direct" and not self.task.generic and plans_available(self.env)
-        if self.decision == "plan" and not can_plan:
+        if self.options.decision == "plan" and not can_plan:
             raise ValueError(f"decision='plan' needs an env that draws hypotheses of its hidden state (the driving "
                              f"scenes); {self.task.env_id} has none: use decision='table'")
-        return self.decision or ("plan" if can_plan else "table")
+        return self.options.decision or ("plan" if can_plan else "table")
 
     @property
     def unwrapped(self) -> Any:
@@ -261,7 +244,7 @@ class BeliefPlanner:
             step=t, decision=decision, decision_name=task.action_names[decision], action=to_jsonable(action),
             belief_real=belief_real, belief=belief.as_dict(), expected_costs=[float(c) for c in costs],
             real_p_seen={k: float(v) for k, v in p_real.items()},
-            kept_p_seen={k: float(v) for k, v in p_kept.items()} if self.memory_frames > 1 else {}, branches=branches,
+            kept_p_seen={k: float(v) for k, v in p_kept.items()} if self.options.memory > 1 else {}, branches=branches,
             plan=self._plan_summary,
             imagined_frames=sum(int(b.get("frames", 0)) for b in branches), policy_images=self._policy_images,
             seconds={**{k: round(v, 5) for k, v in self._timers.items()}, "total": round(time.perf_counter() - t0, 5)},

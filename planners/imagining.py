@@ -23,6 +23,7 @@ import numpy as np
 from genex.belief import Belief
 
 from .base import BeliefPlanner
+from .options import PlannerOptions
 from genex.evaluation.fidelity import SEEN_P, apply_fidelity
 from .plans import PlanChoice
 from .task import Branch
@@ -46,22 +47,15 @@ class ImaginePlanner(BeliefPlanner):
     imagines = True
     branch_kind = "explore"
 
-    def __init__(self, policy: Any, world_model: Any = None, *, imagine_every: int = 1,
-                 fidelity: Mapping[str, Mapping[str, float]] | None = None, imagined_reading: str = "hard",
-                 **kwargs: Any) -> None:
-        super().__init__(policy, world_model, **kwargs)
-        if imagine_every < 1:
-            raise ValueError(f"imagine_every must be >= 1, got {imagine_every}")
-        if imagined_reading not in ("hard", "soft"):
-            raise ValueError(f"imagined_reading must be 'hard' or 'soft', got {imagined_reading!r}")
-        #: with ``fidelity``, how an imagined sample counts: ``"hard"`` (default) as seen iff P(visible) > 0.5,
-        #: the event whose recall and false-alarm rates ``fidelity`` measured; ``"soft"`` feeds P itself into
-        #: those rates. Soft lets sub-threshold noise decide near-ties: in MailCompose, where the policy
-        #: reads no imagined outcome as the target, P = 0.01 on an imagined "Message deleted" page against
-        #: 0.0001 on the others sent every such episode to the irreversible button (README, Results).
-        self.imagined_reading = imagined_reading
-        #: imagine at every ``imagine_every``-th decision and reuse that evidence in between (compute knob)
-        self.imagine_every = imagine_every
+    def __init__(self, policy: Any, world_model: Any = None, options: PlannerOptions | Mapping[str, Any] | None = None,
+                 *, fidelity: Mapping[str, Mapping[str, float]] | None = None, **kwargs: Any) -> None:
+        super().__init__(policy, world_model, options, **kwargs)
+        # options.imagined_reading: with ``fidelity``, how an imagined sample counts: ``"hard"`` (default) as seen
+        # iff P(visible) > 0.5, the event whose recall and false-alarm rates ``fidelity`` measured; ``"soft"`` feeds
+        # P itself into those rates. Soft lets sub-threshold noise decide near-ties: in MailCompose, where the
+        # policy reads no imagined outcome as the target, P = 0.01 on an imagined "Message deleted" page against
+        # 0.0001 on the others sent every such episode to the irreversible button (README, Results).
+        # options.imagine_every: imagine at every N-th decision and reuse that evidence in between (compute knob)
         #: measured recall / false alarms of imagined facts (``genex.evaluation.fidelity``); None: take imagined
         #: frames at face value (right for the oracle, optimistic for a learned world model)
         self.fidelity = fidelity
@@ -99,7 +93,7 @@ class ImaginePlanner(BeliefPlanner):
         """Fresh branch evidence every ``imagine_every`` decisions, else the last one (marked ``reused``)."""
         if self._tracks_observations and self.real_reading == "policy":  # filter by the policy's reading first
             self.world_model.observe(self._observed_action, {f: float(p) for f, p in self._p_now.items()})
-        fresh = self._cached is None or self._decisions % self.imagine_every == 0
+        fresh = self._cached is None or self._decisions % self.options.imagine_every == 0
         self._decisions += 1
         if fresh:
             self._cached = self._branch_evidence(self._branches(), t)
@@ -123,7 +117,7 @@ class ImaginePlanner(BeliefPlanner):
         """Imagined frames per branch, ``uint8[S, T_b, H, W, 3]`` (``T_b = 0``: nothing to imagine)."""
         wm = self.world_model
         deterministic = not getattr(wm, "context_is_state", True)  # the oracle's samples are identical
-        s = 1 if deterministic else self.samples
+        s = 1 if deterministic else self.options.samples
         t0 = time.perf_counter()
         seed = self.episode_seed * 100_003 + t
         acts = [self._branch_actions(b) for b in branches]
@@ -182,7 +176,7 @@ class ImaginePlanner(BeliefPlanner):
                       for f in self.task.facts}
             probes = apply_fidelity(self.task.probes_for(b.choice), self.fidelity)
             read = p_seen
-            if self.fidelity is not None and self.imagined_reading == "hard":
+            if self.fidelity is not None and self.options.imagined_reading == "hard":
                 read = {f: (v > SEEN_P).astype(np.float64) for f, v in p_seen.items()}
             per_sample = [self._likelihoods({f: v[i] for f, v in read.items()}, probes) for i in range(s)]
             evidence = {q: np.mean([ps[q] for ps in per_sample], axis=0) for q in per_sample[0]}
@@ -201,7 +195,7 @@ class ImaginePlanner(BeliefPlanner):
             return summaries, frames
         for sm in summaries:
             for q, lik in sm["evidence"].items():
-                belief.update_imagined(q, [lik], self.trust)
+                belief.update_imagined(q, [lik], self.options.trust)
         return summaries, frames
 
     def _imagined_worlds(self) -> tuple[Any, Any, np.ndarray] | None:
@@ -235,7 +229,7 @@ class LookaheadPlanner(ImaginePlanner):
     branch_kind = "candidate"
 
     def _branches(self) -> tuple[Branch, ...]:
-        return self.task.branches_for_actions(self.horizon)
+        return self.task.branches_for_actions(self.options.horizon)
 
     def _imagine(self, belief: Belief, frame: np.ndarray, t: int):
         return self._imagined(t)
@@ -255,7 +249,7 @@ class LookaheadPlanner(ImaginePlanner):
                 continue
             b = belief.copy()
             for q, lik in sm["evidence"].items():
-                b.update_imagined(q, [lik], self.trust)
+                b.update_imagined(q, [lik], self.options.trust)
             if self.plans is None:
                 scored[a] = b.expected_costs(self.task.action_costs)[a]
             else:
@@ -270,17 +264,10 @@ class LookaheadPlanner(ImaginePlanner):
 
 class ExplorePlanner(BeliefPlanner):
     """Physically explore while uncertain: take the first exploration action (driving) or open the
-    most likely unexplored view (GUI) until the belief's top answer has ``confidence``, at most
-    ``budget`` times per episode; then decide as ``react``."""
+    most likely unexplored view (GUI) until the belief's top answer has ``options.confidence``, at most
+    ``options.budget`` times per episode; then decide as ``react``."""
 
     name = "explore"
-
-    def __init__(self, policy: Any, world_model: Any = None, *, confidence: float = 0.9, budget: int = 16,
-                 **kwargs: Any) -> None:
-        super().__init__(policy, world_model, **kwargs)
-        if not 0.5 <= confidence <= 1.0 or budget < 0:
-            raise ValueError(f"need 0.5 <= confidence <= 1 and budget >= 0, got {confidence}, {budget}")
-        self.confidence, self.budget = confidence, budget
 
     def reset(self, env: Any, seed: int | None = None) -> None:
         super().reset(env, seed)
@@ -288,8 +275,8 @@ class ExplorePlanner(BeliefPlanner):
 
     def _choose(self, belief: Belief, branches: list[dict[str, Any]]) -> tuple[int, np.ndarray]:
         best, costs = self._by_rule(belief)
-        sure = all(belief.probs(q.id).max() >= self.confidence for q in self.task.questions)
-        if sure or self.explored >= self.budget or not self.task.exploration:
+        sure = all(belief.probs(q.id).max() >= self.options.confidence for q in self.task.questions)
+        if sure or self.explored >= self.options.budget or not self.task.exploration:
             return best, costs
         self.explored += 1
         if self.task.mode == "direct":

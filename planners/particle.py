@@ -11,22 +11,25 @@ sees pixels only through the policy's answers.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
+from typing import Any, Mapping
 
 from .base import BeliefPlanner
+from .options import PlannerOptions, as_options
 from .plans import plans_available
 
 __all__ = ["ParticlePlanner"]
 
 
 class ParticlePlanner(BeliefPlanner):
-    """See the module docstring. ``particles``: per answer; ``plan_horizon``: steps per candidate plan."""
+    """See the module docstring. Options ``particles``: per answer; ``plan_horizon``: steps per candidate plan;
+    ``decision`` is always ``"plan"``."""
 
     name = "particle"
 
-    def __init__(self, policy: Any, world_model: Any = None, **kwargs: Any) -> None:
-        kwargs["decision"] = "plan"
-        super().__init__(policy, world_model, **kwargs)
+    def __init__(self, policy: Any, world_model: Any = None, options: PlannerOptions | Mapping[str, Any] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(policy, world_model, replace(as_options(options), decision="plan"), **kwargs)
 
     def reset(self, env: Any, seed: int | None = None) -> None:
         if not plans_available(env):

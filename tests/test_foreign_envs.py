@@ -164,8 +164,8 @@ def test_compare_runs_a_registered_foreign_env(tmp_path):
     gym.register("genex_test/Frames-v0", entry_point=FrameEnv, kwargs={"shape": (1, 64, 64)})
     gym.register("genex_test/Silent-v0", entry_point=FrameEnv, kwargs={"shape": (64, 64), "report": False})
     try:
-        cfg = CompareConfig(envs=["genex_test/Frames-v0"], planners=["react", "imagine"], episodes=1, samples=1,
-                            horizon=2, world_model="copy-last", task_spec="test_foreign_envs:spec")
+        cfg = CompareConfig(envs=["genex_test/Frames-v0"], planners=["react", "imagine"], episodes=1,
+                            options={"samples": 1, "horizon": 2}, world_model="copy-last", task_spec="test_foreign_envs:spec")
         rows = compare(cfg, tmp_path / "spec", workers=1, progress=False)
         by = {r["planner"]: r for r in rows}
         assert by["imagine"]["imagined_frames"] > 0 and not by["imagine"]["fell_back"]

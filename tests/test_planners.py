@@ -118,7 +118,7 @@ def test_planners_never_read_hidden_state(env_id, name):
     if name == "amortized" and "Crosswalk" not in env_id:
         pytest.skip("the stub policy answers yes/no questions only; amortized asks the hidden question itself")
     wm = CopyLastFrameWorldModel() if PLANNERS[name][1] else None
-    planner = cls(OraclePerception(), wm, samples=2, horizon=2)
+    planner = cls(OraclePerception(), wm, options=dict(samples=2, horizon=2))
     info, traces, _, steps = run(planner, env, seed=3, max_steps=12)
     assert traces and traces[0].step == 0
     for t in traces:
@@ -214,7 +214,7 @@ def test_imagined_evidence_is_trust_weighted_and_mixed_over_samples():
 
     beliefs = {}
     for trust in (0.0, 0.5, 1.0):
-        planner = ImaginePlanner(OraclePerception(sees_white), TwoFutures(), samples=2, horizon=3, trust=trust)
+        planner = ImaginePlanner(OraclePerception(sees_white), TwoFutures(), options=dict(samples=2, horizon=3, trust=trust))
         obs, info = env.reset(seed=1)
         planner.reset(env, seed=1)
         _, trace = planner.act(obs, public_info(info))
@@ -264,7 +264,7 @@ def test_imagining_each_icon_avoids_the_irreversible_clicks_react_walks_into():
 
 def test_lookahead_scores_each_candidate():
     env = gym.make("genex/OccludedLeftTurn-v0")
-    planner = LookaheadPlanner(OraclePerception(), CopyLastFrameWorldModel(), samples=1, horizon=2)
+    planner = LookaheadPlanner(OraclePerception(), CopyLastFrameWorldModel(), options=dict(samples=1, horizon=2))
     obs, info = env.reset(seed=0)
     planner.reset(env)
     _, trace = planner.act(obs, public_info(info))
@@ -306,7 +306,7 @@ def test_make_planner_errors():
     with pytest.raises(ValueError, match="needs a world model"):
         ImaginePlanner(OraclePerception())
     with pytest.raises(ValueError, match="trust"):
-        BeliefPlanner(OraclePerception(), trust=2.0)
+        BeliefPlanner(OraclePerception(), options=dict(trust=2.0))
     with pytest.raises(RuntimeError, match="reset"):
         BeliefPlanner(OraclePerception()).act({"image": np.zeros((64, 64, 3), np.uint8)})
     planner = BeliefPlanner(OraclePerception())
@@ -336,13 +336,14 @@ def test_oracle_world_model_leaves_live_env_untouched():
 
 def test_imagine_every_reuses_evidence_between_imaginations():
     env = gym.make("genex/OccludedLeftTurn-v0")
-    planner = ImaginePlanner(OraclePerception(), CopyLastFrameWorldModel(), samples=2, horizon=2, imagine_every=3)
+    planner = ImaginePlanner(OraclePerception(), CopyLastFrameWorldModel(),
+                             options=dict(samples=2, horizon=2, imagine_every=3))
     info, traces, _, _ = run(planner, env, seed=0, max_steps=7)
     imagined = [t.imagined_frames for t in traces]
     assert imagined[:7] == [4, 0, 0, 4, 0, 0, 4]
     assert traces[1].branches[0]["reused"] and traces[1].branches[0]["evidence"] == traces[0].branches[0]["evidence"]
     with pytest.raises(ValueError, match="imagine_every"):
-        ImaginePlanner(OraclePerception(), CopyLastFrameWorldModel(), imagine_every=0)
+        ImaginePlanner(OraclePerception(), CopyLastFrameWorldModel(), options=dict(imagine_every=0))
 
 
 def test_hypotheses_redraw_hidden_agents_without_the_truth():
@@ -368,7 +369,7 @@ def test_particle_planner_avoids_the_hidden_pedestrian_and_rejects_gui():
 
     env = gym.make("genex/OccludedCrosswalk-v0")
     # perfect perception: its guarded plans brake for the pedestrian once it steps out (a blind one could not)
-    planner = ParticlePlanner(OraclePerception(_label_frames(env)), particles=4, plan_horizon=16)
+    planner = ParticlePlanner(OraclePerception(_label_frames(env)), options=dict(particles=4, plan_horizon=16))
     info, traces, total, _ = run(planner, env, seed=1001, guard=False)  # react by the cost table hits it
     assert info["success"] and info["collisions"] == 0
     assert traces[0].plan["particles"] == 8
@@ -401,7 +402,7 @@ def test_calibrated_imagination_reads_the_thresholded_event_its_rates_were_measu
     chosen = {}
     for reading in ("hard", "soft"):
         pl = ImaginePlanner(OraclePerception(perception), OracleWorldModel(oracle_env), fidelity=fidelity,
-                            imagined_reading=reading)
+                            options=dict(imagined_reading=reading))
         obs, info = env.reset(seed=3)
         oracle_env.reset(seed=3)
         pl.reset(env, seed=3)
@@ -411,7 +412,7 @@ def test_calibrated_imagination_reads_the_thresholded_event_its_rates_were_measu
             assert np.allclose(trace.belief["target_icon"], 0.25)  # no evidence: the prior, as react has
     assert chosen["hard"] == info["hidden"]["icons"][0] and chosen["soft"] in ("send", "delete")
     with pytest.raises(ValueError, match="imagined_reading"):
-        ImaginePlanner(OraclePerception(), CopyLastFrameWorldModel(), imagined_reading="fuzzy")
+        ImaginePlanner(OraclePerception(), CopyLastFrameWorldModel(), options=dict(imagined_reading="fuzzy"))
 
 
 def test_fidelity_per_env_pools_by_window_count_and_wins_for_its_env(tmp_path):
@@ -527,7 +528,7 @@ def test_shipped_gui_world_model_imagines_for_the_gui_planners():
         default_checkpoint("world_model", "gui")
     except FileNotFoundError:
         pytest.skip("no GUI world-model checkpoint shipped")
-    cfg = CompareConfig(envs=["genex/SettingsTabs-v0"], planners=["imagine"], samples=2)
+    cfg = CompareConfig(envs=["genex/SettingsTabs-v0"], planners=["imagine"], options={"samples": 2})
     row = run_episode(cfg, EpisodeKey("genex/SettingsTabs-v0", "imagine", 200_000))
     assert row["imagined_frames"] > 0 and row["steps"] >= 1 and row["decisions"] >= 1
 
@@ -594,7 +595,7 @@ def test_memory_keeps_a_sighting_for_that_many_frames():
 
     curves = {}
     for memory in (1, 3):
-        planner = BeliefPlanner(OraclePerception(seen_once), memory=memory)
+        planner = BeliefPlanner(OraclePerception(seen_once), options=dict(memory=memory))
         obs, info = env.reset(seed=1)
         planner.reset(env, seed=1)
         curve = []
@@ -609,7 +610,7 @@ def test_memory_keeps_a_sighting_for_that_many_frames():
     assert all(p > 0.9 for p in curves[3][:3]) and all(p < 0.5 for p in curves[3][3:])
     np.testing.assert_allclose(curves[3][3:], curves[1][3:])
     with pytest.raises(ValueError, match="memory"):
-        BeliefPlanner(OraclePerception(), memory=0)
+        BeliefPlanner(OraclePerception(), options=dict(memory=0))
 
 
 def test_imagine_tells_a_world_model_what_each_imagined_click_targets():
@@ -684,7 +685,7 @@ def test_particle_is_react_under_the_plan_rule():
     perception = _label_frames(env)
     actions = {}
     for name, planner in (("react", BeliefPlanner(OraclePerception(perception))),
-                          ("particle", ParticlePlanner(OraclePerception(perception), decision="table"))):
+                          ("particle", ParticlePlanner(OraclePerception(perception), options=dict(decision="table")))):
         _, traces, _, steps = run(planner, env, seed=1006, guard=False)
         actions[name] = [t.decision for t in traces]
         assert traces[0].plan["particles"] == 16

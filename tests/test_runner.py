@@ -128,14 +128,14 @@ def test_interrupted_compare_resumes_without_redoing_episodes(tmp_path, monkeypa
     compare(cfg, part, executor="inline", progress=False)  # nothing left to do
     assert calls == []
     with pytest.raises(ValueError, match="other settings"):
-        compare(small_cfg(planners=["react"], trust=0.1), part, executor="inline", progress=False)
+        compare(small_cfg(planners=["react"], options={"trust": 0.1}), part, executor="inline", progress=False)
     # a setting added to genex after the run started is taken at its default; other values are other settings
     run_json = json.loads((part / "run.json").read_text())
-    del run_json["settings"]["memory"]
+    del run_json["settings"]["options"]["memory"]
     (part / "run.json").write_text(json.dumps(run_json))
     compare(small_cfg(planners=["react"]), part, executor="inline", progress=False)
     with pytest.raises(ValueError, match="memory"):
-        compare(small_cfg(planners=["react"], memory=3), part, executor="inline", progress=False)
+        compare(small_cfg(planners=["react"], options={"memory": 3}), part, executor="inline", progress=False)
     # a run.json without the checkpoints its episodes used cannot be resumed into: unknown weights would mix
     run_json = json.loads((part / "run.json").read_text())
     del run_json["checkpoints"]

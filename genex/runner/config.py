@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from genex.planners.options import PlannerOptions
 
 #: ``--world-model`` value for the copy-last-frame baseline (the floor: imagination that shows nothing new)
 COPY_LAST = "copy-last"
 
+
+def _default_options() -> PlannerOptions:
+    from genex.planners.options import PlannerOptions  # on first use: importing genex.runner stays light
+
+    return PlannerOptions()
 
 
 @dataclass(frozen=True)
@@ -27,13 +35,9 @@ class CompareConfig:
     planners: list[str]
     episodes: int = 20
     seed: int = 200_000  # held out: world-model and policy data use seeds 0.. and 100000..
-    samples: int = 4
-    horizon: int = 8
-    trust: float = 0.7
-    imagine_every: int = 1
-    imagined_reading: str = "hard"  # "soft": feed P itself into the fidelity rates (the behaviour before 2026-11-26)
-    memory: int = 1  # real frames whose sightings the belief keeps (planners.base.BeliefPlanner)
-    decision: str = "auto"  # "plan" | "table" | "auto": plan where the env draws hypotheses (planners.plans)
+    # the planner options (samples, horizon, trust, memory, decision, ...: genex.planners.options); a mapping of
+    # them is accepted and validated (unknown names refused)
+    options: PlannerOptions = field(default_factory=_default_options)
     fidelity: bool = True  # read learned imagination through the world model's fidelity.json when it has one
     world_model: str | None = None  # checkpoint folder (default: the shipped one for the env family)
     policy: str | None = None  # tiny checkpoint folder (default: shipped)
@@ -42,6 +46,11 @@ class CompareConfig:
     # foreign (non-genex) envs: "module:attribute" of a genex.envs.foreign.TaskSpec, and the frame size to adapt to
     task_spec: str | None = None
     image_size: int | None = None
+
+    def __post_init__(self) -> None:
+        from genex.planners.options import as_options
+
+        self.options = as_options(self.options)
 
     def make_env(self, env_id: str) -> Any:
         """Env ``env_id`` as the planners get it (foreign envs adapted: genex.envs.foreign.make_env)."""

@@ -78,13 +78,11 @@ def _build(cfg: CompareConfig, key: EpisodeKey, env: Any) -> Any:
         fidelity = _MODELS.fidelity(wm_dir, key.env, cfg.env_kwargs, pol_path) if cfg.fidelity else None
     elif wm_kind in ("oracle", "posterior"):  # a private simulator: the live env is never touched
         oracle_env = cfg.make_env(key.env)
-    kwargs = dict(samples=cfg.samples, horizon=cfg.horizon, trust=cfg.trust, memory=cfg.memory,
-                  save_frames=cfg.save_frames, seed=key.seed, decision=None if cfg.decision == "auto" else cfg.decision)
+    kwargs: dict[str, Any] = dict(save_frames=cfg.save_frames, seed=key.seed)
     if wm_kind is not None:
-        kwargs["imagine_every"] = cfg.imagine_every
-        kwargs["imagined_reading"] = cfg.imagined_reading
         kwargs["fidelity"] = fidelity
-    return make_planner(key.planner, env, policy=policy, world_model=wm, oracle_env=oracle_env, **kwargs), oracle_env
+    return make_planner(key.planner, env, policy=policy, world_model=wm, oracle_env=oracle_env, options=cfg.options,
+                        **kwargs), oracle_env
 
 
 def _score_belief(belief: dict[str, list[float]], answers: dict[str, int]) -> tuple[float, float]:

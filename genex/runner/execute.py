@@ -214,9 +214,7 @@ def check_envs_support_planners(cfg: CompareConfig) -> None:
     if any(PLANNERS[p][1] == "posterior" for p in cfg.planners) and unable:
         raise ValueError(f"posterior-imagine needs an env that draws hypotheses of its hidden state; "
                          f"{', '.join(unable)} cannot. Envs that can: {', '.join(able)}")
-    if cfg.decision not in ("auto", "plan", "table"):
-        raise ValueError(f"decision must be auto, plan or table, got {cfg.decision!r}")
-    if cfg.decision == "plan" and unable:  # the plan rule draws the same hypotheses as the posterior model
+    if cfg.options.decision == "plan" and unable:  # the plan rule draws the same hypotheses as the posterior model
         raise ValueError(f"--decision plan needs envs that draw hypotheses of their hidden state; "
                          f"{', '.join(unable)} cannot (use --decision auto or table)")
 

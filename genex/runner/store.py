@@ -109,9 +109,16 @@ def checkpoint_digests(cfg: CompareConfig) -> dict[str, str]:
 
 def check_resumable(out: Path, old: dict[str, Any], settings: dict[str, Any], checkpoints: dict[str, str]) -> None:
     """Raise ``ValueError`` when the run in ``out`` (its ``run.json`` is ``old``) used other settings or weights."""
-    # a setting added to genex after that run started takes its default (what the run did is unknown otherwise)
+    # a setting (or planner option) added to genex after that run started takes its default (what the run did is
+    # unknown otherwise); the planner options are compared one by one, named options.<name>
     defaults = asdict(CompareConfig(envs=[], planners=[]))
-    diff = sorted(k for k in settings if old.get("settings", {}).get(k, defaults[k]) != settings[k])
+    recorded = dict(old.get("settings", {}))
+    if "options" not in recorded and any(k in recorded for k in _FLAT_OPTIONS):
+        raise ValueError(f"{out} holds a comparison written by an older genex (planner options recorded as "
+                         "separate settings); use another --out (or --restart-stale)")
+    recorded_options = {**defaults["options"], **recorded.get("options", {})}
+    diff = sorted([k for k in settings if k != "options" and recorded.get(k, defaults[k]) != settings[k]]
+                  + [f"options.{k}" for k, v in settings.get("options", {}).items() if recorded_options.get(k) != v])
     if diff:
         raise ValueError(f"{out} holds a comparison with other settings ({', '.join(diff)} differ); "
                          "use another --out (or --restart-stale) to compare under new settings")
@@ -120,6 +127,10 @@ def check_resumable(out: Path, old: dict[str, Any], settings: dict[str, Any], ch
     if changed:
         raise ValueError(f"{out} holds episodes run with other weights or sampler ({', '.join(changed)} changed since); "
                          "resuming would mix two models in one table: use another --out (or --restart-stale)")
+
+
+#: settings of a run.json from before the planner options became one mapping (``options``): such runs are refused
+_FLAT_OPTIONS = ("samples", "horizon", "trust", "imagine_every", "imagined_reading", "memory", "decision")
 
 
 def read_run_json(path: Path) -> dict[str, Any]:
