@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_demo)
 
     # Subsystems add their own commands (train-world-model, eval-world-model, ...).
-    for module in ("genex.world_model.cli", "genex.policy.cli", "genex.runner_cli"):
+    for module in ("genex.world_model.cli", "genex.policy.cli", "genex.compare.cli", "genex.evaluation.cli"):
         try:
             mod = __import__(module, fromlist=["add_commands"])
         except ModuleNotFoundError as e:

@@ -1,7 +1,7 @@
 """The planner options: every planner setting that is a *choice* of the user, in one validated value.
 
 :class:`PlannerOptions` is what ``make_planner(..., options=...)``, the planner constructors
-(``options=``), :class:`genex.runner.CompareConfig` (``options``) and ``genex compare`` (its flags and
+(``options=``), :class:`genex.compare.CompareConfig` (``options``) and ``genex compare`` (its flags and
 ``--option KEY=VALUE``) pass around; ``run.json`` records it as one mapping (``settings["options"]``).
 Each planner reads the options it uses and ignores the others.
 

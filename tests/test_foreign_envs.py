@@ -159,7 +159,7 @@ def test_make_env_keeps_genex_envs_and_refuses_options_for_them():
 
 def test_compare_runs_a_registered_foreign_env(tmp_path):
     """imagine really imagines on a foreign env with a declared task; outcomes come from its info, else n/a."""
-    from genex.runner import CompareConfig, compare, write_summary
+    from genex.compare import CompareConfig, compare, write_summary
 
     gym.register("genex_test/Frames-v0", entry_point=FrameEnv, kwargs={"shape": (1, 64, 64)})
     gym.register("genex_test/Silent-v0", entry_point=FrameEnv, kwargs={"shape": (64, 64), "report": False})

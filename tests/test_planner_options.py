@@ -11,9 +11,9 @@ import pytest
 import genex.envs  # noqa: F401
 from genex.cli import build_parser, main
 from genex.planners import BeliefPlanner, ImaginePlanner, ParticlePlanner, PlannerOptions, make_planner
-from genex.runner import CompareConfig
-from genex.runner.store import check_resumable
-from genex.runner_cli import compare_options
+from genex.compare import CompareConfig
+from genex.compare.store import check_resumable
+from genex.compare.cli import compare_options
 from genex.world_model import CopyLastFrameWorldModel
 
 
@@ -152,7 +152,7 @@ def test_cli_option_reaches_the_planner_and_run_json(tmp_path):
 
 
 def test_cli_unknown_option_is_refused_before_any_episode(tmp_path, monkeypatch):
-    from genex.runner import execute
+    from genex.compare import execute
 
     monkeypatch.setattr(execute, "run_episode", lambda *a, **k: pytest.fail("an episode ran"))
     with pytest.raises(SystemExit, match=r"genex compare: unknown planner option 'nope'; valid options: samples"):

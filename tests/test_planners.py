@@ -522,7 +522,7 @@ def test_make_planner_reads_the_shipped_world_model_through_its_fidelity():
 
 def test_shipped_gui_world_model_imagines_for_the_gui_planners():
     """`imagine` on a GUI app with the shipped GUI world model: imagined screens, a finished episode."""
-    from genex.runner import CompareConfig, EpisodeKey, run_episode
+    from genex.compare import CompareConfig, EpisodeKey, run_episode
 
     try:
         default_checkpoint("world_model", "gui")
@@ -572,7 +572,7 @@ def test_cli_measure_fidelity_writes_fidelity_json(tmp_path, capsys):
     with pytest.raises(StaleFidelityError, match="policy"):
         load_fidelity(folder, policy_dir=gui_policy)
     # genex compare refuses before running an episode, and --no-fidelity lets it run
-    from genex.runner import CompareConfig, check_fidelity
+    from genex.compare import CompareConfig, check_fidelity
 
     cfg = CompareConfig(envs=["genex/OccludedCrosswalk-v0"], planners=["react", "imagine"], world_model=str(folder),
                         policy=str(gui_policy))

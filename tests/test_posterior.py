@@ -114,7 +114,7 @@ def test_posterior_imagine_runs_a_guarded_episode_and_refuses_envs_without_hypot
 
 
 def test_compare_refuses_posterior_imagine_on_gui_envs_before_running(tmp_path):
-    from genex.runner import CompareConfig, compare
+    from genex.compare import CompareConfig, compare
 
     cfg = CompareConfig(envs=["genex/SettingsTabs-v0"], planners=["react", "posterior-imagine"], episodes=1)
     with pytest.raises(ValueError, match="SettingsTabs-v0 cannot. Envs that can: genex/OccludedCrosswalk-v0"):

@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
 from genex.errors import CorruptCheckpointError  # noqa: E402
-from genex.runner.store import sampling_config_digest  # noqa: E402
+from genex.compare.store import sampling_config_digest  # noqa: E402
 from genex.world_model.checkpoint import load_denoiser, load_world_model, save_world_model  # noqa: E402
 from genex.world_model.config import (  # noqa: E402
     PRESETS,

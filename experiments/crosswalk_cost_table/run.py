@@ -21,7 +21,7 @@ import sys
 import numpy as np
 
 from genex.envs.driving import scenarios
-from genex.runner import CompareConfig, compare, write_summary
+from genex.compare import CompareConfig, compare, write_summary
 
 # rows: accelerate, cruise, brake, creep, wait; columns: yes, no (the shipped table: creep 0.5 / 1.5, wait 1 / 2.5)
 TABLE = np.array([[10.0, 0.0], [8.0, 0.5], [1.0, 2.0], [1.5, 1.0], [0.5, 2.0]], np.float32)

@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from genex import runner
-from genex.runner import execute
+from genex import compare as runner
+from genex.compare import execute
 from genex.cli import main
-from genex.runner import CompareConfig, compare, gap_closed, load_rows, summarize, write_summary
+from genex.compare import CompareConfig, compare, gap_closed, load_rows, summarize, write_summary
 
 
 def small_cfg(**kw):
@@ -74,7 +74,7 @@ def test_sampler_settings_count_as_a_checkpoint_change(tmp_path):
     import shutil
 
     from genex.planners import default_checkpoint
-    from genex.runner import checkpoint_digests
+    from genex.compare import checkpoint_digests
 
     wm = tmp_path / "wm"
     wm.mkdir()

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from genex import runner
-from genex.runner import execute
-from genex.runner import compare, load_rows
+from genex.compare import execute
+from genex.compare import compare, load_rows
 
 from test_runner import small_cfg
 

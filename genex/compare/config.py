@@ -13,7 +13,7 @@ COPY_LAST = "copy-last"
 
 
 def _default_options() -> PlannerOptions:
-    from genex.planners.options import PlannerOptions  # on first use: importing genex.runner stays light
+    from genex.planners.options import PlannerOptions  # on first use: importing genex.compare stays light
 
     return PlannerOptions()
 

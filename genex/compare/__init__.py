@@ -20,7 +20,7 @@ read here, after the fact, for the metrics.
 
 The parts, one job each: :mod:`.config` (what runs), :mod:`.episode` (one episode), :mod:`.store` (the run
 folder and resume), :mod:`.execute` (many episodes: checks, executors), :mod:`.stats` (means, CIs, gap shares,
-paired comparisons) and :mod:`.report` (tables, CSV, plots). The CLI is :mod:`genex.runner_cli`.
+paired comparisons) and :mod:`.report` (tables, CSV, plots). The CLI is :mod:`genex.compare.cli`.
 """
 
 from __future__ import annotations

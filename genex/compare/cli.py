@@ -1,4 +1,4 @@
-"""``genex compare`` and ``genex viz`` (added to the ``genex`` CLI)."""
+"""``genex compare``, ``genex summarize`` and ``genex viz`` (added to the ``genex`` CLI)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     import genex.envs
     from genex.planners import PLANNERS
 
-    from .runner import CompareConfig, compare, write_summary
+    from genex.compare import CompareConfig, compare, write_summary
 
     envs = _split(args.env)
     for e in envs:
@@ -114,7 +114,7 @@ def _check_registered(env_id: str) -> None:
 
 
 def cmd_viz(args: argparse.Namespace) -> int:
-    from .viz import viz_run
+    from genex.viz import viz_run
 
     try:
         written = viz_run(args.run, args.out, env=args.env, planner=args.planner, seed=args.seed,
@@ -127,7 +127,7 @@ def cmd_viz(args: argparse.Namespace) -> int:
 
 
 def cmd_summarize(args: argparse.Namespace) -> int:
-    from .runner import load_rows, write_summary
+    from genex.compare import load_rows, write_summary
 
     rows, seen = [], set()
     for run in args.runs:
@@ -148,58 +148,12 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     if args.by:
         print(write_summary(rows, Path(args.out), planners, by=args.by))
     if args.paired:
-        from .io import atomic_write_bytes
-        from .runner import format_paired, paired_against
+        from genex.io import atomic_write_bytes
+        from genex.compare import format_paired, paired_against
 
         table = format_paired(paired_against(rows, args.paired)) + "\n"
         atomic_write_bytes(Path(args.out) / "summary_paired.md", table.encode())
         print(table)
-    return 0
-
-
-def cmd_measure_fidelity(args: argparse.Namespace) -> int:
-    import gymnasium as gym
-    import torch
-
-    import genex.envs  # noqa: F401
-    from genex.io import atomic_write_bytes
-    from genex.evaluation.fidelity import FIDELITY_FILE, measure_fidelity, policy_sha256, pool_fidelity, weights_sha256
-    from genex.policy import make_policy
-    from genex.recording import read_manifest
-    from genex.world_model import load_world_model
-
-    torch.set_num_threads(args.threads)
-    facts: list[str] = []
-    env = None
-    try:  # the envs only declare the probed facts and check the checkpoint's frames: close each one
-        for d in args.data:
-            if env is not None:
-                env.close()
-            env = gym.make(read_manifest(d).env_id)
-            facts += [f for f in dict.fromkeys(p.fact for p in getattr(env.unwrapped, "probes", ())) if f not in facts]
-        try:
-            wm = load_world_model(args.world_model, env=env, device="cpu")
-            policy = make_policy("tiny", checkpoint=args.policy)
-        except Exception as e:  # checkpoint errors carry their own advice
-            raise SystemExit(f"genex measure-fidelity: {e}") from e
-    finally:
-        if env is not None:
-            env.close()
-    by_env = measure_fidelity(wm, policy, args.data, facts, horizon=args.horizon, samples=args.samples,
-                              max_windows=args.max_windows, seed=args.seed, progress=not args.quiet, by_env=True)
-    result = pool_fidelity(by_env, facts)
-    out = Path(args.out) if args.out else Path(args.world_model) / FIDELITY_FILE
-    body = {"facts": result, "by_env": by_env, "horizon": args.horizon, "samples": args.samples, "data": args.data,
-            "policy": args.policy, "command": args.invocation,
-            # binds the numbers to these weights and this reader: load_fidelity refuses them for others
-            "world_model_sha256": weights_sha256(args.world_model), "policy_sha256": policy_sha256(args.policy)}
-    atomic_write_bytes(out, json.dumps(body, indent=2).encode())
-    rows = [("all", result)] + (sorted(by_env.items()) if len(by_env) > 1 else [])
-    for where, rates in rows:
-        for f, r in rates.items():
-            print(f"{where:28s} {f:20s} recall {r['recall']:.3f} ({r['positives']} windows)  "
-                  f"false alarm {r['false_alarm']:.3f} ({r['negatives']} windows)")
-    print(f"wrote {out}")
     return 0
 
 
@@ -258,21 +212,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--no-plots", action="store_true", help="skip bars.png / compute.png")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_compare)
-
-    s = sub.add_parser("measure-fidelity", help="measure how often imagination shows what really comes "
-                       "(recall, false alarms per fact) on held-out recordings; writes fidelity.json")
-    s.add_argument("--world-model", required=True, help="world-model checkpoint folder")
-    s.add_argument("--policy", required=True, help="tiny policy checkpoint folder")
-    s.add_argument("--data", action="extend", nargs="+", required=True,
-                   help="held-out recording folder(s) (repeatable; several after one flag too, e.g. DIR/{A,B})")
-    s.add_argument("--horizon", type=int, default=8)
-    s.add_argument("--samples", type=int, default=4)
-    s.add_argument("--max-windows", type=int, default=400)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--threads", type=int, default=1)
-    s.add_argument("--out", default=None, help="default: WORLD_MODEL/fidelity.json")
-    s.add_argument("--quiet", action="store_true")
-    s.set_defaults(func=cmd_measure_fidelity)
 
     s = sub.add_parser("summarize", help="one summary table over the episodes of several compare runs")
     s.add_argument("runs", nargs="+", help="genex compare --out folders (an episode in several: the first wins)")
