@@ -13,11 +13,10 @@ typing replaces it). ``Revert`` restores the original values.
 Question ``phone_below_fold``: is the Phone field below the fold at the start?
 Action choices (costs in wasted steps; 10 = irreversible): ``edit name and
 phone`` (fill in both fields, scrolling to each as needed: one scroll more when
-the Phone field starts below the fold), ``scroll down``, ``save``. (Until
-2026-11-26 the macro filled only the fields in view, so a planner that
-scrolled down first could leave the Name field above the fold, unedited, with
-no way back up, and then save: an irreversible error caused by the macro, not
-by the belief.)
+the Phone field starts below the fold), ``scroll down``, ``save``. The macro
+scrolls to each field, so scrolling down first cannot leave the Name field
+above the fold, unedited: an irreversible error would then come from the
+macro, not from the belief.
 """
 
 from __future__ import annotations

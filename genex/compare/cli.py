@@ -183,8 +183,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="imagining planners imagine every N-th decision and reuse that evidence in between (default 1)")
     s.add_argument("--imagined-reading", choices=("hard", "soft"), default=None,
                    help="how learned imagination is read through fidelity.json: an imagined sample counts as seen iff "
-                        "P > 0.5, the event the rates were measured on (hard, the default), or P itself (soft, the "
-                        "behaviour before 2026-11-26)")
+                        "P > 0.5, the event the rates were measured on (hard, the default), or P itself (soft)")
     s.add_argument("--memory", type=int, default=None,
                    help="real frames whose sightings the belief keeps (default 1: the current frame only)")
     s.add_argument("--decision", choices=("auto", "plan", "table"), default=None,

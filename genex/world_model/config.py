@@ -271,7 +271,7 @@ class TrainConfig:
     # "bf16": autocast the training forward pass to bfloat16 (about 1.5x faster on CPUs with AVX512-BF16 and
     # on GPUs; weights, optimizer and loss stay float32); sampling always runs in float32. "auto": bf16 where
     # the device computes it natively (a CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX), else fp32: a CPU
-    # without it emulates bf16 about 10x *slower* than fp32 (measured on an AMD EPYC, 2026-11-27)
+    # without it emulates bf16 about 10x *slower* than fp32 (measured on an AMD EPYC; docs/world_model.md)
     precision: str = "fp32"
 
     def __post_init__(self) -> None:

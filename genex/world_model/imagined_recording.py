@@ -2,8 +2,8 @@
 
 A planner's policy reads *imagined* frames, but is trained on real ones. Where the two differ in ways that do
 not matter to the world (a faint band where a dialog was drawn, softened text) a small policy can fail on the
-imagined frame although the model drew the right screen: the 2026-11-26 `tiny-gui` read the real MailCompose
-print dialog every time and the imagined one never (docs/world_model.md, attempt 8; docs/policy.md).
+imagined frame although the model drew the right screen: a `tiny-gui` trained on real frames only read the real
+MailCompose print dialog every time and the imagined one never (docs/world_model.md, attempt 8; docs/policy.md).
 
 :func:`imagine_recording` copies a recording folder and replaces each frame ``t + 1`` by the model's one-step
 imagination from the real frames up to ``t`` and the recorded action ``t``, the step a GUI planner imagines per
