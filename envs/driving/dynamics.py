@@ -26,7 +26,10 @@ State layout (all ``float32`` unless noted; ``N`` = agent slots of the scenario)
 Agents move at constant speed along their heading once ``t >= start_t``, or
 the ego progress reaches ``trigger_s``, or the ego's time to reach
 ``conflict_s`` at its current speed drops below ``trigger_tta`` (a pedestrian
-darting out when the car is about two seconds away). Collisions use discs along each box's length: cheap,
+darting out when the car is about two seconds away). Before that an agent may
+*approach* (``pre_steps`` steps at ``pre_speed`` along ``pre_heading``, during
+which no trigger fires): walk, stop, then go, so that a road user can be seen
+and then hidden before it steps out. Collisions use discs along each box's length: cheap,
 vmappable and conservative to within a few centimetres.
 """
 
@@ -93,6 +96,11 @@ class DynamicsParams(NamedTuple):
     trigger_s: jax.Array  # ego progress that starts the agent (inf = never)
     trigger_tta: jax.Array  # start when the ego is this many seconds from conflict_s (0 = never)
     conflict_s: jax.Array  # ego progress at which the agent's path crosses the ego's
+    # an approach before the start: for ``pre_steps`` steps from t = 0 the agent moves at ``pre_speed`` along
+    # ``pre_heading`` (e.g. a jogger running up to a crossing) and no trigger starts it; 0 = no approach
+    pre_steps: jax.Array  # int32
+    pre_speed: jax.Array
+    pre_heading: jax.Array
     # ego path: straight from (x0, y0) along +x, then a left quarter turn of radius turn_radius
     x0: jax.Array
     y0: jax.Array
@@ -249,10 +257,14 @@ def step(params: DynamicsParams, state: WorldState, action: jax.Array) -> tuple[
     t_next = state.t + 1
     to_conflict = params.conflict_s - ego.s
     tta_hit = (to_conflict > 0) & (to_conflict <= params.trigger_tta * jnp.maximum(ego.v, 0.1))
-    moving = a.moving | (a.present & ((t_next >= params.start_t) | (ego.s >= params.trigger_s) | tta_hit))
+    approaching = a.present & (state.t < params.pre_steps)
+    moving = a.moving | (a.present & ~approaching
+                         & ((t_next >= params.start_t) | (ego.s >= params.trigger_s) | tta_hit))
     step_len = jnp.where(moving, a.speed * DT, 0.0)
+    pre_len = jnp.where(approaching, params.pre_speed * DT, 0.0)
     agents = a._replace(
-        x=a.x + step_len * jnp.cos(a.heading), y=a.y + step_len * jnp.sin(a.heading), moving=moving
+        x=a.x + step_len * jnp.cos(a.heading) + pre_len * jnp.cos(params.pre_heading),
+        y=a.y + step_len * jnp.sin(a.heading) + pre_len * jnp.sin(params.pre_heading), moving=moving
     )
     new = WorldState(t=t_next, ego=ego, agents=agents, collided=state.collided, succeeded=state.succeeded)
     collision = jnp.any(collision_mask(params, new))

@@ -62,6 +62,9 @@ class DrivingConfig:
         hidden_prior: prior over the first question's answers (a float for a
             yes/no question = P(yes)); ``None`` keeps the scenario's documented prior.
         cue_prob: probability of a weak visual cue when the hidden agent is there.
+        seen_first: probability that a hidden agent is first seen and then hidden by the occluder
+            before it steps out (object permanence; scenarios with ``supports_seen_first``). 0 keeps
+            every seed's draw as it was.
         max_steps: episode length limit (truncation); ``None`` = scenario default.
         min_visible_pixels: pixels a fact needs to count as visible.
         visibility_labels: compute ``info["visible"]`` (one extra segmentation render per step).
@@ -75,6 +78,7 @@ class DrivingConfig:
     fovy: float = 70.0
     hidden_prior: float | tuple[float, ...] | None = None
     cue_prob: float | None = None
+    seen_first: float = 0.0
     max_steps: int | None = None
     min_visible_pixels: int = 3
     visibility_labels: bool = True
@@ -124,10 +128,19 @@ class DrivingConfig:
         cue = scenario.default_cue_prob if self.cue_prob is None else float(self.cue_prob)
         if not 0.0 <= cue <= 1.0:
             raise ValueError(f"cue_prob must be in [0, 1], got {self.cue_prob!r}")
+        if isinstance(self.seen_first, (bool, str)) or not 0.0 <= float(self.seen_first) <= 1.0:
+            raise ValueError(f"seen_first must be in [0, 1], got {self.seen_first!r}")
+        if self.seen_first and not scenario.supports_seen_first:
+            from .scenarios import SCENARIOS
+
+            able = [n for n, sc in SCENARIOS.items() if sc.supports_seen_first]
+            raise ValueError(f"{scenario.name} has no seen-first agents (seen_first must be 0); "
+                             f"scenarios that have them: {', '.join(able)}")
         max_steps = scenario.max_steps if self.max_steps is None else self.max_steps
         if not is_int(max_steps) or max_steps < 1:
             raise ValueError(f"max_steps must be a positive integer, got {self.max_steps!r}")
-        return DrivingConfig(**{**asdict(self), "hidden_prior": prior, "cue_prob": cue, "max_steps": int(max_steps)})
+        return DrivingConfig(**{**asdict(self), "hidden_prior": prior, "cue_prob": cue, "max_steps": int(max_steps),
+                                "seen_first": float(self.seen_first)})
 
 
 def _step_packed(params, state, action):
@@ -209,6 +222,8 @@ class DrivingEnv(gym.Env):
         # Snapshots restore across envs that differ only in how they render (an oracle may render
         # without labels, or at another size); options that change the simulated world must match.
         sim = {k: v for k, v in asdict(cfg).items() if k in ("hidden_prior", "cue_prob", "max_steps")}
+        if cfg.seen_first:  # only when set, so the keys of existing snapshots and recordings stay valid
+            sim["seen_first"] = cfg.seen_first
         roles = {slot.role for slot in sc.scene.slots}
         self._lamp_slot = sc.slot("lead_car") if "lead_car" in roles else None
         self._lightbar_geoms = (
@@ -231,7 +246,8 @@ class DrivingEnv(gym.Env):
         super().reset(seed=seed)
         if options:
             raise ValueError(f"{self.scenario.name}.reset takes no options, got {sorted(options)}")
-        layout = self.scenario.sample(self.np_random, self.config.hidden_prior, self.config.cue_prob)
+        layout = self.scenario.sample(self.np_random, self.config.hidden_prior, self.config.cue_prob,
+                                      self.config.seen_first)
         self._load(layout, layout.state, collisions=0)
         return self._observation(), self._info(collision=False, success=False)
 
@@ -359,14 +375,14 @@ class DrivingEnv(gym.Env):
         for a in range(n_answers):
             prior = tuple(1.0 if i == a else 0.0 for i in range(n_answers))
             for _ in range(n_per_answer):
-                draw = sc.sample(rng, prior, self.config.cue_prob)
+                draw = sc.sample(rng, prior, self.config.cue_prob, self.config.seen_first)
                 shift = np.float32(float(draw.params.x0) - float(base.params.x0))  # path coordinates follow x0
                 p = {k: np.array(v, copy=True) for k, v in base.params._asdict().items()}
                 ag = {k: np.array(v, copy=True) for k, v in base.state.agents._asdict().items()}
                 rgba = np.array(base.slot_rgba, copy=True)
                 for role in sc.hidden_roles + sc.hidden_param_roles:
                     i = sc.slot(role)
-                    for k in ("start_t", "trigger_tta"):
+                    for k in ("start_t", "trigger_tta", "pre_steps", "pre_speed", "pre_heading"):
                         p[k][i] = getattr(draw.params, k)[i]
                     for k in ("trigger_s", "conflict_s"):
                         p[k][i] = getattr(draw.params, k)[i] + shift

@@ -1,6 +1,6 @@
 """The three driving scenario families: layouts, hidden facts, priors, cues, costs.
 
-A :class:`Scenario` is data plus a sampler. ``sample(rng, options)`` draws one
+A :class:`Scenario` is data plus a sampler. ``sample(rng, prior, cue_prob, seen_first)`` draws one
 episode's :class:`Layout` (initial state, dynamics parameters, colours, the
 hidden truth) from a NumPy ``Generator``, so ``reset(seed=...)`` is
 deterministic. The static scene of a family never changes (the MuJoCo model is
@@ -17,12 +17,20 @@ Documented priors (``hidden_prior`` option overrides them):
   is within 6-9 m). Cues (with
   probability ``cue_prob``, default 0.5, when a pedestrian is there): a ball
   rolls out first, or the pedestrian stands beside the truck where the feet
-  show under its body. A stray ball rolls out with no pedestrian 10% of the time.
+  show under its body. A stray ball rolls out with no pedestrian 10% of the time. With the
+  ``seen_first`` option (default 0), a pedestrian without the feet cue is, with that probability, a
+  runner seen first: it starts on the far sidewalk 1-3 m inside the camera's view past the truck's
+  rear (seen for a few frames), runs (3.5-4.5 m/s) behind the truck to the kerb, waits there and runs
+  across when the car is 1.0-1.6 s away (or a slow car within 6-9 m). What it means needs object permanence:
+  a one-frame belief forgets it once the truck hides it.
 * ``StoppedLeadCar``: the van ahead stopped at a green light because a
   pedestrian is crossing (0.4), an emergency vehicle is coming (0.3) or it
   broke down (0.3). Only the last makes overtaking right. Cues: brake lights
   (on 80% of the time while waiting, off when broken down), hazard lights
   blinking when broken down (with probability ``cue_prob``, default 0.6).
+  With the ``seen_first`` option (default 0), a crossing pedestrian starts, with
+  that probability, on the right sidewalk (y -5.5 to -4.5 m), in view beside the
+  van, and then walks on behind it (the van waits for it to cross).
 * ``OccludedLeftTurn``: an oncoming car is hidden behind a truck waiting to
   turn, with probability 0.5; it reaches the ego's path 2.8-4.2 s after the start.
 """
@@ -37,7 +45,7 @@ import numpy as np
 
 from ..spec import Probe, Question
 from . import dynamics as dyn
-from .scene import AGENT_KINDS, Box, SceneSpec, SlotSpec
+from .scene import AGENT_KINDS, CAMERA_POS, Box, SceneSpec, SlotSpec
 from .topdown import VEHICLE_KINDS
 
 __all__ = ["Layout", "Scenario", "SCENARIOS", "OCCLUDED_CROSSWALK", "STOPPED_LEAD_CAR", "OCCLUDED_LEFT_TURN"]
@@ -130,7 +138,7 @@ class Scenario:
     default_prior: tuple[float, ...]  # prior over the answers of the first question
     default_cue_prob: float
     max_steps: int
-    sampler: Any  # (scenario, rng, prior, cue_prob) -> Layout
+    sampler: Any  # (scenario, rng, prior, cue_prob, seen_first) -> Layout
     # actions that gather information about the hidden fact (physically, or in imagination)
     exploration_actions: tuple[str, ...] = ()
     # how visible facts bear on the questions (perception evidence for planners; see spec.Probe)
@@ -139,13 +147,16 @@ class Scenario:
     # and agents whose *position* is visible but whose start time / triggers are hidden
     hidden_roles: tuple[str, ...] = ()
     hidden_param_roles: tuple[str, ...] = ()
+    # whether the sampler can show the hidden agent first and then hide it (``seen_first`` option)
+    supports_seen_first: bool = False
 
     @property
     def action_codes(self) -> np.ndarray:
         return np.array([dyn.BEHAVIOUR_NAMES.index(a) for a in self.action_names], dtype=np.int32)
 
-    def sample(self, rng: np.random.Generator, prior: tuple[float, ...], cue_prob: float) -> Layout:
-        return self.sampler(self, rng, prior, cue_prob)
+    def sample(self, rng: np.random.Generator, prior: tuple[float, ...], cue_prob: float,
+               seen_first: float = 0.0) -> Layout:
+        return self.sampler(self, rng, prior, cue_prob, seen_first)
 
     def slot(self, role: str) -> int:
         for i, s in enumerate(self.scene.slots):
@@ -163,6 +174,9 @@ def _agents(scenario: Scenario, **per_role: dict[str, float]) -> tuple[dyn.Agent
     trigger_s = np.full(n, np.inf, np.float32)
     trigger_tta = np.zeros(n, np.float32)
     conflict_s = np.zeros(n, np.float32)
+    pre_steps = np.zeros(n, np.int32)
+    pre_speed = np.zeros(n, np.float32)
+    pre_heading = np.zeros(n, np.float32)
     for role, spec in per_role.items():
         i = scenario.slot(role)
         x[i], y[i] = spec["x"], spec["y"]
@@ -173,8 +187,12 @@ def _agents(scenario: Scenario, **per_role: dict[str, float]) -> tuple[dyn.Agent
         trigger_s[i] = spec.get("trigger_s", np.inf)
         trigger_tta[i] = spec.get("trigger_tta", 0.0)
         conflict_s[i] = spec.get("conflict_s", 0.0)
+        pre_steps[i] = spec.get("pre_steps", 0)
+        pre_speed[i] = spec.get("pre_speed", 0.0)
+        pre_heading[i] = spec.get("pre_heading", 0.0)
     state = dyn.AgentState(x=x, y=y, heading=h, speed=v, moving=np.zeros(n, bool), present=present)
-    return state, {"start_t": start_t, "trigger_s": trigger_s, "trigger_tta": trigger_tta, "conflict_s": conflict_s}
+    return state, {"start_t": start_t, "trigger_s": trigger_s, "trigger_tta": trigger_tta, "conflict_s": conflict_s,
+                   "pre_steps": pre_steps, "pre_speed": pre_speed, "pre_heading": pre_heading}
 
 
 def _params(
@@ -188,7 +206,8 @@ def _params(
     return dyn.DynamicsParams(
         length=sizes[:, 0], width=sizes[:, 1], collides=collides, occludes=occludes,
         start_t=starts["start_t"], trigger_s=starts["trigger_s"], trigger_tta=starts["trigger_tta"],
-        conflict_s=starts["conflict_s"],
+        conflict_s=starts["conflict_s"], pre_steps=starts["pre_steps"], pre_speed=starts["pre_speed"],
+        pre_heading=starts["pre_heading"],
         x0=f(x0), y0=f(y0), turn_s=f(turn_s), turn_radius=f(turn_radius), lane_width=f(LANE),
         goal_s=f(goal_s), ego_length=f(4.5), ego_width=f(1.9), action_codes=scenario.action_codes,
         collision_penalty=f(10.0), time_cost=f(0.01), success_bonus=f(1.0),
@@ -217,7 +236,7 @@ def _colours(scenario: Scenario, rng: np.random.Generator) -> np.ndarray:
 CROSSWALK_X = 40.0
 
 
-def _sample_crosswalk(sc: Scenario, rng: np.random.Generator, prior, cue_prob: float) -> Layout:
+def _sample_crosswalk(sc: Scenario, rng: np.random.Generator, prior, cue_prob: float, seen_first: float) -> Layout:
     p_ped = prior[0]
     x0 = float(rng.uniform(12.0, 18.0))
     v0 = float(rng.uniform(5.0, 7.0))
@@ -246,6 +265,26 @@ def _sample_crosswalk(sc: Scenario, rng: np.random.Generator, prior, cue_prob: f
     oncoming = bool(rng.random() < 0.5)
     oncoming_x = float(rng.uniform(70, 95))
     trigger = dict(trigger_tta=tta, conflict_s=conflict_s, trigger_s=conflict_s - near_dist)
+    jogger = False
+    if seen_first > 0.0:  # drawn after everything else, so seen_first = 0 keeps every other draw of a seed
+        jogger = bool(rng.random() < seen_first) and present and cue != "feet"
+        run_speed = float(rng.uniform(3.5, 4.5))
+        inside = float(rng.uniform(1.0, 3.0))
+        run_tta = float(rng.uniform(1.0, 1.6))  # a runner does not wait for the car to come close
+        if jogger:
+            # starts on the far sidewalk `inside` metres short of where the truck's far rear corner cuts the
+            # camera's view (in view, at most a few steps), runs behind the truck to the kerb, waits there
+            # and runs across when the car is within the dart-out trigger
+            cam_x, rear = x0 + CAMERA_POS[0], truck_x - occ_len / 2
+            sight = cam_x + (rear - cam_x) * (8.8 - LANE / 2) / (6.0 - LANE / 2)
+            start = (min(sight - inside, ped["x"] - 2.0), -8.8)
+            dx, dy = ped["x"] - start[0], ped["y"] - start[1]
+            steps = max(1, int(round(math.hypot(dx, dy) / run_speed / dyn.DT)))
+            ped = dict(x=start[0], y=start[1], pre_steps=steps, pre_speed=math.hypot(dx, dy) / (steps * dyn.DT),
+                       pre_heading=math.atan2(dy, dx))
+            ped_speed, tta = run_speed, run_tta
+            trigger["trigger_tta"] = tta
+            cue = "seen_first" if cue == "none" else f"{cue}+seen_first"
     ball_trigger = dict(trigger_tta=tta + 1.0, conflict_s=conflict_s, trigger_s=conflict_s - near_dist - 4.0)
     agents, starts = _agents(
         sc,
@@ -305,6 +344,7 @@ OCCLUDED_CROSSWALK = Scenario(
         Probe("pedestrian_crossing", "ball", ("yes",), detect=0.25, false_alarm=0.05),
     ),
     hidden_roles=("pedestrian", "ball"),
+    supports_seen_first=True,
 )
 
 
@@ -314,7 +354,7 @@ LEAD_CROSSWALK_X = 31.5
 INTERSECTION_X = 40.0
 
 
-def _sample_lead(sc: Scenario, rng: np.random.Generator, prior, cue_prob: float) -> Layout:
+def _sample_lead(sc: Scenario, rng: np.random.Generator, prior, cue_prob: float, seen_first: float) -> Layout:
     cause = ("pedestrian", "emergency_vehicle", "breakdown")[int(rng.choice(3, p=np.asarray(prior)))]
     van_len = AGENT_KINDS["van"][0]
     lead_x = LEAD_STOP_X - van_len / 2
@@ -338,6 +378,14 @@ def _sample_lead(sc: Scenario, rng: np.random.Generator, prior, cue_prob: float)
         lead_start = int(math.ceil((LANE * 2 + 3.0 - y) / speed / dyn.DT)) + 4
     hazards = cause == "breakdown" and rng.random() < cue_prob
     brake_lights = cause != "breakdown" and rng.random() < 0.8
+    seen = False
+    if seen_first > 0.0:  # drawn after everything else, so seen_first = 0 keeps every other draw of a seed
+        seen = bool(rng.random() < seen_first) and cause == "pedestrian"
+        kerb_y = float(rng.uniform(-5.5, -4.5))
+        if seen:  # still on the right sidewalk, in view beside the van, then walks on behind it
+            y, speed = kerb_y, ped["speed"]
+            ped = {**ped, "y": y}
+            lead_start = int(math.ceil((LANE + 0.3 - y) / speed / dyn.DT)) + 4
     agents, starts = _agents(
         sc,
         lead_car=dict(x=lead_x, y=-LANE / 2, speed=lead_speed, start_t=lead_start),
@@ -349,6 +397,8 @@ def _sample_lead(sc: Scenario, rng: np.random.Generator, prior, cue_prob: float)
     conflict_s = LEAD_CROSSWALK_X - 1.5 - 2.25 - x0
     hidden = {"cause": cause, "hazard_lights": bool(hazards), "brake_lights": bool(brake_lights),
               "lead_car_resumes_at_step": None if lead_start >= NEVER else lead_start}
+    if seen_first > 0.0:
+        hidden["seen_first"] = seen
     return Layout(
         state=_world(agents, 0.0), params=params, slot_rgba=_colours(sc, rng), hidden=hidden,
         answers={"lead_car_cause": ("pedestrian", "emergency_vehicle", "breakdown").index(cause)},
@@ -418,6 +468,7 @@ STOPPED_LEAD_CAR = Scenario(
         Probe("lead_car_cause", "brake_lights", ("pedestrian", "emergency_vehicle"), detect=0.8, false_alarm=0.05),
     ),
     hidden_roles=("pedestrian", "emergency_vehicle"),
+    supports_seen_first=True,
     hidden_param_roles=("lead_car",),
 )
 
@@ -427,8 +478,9 @@ TURN_RADIUS = 5.25
 TRUCK_TURN_X = 11.5
 
 
-def _sample_left_turn(sc: Scenario, rng: np.random.Generator, prior, cue_prob: float) -> Layout:
-    del cue_prob  # no cue beyond geometry in this family
+def _sample_left_turn(sc: Scenario, rng: np.random.Generator, prior, cue_prob: float,
+                      seen_first: float) -> Layout:
+    del cue_prob, seen_first  # no cue beyond geometry in this family
     x0 = float(rng.uniform(-22.0, -16.0))
     v0 = float(rng.uniform(2.0, 4.0))
     present = bool(rng.random() < prior[0])
