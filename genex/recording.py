@@ -27,11 +27,14 @@ key                 dtype / shape           meaning
                                              click actions as ``"label"`` on load (the env ignores it)
 ``visible_json``    ``str`` (0-d)            JSON list (per frame) of the names of *all* visible
                                              facts, including per-episode ones (GUI ``label:...``)
+``occupancy``       ``uint8[T+1, F, h, w]``  driving only: each fact's pixels per cell of each frame
+                                             (``info["occupancy"]``: what a detector sees where; the
+                                             layout targets of a world model)
 ``meta_json``       ``str`` (0-d)            JSON: seed, driver, instruction, hidden, answers,
                                              success, irreversible errors, length
 ==================  ======================  ============================================
 
-``visible`` and ``frames`` align: row ``i`` labels frame ``i``. Hidden state
+``visible``, ``occupancy`` and ``frames`` align: row ``i`` labels frame ``i``. Hidden state
 is stored for evaluation only; world models train on frames + actions.
 
 Robustness: each episode is written to a temporary file then renamed, so an
@@ -147,6 +150,7 @@ class Episode:
     meta: dict[str, Any]
     visible_names: list[list[str]] = field(default_factory=list)
     action_labels: list[str] = field(default_factory=list)  # GUI: per action, "" if none; empty if not recorded
+    occupancy: np.ndarray | None = None  # uint8/uint16[T+1, F, gh, gw] where the env gives info["occupancy"]
 
     def __len__(self) -> int:
         return len(self.rewards)
@@ -237,12 +241,15 @@ class EpisodeRecorder:
         self.truncated: list[bool] = []
         self.visible: list[list[bool]] = []
         self.visible_names: list[list[str]] = []
+        self.occupancy: list[np.ndarray] = []
         self.meta: dict[str, Any] = {"seed": seed, "driver": driver}
 
     def _labels(self, info: Mapping[str, Any]) -> None:
         visible = info.get("visible", {})
         self.visible.append([bool(visible.get(f, False)) for f in self.facts])
         self.visible_names.append(sorted(k for k, v in visible.items() if v))
+        if "occupancy" in info:
+            self.occupancy.append(np.asarray(info["occupancy"]))
 
     def start(self, obs: Mapping[str, Any], info: Mapping[str, Any]) -> None:
         self.frames.append(np.asarray(obs["image"], dtype=np.uint8))
@@ -273,7 +280,8 @@ class EpisodeRecorder:
             frames=np.stack(self.frames), actions=self.actions, rewards=np.asarray(self.rewards, np.float32),
             terminated=np.asarray(self.terminated, bool), truncated=np.asarray(self.truncated, bool),
             visible=np.asarray(self.visible, bool).reshape(len(self.frames), len(self.facts)), meta=self.meta,
-            visible_names=self.visible_names, action_labels=self.action_labels))
+            visible_names=self.visible_names, action_labels=self.action_labels,
+            occupancy=np.stack(self.occupancy) if len(self.occupancy) == len(self.frames) else None))
 
 
 def save_episode(path: Path, episode: Episode) -> dict[str, Any]:
@@ -302,6 +310,8 @@ def save_episode(path: Path, episode: Episode) -> dict[str, Any]:
         arrays["action_labels_json"] = np.array(json.dumps(list(ep.action_labels)))
     if all(isinstance(a, int) for a in actions):
         arrays["actions"] = np.asarray(actions, np.int64)
+    if ep.occupancy is not None:
+        arrays["occupancy"] = np.asarray(ep.occupancy)
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     data = buf.getvalue()
@@ -343,6 +353,7 @@ def _episode_from_arrays(z: Mapping[str, np.ndarray]) -> Episode:
         meta=json.loads(str(z["meta_json"])),
         visible_names=json.loads(str(z["visible_json"])) if "visible_json" in z else [],
         action_labels=labels,
+        occupancy=z["occupancy"] if "occupancy" in z else None,
     )
 
 

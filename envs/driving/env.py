@@ -15,7 +15,9 @@ Reward: progress to the goal (sums to 1), ``-0.01`` a step, ``+1`` on
 reaching the goal, ``-10`` on a collision (which ends the episode).
 Info: ``hidden`` and ``answers`` (ground truth, for metrics only),
 ``visible`` (``{fact: bool}``) and ``visible_pixels`` for the returned frame,
-``collision``, ``success``, ``collisions`` (count), ``ego`` pose, ``t``.
+``occupancy`` (``uint8[F, H / cell, W / cell]``, ``uint16`` for cells over 15 pixels: each fact's pixels per cell of the returned frame, facts
+in ``env.facts`` order: where a detector sees each kind of road user), ``collision``, ``success``,
+``collisions`` (count), ``ego`` pose, ``t``.
 """
 
 from __future__ import annotations
@@ -68,6 +70,9 @@ class DrivingConfig:
         max_steps: episode length limit (truncation); ``None`` = scenario default.
         min_visible_pixels: pixels a fact needs to count as visible.
         visibility_labels: compute ``info["visible"]`` (one extra segmentation render per step).
+        occupancy_cell: side in pixels of the cells of ``info["occupancy"]`` (each fact's pixel count per
+            cell; it must divide the frame's height and width); 0 = no occupancy maps. Needs
+            ``visibility_labels``.
         render_size: side of the ``render()`` view for people, pixels.
         render_view: ``"topdown"`` or ``"chase"``.
     """
@@ -82,6 +87,7 @@ class DrivingConfig:
     max_steps: int | None = None
     min_visible_pixels: int = 3
     visibility_labels: bool = True
+    occupancy_cell: int = 8
     render_size: int = 256
     render_view: str = "topdown"
 
@@ -102,6 +108,12 @@ class DrivingConfig:
             raise ValueError(f"panorama must be an integer in [1, 8] (number of cameras), got {self.panorama!r}")
         if isinstance(self.fovy, (bool, str)) or not 10.0 <= float(self.fovy) <= 150.0:
             raise ValueError(f"fovy must be in [10, 150] degrees, got {self.fovy!r}")
+        cell = self.occupancy_cell
+        if not is_int(cell) or cell < 0:
+            raise ValueError(f"occupancy_cell must be an integer >= 0 (0: no occupancy maps), got {cell!r}")
+        if cell and (self.height % cell or self.width % cell):
+            raise ValueError(f"occupancy_cell {cell} must divide the frame's height and width "
+                             f"({self.height}x{self.width}), or be 0")
         if self.min_visible_pixels < 1:
             raise ValueError(f"min_visible_pixels must be >= 1, got {self.min_visible_pixels}")
         if self.render_view not in ("topdown", "chase"):
@@ -240,6 +252,7 @@ class DrivingEnv(gym.Env):
         self._frame: np.ndarray | None = None
         self._visible: dict[str, bool] = {}
         self._visible_pixels: dict[str, int] = {}
+        self._occupancy: np.ndarray | None = None
 
     # ---------------------------------------------------------------- gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -447,7 +460,7 @@ class DrivingEnv(gym.Env):
         if render:
             self._refresh()
         else:  # the next step draws the frame; the labels of the old one must not be read meanwhile
-            self._frame, self._visible, self._visible_pixels = None, {}, {}
+            self._frame, self._visible, self._visible_pixels, self._occupancy = None, {}, {}, None
 
     def _refresh(self) -> None:
         """Pose the MuJoCo scene, set lamps, render the frame and its visibility labels."""
@@ -458,7 +471,7 @@ class DrivingEnv(gym.Env):
         frame, seg = self.scene.render_ego(with_segmentation=self.config.visibility_labels)
         self._frame = frame
         if seg is None:
-            self._visible, self._visible_pixels = {}, {}
+            self._visible, self._visible_pixels, self._occupancy = {}, {}, None
             return
         counts = self.scene.slot_pixel_counts(seg)
         pixels = {s.role: int(counts[i]) for i, s in enumerate(self.scenario.scene.slots)}
@@ -470,6 +483,25 @@ class DrivingEnv(gym.Env):
                 pixels[fact] = n if lit else 0
                 visible[fact] = lit and n >= 1
         self._visible, self._visible_pixels = visible, pixels
+        self._occupancy = self._occupancy_maps(seg, lamps) if self.config.occupancy_cell else None
+
+    def _occupancy_maps(self, seg: np.ndarray, lamps: dict[str, bool]) -> np.ndarray:
+        """``uint8[F, H / cell, W / cell]``: each fact's pixels per cell of a geom-id map (lamps: lit ones only)."""
+        cell = self.config.occupancy_cell
+        slot_of = np.where(seg >= 0, self.scene.geom_slot[np.maximum(seg, 0)], -1)  # [H, W] slot index or -1
+        roles = {s.role: i for i, s in enumerate(self.scenario.scene.slots)}
+        masks = []
+        for fact in self.facts:
+            if fact in roles:
+                masks.append(slot_of == roles[fact])
+            elif fact in lamps and lamps[fact]:
+                masks.append(np.isin(seg, self.scene.light_geoms.get(self._lamp_slot, [])))
+            else:
+                masks.append(np.zeros(seg.shape, bool))
+        m = np.stack(masks)  # [F, H, W]
+        f, h, w = m.shape
+        counts = m.reshape(f, h // cell, cell, w // cell, cell).sum(axis=(2, 4))
+        return counts.astype(np.uint8 if cell * cell <= 255 else np.uint16)
 
     def _apply_lamps(self) -> dict[str, bool]:
         """Colour the lead car's lamps and the emergency light bar for this step; returns lit lamp facts."""
@@ -498,6 +530,7 @@ class DrivingEnv(gym.Env):
             "answers": dict(self._layout.answers),
             "visible": dict(self._visible),
             "visible_pixels": dict(self._visible_pixels),
+            **({"occupancy": self._occupancy.copy()} if self._occupancy is not None else {}),
             "collision": collision,
             "success": success,
             "collisions": self._collisions,
