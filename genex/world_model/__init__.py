@@ -11,8 +11,10 @@ Public API::
 Modules: :mod:`.config` (typed configs, presets), :mod:`.actions` (action
 encoding), :mod:`.network` (diffusers UNet + conditioning), :mod:`.denoiser`
 (EDM math), :mod:`.sampler` (Euler/Heun), :mod:`.data` (recorded windows),
-:mod:`.train` (the loop), :mod:`.checkpoint` (safetensors I/O),
-:mod:`.model`, :mod:`.baselines`, :mod:`.posterior` (the fair upper bound), :mod:`.imagined_env`, :mod:`.evaluate`, :mod:`.cli`.
+:mod:`.train` (the trainer and its hooks), :mod:`.checkpoint` (safetensors I/O),
+:mod:`.model`, :mod:`.baselines`, :mod:`.posterior` (the fair upper bound), :mod:`.imagined_env`, :mod:`.evaluate`,
+:mod:`.layout` (the stochastic layout stage of the driving model v2: where road users will show, sampled),
+:mod:`.cli`.
 This package never imports ``genex.envs``.
 """
 

@@ -1,0 +1,243 @@
+"""The stochastic layout stage: *where* road users will show, sampled as an explicit choice (issue 28).
+
+A video diffusion model whose sampler returns the posterior mean averages a rare, small road user away (the
+shipped driving model draws a pedestrian who really steps out in 12% of samples where 46% is right;
+docs/world_model.md). This stage makes that choice explicit, as GAIA-1 and DriveDreamer do with tokens and
+layouts: from the ``K`` context frames and the next ``horizon`` actions it predicts the *visible layout* of
+the next steps, each fact's occupancy of a coarse grid (``info["occupancy"]`` of the driving envs, >= 1
+pixel per cell), as a distribution one samples from. A renderer conditioned on the sampled layout draws the
+pixels (the next step of the issue).
+
+The distribution is a mixture of ``M`` layouts: a learned prior ``pi(m | context, actions)`` over components
+and, per component, independent Bernoulli cells ``p_m(cell | context, actions)``. The likelihood of an observed
+future is exact (``logsumexp_m``), so training is plain gradient descent on it; a sample first draws a
+component (a coherent future: "a pedestrian steps out here" or "nobody does") and then its cells. ``S``
+samples are ``S`` layouts, and their spread is the stage's uncertainty: :meth:`LayoutModel.prob_visible_within`
+is its calibrated probability that a fact shows within ``h`` steps (the reliability diagram and ECE of the
+issue's must-show are measured on it).
+
+Targets come from perception of the future frames (occupancy maps of recorded observable frames), never from
+``info["hidden"]``: what the protocol (DESIGN.md) allows a world model to learn from.
+
+Shapes: context frames ``uint8[B, K, H, W, 3]``; actions ``int64[B, horizon]`` (discrete driving actions);
+layouts ``bool[B, horizon, F, gh, gw]``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from genex.errors import CheckpointMismatchError, CorruptCheckpointError
+
+__all__ = ["LayoutConfig", "LayoutModel", "layout_windows", "fit_layout", "save_layout", "load_layout",
+           "LAYOUT_WEIGHTS", "LAYOUT_CONFIG"]
+
+LAYOUT_WEIGHTS = "layout.safetensors"
+LAYOUT_CONFIG = "layout.json"
+
+
+@dataclass(frozen=True)
+class LayoutConfig:
+    """What the stage predicts and from what (all must match the data and the env it is used with)."""
+
+    facts: tuple[str, ...]  # occupancy channels, in the recordings' fact order
+    n_actions: int  # discrete actions of the env
+    grid: tuple[int, int] = (8, 8)  # (rows, cols) of the occupancy maps
+    context: int = 4  # real frames it sees
+    horizon: int = 8  # future steps it lays out
+    components: int = 8  # M: mixture components (distinct futures it can sample)
+    channels: int = 32
+    image_size: tuple[int, int] = (64, 64)  # (H, W) of the frames
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "facts", tuple(self.facts))
+        object.__setattr__(self, "grid", tuple(int(g) for g in self.grid))
+        object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
+        if not self.facts:
+            raise ValueError("a layout stage needs at least one fact")
+        for name in ("n_actions", "context", "horizon", "components", "channels"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        (h, w), (gh, gw) = self.image_size, self.grid
+        if gh < 1 or gw < 1 or h % gh or w % gw:
+            raise ValueError(f"grid {self.grid} must divide the frame size {self.image_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "facts": list(self.facts), "grid": list(self.grid),
+                "image_size": list(self.image_size)}
+
+
+class LayoutModel(nn.Module):
+    """The mixture-of-layouts predictor (module docstring). Small: a strided conv encoder of the stacked
+    context frames down to the grid, the actions as extra channels, and one head per mixture component."""
+
+    def __init__(self, cfg: LayoutConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        c, (h, w), (gh, gw) = cfg.channels, cfg.image_size, cfg.grid
+        stride_total = h // gh
+        if w // gw != stride_total or stride_total & (stride_total - 1):
+            raise ValueError(f"the frame-to-grid ratio must be one power of two on both axes, got {h // gh} "
+                             f"and {w // gw} (frames {cfg.image_size}, grid {cfg.grid})")
+        layers: list[nn.Module] = [nn.Conv2d(3 * cfg.context, c, 3, padding=1), nn.SiLU()]
+        s = 1
+        while s < stride_total:
+            layers += [nn.Conv2d(c, c, 4, stride=2, padding=1), nn.SiLU()]
+            s *= 2
+        self.encoder = nn.Sequential(*layers)
+        a_in = cfg.horizon * cfg.n_actions
+        self.mix = nn.Sequential(nn.Conv2d(c + a_in, c, 3, padding=1), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1),
+                                 nn.SiLU())
+        self.cells = nn.Conv2d(c, cfg.components * cfg.horizon * len(cfg.facts), 1)
+        # most cells are empty most of the time: start them near p = 3e-4, or the many empty cells' small
+        # probabilities add up to a fact "showing somewhere" in every component
+        nn.init.constant_(self.cells.bias, -8.0)
+        self.prior = nn.Linear(c, cfg.components)
+
+    def forward(self, frames: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``frames: uint8/float[B, K, H, W, 3]``, ``actions: int64[B, horizon]`` -> ``log_pi: [B, M]`` and cell
+        logits ``[B, M, horizon, F, gh, gw]``."""
+        cfg = self.cfg
+        b = frames.shape[0]
+        x = frames.float() / 127.5 - 1.0 if frames.dtype == torch.uint8 else frames.float()
+        x = x.permute(0, 1, 4, 2, 3).reshape(b, 3 * cfg.context, *cfg.image_size)
+        z = self.encoder(x)
+        onehot = F.one_hot(actions.long(), cfg.n_actions).float().reshape(b, -1, 1, 1)
+        z = self.mix(torch.cat([z, onehot.expand(-1, -1, *z.shape[-2:])], 1))
+        logits = self.cells(z).reshape(b, cfg.components, cfg.horizon, len(cfg.facts), *cfg.grid)
+        log_pi = F.log_softmax(self.prior(z.mean((-2, -1))), -1)
+        return log_pi, logits
+
+    def log_likelihood(self, frames: torch.Tensor, actions: torch.Tensor, layouts: torch.Tensor) -> torch.Tensor:
+        """``float[B]``: exact ``log p(layout | context, actions)`` of observed ``bool[B, horizon, F, gh, gw]``."""
+        log_pi, logits = self(frames, actions)
+        y = layouts.float().unsqueeze(1).expand_as(logits)
+        per_component = -F.binary_cross_entropy_with_logits(logits, y, reduction="none").flatten(2).sum(-1)
+        return torch.logsumexp(log_pi + per_component, -1)
+
+    @torch.no_grad()
+    def sample(self, frames: torch.Tensor, actions: torch.Tensor, n: int,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """``bool[n, B, horizon, F, gh, gw]``: ``n`` layouts per window (a component, then its cells)."""
+        log_pi, logits = self(frames, actions)
+        comp = torch.multinomial(log_pi.exp(), n, replacement=True, generator=generator)  # [B, n]
+        probs = torch.sigmoid(logits)[torch.arange(len(comp)).unsqueeze(1), comp]  # [B, n, horizon, F, gh, gw]
+        cells = torch.rand(probs.shape, generator=generator) < probs
+        return cells.transpose(0, 1)
+
+    @torch.no_grad()
+    def prob_visible_within(self, frames: torch.Tensor, actions: torch.Tensor, fact: str, within: int) -> torch.Tensor:
+        """``float[B]``: P(``fact`` occupies some cell in one of the next ``within`` steps), exact under the mixture."""
+        f = self.cfg.facts.index(fact)
+        if not 1 <= within <= self.cfg.horizon:
+            raise ValueError(f"within must be in [1, {self.cfg.horizon}], got {within}")
+        log_pi, logits = self(frames, actions)
+        # log P(no cell shows the fact) per component = sum of log(1 - p) over the cells and steps
+        log_none = F.logsigmoid(-logits[:, :, :within, f]).flatten(2).sum(-1)  # [B, M]
+        return 1.0 - torch.logsumexp(log_pi + log_none, -1).exp()
+
+
+def layout_windows(occupancy: np.ndarray, frames: np.ndarray, actions: np.ndarray, context: int,
+                   horizon: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every full window of one episode: context frames ``uint8[N, K, H, W, 3]``, the actions after them
+    ``int64[N, horizon]`` and the layouts they lead to ``bool[N, horizon, F, gh, gw]`` (a cell is occupied when
+    it holds >= 1 pixel of the fact). ``occupancy: [T+1, F, gh, gw]`` and ``frames: [T+1, ...]`` align, ``actions:
+    [T]`` (action ``t`` leads from frame ``t`` to ``t + 1``)."""
+    n = len(actions) - horizon - context + 2
+    if n < 1:
+        empty = np.zeros((0,), np.int64)
+        return (np.zeros((0, context, *frames.shape[1:]), np.uint8), empty.reshape(0, horizon),
+                np.zeros((0, horizon, *occupancy.shape[1:]), bool))
+    starts = np.arange(n)
+    last = starts + context - 1  # the last context frame
+    ctx = np.stack([frames[s:s + context] for s in starts])
+    act = np.stack([actions[t:t + horizon] for t in last]).astype(np.int64)
+    lay = np.stack([occupancy[t + 1:t + 1 + horizon] > 0 for t in last])
+    return ctx, act, lay
+
+
+def fit_layout(model: LayoutModel, frames: np.ndarray, actions: np.ndarray, layouts: np.ndarray, *, steps: int,
+               batch_size: int = 64, lr: float = 1e-2, seed: int = 0) -> list[float]:
+    """Fit on in-memory windows (small data: tests and probes); returns the loss per step (nats per window).
+
+    Deterministic given ``seed``.
+    """
+    if len(frames) == 0:
+        raise ValueError("no windows to fit on (episodes shorter than context + horizon?)")
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    # linear decay to 0: a mixture's components trade places under a constant step size late in a fit
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1.0 - i / steps)
+    f, a, y = torch.from_numpy(frames), torch.from_numpy(actions), torch.from_numpy(layouts)
+    losses = []
+    model.train()
+    for _ in range(steps):
+        idx = torch.from_numpy(rng.integers(0, len(f), size=min(batch_size, len(f))))
+        loss = -model.log_likelihood(f[idx], a[idx], y[idx]).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+    model.eval()
+    return losses
+
+
+def save_layout(model: LayoutModel, folder: str | Path) -> None:
+    """Write ``layout.safetensors`` and ``layout.json`` into a (world-model) checkpoint folder."""
+    from safetensors.torch import save_file
+
+    from genex.io import atomic_write_bytes
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / (LAYOUT_WEIGHTS + ".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    tmp.replace(folder / LAYOUT_WEIGHTS)
+    atomic_write_bytes(folder / LAYOUT_CONFIG, json.dumps(model.cfg.to_dict(), indent=2).encode())
+
+
+def load_layout(folder: str | Path, *, facts: Sequence[str] | None = None, n_actions: int | None = None,
+                grid: Sequence[int] | None = None) -> LayoutModel:
+    """Load the layout stage of a checkpoint folder; checks it against what the caller's env gives.
+
+    Raises :class:`~genex.errors.CorruptCheckpointError` when its files are missing or unreadable and
+    :class:`~genex.errors.CheckpointMismatchError` when it was made for other facts, actions or grid.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    cfg_path, weights = folder / LAYOUT_CONFIG, folder / LAYOUT_WEIGHTS
+    missing = [p.name for p in (cfg_path, weights) if not p.is_file()]
+    if missing:
+        raise CorruptCheckpointError(f"{folder} has no layout stage ({', '.join(missing)} missing); train one "
+                                     "or use a checkpoint that has it")
+    try:
+        cfg = LayoutConfig(**json.loads(cfg_path.read_text()))
+    except (ValueError, TypeError) as e:
+        raise CorruptCheckpointError(f"{cfg_path} is not a layout config: {e}") from e
+    wanted = {"facts": tuple(facts) if facts is not None else None, "n_actions": n_actions,
+              "grid": tuple(grid) if grid is not None else None}
+    for name, want in wanted.items():
+        if want is not None and getattr(cfg, name) != want:
+            raise CheckpointMismatchError(f"the layout stage in {folder} was made for {name} {getattr(cfg, name)}, "
+                                          f"this env has {want}")
+    model = LayoutModel(cfg)
+    try:
+        state = load_file(str(weights))
+        model.load_state_dict(state)
+    except (SafetensorError, OSError, RuntimeError) as e:
+        raise CorruptCheckpointError(f"{weights} cannot be loaded into a layout stage of {cfg_path}: {e}") from e
+    model.eval()
+    return model
