@@ -3,7 +3,10 @@
 =================  ==========================================================================
 ``react``          prior + the policy on the current real frame only
 ``imagine``        GenEx: imagine the env's exploration branches with the world model first
-``lookahead``      WebDreamer/MPC: imagine each candidate decision, score its outcome
+``imagine-voi``    ``imagine`` gated by the value of information: imagine a sample only where an outcome it could
+                   show would change the decision by more than its frames cost (``planners.voi``)
+``lookahead``      WebDreamer/MPC: imagine each candidate decision, score its outcome (``voi=True``: gated as
+                   ``imagine-voi``)
 ``oracle-imagine`` ``imagine`` with the simulator as world model: the privileged upper bound (it restores the
                    live state, so it imagines the *true* hidden agents)
 ``posterior-imagine`` ``imagine`` with the simulator whose hidden agents are drawn from the posterior given the
@@ -33,14 +36,15 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .base import BeliefPlanner, DecisionTrace, Planner
-from .imagining import ExplorePlanner, ImaginePlanner, LabelledPosteriorPlanner, LookaheadPlanner
+from .imagining import ExplorePlanner, ImaginePlanner, LabelledPosteriorPlanner, LookaheadPlanner, VOIImaginePlanner
 from .options import PlannerOptions, as_options, unknown_option_error
 from .particle import ParticlePlanner
 from .reference import AmortizedPlanner, PriorPlanner
 from .task import Branch, Task, task_from_env
 
 __all__ = [
-    "PLANNERS", "Planner", "DecisionTrace", "BeliefPlanner", "ImaginePlanner", "LabelledPosteriorPlanner", "LookaheadPlanner", "ExplorePlanner",
+    "PLANNERS", "Planner", "DecisionTrace", "BeliefPlanner", "ImaginePlanner", "VOIImaginePlanner", "LabelledPosteriorPlanner",
+    "LookaheadPlanner", "ExplorePlanner",
     "PriorPlanner", "AmortizedPlanner", "ParticlePlanner", "Task", "Branch", "task_from_env", "make_planner", "default_checkpoint",
     "env_family", "posterior_env_ids", "check_posterior_env", "PlannerOptions",
 ]
@@ -49,6 +53,7 @@ __all__ = [
 PLANNERS: dict[str, tuple[type, str | None, str]] = {
     "react": (BeliefPlanner, None, "tiny"),
     "imagine": (ImaginePlanner, "learned", "tiny"),
+    "imagine-voi": (VOIImaginePlanner, "learned", "tiny"),
     "lookahead": (LookaheadPlanner, "learned", "tiny"),
     "oracle-imagine": (ImaginePlanner, "oracle", "tiny"),
     "oracle-lookahead": (LookaheadPlanner, "oracle", "tiny"),

@@ -31,6 +31,13 @@ option                 default    meaning                                       
                                   P > 0.5 (``hard``), or P itself feeds the rates (``soft``)      learned world model
 ``confidence``         0.9        top-answer belief at which exploring stops, in ``[0.5, 1]``     ``explore``
 ``budget``             16         real exploration actions per episode at most (>= 0)             ``explore``
+``voi``                None       value-of-information gating: imagine a branch's next sample     ``imagine``, ``lookahead``,
+                                  only where what it could show may change the decision           ``oracle-*`` (not
+                                  (``planners.voi``); None: the planner's default (on for         ``posterior-*``)
+                                  ``imagine-voi``, off for the others)
+``voi_cost``           0.1        cost of one imagined frame, in the decision rule's cost units   the gated planners
+                                  (>= 0): a sample is imagined only where its expected value      (``imagine-voi``, or
+                                  of sample information exceeds its frames times this             ``voi=True``)
 =====================  =========  ==============================================================  ===========================
 
 Not options: what belongs to one episode (``seed``, ``save_frames``) and objects (the policy, the world
@@ -41,16 +48,20 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 import numbers
 import typing
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Iterable, Mapping
+
+import numpy as np
 
 from .plans import DECISION_RULES
 
 __all__ = ["PlannerOptions", "as_options", "unknown_option_error"]
 
 IMAGINED_READINGS = ("hard", "soft")
+_BOOLS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,8 @@ class PlannerOptions:
     imagined_reading: str = "hard"
     confidence: float = 0.9
     budget: int = 16
+    voi: bool | None = None
+    voi_cost: float = 0.1
 
     def __post_init__(self) -> None:
         for f in fields(self):  # types first: a string "4" or a bool must not slip through a comparison
@@ -81,6 +94,10 @@ class PlannerOptions:
                 if isinstance(value, bool) or not isinstance(value, numbers.Real):
                     raise ValueError(f"{f.name} must be a number, got {value!r}")
                 object.__setattr__(self, f.name, float(value))
+            elif kind is bool and value is not None:
+                if not isinstance(value, (bool, np.bool_)):
+                    raise ValueError(f"{f.name} must be true, false or None, got {value!r}")
+                object.__setattr__(self, f.name, bool(value))
         if self.samples < 1 or self.horizon < 1 or self.context < 1 or self.memory < 1:
             raise ValueError(f"samples, horizon, context and memory must be >= 1, got {self.samples}, {self.horizon}, "
                              f"{self.context}, {self.memory}")
@@ -97,6 +114,8 @@ class PlannerOptions:
             raise ValueError(f"imagined_reading must be 'hard' or 'soft', got {self.imagined_reading!r}")
         if not 0.5 <= self.confidence <= 1.0 or self.budget < 0:
             raise ValueError(f"need 0.5 <= confidence <= 1 and budget >= 0, got {self.confidence}, {self.budget}")
+        if not (math.isfinite(self.voi_cost) and self.voi_cost >= 0.0):
+            raise ValueError(f"voi_cost must be a finite number >= 0, got {self.voi_cost}")
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -131,6 +150,11 @@ class PlannerOptions:
         text = text.strip()
         if name == "decision" and text.lower() in ("auto", "none", ""):
             return None
+        if kind is bool:
+            value = _BOOLS.get(text.lower())
+            if value is None and text.lower() not in ("auto", "none", ""):
+                raise ValueError(f"option {name} takes true or false (or auto: the planner's default), got {text!r}")
+            return value
         try:
             return kind(text)
         except ValueError:
@@ -151,7 +175,8 @@ class PlannerOptions:
 
 @functools.lru_cache(maxsize=None)
 def _field_type(name: str) -> type:
-    """``int``, ``float`` or ``str`` (``decision``: ``str``, or None) for option ``name``."""
+    """``int``, ``float``, ``bool`` or ``str`` (``decision``: ``str``, or None; ``voi``: ``bool``, or None) for
+    option ``name``."""
     hint = typing.get_type_hints(PlannerOptions)[name]
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     return args[0] if args else hint
