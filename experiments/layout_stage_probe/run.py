@@ -1,0 +1,130 @@
+"""Experiment: is the layout stage calibrated on real crosswalk windows?
+
+Question: fitted on recorded OccludedCrosswalk episodes (their occupancy maps), does the stochastic layout stage
+    of the driving model v2 (genex.world_model.layout) give a calibrated P(a pedestrian shows within h steps) on
+    held-out windows (issue 28 asks ECE <= 0.05), and do its samples draw the pedestrian at the rate it really
+    comes, in windows where none is in view yet?
+Status: first probe (2026-12-07), small data on 2 shared CPU cores; see docs/world_model.md ("Driving model v2").
+Result: printed by the command and written to OUT/result.json; numbers in docs/world_model.md.
+Command:
+    MUJOCO_GL=egl python experiments/layout_stage_probe/run.py --train-episodes 300 --heldout-episodes 100 \\
+        --steps 2000 --out runs/layout_probe
+
+Records (resumably, with ``genex.recording.record_episodes``) ``--train-episodes`` episodes from seed 0 and
+``--heldout-episodes`` from seed 150000 with the ``mixed`` driver into ``OUT/data``, fits a layout stage on every
+window of the training episodes, and measures on the held-out windows: the mean negative log-likelihood, the ECE
+and a reliability table of P(pedestrian within h) for h = 4 and the stage's horizon, and, in the windows with no
+pedestrian in view in the context, the share of samples that draw one against the share of windows where one
+really shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genex.io import atomic_write_bytes
+from genex.recording import iter_episodes, read_manifest, record_episodes
+from genex.world_model.layout import LayoutConfig, LayoutModel, fit_layout, layout_windows, save_layout
+
+ENV = "genex/OccludedCrosswalk-v0"
+
+
+def windows(folder: Path, context: int, horizon: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """All windows of a recording folder, and per window whether a pedestrian is in view in its context."""
+    facts = read_manifest(folder).facts
+    ped = facts.index("pedestrian")
+    out: list[list[np.ndarray]] = [[], [], [], []]
+    for ep in iter_episodes(folder):
+        if ep.occupancy is None:
+            raise SystemExit(f"{folder} has no occupancy maps: record it again with this genex")
+        ctx, act, lay = layout_windows(ep.occupancy, ep.frames, ep.discrete_actions, context, horizon)
+        seen = np.stack([ep.visible[s:s + context, ped].any() for s in range(len(ctx))]) if len(ctx) else \
+            np.zeros(0, bool)
+        for lst, arr in zip(out, (ctx, act, lay, seen)):
+            lst.append(arr)
+    return tuple(np.concatenate(x) for x in out)  # type: ignore[return-value]
+
+
+def event_calibration(p: np.ndarray, truth: np.ndarray, n_bins: int = 10) -> tuple[float, list[dict]]:
+    """ECE of a binary event's probability (the positive class, equal-width bins) and its reliability rows.
+
+    Not the top-answer ECE of :func:`genex.belief.expected_calibration_error`: for a yes/no event that one pools a
+    window at P = 0.25 with one at P = 0.75 (both confidence 0.75) and lets their errors cancel."""
+    bins = np.clip((p * n_bins).astype(int), 0, n_bins - 1)
+    rows, ece = [], 0.0
+    for b in range(n_bins):
+        sel = bins == b
+        if sel.any():
+            rows.append({"p": float(p[sel].mean()), "true": float(truth[sel].mean()), "count": int(sel.sum())})
+            ece += sel.mean() * abs(p[sel].mean() - truth[sel].mean())
+    return float(ece), rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--train-episodes", type=int, default=300)
+    ap.add_argument("--heldout-episodes", type=int, default=100)
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=1e-2)
+    ap.add_argument("--components", type=int, default=8)
+    ap.add_argument("--horizon", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="runs/layout_probe")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    train_dir, held_dir = out / "data" / "train", out / "data" / "heldout"
+    record_episodes(ENV, train_dir, args.train_episodes, driver="mixed", seed=0)
+    record_episodes(ENV, held_dir, args.heldout_episodes, driver="mixed", seed=150_000)
+    manifest = read_manifest(train_dir)
+    f, a, y, _ = windows(train_dir, 4, args.horizon)
+    cfg = LayoutConfig(facts=tuple(manifest.facts), n_actions=len(manifest.action_names), grid=y.shape[-2:],
+                       context=4, horizon=args.horizon, components=args.components, image_size=f.shape[2:4])
+    print(f"{len(f)} training windows; fitting {args.steps} steps", flush=True)
+    torch.manual_seed(args.seed)
+    model = LayoutModel(cfg)
+    losses = fit_layout(model, f, a, y, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    save_layout(model, out / "model")
+    hf, ha, hy, seen = windows(held_dir, 4, args.horizon)
+    ped = cfg.facts.index("pedestrian")
+    result: dict = {"train_windows": int(len(f)), "heldout_windows": int(len(hf)), "steps": args.steps,
+                    "final_train_nll": float(np.mean(losses[-100:])), "config": cfg.to_dict()}
+    with torch.no_grad():
+        tf, ta, ty = torch.from_numpy(hf), torch.from_numpy(ha), torch.from_numpy(hy)
+        result["heldout_nll"] = float(-torch.cat([model.log_likelihood(tf[i:i + 256], ta[i:i + 256], ty[i:i + 256])
+                                                  for i in range(0, len(tf), 256)]).mean())
+        for h in sorted({4, args.horizon}):
+            p = torch.cat([model.prob_visible_within(tf[i:i + 256], ta[i:i + 256], "pedestrian", h)
+                           for i in range(0, len(tf), 256)]).numpy()
+            truth = hy[:, :h, ped].reshape(len(hy), -1).any(-1)
+            ece, rows = event_calibration(p, truth)
+            unseen = ~seen
+            draws = torch.cat([model.sample(tf[i:i + 256], ta[i:i + 256], 8, generator=torch.Generator().manual_seed(i))
+                               for i in range(0, len(tf), 256)], 1)  # [8, N, horizon, F, gh, gw]
+            drawn = draws[:, :, :h, ped].flatten(2).any(-1).float().mean(0).numpy()
+            result[f"within_{h}"] = {
+                "ece": ece, "base_rate": float(truth.mean()), "mean_p": float(p.mean()), "reliability": rows,
+                "unseen_windows": int(unseen.sum()),
+                "unseen_true_rate": float(truth[unseen].mean()) if unseen.any() else None,
+                "unseen_sampled_rate": float(drawn[unseen].mean()) if unseen.any() else None,
+                "seen_true_rate": float(truth[seen].mean()) if seen.any() else None,
+                "seen_sampled_rate": float(drawn[seen].mean()) if seen.any() else None,
+            }
+            r = result[f"within_{h}"]
+            print(f"pedestrian within {h}: ECE {r['ece']:.3f}, base rate {r['base_rate']:.3f}, mean P {r['mean_p']:.3f}; "
+                  f"no pedestrian in the context ({r['unseen_windows']} windows): true {r['unseen_true_rate']:.3f}, "
+                  f"sampled {r['unseen_sampled_rate']:.3f}; in view: true {r['seen_true_rate']}, "
+                  f"sampled {r['seen_sampled_rate']}", flush=True)
+    print(f"NLL train {result['final_train_nll']:.2f}, held out {result['heldout_nll']:.2f} nats per window")
+    atomic_write_bytes(out / "result.json", json.dumps(result, indent=2).encode())
+
+
+if __name__ == "__main__":
+    main()
