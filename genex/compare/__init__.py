@@ -13,21 +13,29 @@ Output folder::
 A rerun with the same ``--out`` skips the episodes already in
 ``episodes.jsonl`` (a torn last line from a kill is ignored), so an
 interrupted comparison resumes where it stopped. Episodes run in worker
-processes (``spawn``; one torch thread each) or on Ray (``executor="ray"``).
+processes (``spawn``; one torch thread each), on Ray (``executor="ray"``), or batched
+(``executor="batched"``, ``genex compare --executor batched --batch-episodes B``): ``B`` episodes in
+lockstep in one process (threads, each with its own env and planner), whose world-model and policy calls
+reach the shared models as one batch call; the world model draws each call's noise from that call's own
+seed, so an episode's row does not depend on ``B`` or on thread timing, up to the float arithmetic of
+batched convolutions (:mod:`.batching`; ``bench/batched_compare.py`` measures both the speed and that
+share). A failing batched episode is reported with its key (:class:`EpisodeFailure`) after the others end.
 
 Planners only ever see :func:`genex.envs.spec.public_info`; hidden truth is
 read here, after the fact, for the metrics.
 
 The parts, one job each: :mod:`.config` (what runs), :mod:`.episode` (one episode), :mod:`.store` (the run
 folder and resume), :mod:`.execute` (many episodes: checks, executors), :mod:`.stats` (means, CIs, gap shares,
-paired comparisons) and :mod:`.report` (tables, CSV, plots). The CLI is :mod:`genex.compare.cli`.
+paired comparisons), :mod:`.report` (tables, CSV, plots) and :mod:`.batching` (the batched executor). The CLI is :mod:`genex.compare.cli`.
 """
 
 from __future__ import annotations
 
 from .config import COPY_LAST, CompareConfig, EpisodeKey
+from .batching import EpisodeFailure
 from .episode import episode_conditions, run_episode
 from .execute import (
+                    EXECUTORS,
                     FAULT_ENV,
                     RAY_MAX_RETRIES,
                     check_envs_support_planners,
@@ -51,4 +59,4 @@ __all__ = ["CompareConfig", "EpisodeKey", "run_episode", "compare", "load_rows",
            "METRICS", "gap_shares", "format_gap_shares", "GAP_REFERENCES", "COPY_LAST",
            "episode_conditions", "FAULT_ENV", "RAY_MAX_RETRIES", "check_envs_support_planners",
            "check_fidelity", "format_paired", "format_table", "gap_closed", "mean_ci", "paired_against",
-           "paired_gap_closed", "checkpoint_digests"]
+           "paired_gap_closed", "checkpoint_digests", "EXECUTORS", "EpisodeFailure"]

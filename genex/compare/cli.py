@@ -36,6 +36,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise SystemExit(f"genex compare: unknown planner(s) {bad}; choose from {', '.join(PLANNERS)}")
     if args.episodes < 1:
         raise SystemExit("genex compare: --episodes must be >= 1")
+    if args.batch_episodes is not None:
+        if args.executor != "batched":
+            raise SystemExit("genex compare: --batch-episodes needs --executor batched")
+        if args.batch_episodes < 1:
+            raise SystemExit("genex compare: --batch-episodes must be >= 1")
     env_kwargs = {}
     if args.env_kwargs:
         try:
@@ -51,7 +56,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     cfg = CompareConfig(envs=envs, planners=planners, episodes=args.episodes, seed=args.seed, options=options,
                         world_model=args.world_model, policy=args.policy, fidelity=not args.no_fidelity,
                         save_frames=args.save_frames, env_kwargs=env_kwargs, task_spec=args.task_spec,
-                        image_size=args.image_size)
+                        image_size=args.image_size,
+                        **({} if args.batch_episodes is None else {"batch_episodes": args.batch_episodes}))
     if args.task_spec is not None:
         from genex.envs.foreign import load_task_spec
 
@@ -173,8 +179,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="if --out holds episodes run with other weights or settings, move it aside to "
                         "OUT.stale-<time> and start over (default: refuse)")
     s.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
-    s.add_argument("--executor", choices=("process", "inline", "ray"), default="process",
-                   help="process pool (default), inline (one process) or Ray tasks (pip install 'genex[ray]'; a private local instance unless RAY_ADDRESS names a cluster)")
+    s.add_argument("--executor", choices=("process", "inline", "batched", "ray"), default="process",
+                   help="process pool (default), inline (one process), batched (--batch-episodes episodes in lockstep "
+                        "in each worker process, their world-model and policy calls batched; --workers 1: in this "
+                        "process) or "
+                        "Ray tasks (pip install 'genex[ray]'; a private local instance unless RAY_ADDRESS names a cluster)")
+    s.add_argument("--batch-episodes", type=int, default=None, metavar="B",
+                   help="--executor batched: episodes run in lockstep (default 8); results do not depend on B up to "
+                        "the float arithmetic of batched convolutions")
     # the planner options (genex.planners.options.PlannerOptions): a flag left unset keeps the option's default
     s.add_argument("--samples", type=int, default=None, help="imagined futures per branch (S; default 4)")
     s.add_argument("--horizon", type=int, default=None, help="imagined steps per exploration branch (default 8)")

@@ -46,11 +46,16 @@ class CompareConfig:
     # foreign (non-genex) envs: "module:attribute" of a genex.envs.foreign.TaskSpec, and the frame size to adapt to
     task_spec: str | None = None
     image_size: int | None = None
+    # executor="batched" (genex.compare.batching): episodes stepped in lockstep in one process, their world-model
+    # and policy calls sent as one batch; not a setting of the results (a run resumes with another value)
+    batch_episodes: int = 8
 
     def __post_init__(self) -> None:
         from genex.planners.options import as_options
 
         self.options = as_options(self.options)
+        if isinstance(self.batch_episodes, bool) or not isinstance(self.batch_episodes, int) or self.batch_episodes < 1:
+            raise ValueError(f"batch_episodes must be an integer >= 1, got {self.batch_episodes!r}")
 
     def make_env(self, env_id: str) -> Any:
         """Env ``env_id`` as the planners get it (foreign envs adapted: genex.envs.foreign.make_env)."""

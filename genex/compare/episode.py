@@ -62,20 +62,22 @@ def checkpoint_dirs(cfg: CompareConfig, planner: str, family: str) -> tuple[str,
     return pol, wm
 
 
-def _build(cfg: CompareConfig, key: EpisodeKey, env: Any) -> Any:
+def _build(cfg: CompareConfig, key: EpisodeKey, env: Any, models: Any = None) -> Any:
     from genex.planners import PLANNERS, env_family, make_planner
+
+    models = _MODELS if models is None else models
 
     _, wm_kind, _ = PLANNERS[key.planner]
     pol_path, wm_dir = checkpoint_dirs(cfg, key.planner, env_family(env))
-    policy = _MODELS.get("policy", pol_path, env)
+    policy = models.get("policy", pol_path, env)
     wm, oracle_env = None, None
     fidelity = None
     if wm_dir is not None:
-        wm = _MODELS.get("world_model", wm_dir, env)
+        wm = models.get("world_model", wm_dir, env)
         if hasattr(wm, "bind"):
             wm.bind(env)
         # this env's own numbers where they were measured, as read by this planner's policy
-        fidelity = _MODELS.fidelity(wm_dir, key.env, cfg.env_kwargs, pol_path) if cfg.fidelity else None
+        fidelity = models.fidelity(wm_dir, key.env, cfg.env_kwargs, pol_path) if cfg.fidelity else None
     elif wm_kind in ("oracle", "posterior"):  # a private simulator: the live env is never touched
         oracle_env = cfg.make_env(key.env)
     kwargs: dict[str, Any] = dict(save_frames=cfg.save_frames, seed=key.seed)
@@ -93,8 +95,13 @@ def _score_belief(belief: dict[str, list[float]], answers: dict[str, int]) -> tu
     return float(np.mean([b for b, _ in scores])), float(np.mean([ll for _, ll in scores]))
 
 
-def run_episode(cfg: CompareConfig, key: EpisodeKey, out: str | Path | None = None) -> dict[str, Any]:
-    """Run one episode; returns its JSONL row (and writes its traces/frames under ``out``)."""
+def run_episode(cfg: CompareConfig, key: EpisodeKey, out: str | Path | None = None, *,
+                models: Any = None) -> dict[str, Any]:
+    """Run one episode; returns its JSONL row (and writes its traces/frames under ``out``).
+
+    ``models``: where the planner's policy and world model come from (``get(kind, path, env)`` and
+    ``fidelity(...)``); default: this process' cache, loading each checkpoint once. The batched executor passes
+    proxies that batch the calls of several episodes."""
     import genex.envs  # noqa: F401  (registers the envs)
     from genex.envs.foreign import declared
     from genex.envs.spec import public_info
@@ -103,7 +110,7 @@ def run_episode(cfg: CompareConfig, key: EpisodeKey, out: str | Path | None = No
     env = cfg.make_env(key.env)
     oracle_env = None
     try:
-        planner, oracle_env = _build(cfg, key, env)
+        planner, oracle_env = _build(cfg, key, env, models)
         obs, info = env.reset(seed=key.seed)
         if oracle_env is not None:
             oracle_env.reset(seed=key.seed)

@@ -1,4 +1,4 @@
-"""Many episodes: checks before anything runs, then the process pool, inline or Ray executors, and resume."""
+"""Many episodes: checks before anything runs, then the process pool, inline, batched or Ray executors, and resume."""
 
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ def _worker_init() -> None:
 #: ``exit-late``: the first attempt runs its whole episode (traces written), then dies before the row is
 #: returned. The marker file, created exclusively (with the dying pid), lets the retries live.
 #: ``raise``: every attempt raises (a genuine error: not retried); each appends ``<slug> <pid>`` to the marker.
+#: The batched executor honours ``raise`` only (its episodes share a process: ``exit`` would end them all).
 FAULT_ENV = "GENEX_TEST_FAULT"
 
 
@@ -79,18 +80,27 @@ def _dies_after_first_step(cfg: CompareConfig) -> CompareConfig:
     return cfg
 
 
+def _raise_injected(fault: str | None, key: EpisodeKey) -> None:
+    """The ``raise`` mode of :data:`FAULT_ENV` for ``key``: note the attempt in the marker, then raise."""
+    for spec in (fault or "").split(","):
+        if not spec:
+            continue
+        mode, seed, marker = spec.split(":", 2)
+        if mode == "raise" and int(seed) == key.seed:
+            with open(marker, "a") as f:
+                f.write(f"{key.slug} {os.getpid()}\n")
+            raise RuntimeError(f"{FAULT_ENV}: injected error in {key.slug}")
+
+
 def _worker(cfg: CompareConfig, key: EpisodeKey, out: str, fault: str | None = None) -> dict[str, Any]:
     _worker_init()  # Ray workers have no initializer; a second call in a pool worker is a no-op
+    _raise_injected(fault, key)
     for spec in (fault or "").split(","):
         if not spec:
             continue
         mode, seed, marker = spec.split(":", 2)
         if int(seed) != key.seed:
             continue
-        if mode == "raise":
-            with open(marker, "a") as f:
-                f.write(f"{key.slug} {os.getpid()}\n")
-            raise RuntimeError(f"{FAULT_ENV}: injected error in {key.slug}")
         if mode == "exit" and _first_attempt(marker):
             return run_episode(_dies_after_first_step(cfg), key, out)
         if mode == "exit-late" and _first_attempt(marker):
@@ -112,9 +122,13 @@ def _import_ray() -> Any:
     return ray
 
 
+#: the executors of :func:`compare`
+EXECUTORS = ("process", "inline", "batched", "ray")
+
+
 def _check_executor(executor: str) -> None:
-    if executor not in ("process", "inline", "ray"):
-        raise ValueError(f"unknown executor {executor!r}; choose process, inline or ray")
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; choose process, inline, batched or ray")
     if executor == "ray":
         _import_ray()
 
@@ -154,6 +168,15 @@ def _iter_results(cfg: CompareConfig, todo: Sequence[EpisodeKey], out: Path, wor
         return
     if executor == "ray":
         yield from _ray_results(cfg, todo, out, workers, fault)
+    elif executor == "batched" and workers > 1:  # processes of batch_episodes episodes each, one torch thread
+        from .batching import batched_process_results
+
+        yield from batched_process_results(cfg, todo, out, cfg.batch_episodes, workers, fault)
+    elif executor == "batched":  # this process, one torch thread
+        from .batching import batched_results
+
+        yield from batched_results(cfg, todo, out, cfg.batch_episodes, 1,
+                                   fault=(lambda k: _raise_injected(fault, k)) if fault else None)
     elif executor == "process" and workers > 1:
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_worker_init) as ex:
             futures = [ex.submit(_worker, cfg, k, str(out), fault) for k in todo]
@@ -222,6 +245,11 @@ def compare(cfg: CompareConfig, out: str | Path, workers: int | None = None, exe
             progress: bool = True, stale: str = "error") -> list[dict[str, Any]]:
     """Run every (env, planner, seed) of ``cfg`` not yet in ``out/episodes.jsonl``; returns all rows.
 
+    ``executor``: ``"process"`` (``workers`` spawned processes, one torch thread each), ``"inline"`` (this
+    process, one episode after the other), ``"batched"`` (``cfg.batch_episodes`` episodes in lockstep, their
+    world-model and policy calls sent as one batch, in each of ``workers`` spawned processes with one torch
+    thread, or in this process when ``workers`` is 1; :mod:`.batching`) or ``"ray"`` (one-CPU Ray tasks).
+
     ``stale``: what to do when ``out`` holds episodes run with other settings or other weights: ``"error"``
     (the default: raise, one table must not mix two models) or ``"restart"`` (move the old folder aside to
     ``<out>.stale-<UTC time>``, nothing is deleted, and start over).
@@ -241,7 +269,9 @@ def compare(cfg: CompareConfig, out: str | Path, workers: int | None = None, exe
     _check_executor(executor)  # before anything is written: an unknown executor, or Ray not installed
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {k: v for k, v in asdict(cfg).items() if k not in ("envs", "planners", "episodes", "save_frames")}
+    # batch_episodes is how episodes are run, not what they are (like workers): a run resumes with another B
+    settings = {k: v for k, v in asdict(cfg).items()
+                if k not in ("envs", "planners", "episodes", "save_frames", "batch_episodes")}
     run_path = out / "run.json"
     checkpoints = checkpoint_digests(cfg)
     check_fidelity(cfg)

@@ -13,6 +13,8 @@ Efficiency (each switchable, so ``bench/policy_speed.py`` can measure it):
   a frame seen again (the planner re-sends the current real frame at every
   imagined branch) is not re-encoded, and ``answer(..., use_history=True)``
   also answers about the remembered frames without any raw frame being kept.
+* several calls at once (:meth:`TinyPolicy.answer_many`): the frames of many calls (e.g. the planners of
+  many episodes, ``genex compare --executor batched``) in one vision batch and one fusion batch.
 """
 
 from __future__ import annotations
@@ -219,3 +221,54 @@ class TinyPolicy:
                  "history_rows": int(n - len(images)), "encode_s": round(t1 - t0, 5), "fuse_s": round(t2 - t1, 5),
                  **{k: v for k, v in self.stats.items()}}
         return PolicyResponse(probs=probs, per_image=per_image, imagined=imagined, trace=trace)
+
+    @torch.no_grad()
+    def answer_many(self, requests: Sequence[tuple[Sequence[TaggedImage], str, Sequence[Any]]]
+                    ) -> list[PolicyResponse]:
+        """Several :meth:`answer` calls ``(images, prompt, questions)`` as one batch: every frame through the vision
+        encoder at once, every (image, question) pair through the fusion at once. Each response equals that
+        call's own ``answer(images, prompt, questions)`` up to the float arithmetic of a larger batch (one
+        request alone: exactly). The calls may have different prompts and questions."""
+        if not requests:
+            return []
+        for images, _, questions in requests:
+            validate_images(images, None if self.resize else (self.image_size, self.image_size))
+            validate_questions(questions)
+            self._check_options(questions)
+        t0 = time.perf_counter()
+        visual, screens = self._encode_frames([im for images, _, _ in requests for im in images])
+        t1 = time.perf_counter()
+        texts = [[format_prompt(prompt, q.text) for q in questions] for _, prompt, questions in requests]
+        unique = list(dict.fromkeys(t for ts in texts for t in ts))
+        where = {t: i for i, t in enumerate(unique)}
+        prompts = self._encode_prompts(unique)
+        q_index, frame_index, offset = [], [], 0
+        for (images, _, _), ts in zip(requests, texts):  # pair m of a call = (image m // nq, question m % nq)
+            for i in range(len(images)):
+                q_index += [where[t] for t in ts]
+                frame_index += [offset + i] * len(ts)
+            offset += len(images)
+        q_idx, f_idx = torch.tensor(q_index, dtype=torch.long), torch.tensor(frame_index, dtype=torch.long)
+        glimpses = self.model.glimpse_tokens(screens, f_idx, [unique[j] for j in q_index])
+        readout = self.model.fuse(visual, prompts.select(q_idx), f_idx, glimpses)
+        options: dict[tuple[str, ...], torch.Tensor] = {}
+        out, start = [], 0
+        for images, _, questions in requests:
+            n, nq = len(images), len(questions)
+            rows = readout[start:start + n * nq].view(n, nq, -1)
+            start += n * nq
+            per_image: dict[str, np.ndarray] = {}
+            for j, q in enumerate(questions):
+                answers = tuple(q.answers)
+                if answers not in options:
+                    opts = encode_texts(self.tokenizer, list(answers), self.model.config.max_option_len, keep="start")
+                    options[answers] = self.model.embed_options(opts)  # [A, D]
+                logits = self.model.score(rows[:, j], options[answers][None].expand(n, -1, -1))
+                per_image[q.id] = torch.softmax(logits, -1).double().numpy()
+            imagined = np.array([im.imagined for im in images], dtype=bool)
+            probs = {qid: aggregate(p, imagined) for qid, p in per_image.items()}
+            trace = {"backend": "tiny", "reducer": self.reducer, "k": self.k, "images": n, "history_rows": 0,
+                     "batched_calls": len(requests), "encode_s": round(t1 - t0, 5),
+                     "fuse_s": round(time.perf_counter() - t1, 5), **{k: v for k, v in self.stats.items()}}
+            out.append(PolicyResponse(probs=probs, per_image=per_image, imagined=imagined, trace=trace))
+        return out

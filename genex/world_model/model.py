@@ -126,10 +126,17 @@ class DiffusionWorldModel:
             raise ValueError(f"got {b} contexts but {acts.shape[0]} action sequences")
         gen = torch.Generator().manual_seed(int(seed)) if seed is not None else None
         window = self._prepare_context(contexts)  # uint8[B,K,H,W,3]
+        return self._roll(window, acts, lambda: None, gen)
+
+    def _roll(self, window: torch.Tensor, acts: torch.Tensor, noise: Any,
+              generator: torch.Generator | None = None) -> np.ndarray:
+        """The autoregressive rollout: ``window`` uint8[B,K,H,W,3], ``acts`` float[B,T,A]; ``noise()`` gives each
+        step's unit starting noise (None: drawn from ``generator`` by :func:`sample_next_frame`)."""
+        b = window.shape[0]
         ctx = self.denoiser.stack_context(window)  # float[B,3K,H,W]
         out = []
         for t in range(acts.shape[1]):
-            x = sample_next_frame(self.denoiser, ctx, acts[:, t], self.sampler, generator=gen)
+            x = sample_next_frame(self.denoiser, ctx, acts[:, t], self.sampler, generator=generator, noise=noise())
             frame = to_uint8(x)
             out.append(frame.cpu())
             x_q = frame.movedim(-1, -3).float().div(127.5).sub(1.0)  # feed back the quantised frame
@@ -137,6 +144,40 @@ class DiffusionWorldModel:
         if not out:
             return np.zeros((b, 0, self.model_cfg.height, self.model_cfg.width, 3), np.uint8)
         return torch.stack(out, dim=1).numpy()
+
+    @torch.no_grad()
+    def imagine_calls(self, calls: Sequence[tuple[np.ndarray, Sequence[Sequence[Any]] | np.ndarray, int | None]]
+                      ) -> list[np.ndarray]:
+        """Several :meth:`imagine_batch` calls ``(contexts, actions, seed)`` run as one batch; returns each call's
+        frames. Every call draws its noise from its own generator (``seed``), in the order and the shapes it
+        would alone, so its result equals ``imagine_batch(*call)`` up to the float arithmetic of a larger batch
+        (the rows of a batched convolution may be summed in another order): what one call imagines does not
+        depend on the calls it is batched with. The calls must imagine the same number of steps ``T``; their
+        contexts may hold different numbers of frames (each is cut or padded to the model's context)."""
+        if not calls:
+            return []
+        windows, encoded, gens, sizes = [], [], [], []
+        for contexts, actions, seed in calls:
+            contexts = check_context(contexts, batched=True)
+            acts = self._encode(actions)
+            if acts.shape[0] != contexts.shape[0]:
+                raise ValueError(f"got {contexts.shape[0]} contexts but {acts.shape[0]} action sequences")
+            windows.append(self._prepare_context(contexts))
+            encoded.append(acts)
+            gens.append(torch.Generator().manual_seed(int(seed)) if seed is not None else None)
+            sizes.append(contexts.shape[0])
+        steps = {a.shape[1] for a in encoded}
+        if len(steps) != 1:
+            raise ValueError(f"imagine_calls needs calls of one length T, got lengths {sorted(steps)}")
+        cfg = self.model_cfg
+
+        def noise() -> torch.Tensor:  # each call's rows from its own generator, as sample_next_frame draws them
+            return torch.cat([torch.randn((n, 3, cfg.height, cfg.width), generator=g, device="cpu")
+                              for n, g in zip(sizes, gens)])
+
+        frames = self._roll(torch.cat(windows), torch.cat(encoded), noise)
+        bounds = np.cumsum([0] + sizes)
+        return [frames[bounds[i]:bounds[i + 1]] for i in range(len(calls))]
 
     def imagine(self, context_frames: np.ndarray, actions: Sequence[Any], num_samples: int = 1,
                 seed: int | None = None) -> np.ndarray:

@@ -28,16 +28,22 @@ def sampler_of(denoiser: Denoiser) -> SamplerConfig:
 @torch.no_grad()
 def sample_next_frame(denoiser: Denoiser, context: torch.Tensor, action: torch.Tensor,
                       sampler: SamplerConfig | None = None,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
+                      generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
     """Sample the next frame: ``context`` float[B,3K,H,W], ``action`` float[B,A] -> float[B,3,H,W] in [-1,1].
 
-    ``sampler`` defaults to :func:`sampler_of` ``(denoiser)``.
+    ``sampler`` defaults to :func:`sampler_of` ``(denoiser)``. The starting noise is ``noise`` (unit
+    ``float[B,3,H,W]``, drawn by the caller: :meth:`DiffusionWorldModel.imagine_calls` draws each call's rows
+    from that call's own generator) when given, else ``randn`` from ``generator`` on the CPU.
     """
     cfg = denoiser.cfg
     sc = (sampler_of(denoiser) if sampler is None else sampler).check_model(cfg)
     b, device = context.shape[0], context.device
     sigmas = karras_sigmas(sc, device)
-    x = torch.randn((b, 3, cfg.height, cfg.width), generator=generator, device="cpu").to(device) * sigmas[0]
+    if noise is None:
+        noise = torch.randn((b, 3, cfg.height, cfg.width), generator=generator, device="cpu")
+    elif tuple(noise.shape) != (b, 3, cfg.height, cfg.width):
+        raise ValueError(f"noise must be float[{b}, 3, {cfg.height}, {cfg.width}], got {list(noise.shape)}")
+    x = noise.to(device) * sigmas[0]
     for i in range(sc.steps):
         s, s_next = sigmas[i], sigmas[i + 1]
         d = (x - denoiser.denoise(x, s.expand(b), context, action)) / s
