@@ -31,8 +31,9 @@ import sys
 import time
 from pathlib import Path
 
+from genex.compare.store import runs_differ
+
 REPO = Path(__file__).resolve().parents[1]
-OUTCOME = ("success", "collision", "steps", "return", "decisions")
 
 
 def run_compare(name: str, out: Path, args: argparse.Namespace, executor: str, batch: int | None) -> dict:
@@ -70,29 +71,6 @@ def run_compare(name: str, out: Path, args: argparse.Namespace, executor: str, b
     return res
 
 
-def _by_key(folder: Path) -> dict[tuple, dict]:
-    rows = [json.loads(line) for line in (folder / "episodes.jsonl").read_text().splitlines() if line.strip()]
-    return {(r["env"], r["planner"], int(r["seed"])): r for r in rows}
-
-
-def _decisions(folder: Path, key: tuple) -> list[int]:
-    env, planner, seed = key
-    path = folder / "traces" / env.split("/")[-1].replace(":", "_") / planner / f"seed_{seed}.json"
-    return [d["decision"] for d in json.loads(path.read_text())["decisions"]]
-
-
-def differing(a: Path, b: Path) -> dict:
-    """The episodes of two runs whose outcome fields, or whose traces' decisions, differ."""
-    ra, rb = _by_key(a), _by_key(b)
-    keys = sorted(set(ra) & set(rb))
-    outcome = [k for k in keys if any(ra[k][f] != rb[k][f] for f in OUTCOME)]
-    decisions = [k for k in keys if _decisions(a, k) != _decisions(b, k)]
-    return {"episodes": len(keys), "outcome_differs": len(outcome), "decisions_differ": len(decisions),
-            "share_outcome": round(len(outcome) / max(1, len(keys)), 4),
-            "share_decisions": round(len(decisions) / max(1, len(keys)), 4),
-            "which": [f"{k[0].split('/')[-1]} seed {k[2]}" for k in sorted(set(outcome) | set(decisions))]}
-
-
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--envs", default="genex/OccludedCrosswalk-v0", type=lambda s: s.split(","))
@@ -117,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
     runs[f"batched_{args.batch}"] = run_compare(f"batched_{args.batch}", out, args, "batched", args.batch)
     big = f"batched_{args.batch}"
     result: dict = {"runs": runs, "threads": args.threads, "envs": args.envs, "planner": args.planner}
-    result["b1_vs_b"] = differing(out / "batched_1", out / big)
+    result["b1_vs_b"] = runs_differ(out / "batched_1", out / big)
     d = result["b1_vs_b"]
     print(f"B=1 vs B={args.batch}: outcome fields differ in {d['outcome_differs']}/{d['episodes']} episodes "
           f"({100 * d['share_outcome']:.1f}%), traces' decisions in {d['decisions_differ']}/{d['episodes']} "
@@ -125,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     if "default" in runs:
         result["ratio"] = round(runs[big]["episodes_per_hour"] / runs["default"]["episodes_per_hour"], 3)
         result["cpu_ratio"] = round(runs[big]["episodes_per_cpu_hour"] / runs["default"]["episodes_per_cpu_hour"], 3)
-        result["default_vs_b"] = differing(out / "default", out / big)
+        result["default_vs_b"] = runs_differ(out / "default", out / big)
         d = result["default_vs_b"]
         print(f"batched B={args.batch} / default: {result['ratio']:.2f}x episodes/hour, "
               f"{result['cpu_ratio']:.2f}x episodes per CPU hour")

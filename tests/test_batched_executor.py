@@ -228,13 +228,10 @@ def test_answer_many_answers_each_call_as_alone(one_torch_thread):
             np.testing.assert_allclose(got.probs[q], want.probs[q], atol=1e-5)
 
 
-def test_bench_script_compares_runs(tmp_path):
-    """bench/batched_compare.py's comparison of two run folders (the runs themselves: the slow test below)."""
-    import importlib.util
+def test_runs_differ_compares_outcomes_and_decisions(tmp_path):
+    """genex.compare.store.runs_differ (what bench/batched_compare.py reports for B=1 vs B=8)."""
+    from genex.compare.store import runs_differ
 
-    spec = importlib.util.spec_from_file_location("batched_compare", ROOT / "bench" / "batched_compare.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     for name, decision in (("a", 1), ("b", 2)):
         folder = tmp_path / name
         (folder / "traces" / "X-v0" / "imagine").mkdir(parents=True)
@@ -245,7 +242,7 @@ def test_bench_script_compares_runs(tmp_path):
             d = decision if s == 2 else 0
             (folder / "traces" / "X-v0" / "imagine" / f"seed_{s}.json").write_text(
                 json.dumps({"decisions": [{"decision": d}]}))
-    d = bench.differing(tmp_path / "a", tmp_path / "b")
+    d = runs_differ(tmp_path / "a", tmp_path / "b")
     assert d["episodes"] == 2 and d["outcome_differs"] == 0 and d["decisions_differ"] == 1
     assert d["share_decisions"] == 0.5 and d["which"] == ["X-v0 seed 2"]
 

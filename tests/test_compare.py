@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from genex import compare as runner
+import genex.compare as comparison
 from genex.compare import execute
 from genex.cli import main
 from genex.compare import CompareConfig, compare, gap_closed, load_rows, summarize, write_summary
@@ -176,8 +176,8 @@ def test_summary_means_and_confidence_intervals():
                ("imagine", 0, False), ("imagine", 1, True), ("oracle-imagine", 0, True), ("oracle-imagine", 1, True),
                ("oracle-imagine", 2, True), ("oracle-imagine", 3, True)]]
     for r in paired:
-        r.update({k: 0.0 for k, _, _ in runner.METRICS if k != "success"})
-    gaps, ns = runner.paired_gap_closed(paired)
+        r.update({k: 0.0 for k, _, _ in comparison.METRICS if k != "success"})
+    gaps, ns = comparison.paired_gap_closed(paired)
     assert ns == {"e": 2} and gaps["e"] == pytest.approx(0.5)
 
 
@@ -185,13 +185,13 @@ def test_gap_shares_report_both_references_per_planner():
     """react -> posterior-imagine first (the fair bound), react -> oracle-imagine beside it, each on paired seeds."""
     def rows_of(planner, successes):
         return [{"env": "genex/X-v0", "planner": planner, "seed": i, "success": ok, "return": float(ok),
-                 **{k: 0.0 for k, _, _ in runner.METRICS if k not in ("success", "return")}}
+                 **{k: 0.0 for k, _, _ in comparison.METRICS if k not in ("success", "return")}}
                 for i, ok in enumerate(successes)]
 
     rows = (rows_of("react", [0, 0, 0, 0, 1] * 4) + rows_of("imagine", [1, 0, 0, 0, 1] * 4)
             + rows_of("posterior-imagine", [1, 1, 0, 0, 1] * 4) + rows_of("oracle-imagine", [1, 1, 1, 1, 1] * 4)
             + rows_of("particle", [1, 1, 1]))  # particle ran 3 seeds: shares (and gaps) on those only
-    shares = {s["planner"]: s for s in runner.gap_shares(rows)}
+    shares = {s["planner"]: s for s in comparison.gap_shares(rows)}
     assert set(shares) == {"imagine", "posterior-imagine", "oracle-imagine", "particle"}
     im = shares["imagine"]
     assert im["success:posterior-imagine"] == pytest.approx(0.5) and im["success:oracle-imagine"] == pytest.approx(0.25)
@@ -200,13 +200,13 @@ def test_gap_shares_report_both_references_per_planner():
     assert shares["particle"]["success:oracle-imagine:n"] == 3
     assert shares["particle"]["success:oracle-imagine:gap"] == pytest.approx(1.0)  # on its 3 seeds, not all 20
     assert shares["posterior-imagine"]["success:posterior-imagine"] == pytest.approx(1.0)
-    table = runner.format_gap_shares(runner.gap_shares(rows))
+    table = comparison.format_gap_shares(comparison.gap_shares(rows))
     assert "success: react → posterior-imagine | success: react → oracle-imagine" in table.splitlines()[0]
     assert "| X-v0 | imagine | 50% (gap +40 pts, n=20) | 25% (gap +80 pts, n=20) |" in table
     # one seed in five: a gap within its noise gets no share
     few = rows_of("react", [0, 0, 0, 0, 1]) + rows_of("imagine", [0] * 5) + rows_of("posterior-imagine", [1, 0, 0, 0, 1])
-    assert "– (gap +20 ± 39 pts: within noise, n=5)" in runner.format_gap_shares(runner.gap_shares(few))
-    no_gap = runner.format_gap_shares(runner.gap_shares(rows_of("react", [1, 1]) + rows_of("oracle-imagine", [1, 1])))
+    assert "– (gap +20 ± 39 pts: within noise, n=5)" in comparison.format_gap_shares(comparison.gap_shares(few))
+    no_gap = comparison.format_gap_shares(comparison.gap_shares(rows_of("react", [1, 1]) + rows_of("oracle-imagine", [1, 1])))
     assert "n/a" in no_gap and "– (no gap, n=2)" in no_gap
 
 
@@ -218,7 +218,7 @@ def test_paired_against_compares_steps_only_where_both_solve():
     rows = [row("react", 0, True, 4), row("react", 1, True, 3), row("react", 2, True, 5),
             row("react", 3, False, 30, True), row("imagine", 0, True, 2), row("imagine", 1, True, 3), row("imagine", 2, False, 30),
             row("imagine", 3, True, 2), row("imagine", 9, True, 1)]  # seed 9: react never ran it
-    (p,) = runner.paired_against(rows, "react")
+    (p,) = comparison.paired_against(rows, "react")
     assert (p["planner"], p["n"], p["both"]) == ("imagine", 4, 2)  # seeds 0 and 1
     assert (p["success"], p["baseline_success"], p["errors"], p["baseline_errors"]) == (3, 3, 0, 1)
     assert (p["errors_only_planner"], p["errors_only_baseline"]) == (0, 1)
@@ -226,11 +226,11 @@ def test_paired_against_compares_steps_only_where_both_solve():
     assert (p["fewer"], p["more"]) == (1, 0)
     assert p["steps_diff_all"] == pytest.approx((-2 + 0 + 25 - 28) / 4)
     assert p["steps_diff_ci"] == pytest.approx(1.96 * np.std([-2, 0], ddof=1) / np.sqrt(2))
-    text = runner.format_paired([p])
+    text = comparison.format_paired([p])
     assert "| X-v0 | imagine | 4 | 3 (3) | 0 (1) | 0 / 1 | 2 | 2.50 (3.50) | -1.00 ± 1.96 | 1 / 0 |" in text
-    assert runner.paired_against(rows, "explore") == []
+    assert comparison.paired_against(rows, "explore") == []
     never = [row("react", 0, False, 40), row("prior", 0, False, 40)]  # no seed both solve: dashes, not nan
-    assert "| – (–) | – ± – | 0 / 0 | +0.00 ± – |" in runner.format_paired(runner.paired_against(never))
+    assert "| – (–) | – ± – | 0 / 0 | +0.00 ± – |" in comparison.format_paired(comparison.paired_against(never))
 
 
 def test_cli_compare_and_viz(tmp_path, capsys):
@@ -264,12 +264,12 @@ def test_cli_compare_and_viz(tmp_path, capsys):
 def test_rows_keep_hidden_conditions_and_summaries_split_by_them(tmp_path):
     rows = compare(small_cfg(planners=["react"], episodes=4), tmp_path, executor="inline", progress=False)
     assert all(isinstance(r["conditions"].get("target_tab"), int) for r in rows)
-    split = runner.summarize(rows, by="target_tab")
+    split = comparison.summarize(rows, by="target_tab")
     assert sum(s["n"] for s in split) == 4 and len(split) == len({r["conditions"]["target_tab"] for r in rows})
     for s in split:
         mine = [r for r in rows if str(r["conditions"]["target_tab"]) == s["condition"]]
         assert s["success"] == pytest.approx(np.mean([r["success"] for r in mine]))
-    both = runner.summarize(rows, by="target_tab,missing")
+    both = comparison.summarize(rows, by="target_tab,missing")
     assert all(s["condition"].startswith("target_tab=") and s["condition"].endswith("missing=n/a") for s in both)
     text = write_summary(rows, tmp_path, by="target_tab")
     assert "| env | condition | planner |" in text and (tmp_path / "summary_by_target_tab.csv").exists()

@@ -1,6 +1,6 @@
 """`genex compare --executor ray` on a real local Ray instance (2 CPUs): the same rows as inline, no row lost
 or duplicated when a worker process dies mid-run, genuine errors not retried, interrupted runs resumable,
-and a Ray the runner started is shut down again."""
+and a Ray the comparison started is shut down again."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from genex import runner
+import genex.compare as comparison
 from genex.compare import execute
 from genex.compare import compare, load_rows
 
-from test_runner import small_cfg
+from test_compare import small_cfg
 
 ray = pytest.importorskip("ray")
 
@@ -129,7 +129,7 @@ def test_killed_workers_lose_and_duplicate_no_row(local_ray, reference, tmp_path
     (mid-episode), the first attempt of a seed-300 episode after its episode ran (trace written) but before its
     row came back. Ray reruns both tasks on fresh workers; every row is written exactly once."""
     mid, late = tmp_path / "killed-mid-episode", tmp_path / "killed-after-episode"
-    monkeypatch.setenv(runner.FAULT_ENV, f"exit:301:{mid},exit-late:300:{late}")
+    monkeypatch.setenv(comparison.FAULT_ENV, f"exit:301:{mid},exit-late:300:{late}")
     rows = compare(cfg(), tmp_path / "run", executor="ray", workers=2, progress=False)
     for marker in (mid, late):
         dead = int(marker.read_text())  # a worker did die
@@ -146,7 +146,7 @@ def test_a_genuine_error_surfaces_once_and_the_interrupted_run_resumes(local_ray
     it has, cancels the rest and leaves the caller's Ray running; a rerun only runs the missing episodes."""
     marker = tmp_path / "attempts"
     out = tmp_path / "run"
-    monkeypatch.setenv(runner.FAULT_ENV, f"raise:302:{marker}")
+    monkeypatch.setenv(comparison.FAULT_ENV, f"raise:302:{marker}")
     with pytest.raises(RuntimeError, match="injected error"):
         compare(cfg(), out, executor="ray", workers=2, progress=False)
     attempts = [line.split()[0] for line in marker.read_text().splitlines()]  # slugs of the failed attempts
@@ -155,7 +155,7 @@ def test_a_genuine_error_surfaces_once_and_the_interrupted_run_resumes(local_ray
     kept = {f"SettingsTabs-v0/{r['planner']}/seed_{r['seed']}" for r in partial}
     assert len(partial) < 6 and not kept & set(attempts)  # no row of a failed episode
     before = (out / "episodes.jsonl").read_text() if partial else ""
-    monkeypatch.delenv(runner.FAULT_ENV)
+    monkeypatch.delenv(comparison.FAULT_ENV)
     rows = compare(cfg(), out, executor="ray", workers=2, progress=False)
     assert by_key(rows) == reference
     assert_complete(out, reference)

@@ -33,10 +33,10 @@ from __future__ import annotations
 
 from .config import COPY_LAST, CompareConfig, EpisodeKey
 from .batching import EpisodeFailure
+from .faults import FAULT_ENV
 from .episode import episode_conditions, run_episode
 from .execute import (
                     EXECUTORS,
-                    FAULT_ENV,
                     RAY_MAX_RETRIES,
                     check_envs_support_planners,
                     check_fidelity,

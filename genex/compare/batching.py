@@ -378,12 +378,12 @@ def _process_main(cfg: CompareConfig, out: Any, batch: int, fault: str | None, k
     and at last ``("done", pid)`` to ``results``."""
     import torch
 
-    from .execute import _raise_injected
+    from .faults import raise_injected
 
     torch.set_num_threads(1)
     batcher = Batcher()
     try:
-        gen = batched_results(cfg, keys, out, batch, 1, fault=(lambda k: _raise_injected(fault, k)) if fault else None,
+        gen = batched_results(cfg, keys, out, batch, 1, fault=(lambda k: raise_injected(fault, k)) if fault else None,
                               batcher=batcher)
         for row in gen:
             results.put(("row", row))

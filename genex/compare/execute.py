@@ -25,6 +25,8 @@ from .store import (
     read_run_json,
 )
 
+from .faults import FAULT_ENV, raise_injected
+
 log = logging.getLogger(__name__)
 
 
@@ -33,17 +35,6 @@ def _worker_init() -> None:
 
     torch.set_num_threads(1)
     os.environ.setdefault("MUJOCO_GL", "egl")
-
-
-#: test-only fault injection: ``<mode>:<seed>:<marker path>``, several joined by ``,``. Read by the driver and
-#: handed to every worker (a Ray worker does not see environment variables set after Ray started); ignored
-#: inline. Modes, for the episodes of ``seed``:
-#: ``exit``: the first attempt's worker process dies (``os._exit``) right after the episode's first real step;
-#: ``exit-late``: the first attempt runs its whole episode (traces written), then dies before the row is
-#: returned. The marker file, created exclusively (with the dying pid), lets the retries live.
-#: ``raise``: every attempt raises (a genuine error: not retried); each appends ``<slug> <pid>`` to the marker.
-#: The batched executor honours ``raise`` only (its episodes share a process: ``exit`` would end them all).
-FAULT_ENV = "GENEX_TEST_FAULT"
 
 
 def _first_attempt(marker: str) -> bool:
@@ -80,21 +71,9 @@ def _dies_after_first_step(cfg: CompareConfig) -> CompareConfig:
     return cfg
 
 
-def _raise_injected(fault: str | None, key: EpisodeKey) -> None:
-    """The ``raise`` mode of :data:`FAULT_ENV` for ``key``: note the attempt in the marker, then raise."""
-    for spec in (fault or "").split(","):
-        if not spec:
-            continue
-        mode, seed, marker = spec.split(":", 2)
-        if mode == "raise" and int(seed) == key.seed:
-            with open(marker, "a") as f:
-                f.write(f"{key.slug} {os.getpid()}\n")
-            raise RuntimeError(f"{FAULT_ENV}: injected error in {key.slug}")
-
-
 def _worker(cfg: CompareConfig, key: EpisodeKey, out: str, fault: str | None = None) -> dict[str, Any]:
     _worker_init()  # Ray workers have no initializer; a second call in a pool worker is a no-op
-    _raise_injected(fault, key)
+    raise_injected(fault, key)
     for spec in (fault or "").split(","):
         if not spec:
             continue
@@ -176,7 +155,7 @@ def _iter_results(cfg: CompareConfig, todo: Sequence[EpisodeKey], out: Path, wor
         from .batching import batched_results
 
         yield from batched_results(cfg, todo, out, cfg.batch_episodes, 1,
-                                   fault=(lambda k: _raise_injected(fault, k)) if fault else None)
+                                   fault=(lambda k: raise_injected(fault, k)) if fault else None)
     elif executor == "process" and workers > 1:
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_worker_init) as ex:
             futures = [ex.submit(_worker, cfg, k, str(out), fault) for k in todo]

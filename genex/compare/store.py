@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .config import COPY_LAST, CompareConfig
+from .config import COPY_LAST, CompareConfig, EpisodeKey
 from .episode import checkpoint_dirs
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,30 @@ def check_resumable(out: Path, old: dict[str, Any], settings: dict[str, Any], ch
 
 #: settings of a run.json from before the planner options became one mapping (``options``): such runs are refused
 _FLAT_OPTIONS = ("samples", "horizon", "trust", "imagine_every", "imagined_reading", "memory", "decision")
+
+
+#: the fields of a row that say how an episode went (not how long it took)
+OUTCOME_FIELDS = ("success", "collision", "steps", "return", "decisions")
+
+
+def runs_differ(a: str | Path, b: str | Path) -> dict[str, Any]:
+    """The episodes two run folders both hold whose outcome (:data:`OUTCOME_FIELDS`) or whose traces' decisions
+    differ: the check that a setting which should not matter (e.g. the batched executor's ``B``) did not."""
+    a, b = Path(a), Path(b)
+    ra = {(r["env"], r["planner"], int(r["seed"])): r for r in load_rows(a / "episodes.jsonl")}
+    rb = {(r["env"], r["planner"], int(r["seed"])): r for r in load_rows(b / "episodes.jsonl")}
+    keys = sorted(set(ra) & set(rb))
+
+    def decisions(folder: Path, key: tuple[str, str, int]) -> list[int]:
+        trace = json.loads((folder / "traces" / f"{EpisodeKey(*key).slug}.json").read_text())
+        return [d["decision"] for d in trace["decisions"]]
+
+    outcome = [k for k in keys if any(ra[k].get(f) != rb[k].get(f) for f in OUTCOME_FIELDS)]
+    decided = [k for k in keys if decisions(a, k) != decisions(b, k)]
+    return {"episodes": len(keys), "outcome_differs": len(outcome), "decisions_differ": len(decided),
+            "share_outcome": round(len(outcome) / max(1, len(keys)), 4),
+            "share_decisions": round(len(decided) / max(1, len(keys)), 4),
+            "which": [f"{k[0].split('/')[-1]} seed {k[2]}" for k in sorted(set(outcome) | set(decided))]}
 
 
 def read_run_json(path: Path) -> dict[str, Any]:
