@@ -9,38 +9,41 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from genex.compare import CompareConfig
     from genex.planners.options import PlannerOptions
 
 __all__ = ["add_commands"]
 
 DEFAULT_PLANNERS = "react,imagine,oracle-imagine"
+SWEEP_PLANNERS = "imagine,imagine-voi,lookahead"
 
 
 def _split(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
+def _config_from_args(args: argparse.Namespace, command: str) -> "CompareConfig":
+    """The :class:`CompareConfig` of ``genex compare`` / ``genex sweep-compute``; exits with one line on bad input."""
     import genex.envs
     from genex.planners import PLANNERS
 
-    from genex.compare import CompareConfig, compare, write_summary
+    from genex.compare import CompareConfig
 
     envs = _split(args.env)
     for e in envs:
         if e not in genex.envs.ENV_IDS:
-            _check_registered(e)
+            _check_registered(e, command)
     planners = _split(args.planners)
     bad = [p for p in planners if p not in PLANNERS]
     if bad:
-        raise SystemExit(f"genex compare: unknown planner(s) {bad}; choose from {', '.join(PLANNERS)}")
+        raise SystemExit(f"genex {command}: unknown planner(s) {bad}; choose from {', '.join(PLANNERS)}")
     if args.episodes < 1:
-        raise SystemExit("genex compare: --episodes must be >= 1")
+        raise SystemExit(f"genex {command}: --episodes must be >= 1")
     if args.batch_episodes is not None:
         if args.executor != "batched":
-            raise SystemExit("genex compare: --batch-episodes needs --executor batched")
+            raise SystemExit(f"genex {command}: --batch-episodes needs --executor batched")
         if args.batch_episodes < 1:
-            raise SystemExit("genex compare: --batch-episodes must be >= 1")
+            raise SystemExit(f"genex {command}: --batch-episodes must be >= 1")
     env_kwargs = {}
     if args.env_kwargs:
         try:
@@ -52,7 +55,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     try:  # one validated value: a bad or unknown option fails here, before any episode runs
         options = compare_options(args)
     except ValueError as e:
-        raise SystemExit(f"genex compare: {e}") from e
+        raise SystemExit(f"genex {command}: {e}") from e
     cfg = CompareConfig(envs=envs, planners=planners, episodes=args.episodes, seed=args.seed, options=options,
                         world_model=args.world_model, policy=args.policy, fidelity=not args.no_fidelity,
                         save_frames=args.save_frames, env_kwargs=env_kwargs, task_spec=args.task_spec,
@@ -64,15 +67,53 @@ def cmd_compare(args: argparse.Namespace) -> int:
         try:  # a bad spec fails here, in one line, not once per episode in the workers
             load_task_spec(args.task_spec)
         except ValueError as e:
-            raise SystemExit(f"genex compare: {e}") from e
+            raise SystemExit(f"genex {command}: {e}") from e
+    return cfg
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from genex.compare import compare, write_summary
+
+    cfg = _config_from_args(args, "compare")
     try:
         rows = compare(cfg, args.out, workers=args.workers, executor=args.executor, progress=not args.quiet,
                        stale="restart" if args.restart_stale else "error")
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"genex compare: {e}") from e
-    text = write_summary(rows, args.out, planners, plots=not args.no_plots)
+    text = write_summary(rows, args.out, cfg.planners, plots=not args.no_plots)
     print(text)
     print(f"rows: {Path(args.out) / 'episodes.jsonl'}; table: {Path(args.out) / 'summary.md'}")
+    return 0
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(t) for t in _split(text)]
+    except ValueError as e:
+        raise SystemExit(f"genex sweep-compute: {flag} takes comma-separated integers, e.g. 1,2,4: {e}") from e
+    if not values or min(values) < 1:
+        raise SystemExit(f"genex sweep-compute: {flag} values must be integers >= 1, got {text!r}")
+    return values
+
+
+def cmd_sweep_compute(args: argparse.Namespace) -> int:
+    from genex.compare.sweep import sweep_compute, write_sweep
+
+    samples, horizons = _int_list(args.samples, "--samples"), _int_list(args.horizons, "--horizons")
+    gridded = sorted({a.partition("=")[0].strip() for a in args.option or ()} & {"samples", "horizon"})
+    if gridded:
+        raise SystemExit(f"genex sweep-compute: {', '.join(gridded)} is set by the grid (--samples, --horizons), "
+                         "not by --option")
+    args.samples = args.horizon = None  # the grid sets them per run; the other options come from the flags
+    cfg = _config_from_args(args, "sweep-compute")
+    try:
+        summary = sweep_compute(cfg, args.out, samples, horizons, workers=args.workers, executor=args.executor,
+                                progress=not args.quiet, stale="restart" if args.restart_stale else "error")
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"genex sweep-compute: {e}") from e
+    print(write_sweep(summary, args.out, plots=not args.no_plots))
+    print(f"table: {Path(args.out) / 'sweep.md'}; figures: {Path(args.out) / 'sweep.png'}, "
+          f"{Path(args.out) / 'sweep_seconds.png'}")
     return 0
 
 
@@ -98,7 +139,7 @@ def compare_options(args: argparse.Namespace) -> "PlannerOptions":
     return PlannerOptions.from_mapping({**given, **extra})
 
 
-def _check_registered(env_id: str) -> None:
+def _check_registered(env_id: str, command: str = "compare") -> None:
     """Exit with one line unless ``env_id`` is a registered Gymnasium id (``module:Env-v0`` imports module)."""
     import importlib
 
@@ -112,9 +153,9 @@ def _check_registered(env_id: str) -> None:
             importlib.import_module(module)
         gym.spec(name)
     except ModuleNotFoundError as e:
-        raise SystemExit(f"genex compare: env {env_id!r}: {e} (install the package that registers it)") from e
+        raise SystemExit(f"genex {command}: env {env_id!r}: {e} (install the package that registers it)") from e
     except gym.error.Error as e:
-        raise SystemExit(f"genex compare: unknown env {env_id!r} ({e}); use a genex env "
+        raise SystemExit(f"genex {command}: unknown env {env_id!r} ({e}); use a genex env "
                          f"({', '.join(genex.envs.ENV_IDS)}) or any registered Gymnasium id, 'module:Env-v0' "
                          "importing the module that registers it (e.g. highway_env:intersection-v0)") from e
 
@@ -163,15 +204,15 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    s = sub.add_parser("compare", help="run planners on held-out episodes; per-episode JSONL + summary table",
-                       description="Run every planner on the same held-out seeds of every env. Resumable: rerun "
-                                   "with the same --out to skip finished episodes.")
+def _add_run_arguments(s: argparse.ArgumentParser, sweep: bool = False) -> None:
+    """The arguments ``genex compare`` and ``genex sweep-compute`` share (the sweep takes lists of samples and
+    horizons)."""
     s.add_argument("--env", required=True,
                    help="env id(s), comma-separated: genex ids (e.g. genex/OccludedCrosswalk-v0) or any registered "
                         "Gymnasium id with image observations, 'module:Env-v0' importing module first "
                         "(e.g. highway_env:intersection-v0)")
-    s.add_argument("--planners", default=DEFAULT_PLANNERS, help=f"comma-separated (default {DEFAULT_PLANNERS})")
+    s.add_argument("--planners", default=SWEEP_PLANNERS if sweep else DEFAULT_PLANNERS,
+                   help=f"comma-separated (default {SWEEP_PLANNERS if sweep else DEFAULT_PLANNERS})")
     s.add_argument("--episodes", type=int, default=20, help="episodes per env and planner (seeds seed..seed+N-1)")
     s.add_argument("--seed", type=int, default=200_000, help="first seed (held out from all training data)")
     s.add_argument("--out", required=True, help="output folder (created; rerun to resume)")
@@ -188,8 +229,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="--executor batched: episodes run in lockstep (default 8); results do not depend on B up to "
                         "the float arithmetic of batched convolutions")
     # the planner options (genex.planners.options.PlannerOptions): a flag left unset keeps the option's default
-    s.add_argument("--samples", type=int, default=None, help="imagined futures per branch (S; default 4)")
-    s.add_argument("--horizon", type=int, default=None, help="imagined steps per exploration branch (default 8)")
+    if sweep:
+        s.add_argument("--samples", default="1,2,4,8,16", help="imagined futures per branch, the grid's values "
+                       "(comma-separated; default 1,2,4,8,16)")
+        s.add_argument("--horizons", default="8", help="imagined steps per exploration branch (lookahead: steps each "
+                       "candidate is held), the grid's values (comma-separated; default 8)")
+    else:
+        s.add_argument("--samples", type=int, default=None, help="imagined futures per branch (S; default 4)")
+        s.add_argument("--horizon", type=int, default=None, help="imagined steps per exploration branch (default 8)")
     s.add_argument("--trust", type=float, default=None, help="weight of imagined evidence, in [0, 1] (default 0.7)")
     s.add_argument("--imagine-every", type=int, default=None,
                    help="imagining planners imagine every N-th decision and reuse that evidence in between (default 1)")
@@ -222,7 +269,23 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--save-frames", action="store_true", help="keep real and imagined frames for genex viz")
     s.add_argument("--no-plots", action="store_true", help="skip bars.png / compute.png")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("compare", help="run planners on held-out episodes; per-episode JSONL + summary table",
+                       description="Run every planner on the same held-out seeds of every env. Resumable: rerun "
+                                   "with the same --out to skip finished episodes.")
+    _add_run_arguments(s)
     s.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("sweep-compute", help="success vs compute: one compare per (samples, horizon) setting; "
+                                              "table and figures",
+                       description="Run the planners on the same held-out seeds once per setting of the grid "
+                                   "--samples x --horizons (each setting a resumable compare folder OUT/samples_S-"
+                                   "horizon_H), then write OUT/sweep.md, sweep.csv, sweep.png (success and errors vs "
+                                   "imagined frames per decision) and sweep_seconds.png (vs seconds per decision).")
+    _add_run_arguments(s, sweep=True)
+    s.set_defaults(func=cmd_sweep_compute)
 
     s = sub.add_parser("summarize", help="one summary table over the episodes of several compare runs")
     s.add_argument("runs", nargs="+", help="genex compare --out folders (an episode in several: the first wins)")
