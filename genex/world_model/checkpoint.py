@@ -6,6 +6,11 @@ A shipped checkpoint is a folder::
     config.json           {"format", "version", "model": WorldModelConfig, "sampler": SamplerConfig,
                            "sha256": of weights.safetensors, "data": ..., "command": ..., "train_seconds": ...}
 
+A driving model v2 renderer (``layout_channels > 0``) also holds its layout stage in the same folder,
+``layout.safetensors`` + ``layout.json`` (:func:`~genex.world_model.layout.save_layout`, written by
+``genex train-layout`` or :func:`save_world_model`); :func:`load_world_model` loads it (a missing one is a
+:class:`CorruptCheckpointError`: such a renderer cannot imagine without it).
+
 The SHA-256 covers ``weights.safetensors`` only. Checkpoints saved before the sampler split have no
 ``"sampler"`` section: their ``"model"`` section holds the sampling fields (``steps``, ``snap``, ...), and
 :func:`~genex.world_model.config.configs_from_dict` moves them into the :class:`SamplerConfig` on load (the
@@ -21,7 +26,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 from safetensors import SafetensorError
@@ -33,6 +38,9 @@ from .config import SamplerConfig, check_env_compatible, configs_from_dict
 from .denoiser import Denoiser
 from .model import DiffusionWorldModel
 from .sampler import sampler_of
+
+if TYPE_CHECKING:
+    from .layout import LayoutModel
 
 __all__ = ["FORMAT", "VERSION", "CheckpointError", "CorruptCheckpointError", "CheckpointMismatchError",
            "save_world_model", "load_world_model", "load_denoiser", "check_env_compatible", "sha256_file",
@@ -51,14 +59,23 @@ def atomic_save_tensors(tensors: Mapping[str, torch.Tensor], path: Path, metadat
 
 
 def save_world_model(denoiser: Denoiser, out: str | Path, extra: dict[str, Any] | None = None,
-                     sampler: SamplerConfig | None = None) -> Path:
-    """Write ``weights.safetensors`` then ``config.json`` (with the weights' hash) into folder ``out``.
+                     sampler: SamplerConfig | None = None, layout: "LayoutModel | None" = None) -> Path:
+    """Write ``weights.safetensors`` then ``config.json`` (with the weights' hash) into folder ``out``, and the layout
+    stage ``layout`` (a :class:`~genex.world_model.layout.LayoutModel`) when given; a layout stage already in
+    ``out`` is kept otherwise (the trainer exports the renderer into a folder ``genex train-layout`` may fill).
 
     ``sampler`` (the ``"sampler"`` section) defaults to the one the denoiser was loaded with, else the defaults.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = denoiser.cfg
+    if layout is not None:
+        if len(layout.cfg.facts) != cfg.layout_channels:
+            raise ValueError(f"the layout stage lays out {len(layout.cfg.facts)} facts; the renderer is conditioned "
+                             f"on layout_channels={cfg.layout_channels}")
+        from .layout import save_layout
+
+        save_layout(layout, out)
     sampler = (sampler_of(denoiser) if sampler is None else sampler).check_model(cfg)
     weights = out / "weights.safetensors"
     atomic_save_tensors(denoiser.state_dict(), weights,
@@ -127,9 +144,20 @@ def load_world_model(path: str | Path, env: Any = None, device: str = "auto", ve
 
     With ``env`` (a Gymnasium env), check frame size and actions against it and
     adopt its ``action_names``. ``sampler`` replaces the checkpoint's :class:`SamplerConfig`.
+    A renderer with ``layout_channels > 0`` comes with the folder's layout stage (:attr:`DiffusionWorldModel.layout`):
+    :class:`CorruptCheckpointError` where it is missing or unreadable, :class:`CheckpointMismatchError` where it
+    lays out another number of facts or frame size.
     """
     denoiser, meta = load_denoiser(path, verify_hash=verify_hash)
-    model = DiffusionWorldModel(denoiser, info=meta, device=device, sampler=sampler)
+    layout = None
+    if denoiser.cfg.layout_channels:
+        from .layout import load_layout
+
+        layout = load_layout(path)  # raises CorruptCheckpointError when missing or unreadable
+    try:
+        model = DiffusionWorldModel(denoiser, info=meta, device=device, sampler=sampler, layout=layout)
+    except CheckpointMismatchError as e:
+        raise CheckpointMismatchError(f"{path}: {e}") from e
     if env is not None:
         model.bind(env)
     return model

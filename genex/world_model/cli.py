@@ -1,4 +1,5 @@
-"""``genex train-world-model``, ``eval-world-model`` and ``imagine-recording`` (added to the ``genex`` CLI)."""
+"""``genex train-world-model``, ``train-layout``, ``eval-world-model`` and ``imagine-recording`` (added to the
+``genex`` CLI)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from .config import SamplerConfig
 
 __all__ = ["add_commands", "sampler_from_args"]
@@ -86,7 +89,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     overrides = {}
     for k in ("max_steps", "batch_size", "checkpoint_every", "eval_every", "seed", "lr", "changed_share", "source_balance",
-              "precision", "glimpse_map", "click_text", "p_mean", "p_std", "patch", "change_weight"):
+              "precision", "glimpse_map", "click_text", "p_mean", "p_std", "patch", "change_weight",
+              "layout_channels", "agent_weight"):
         v = getattr(args, k)
         if v is not None:
             overrides[k] = v
@@ -134,6 +138,94 @@ def _leave_process_group() -> None:
         dist.destroy_process_group()
 
 
+def layout_data(dirs: list[str], context: int, horizon: int
+                ) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The layout windows (:func:`~genex.world_model.layout.layout_windows`) of every episode of recording folders
+    ``dirs``: ``({"facts", "action_names", "image_size", "grid"}, (frames, actions, layouts))``. Raises
+    ``ValueError`` (one line) for folders without occupancy maps or that disagree on facts, actions or sizes."""
+    import numpy as np
+
+    from ..recording import iter_episodes, read_manifest
+    from .layout import layout_windows
+
+    spec: dict[str, Any] | None = None
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for d in dirs:
+        m = read_manifest(d)
+        this = {"facts": tuple(m.facts), "action_names": tuple(m.action_names), "image_size": tuple(m.image_shape[:2])}
+        if spec is not None and {k: spec[k] for k in this} != this:
+            raise ValueError(f"{d} ({m.env_id}) records other facts, actions or frame size than {dirs[0]}: a layout "
+                             "stage serves one scene")
+        for ep in iter_episodes(d):
+            if ep.occupancy is None:
+                raise ValueError(f"{d} has no occupancy maps (info['occupancy']): re-record it with `genex record` "
+                                 "into a new folder")
+            grid = tuple(int(g) for g in ep.occupancy.shape[-2:])
+            if spec is None:
+                spec = {**this, "grid": grid}
+            elif grid != spec["grid"]:
+                raise ValueError(f"{d} has occupancy grid {grid}, other episodes {spec['grid']}")
+            parts.append(layout_windows(ep.occupancy, ep.frames, ep.discrete_actions, context, horizon))
+    if spec is None:
+        raise ValueError(f"no episodes in {dirs}")
+    frames, actions, layouts = (np.concatenate([p[i] for p in parts]) for i in range(3))
+    return spec, (frames, actions, layouts)
+
+
+def _check_renderer(folder: Path, facts: tuple[str, ...], image_size: tuple[int, ...]) -> None:
+    """Refuse a layout stage that the renderer already in ``folder`` (if any) could not draw."""
+    cfg_path = folder / "config.json"
+    if not cfg_path.exists():
+        return
+    from .config import configs_from_dict
+
+    cfg, _ = configs_from_dict(json.loads(cfg_path.read_text())["model"])
+    if cfg.layout_channels != len(facts) or (cfg.height, cfg.width) != tuple(image_size):
+        raise ValueError(f"the renderer in {folder} is conditioned on layout_channels={cfg.layout_channels} of "
+                         f"{cfg.height}x{cfg.width} frames; this data has {len(facts)} facts of "
+                         f"{image_size[0]}x{image_size[1]} frames")
+
+
+def cmd_train_layout(args: argparse.Namespace) -> int:
+    """Fit the stochastic layout stage (:mod:`.layout`) on recordings' occupancy maps and write it into a
+    checkpoint folder (``layout.safetensors`` + ``layout.json``), beside the renderer of ``--config small-layout``
+    or before it is trained."""
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    from .layout import LayoutConfig, LayoutModel, fit_layout, save_layout
+
+    _set_threads(args.threads)
+    out = Path(args.out)
+    try:
+        spec, (frames, actions, layouts) = layout_data(args.data, args.context, args.horizon)
+        if not len(frames):
+            raise ValueError(f"no window of {args.context} + {args.horizon} steps in {args.data}: episodes too short")
+        _check_renderer(out, spec["facts"], spec["image_size"])
+        cfg = LayoutConfig(facts=spec["facts"], n_actions=len(spec["action_names"]), grid=spec["grid"],
+                           context=args.context, horizon=args.horizon, components=args.components,
+                           channels=args.channels, image_size=spec["image_size"], action_names=spec["action_names"])
+        torch.manual_seed(args.seed)
+        model = LayoutModel(cfg)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        raise SystemExit(f"genex train-layout: {e}") from e
+    t0 = time.time()
+    with tqdm(total=args.steps, desc="train layout", unit="step", disable=args.quiet) as bar:
+        def on_step(step: int, loss: float) -> None:
+            bar.update(1)
+            if step % 10 == 0 or step == args.steps:
+                bar.set_postfix(loss=f"{loss:.3g}")
+
+        losses = fit_layout(model, frames, actions, layouts, steps=args.steps, batch_size=args.batch_size,
+                            lr=args.lr, seed=args.seed, on_step=on_step)
+    save_layout(model, out)
+    last = float(np.mean(losses[-min(50, len(losses)):])) if losses else float("nan")
+    print(f"fitted a layout stage of {list(cfg.facts)} on {len(frames)} windows in {time.time() - t0:.0f}s "
+          f"(loss {last:.3g} nats per window, mean of the last steps); wrote {out / 'layout.safetensors'}")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .checkpoint import CheckpointError
     from .evaluate import evaluate_cli
@@ -170,7 +262,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--data", action="extend", nargs="+", required=True,
                    help="recording folder(s) from `genex record` (repeatable; several after one flag too, "
                         "e.g. DIR/{A,B})")
-    s.add_argument("--config", default="small", help="preset: tiny, small (driving 64x64), gui-small (GUI 128x128)")
+    s.add_argument("--config", default="small",
+                   help="preset: tiny, small (driving 64x64), small-layout (driving model v2: the renderer of a "
+                        "sampled layout; then `genex train-layout` into OUT/model), driving-gpu, gui-small (GUI "
+                        "128x128)")
     s.add_argument("--out", required=True, help="run folder (checkpoints, metrics.csv, model/)")
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     s.add_argument("--device", default="auto",
@@ -210,8 +305,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--p-std", type=float, default=None, help="see --p-mean (preset small: 1.5)")
     s.add_argument("--change-weight", type=float, default=None,
                    help="extra loss weight on pixels that change (0: plain EDM loss; see WorldModelConfig)")
+    s.add_argument("--layout-channels", type=int, default=None,
+                   help="driving model v2: condition on the target frame's occupancy of this many facts (the scene's "
+                        "number of facts; preset small-layout: 5, OccludedCrosswalk); 0: no layout. Part of the "
+                        "checkpoint")
+    s.add_argument("--agent-weight", type=float, default=None,
+                   help="with --layout-channels: extra loss weight on pixels inside occupied cells (small-layout: 4)")
     s.add_argument("--init-from", default=None,
-                   help="checkpoint folder whose weights start the run (fine-tuning; same --config and network)")
+                   help="checkpoint folder whose weights start the run (fine-tuning; same --config and network; for "
+                        "--config small-layout also a model without layout inputs, e.g. the shipped driving model: "
+                        "the new input channels start at zero weights, so the run starts from that model exactly)")
     s.add_argument("--grad-accum", type=int, default=1,
                    help="micro-batches per optimizer step; --batch-size stays the global batch of a step, split over "
                         "processes x grad-accum (it must divide evenly)")
@@ -227,6 +330,25 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("train-layout", help="fit the stochastic layout stage of the driving model v2 on recordings' "
+                                            "occupancy maps, into a checkpoint folder")
+    s.add_argument("--data", action="extend", nargs="+", required=True,
+                   help="recording folder(s) from `genex record` of one scene, with occupancy maps")
+    s.add_argument("--out", required=True,
+                   help="checkpoint folder to write layout.safetensors and layout.json into (e.g. the model/ folder "
+                        "of a `genex train-world-model --config small-layout` run)")
+    s.add_argument("--steps", type=int, required=True, help="optimizer steps")
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--lr", type=float, default=1e-2)
+    s.add_argument("--components", type=int, default=8, help="mixture components (distinct futures) per fact")
+    s.add_argument("--horizon", type=int, default=8, help="future steps laid out at once")
+    s.add_argument("--context", type=int, default=4, help="real frames the stage sees")
+    s.add_argument("--channels", type=int, default=32, help="width of the stage's network")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_train_layout)
 
     s = sub.add_parser("eval-world-model", help="PSNR/SSIM per horizon vs copy-last and oracle on held-out episodes")
     s.add_argument("--checkpoint", required=True, help="checkpoint folder (weights.safetensors + config.json)")

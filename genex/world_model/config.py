@@ -11,8 +11,9 @@ model. Both are saved next to the weights (``config.json``: ``"model"`` and
 ``"model"`` section held the sampling fields too.
 
 Presets (``--config NAME``): ``tiny`` (tests, seconds), ``small`` (driving,
-64x64) and ``gui-small`` (GUI apps, 128x128); each gives a model, a sampler
-and a training config.
+64x64), ``small-layout`` (driving model v2: ``small`` conditioned on an occupancy
+layout), ``driving-gpu`` and ``gui-small`` (GUI apps, 128x128); each gives a
+model, a sampler and a training config.
 """
 
 from __future__ import annotations
@@ -123,7 +124,10 @@ class SamplerConfig:
 #: Checkpoints saved before the split hold them in their ``"model"`` section (see :func:`configs_from_dict`)
 SAMPLING_ONLY = tuple(f.name for f in fields(SamplerConfig))
 #: fields that only change how the weights are trained (noise levels drawn, loss weights), so a fine-tune may change them
-TRAINING_ONLY = ("p_mean", "p_std", "change_weight")
+TRAINING_ONLY = ("p_mean", "p_std", "change_weight", "agent_weight")
+#: fields a config leaves out of :meth:`WorldModelConfig.to_dict` at their default (0): they came after the shipped
+#: checkpoints, whose ``config.json`` and weights metadata stay byte for byte what they were
+_OMITTED_AT_DEFAULT = ("layout_channels", "agent_weight")
 
 @dataclass(frozen=True)
 class WorldModelConfig:
@@ -165,6 +169,18 @@ class WorldModelConfig:
             the text slots and, with ``glimpse_map``, feeds the map too. The glimpse reads the same word from pixels,
             but its CNN learns to read only if the UNet already uses its code; a label embedding is told apart from
             the first step. Needs recordings that carry labels (``genex record`` writes them for GUI envs).
+        layout_channels: driving model v2 (issue 28): the number of occupancy facts (``info["occupancy"]``, in the
+            recordings' fact order) the network is conditioned on; 0 (the default) is the model without them. A
+            model that samples the next frame's posterior mean averages a rare, small road user away; with a
+            layout, *where* road users show is chosen beforehand by the stochastic layout stage
+            (:mod:`.layout`) and the network only renders that choice: the target frame's occupancy enters as
+            ``layout_channels`` extra input maps (each cell upsampled to its pixels, +1 occupied, -1 empty).
+            Training reads the recorded occupancy of each target frame; imagination samples it
+            (:class:`~genex.world_model.model.DiffusionWorldModel` with a layout stage).
+        agent_weight: with ``layout_channels``, the training loss of a pixel inside a cell that some fact occupies
+            in the target frame is weighted ``1 + agent_weight`` (normalised per batch like ``change_weight``; the
+            two add). A pedestrian is ~20 of 4096 pixels: without a weight, drawing it where the layout puts it
+            barely lowers the loss, and the renderer learns to ignore the layout. Training only.
     """
 
     height: int = 64
@@ -188,6 +204,8 @@ class WorldModelConfig:
     glimpse: tuple[int, int] = (0, 0)
     glimpse_map: int = 0
     click_text: bool = False
+    layout_channels: int = 0
+    agent_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.action_family not in ("discrete", "gui"):
@@ -213,6 +231,13 @@ class WorldModelConfig:
             raise ValueError("glimpse (the patch under a click) needs action_family='gui'")
         if self.action_family == "gui" and tuple(self.action_vocab) != GUI_ACTION_TYPES:
             raise ValueError(f"gui action_vocab must be {GUI_ACTION_TYPES}")
+        if isinstance(self.layout_channels, bool) or int(self.layout_channels) != self.layout_channels \
+                or self.layout_channels < 0:
+            raise ValueError(f"layout_channels must be an integer >= 0, got {self.layout_channels}")
+        if self.agent_weight < 0 or (self.agent_weight and not self.layout_channels):
+            raise ValueError(f"agent_weight must be >= 0 and needs layout_channels > 0 (it weighs the pixels the "
+                             f"target layout occupies), got {self.agent_weight} (layout_channels="
+                             f"{self.layout_channels})")
 
     @property
     def num_actions(self) -> int:
@@ -223,6 +248,9 @@ class WorldModelConfig:
         d["action_vocab"] = list(self.action_vocab)
         d["channels"] = list(self.channels)
         d["glimpse"] = list(self.glimpse)
+        for k in _OMITTED_AT_DEFAULT:  # absent means the default (from_dict): older checkpoints stay byte-identical
+            if not d[k]:
+                del d[k]
         return d
 
     @classmethod
@@ -326,6 +354,13 @@ PRESETS: dict[str, Preset] = {
                         _V3_SAMPLER,
                         TrainConfig(batch_size=16, max_steps=6000, changed_share=0.8, source_balance=0.5,
                                     precision="auto")),
+    # driving model v2 (issue 28, docs/world_model.md): the `small` renderer conditioned on the target frame's
+    # occupancy of the 5 OccludedCrosswalk facts (pedestrian, ball, truck, bus, oncoming_car), with the pixels
+    # the layout occupies weighted 5x in the loss; imagination samples the layout from a layout stage trained
+    # by `genex train-layout` into the same checkpoint folder
+    "small-layout": Preset(WorldModelConfig(p_mean=2.0, p_std=1.5, layout_channels=5, agent_weight=4.0),
+                           _V3_SAMPLER.replace(min_changed_pixels=30),
+                           TrainConfig(max_steps=6000, precision="auto")),
 }
 
 

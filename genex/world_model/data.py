@@ -24,6 +24,11 @@ Batches are drawn per optimizer step by :class:`StepBatchSampler`: from ``numpy.
 step])`` when a step is split into several shards (processes x micro-batches), a function of the step alone, so
 any number of processes draws the same global batches and nothing needs checkpointing; from one checkpointed
 generator, as before, when one process takes the whole batch.
+
+For a model conditioned on a layout (``cfg.layout_channels > 0``, driving model v2) each window's :class:`Batch` also
+holds the *target* frame's occupancy (``Episode.occupancy > 0``: which cells each fact shows in), kept in memory
+as ``bool[frames, F, gh, gw]`` by both datasets (a few hundred bytes per frame: no decoding on demand); recordings
+made without occupancy maps are refused. Without ``layout_channels`` the occupancy is never read into the index.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from .config import WorldModelConfig
 from .denoiser import Batch
 
 __all__ = ["EpisodeData", "EpisodeRef", "WindowDataset", "StreamingWindowDataset", "StepBatchSampler", "load_recordings",
-           "scan_recordings", "split_episodes", "changed_fraction", "collate_batch", "MIN_CHANGED"]
+           "scan_recordings", "split_episodes", "changed_fraction", "collate_batch", "layout_of", "MIN_CHANGED"]
 
 #: share of changed pixels from which a step "opens something" (a tab, a dialog) rather than nudging a widget
 MIN_CHANGED = 0.05
@@ -69,6 +74,7 @@ class EpisodeData:
     env_id: str
     seed: int
     meta: dict
+    occupancy: np.ndarray | None = None  # bool[T+1, F, gh, gw] for a layout model (cells a fact shows in), else None
 
 
 @dataclass
@@ -81,6 +87,7 @@ class EpisodeRef:
     actions: np.ndarray  # float32[T, A] (encoded)
     env_id: str
     seed: int
+    occupancy: np.ndarray | None = None  # bool[T+1, F, gh, gw] for a layout model, else None (not kept)
 
     @property
     def nbytes(self) -> int:
@@ -107,8 +114,29 @@ def require_action_labels(cfg: WorldModelConfig, episode: Any, folder: str | Pat
                          "conditions on; record it again into a new folder with this version of genex record")
 
 
+def layout_of(cfg: WorldModelConfig, episode: Any, folder: str | Path) -> np.ndarray | None:
+    """``bool[T+1, F, gh, gw]``: the cells each fact occupies in each frame of ``episode``, for a model with
+    ``layout_channels`` (None for one without: nothing is kept). Raises ``ValueError`` naming ``folder`` when the
+    episode was recorded without occupancy maps or with another number of facts."""
+    if not cfg.layout_channels:
+        return None
+    occ = episode.occupancy
+    if occ is None:
+        raise ValueError(f"{folder} has no occupancy maps (recorded before genex record saved info['occupancy'], or "
+                         f"from an env without them), which a layout model (layout_channels={cfg.layout_channels}) "
+                         "is trained on; re-record it with `genex record` into a new folder")
+    if occ.ndim != 4 or occ.shape[1] != cfg.layout_channels or cfg.height % occ.shape[2] or cfg.width % occ.shape[3]:
+        raise ValueError(f"{folder} has occupancy maps of shape {list(occ.shape[1:])}; the model expects "
+                         f"[{cfg.layout_channels}, gh, gw] with a grid dividing {cfg.height}x{cfg.width}")
+    return np.asarray(occ) > 0
+
+
 def _check_manifest(d: str | Path, cfg: WorldModelConfig) -> Any:
     manifest = read_manifest(d)
+    if cfg.layout_channels and len(manifest.facts) != cfg.layout_channels:
+        raise ValueError(f"{d} ({manifest.env_id}) records {len(manifest.facts)} facts {manifest.facts}, but the "
+                         f"model is conditioned on layout_channels={cfg.layout_channels}; pick a --config whose "
+                         "layout_channels is the scene's number of facts")
     h, w = manifest.image_shape[:2]
     if (h, w) != (cfg.height, cfg.width):
         raise ValueError(f"{d} holds {h}x{w} frames but the world-model config expects {cfg.height}x{cfg.width}; "
@@ -133,7 +161,7 @@ def load_recordings(dirs: Sequence[str | Path], cfg: WorldModelConfig, limit: in
             require_action_labels(cfg, ep, d)
             yield EpisodeData(frames=ep.frames, actions=encode_actions(ep.actions, cfg, manifest.action_names),
                               raw_actions=list(ep.actions), env_id=manifest.env_id,
-                              seed=int(ep.meta.get("seed", -1)), meta=ep.meta)
+                              seed=int(ep.meta.get("seed", -1)), meta=ep.meta, occupancy=layout_of(cfg, ep, d))
 
     return _per_folder(dirs, cfg, limit, read, "loaded", logging.INFO)
 
@@ -170,7 +198,7 @@ def scan_recordings(dirs: Sequence[str | Path], cfg: WorldModelConfig, limit: in
             require_action_labels(cfg, ep, d)
             yield EpisodeRef(path=path, frame_shape=shape, env_id=manifest.env_id,
                              actions=encode_actions(ep.actions, cfg, manifest.action_names),
-                             seed=int(ep.meta.get("seed", -1)))
+                             seed=int(ep.meta.get("seed", -1)), occupancy=layout_of(cfg, ep, d))
 
     return _per_folder(dirs, cfg, limit, read, "indexed", logging.DEBUG)
 
@@ -180,8 +208,14 @@ def _per_folder(dirs: Sequence[str | Path], cfg: WorldModelConfig, limit: int | 
     """The non-empty episodes ``read`` yields from each folder (its manifest checked against ``cfg``), at most
     ``limit`` per folder, in order; ``ValueError`` when there are none at all."""
     out: list[_E] = []
+    facts: list[str] | None = None
     for d in dirs:
         manifest = _check_manifest(d, cfg)
+        if cfg.layout_channels:  # a layout channel means one fact in every folder
+            facts = manifest.facts if facts is None else facts
+            if manifest.facts != facts:
+                raise ValueError(f"{d} records the facts {manifest.facts}, another folder {facts}: a layout model's "
+                                 "channels are one scene's facts, in one order")
         before = len(out)
         out.extend(itertools.islice(read(d, manifest), limit))
         log.log(level, "%s %d episodes in %s (%s)", verb, len(out) - before, d, manifest.env_id)
@@ -212,20 +246,24 @@ class WindowDataset:
     indices (:class:`StepBatchSampler`): ``__getitems__`` returns the whole :class:`Batch` at once.
     """
 
-    def __init__(self, episodes: list[EpisodeData], context: int, stride: int = 1) -> None:
+    def __init__(self, episodes: list[EpisodeData], context: int, stride: int = 1, *, layout: bool = False) -> None:
         if not episodes:
             raise ValueError("WindowDataset needs at least one episode")
         self._index([e.actions for e in episodes], [e.env_id for e in episodes], context, stride)
+        self._index_layout([e.occupancy for e in episodes], layout)
         self.frames: torch.Tensor | None = torch.from_numpy(np.concatenate([e.frames for e in episodes]))
 
     @classmethod
-    def from_refs(cls, refs: list[EpisodeRef], context: int, stride: int = 1) -> "WindowDataset":
+    def from_refs(cls, refs: list[EpisodeRef], context: int, stride: int = 1, *,
+                  layout: bool = False) -> "WindowDataset":
         """The in-memory dataset of episodes on disk, decoded straight into one array (no second copy while
-        loading, unlike concatenating :func:`load_recordings`' episodes)."""
+        loading, unlike concatenating :func:`load_recordings`' episodes). ``layout``: batches hold the target
+        frames' occupancy (the refs must carry it: :func:`scan_recordings` with a ``layout_channels`` config)."""
         if not refs:
             raise ValueError("WindowDataset needs at least one episode")
         self = cls.__new__(cls)
         self._index([r.actions for r in refs], [r.env_id for r in refs], context, stride)
+        self._index_layout([r.occupancy for r in refs], layout)
         frames = np.empty((sum(r.frame_shape[0] for r in refs), *refs[0].frame_shape[1:]), np.uint8)
         f0 = 0
         for r in refs:
@@ -264,6 +302,22 @@ class WindowDataset:
         self._changed: np.ndarray | None = None  # changed_fraction() per window, computed on first use
         self._pools: dict[tuple[bool, float], list[np.ndarray]] = {}  # env_pools() cache
 
+    def _index_layout(self, occupancy: list[np.ndarray | None], layout: bool) -> None:
+        """Keep every frame's occupancy (``bool[num_frames, F, gh, gw]``, in frame order) when ``layout``."""
+        self.occupancy: torch.Tensor | None = None
+        if not layout:
+            return
+        if any(o is None for o in occupancy):
+            raise ValueError("a layout model's windows need each episode's occupancy: load the episodes with a config "
+                             "that has layout_channels > 0 (scan_recordings / load_recordings keep it then)")
+        grids = sorted({tuple(o.shape[1:]) for o in occupancy if o is not None})
+        if len(grids) > 1:
+            raise ValueError(f"the episodes have occupancy maps of shapes {grids}: record every folder at one frame "
+                             "size and occupancy cell")
+        self.occupancy = torch.from_numpy(np.concatenate([np.asarray(o) > 0 for o in occupancy if o is not None]))
+        if len(self.occupancy) != self.num_frames:
+            raise ValueError(f"{len(self.occupancy)} occupancy maps for {self.num_frames} frames")
+
     def __len__(self) -> int:
         return len(self.frame_index)
 
@@ -278,8 +332,9 @@ class WindowDataset:
         offs = np.arange(-k + 1, 1) * s
         ctx = np.maximum(t[:, None] + offs[None, :], self.first_index[idx][:, None])
         frames = self._frames_at(np.concatenate([ctx, (t + s)[:, None]], axis=1))  # one lookup: one cache pass
+        layout = None if self.occupancy is None else self.occupancy[torch.from_numpy(t + s)]
         return Batch(context=frames[:, :k].contiguous(), action=self.actions[torch.from_numpy(idx)],
-                     target=frames[:, k].contiguous())
+                     target=frames[:, k].contiguous(), layout=layout)
 
     def __getitem__(self, i: int) -> Batch:
         return self.get(np.array([i]))
@@ -387,12 +442,14 @@ class StreamingWindowDataset(WindowDataset):
     are those of :meth:`WindowDataset.from_refs` on the same episodes.
     """
 
-    def __init__(self, refs: list[EpisodeRef], context: int, stride: int = 1, cache_episodes: int = 64) -> None:
+    def __init__(self, refs: list[EpisodeRef], context: int, stride: int = 1, cache_episodes: int = 64, *,
+                 layout: bool = False) -> None:
         if not refs:
             raise ValueError("StreamingWindowDataset needs at least one episode")
         if cache_episodes < 1:
             raise ValueError(f"cache_episodes must be >= 1, got {cache_episodes}")
         self._index([r.actions for r in refs], [r.env_id for r in refs], context, stride)
+        self._index_layout([r.occupancy for r in refs], layout)
         self.frames = None
         self.refs = refs
         self.frame_shape = tuple(refs[0].frame_shape[1:])

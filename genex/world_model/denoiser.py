@@ -41,14 +41,17 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Batch:
-    """One training batch: ``context`` uint8[B,K,H,W,3], ``action`` float32[B,A], ``target`` uint8[B,H,W,3]."""
+    """One training batch: ``context`` uint8[B,K,H,W,3], ``action`` float32[B,A], ``target`` uint8[B,H,W,3] and,
+    for a model with ``layout_channels``, ``layout`` bool[B,F,gh,gw]: the target frame's occupancy (else None)."""
 
     context: torch.Tensor
     action: torch.Tensor
     target: torch.Tensor
+    layout: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> "Batch":
-        return Batch(self.context.to(device), self.action.to(device), self.target.to(device))
+        return Batch(self.context.to(device), self.action.to(device), self.target.to(device),
+                     None if self.layout is None else self.layout.to(device))
 
 
 class Denoiser(nn.Module):
@@ -75,13 +78,14 @@ class Denoiser(nn.Module):
         return x.flatten(1, 2)
 
     def denoise(self, noisy: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
-                action: torch.Tensor) -> torch.Tensor:
+                action: torch.Tensor, layout: torch.Tensor | None = None) -> torch.Tensor:
         """``D(noisy; sigma)``: the estimate of the clean next frame, float[B,3,H,W].
 
-        ``context`` is already stacked (float[B,3K,H,W], see :meth:`stack_context`).
+        ``context`` is already stacked (float[B,3K,H,W], see :meth:`stack_context`); ``layout`` is the next frame's
+        occupancy (bool[B,F,gh,gw]), which a model with ``layout_channels > 0`` requires (``ValueError`` without).
         """
         c_skip, c_out, c_in, c_noise = (s.view(-1, 1, 1, 1) for s in self._scalings(sigma))
-        out = self.net(noisy * c_in, c_noise.flatten(), context, action)
+        out = self.net(noisy * c_in, c_noise.flatten(), context, action, layout)
         return c_skip * noisy + c_out * out
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
@@ -94,13 +98,32 @@ class Denoiser(nn.Module):
         sigma = (torch.randn(b, device=x0.device) * cfg.p_std + cfg.p_mean).exp()
         noisy = x0 + torch.randn_like(x0) * sigma.view(-1, 1, 1, 1)
         c_skip, c_out, c_in, c_noise = (s.view(-1, 1, 1, 1) for s in self._scalings(sigma))
-        out = self.net(noisy * c_in, c_noise.flatten(), context, batch.action)
+        out = self.net(noisy * c_in, c_noise.flatten(), context, batch.action, batch.layout)
         target = (x0 - c_skip * noisy) / c_out
-        if cfg.change_weight > 0:
-            changed = (x0.abs().amax(1, keepdim=True) > CHANGE_LEVELS / 127.5).to(out.dtype)  # [B,1,H,W]
-            weight = 1 + cfg.change_weight * changed
+        weight = self.pixel_weight(x0, batch.layout, out.dtype)
+        if weight is not None:
             # normalised per batch so the loss scale (and the lr that suits it) does not depend on the weight
             loss = ((out - target).pow(2) * weight).mean() / weight.mean()
         else:
             loss = F.mse_loss(out, target)
         return loss, {"loss": float(loss.detach())}
+
+    def pixel_weight(self, x0: torch.Tensor, layout: torch.Tensor | None,
+                     dtype: torch.dtype | None = None) -> torch.Tensor | None:
+        """``[B,1,H,W]`` in ``dtype`` (default ``x0``'s; the loss passes the network output's): each pixel's loss
+        weight before normalisation, or None for the plain EDM loss. ``1 + change_weight`` where the target changes
+        (``x0`` of a ``residual`` model), ``+ agent_weight`` inside the cells the target layout occupies (any fact)."""
+        cfg = self.cfg
+        if cfg.change_weight <= 0 and cfg.agent_weight <= 0:
+            return None
+        dtype = x0.dtype if dtype is None else dtype
+        if cfg.change_weight > 0:
+            changed = (x0.abs().amax(1, keepdim=True) > CHANGE_LEVELS / 127.5).to(dtype)  # [B,1,H,W]
+            weight = 1 + cfg.change_weight * changed
+        else:
+            weight = torch.ones_like(x0[:, :1], dtype=dtype)
+        if cfg.agent_weight > 0:
+            assert layout is not None  # the network has checked it
+            occupied = (layout != 0).any(1, keepdim=True).float()  # [B,1,gh,gw]
+            weight = weight + cfg.agent_weight * F.interpolate(occupied, size=x0.shape[-2:], mode="nearest").to(dtype)
+        return weight

@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -62,9 +62,13 @@ class LayoutConfig:
     components: int = 8  # M: mixture components (distinct futures it can sample)
     channels: int = 32
     image_size: tuple[int, int] = (64, 64)  # (H, W) of the frames
+    # the names of actions 0 .. n_actions - 1 (the recordings' action_names), so that a world model that takes
+    # action names maps them onto this stage's indices; () where unknown (the env's action_names are used then)
+    action_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "facts", tuple(self.facts))
+        object.__setattr__(self, "action_names", tuple(self.action_names))
         object.__setattr__(self, "grid", tuple(int(g) for g in self.grid))
         object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
         if not self.facts:
@@ -72,13 +76,15 @@ class LayoutConfig:
         for name in ("n_actions", "context", "horizon", "components", "channels"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.action_names and len(self.action_names) != self.n_actions:
+            raise ValueError(f"{len(self.action_names)} action_names for n_actions={self.n_actions}")
         (h, w), (gh, gw) = self.image_size, self.grid
         if gh < 1 or gw < 1 or h % gh or w % gw:
             raise ValueError(f"grid {self.grid} must divide the frame size {self.image_size}")
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "facts": list(self.facts), "grid": list(self.grid),
-                "image_size": list(self.image_size)}
+                "image_size": list(self.image_size), "action_names": list(self.action_names)}
 
 
 class LayoutModel(nn.Module):
@@ -191,11 +197,14 @@ def layout_windows(occupancy: np.ndarray, frames: np.ndarray, actions: np.ndarra
 
 
 def fit_layout(model: LayoutModel, frames: np.ndarray, actions: np.ndarray, layouts: np.ndarray, *, steps: int,
-               batch_size: int = 64, lr: float = 1e-2, seed: int = 0, warmup: float = 0.3) -> list[float]:
-    """Fit on in-memory windows (small data: tests and probes); returns the loss per step (nats per window).
+               batch_size: int = 64, lr: float = 1e-2, seed: int = 0, warmup: float = 0.3,
+               on_step: Callable[[int, float], None] | None = None) -> list[float]:
+    """Fit on in-memory windows (small data: tests, probes, ``genex train-layout``); returns the loss per step
+    (nats per window).
 
     The first ``warmup`` share of the steps weighs the components equally (``uniform_prior``) so that they
-    specialise before the prior learns which to pick. Deterministic given ``seed``.
+    specialise before the prior learns which to pick. Deterministic given ``seed``. ``on_step(step, loss)`` is
+    called after each step (1-based; a progress bar).
     """
     if len(frames) == 0:
         raise ValueError("no windows to fit on (episodes shorter than context + horizon?)")
@@ -216,6 +225,8 @@ def fit_layout(model: LayoutModel, frames: np.ndarray, actions: np.ndarray, layo
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))
+        if on_step is not None:
+            on_step(step + 1, losses[-1])
     model.eval()
     return losses
 

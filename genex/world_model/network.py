@@ -7,6 +7,8 @@ level (``c_noise``) and the action are embedded into one vector that the UNet
 adds to its time embedding (``class_embed_type="identity"``). With
 ``cfg.glimpse`` (GUI), the patch of the last context frame under the click is
 encoded by a small CNN and added to that vector too (see :func:`click_glimpse`).
+With ``cfg.layout_channels`` (driving model v2), the target frame's occupancy
+layout adds one +-1 map per fact to the input (see :func:`layout_maps`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from torch.nn import functional as F
 
 from .config import GUI_KEYS, WorldModelConfig
 
-__all__ = ["ConditionedUNet", "click_glimpse", "click_map"]
+__all__ = ["ConditionedUNet", "check_layout", "click_glimpse", "click_map", "layout_maps", "widen_for_layout"]
 
 #: side of the glimpse map (``cfg.glimpse_map`` channels) before it is upsampled to the UNet's input size
 GLIMPSE_MAP_SIDE = 16
@@ -50,6 +52,31 @@ def click_glimpse(frame: torch.Tensor, xy: torch.Tensor, size: tuple[int, int]) 
     batch = torch.arange(b, device=frame.device)[:, None, None]
     patch = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # [B, h, w, C]
     return patch.permute(0, 3, 1, 2) * (xy[:, 0] >= 0).to(frame.dtype)[:, None, None, None]
+
+
+def layout_maps(layout: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``float32[B, F, H, W]``: a layout ``bool/uint8[B, F, gh, gw]`` (occupied cells nonzero) as +1 where a cell is
+    occupied and -1 elsewhere, each cell repeated over its pixels (nearest upsampling), so the UNet sees at every
+    pixel whether the frame it draws has a road user of each kind there."""
+    occupied = (layout != 0).float()
+    return F.interpolate(occupied, size=(height, width), mode="nearest") * 2 - 1
+
+
+def check_layout(cfg: WorldModelConfig, layout: torch.Tensor | None, batch: int) -> None:
+    """Raise ``ValueError`` unless ``layout`` is what ``cfg`` conditions on: ``[batch, layout_channels, gh, gw]`` with a
+    grid dividing the frame when ``cfg.layout_channels > 0``, None otherwise."""
+    if not cfg.layout_channels:
+        if layout is not None:
+            raise ValueError("this world model is not conditioned on a layout (layout_channels=0): pass layout=None")
+        return
+    if layout is None:
+        raise ValueError(f"this world model renders a sampled layout (layout_channels={cfg.layout_channels}): pass the "
+                         "target frame's occupancy as layout (bool[B, F, gh, gw]); DiffusionWorldModel samples it "
+                         "from its layout stage")
+    if layout.ndim != 4 or layout.shape[0] != batch or layout.shape[1] != cfg.layout_channels \
+            or cfg.height % layout.shape[2] or cfg.width % layout.shape[3]:
+        raise ValueError(f"layout must be [{batch}, {cfg.layout_channels}, gh, gw] with a grid dividing the "
+                         f"{cfg.height}x{cfg.width} frame, got {list(layout.shape)}")
 
 
 class FourierFeatures(nn.Module):
@@ -88,7 +115,7 @@ class ConditionedUNet(nn.Module):
         self.cond_mlp = nn.Sequential(nn.SiLU(), nn.Linear(d, d))
         extra = 1 if cfg.action_family == "gui" else 0
         p = cfg.patch
-        in_ch = (3 * (cfg.context + 1) + extra) * p * p + cfg.glimpse_map
+        in_ch = (3 * (cfg.context + 1) + extra + cfg.layout_channels) * p * p + cfg.glimpse_map
         levels = len(cfg.channels)
         down = ["DownBlock2D"] * levels
         up = ["UpBlock2D"] * levels
@@ -130,13 +157,17 @@ class ConditionedUNet(nn.Module):
         return self.cond_mlp(e), None
 
     def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, context: torch.Tensor,
-                action: torch.Tensor) -> torch.Tensor:
+                action: torch.Tensor, layout: torch.Tensor | None = None) -> torch.Tensor:
         """``x_in``: float[B,3,H,W]; ``c_noise``: float[B]; ``context``: float[B,3K,H,W] in [-1,1];
-        ``action``: float[B, A] (see :mod:`.actions`)."""
+        ``action``: float[B, A] (see :mod:`.actions`); ``layout``: the target frame's occupancy
+        ``bool/uint8[B, layout_channels, gh, gw]``, required exactly when ``cfg.layout_channels > 0``."""
         cfg = self.cfg
         parts = [x_in, context]
         if cfg.action_family == "gui":
             parts.append(click_map(action[:, 1:3], cfg.height, cfg.width, cfg.blob_sigma) * 2 - 1)
+        check_layout(cfg, layout, x_in.shape[0])
+        if layout is not None:
+            parts.append(layout_maps(layout, cfg.height, cfg.width).to(x_in.dtype))
         h = torch.cat(parts, dim=1)
         if cfg.patch > 1:
             h = F.pixel_unshuffle(h, cfg.patch)
@@ -150,3 +181,37 @@ class ConditionedUNet(nn.Module):
         if cfg.patch > 1:
             out = F.pixel_shuffle(out, cfg.patch)
         return out
+
+
+def widen_for_layout(state: dict[str, torch.Tensor], old: WorldModelConfig, new: WorldModelConfig
+                     ) -> dict[str, torch.Tensor]:
+    """The weights ``state`` of a network made for ``old`` (no layout), made fit for ``new``: the same network with
+    ``new.layout_channels`` layout maps. The UNet's first convolution gets zero weights for the new input
+    channels, so the widened network computes exactly what the old one did until training teaches it to read
+    the layout (fine-tuning the shipped renderer into the v2 one instead of training it from scratch).
+
+    ``ValueError`` unless the two configs differ only in ``layout_channels`` (0 in ``old``) and training-only
+    fields."""
+    from dataclasses import replace
+
+    from .config import SAMPLING_ONLY, TRAINING_ONLY
+
+    if old.layout_channels or not new.layout_channels:
+        raise ValueError(f"widening adds layout channels to a model without them (got {old.layout_channels} -> "
+                         f"{new.layout_channels})")
+    a, b = replace(old, layout_channels=new.layout_channels).to_dict(), new.to_dict()
+    diff = sorted(k for k in b if k not in SAMPLING_ONLY + TRAINING_ONLY and a.get(k) != b[k])
+    if diff:
+        raise ValueError(f"the start model differs in more than its layout channels: {', '.join(diff)}")
+    keys = [k for k in state if k.endswith("unet.conv_in.weight")]  # a Denoiser's or a ConditionedUNet's state
+    if len(keys) != 1:
+        raise ValueError(f"expected one UNet input convolution in the weights, found {keys}")
+    key = keys[0]
+    w = state[key]  # [out, in_old, k, k]: the pixel-unshuffled image channels, then the glimpse map
+    pp = new.patch * new.patch
+    image = (3 * (new.context + 1) + (1 if new.action_family == "gui" else 0)) * pp
+    added = new.layout_channels * pp  # unshuffled after the image channels, before the glimpse map
+    if w.shape[1] != image + new.glimpse_map:
+        raise ValueError(f"{key} has {w.shape[1]} input channels, the config says {image + new.glimpse_map}")
+    zeros = w.new_zeros(w.shape[0], added, *w.shape[2:])
+    return {**state, key: torch.cat([w[:, :image], zeros, w[:, image:]], dim=1)}

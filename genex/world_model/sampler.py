@@ -6,6 +6,7 @@ import torch
 
 from .config import SamplerConfig
 from .denoiser import Denoiser
+from .network import check_layout
 
 __all__ = ["karras_sigmas", "sample_next_frame", "sampler_of"]
 
@@ -28,8 +29,12 @@ def sampler_of(denoiser: Denoiser) -> SamplerConfig:
 @torch.no_grad()
 def sample_next_frame(denoiser: Denoiser, context: torch.Tensor, action: torch.Tensor,
                       sampler: SamplerConfig | None = None,
-                      generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+                      generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
+                      layout: torch.Tensor | None = None) -> torch.Tensor:
     """Sample the next frame: ``context`` float[B,3K,H,W], ``action`` float[B,A] -> float[B,3,H,W] in [-1,1].
+
+    ``layout``: the next frame's occupancy ``bool[B,F,gh,gw]``, required by (and only by) a model with
+    ``layout_channels > 0`` (``ValueError`` otherwise): the frame is rendered around it.
 
     ``sampler`` defaults to :func:`sampler_of` ``(denoiser)``. The starting noise is ``noise`` (unit
     ``float[B,3,H,W]``, drawn by the caller: :meth:`DiffusionWorldModel.imagine_calls` draws each call's rows
@@ -38,6 +43,9 @@ def sample_next_frame(denoiser: Denoiser, context: torch.Tensor, action: torch.T
     cfg = denoiser.cfg
     sc = (sampler_of(denoiser) if sampler is None else sampler).check_model(cfg)
     b, device = context.shape[0], context.device
+    check_layout(cfg, layout, b)  # before any noise is drawn
+    # a layout goes to the denoiser only where there is one: its four-argument contract is unchanged otherwise
+    extra = {} if layout is None else {"layout": layout}
     sigmas = karras_sigmas(sc, device)
     if noise is None:
         noise = torch.randn((b, 3, cfg.height, cfg.width), generator=generator, device="cpu")
@@ -46,10 +54,10 @@ def sample_next_frame(denoiser: Denoiser, context: torch.Tensor, action: torch.T
     x = noise.to(device) * sigmas[0]
     for i in range(sc.steps):
         s, s_next = sigmas[i], sigmas[i + 1]
-        d = (x - denoiser.denoise(x, s.expand(b), context, action)) / s
+        d = (x - denoiser.denoise(x, s.expand(b), context, action, **extra)) / s
         x_next = x + d * (s_next - s)
         if sc.sampler == "heun" and s_next > 0:
-            d2 = (x_next - denoiser.denoise(x_next, s_next.expand(b), context, action)) / s_next
+            d2 = (x_next - denoiser.denoise(x_next, s_next.expand(b), context, action, **extra)) / s_next
             x_next = x + (d + d2) / 2 * (s_next - s)
         x = x_next
     if cfg.residual:

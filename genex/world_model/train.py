@@ -69,6 +69,7 @@ from .config import SAMPLING_ONLY, TRAINING_ONLY, SamplerConfig, TrainConfig, Wo
 from .data import (EpisodeRef, StepBatchSampler, StreamingWindowDataset, WindowDataset, collate_batch, scan_recordings,
                    split_episodes)
 from .denoiser import Batch, Denoiser
+from .network import widen_for_layout
 from .sampler import sample_next_frame
 
 if TYPE_CHECKING:
@@ -166,7 +167,7 @@ def _evaluate(denoiser: Denoiser, val: WindowDataset | None, device: torch.devic
     loss, _ = denoiser(batch)
     torch.set_rng_state(cpu_state)
     x = sample_next_frame(denoiser, denoiser.stack_context(batch.context), batch.action,
-                          generator=torch.Generator().manual_seed(0))
+                          generator=torch.Generator().manual_seed(0), layout=batch.layout)
     pred = x.clamp(-1, 1).add(1).mul(127.5).round().movedim(-3, -1)
     return {"val_loss": float(loss), "val_psnr1": float(psnr(pred, batch.target).mean()),
             "copy_psnr1": float(psnr(batch.context[:, -1], batch.target).mean())}
@@ -222,6 +223,16 @@ def _prepare(data_dirs: Sequence[str | Path], out: Path, model_cfg: WorldModelCo
             log.warning("--init-from %s is ignored: %s resumes from its own checkpoint", init_from, out)
     elif init_from is not None:
         init, init_meta = load_denoiser(init_from)
+        if model_cfg.layout_channels and not init.cfg.layout_channels:
+            # the v2 renderer from a model without layout inputs: zero weights for the new channels (it starts as
+            # that model, and learns to read the layout)
+            widened = Denoiser(model_cfg)
+            try:
+                widened.load_state_dict(widen_for_layout(init.state_dict(), init.cfg, model_cfg))
+            except ValueError as e:
+                raise ValueError(f"--init-from {init_from}: {e}; fine-tune with the same --config and network "
+                                 "options") from e
+            init = widened
         theirs, ours = init.cfg.to_dict(), model_cfg.to_dict()
         diff = [f"{k} ({theirs.get(k)!r} vs {ours[k]!r})" for k in sorted(ours)
                 if k not in SAMPLING_ONLY + TRAINING_ONLY and theirs.get(k) != ours[k]]
@@ -340,9 +351,11 @@ class WorldModelTrainer:
 
     def windows(self, refs: list[EpisodeRef], stream: bool) -> WindowDataset:
         """The windows of ``refs`` (training with ``stream`` as chosen; validation in memory)."""
+        layout = self.model_cfg.layout_channels > 0  # batches carry the target frames' occupancy
         if stream:
-            return StreamingWindowDataset(refs, self.model_cfg.context, cache_episodes=self.cache_episodes)
-        return WindowDataset.from_refs(refs, self.model_cfg.context)
+            return StreamingWindowDataset(refs, self.model_cfg.context, cache_episodes=self.cache_episodes,
+                                          layout=layout)
+        return WindowDataset.from_refs(refs, self.model_cfg.context, layout=layout)
 
     def draw_indices(self, data: WindowDataset, rng: np.random.Generator, n: int) -> np.ndarray:
         """``int64[n]``: the window indices of one step's global batch, drawn from ``rng`` only (the step's own
