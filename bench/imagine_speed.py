@@ -1,10 +1,12 @@
 """Imagined frames per second of the world models, with the oracle (the real simulator) in the same run.
 
     python bench/imagine_speed.py [--threads 2] [--horizon 8] [--batch-sizes 1,8,32] [--out bench_imagine.json]
+                                  [--driving-checkpoint DIR]
 
 For each family (driving 64x64, GUI 128x128) it loads the shipped checkpoint
 (``checkpoints/world_model/{driving,gui}``; a randomly initialised model of the
-same preset if missing: the speed is the same), imagines ``horizon`` steps for
+same preset if missing: the speed is the same; ``--driving-checkpoint`` benches another driving checkpoint, e.g. the
+v2 renderer with its layout stage), imagines ``horizon`` steps for
 ``B`` contexts at once, and reports frames/s = ``B * horizon / seconds``. The
 oracle's frames/s is measured by stepping the env after ``restore`` (one
 rollout at a time: the simulator is not batched).
@@ -32,12 +34,14 @@ FAMILIES = {
 }
 
 
-def load_model(family: str):
+def load_model(family: str, checkpoint: str | None = None):
     from genex.world_model import Denoiser, DiffusionWorldModel, load_world_model, preset
 
-    path = REPO / FAMILIES[family]["checkpoint"]
+    path = REPO / (checkpoint or FAMILIES[family]["checkpoint"])
     if (path / "config.json").exists():
-        return load_world_model(path, device="cpu"), str(path.relative_to(REPO))
+        return load_world_model(path, device="cpu"), str(checkpoint or FAMILIES[family]["checkpoint"])
+    if checkpoint is not None:
+        raise SystemExit(f"{checkpoint}: no config.json (not a world-model checkpoint folder)")
     torch.manual_seed(0)
     cfg, _ = preset(FAMILIES[family]["preset"])
     return DiffusionWorldModel(Denoiser(cfg), action_names=("accelerate", "cruise", "brake", "creep", "wait"),
@@ -96,12 +100,13 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--families", default="driving,gui")
     p.add_argument("--out", default=None, help="also write the results as JSON")
+    p.add_argument("--driving-checkpoint", default=None, help="driving checkpoint folder (default: the shipped one)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("MUJOCO_GL", "egl")
     rows = []
     for family in args.families.split(","):
-        model, source = load_model(family)
+        model, source = load_model(family, args.driving_checkpoint if family == "driving" else None)
         size = f"{model.cfg.height}x{model.cfg.width}"
         for b in (int(x) for x in args.batch_sizes.split(",")):
             fps = bench_model(model, family, b, args.horizon, args.repeats)

@@ -12,6 +12,9 @@ Result: 400 training episodes (14,909 windows), 3,000 steps; 3,576 held-out wind
 Command:
     MUJOCO_GL=egl python experiments/layout_stage_probe/run.py --train-episodes 300 --heldout-episodes 100 \\
         --steps 2000 --out runs/layout_probe
+    # a stage trained by `genex train-layout` (driving model v2), on the same held-out windows:
+    MUJOCO_GL=egl python experiments/layout_stage_probe/run.py --train-episodes 400 --heldout-episodes 150 \\
+        --model runs/wm_v2/model --out runs/layout_probe2
 
 Records (resumably, with ``genex.recording.record_episodes``) ``--train-episodes`` episodes from seed 0 and
 ``--heldout-episodes`` from seed 150000 with the ``mixed`` driver into ``OUT/data``, fits a layout stage on every
@@ -32,7 +35,8 @@ import torch
 
 from genex.io import atomic_write_bytes
 from genex.recording import iter_episodes, read_manifest, record_episodes
-from genex.world_model.layout import LayoutConfig, LayoutModel, fit_layout, layout_windows, save_layout
+from genex.world_model.layout import (LayoutConfig, LayoutModel, fit_layout, layout_windows, load_layout,
+                                     save_layout)
 
 ENV = "genex/OccludedCrosswalk-v0"
 
@@ -80,6 +84,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/layout_probe")
+    ap.add_argument("--model", default=None,
+                    help="evaluate the layout stage in this checkpoint folder (e.g. from `genex train-layout`) instead "
+                         "of fitting one; results go to OUT/result_<folder name>.json and .png")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -87,23 +94,31 @@ def main() -> None:
     record_episodes(ENV, train_dir, args.train_episodes, driver="mixed", seed=0)
     record_episodes(ENV, held_dir, args.heldout_episodes, driver="mixed", seed=150_000)
     manifest = read_manifest(train_dir)
-    f, a, y, _ = windows(train_dir, 4, args.horizon)
-    cfg = LayoutConfig(facts=tuple(manifest.facts), n_actions=len(manifest.action_names), grid=y.shape[-2:],
-                       context=4, horizon=args.horizon, components=args.components, image_size=f.shape[2:4])
-    print(f"{len(f)} training windows; fitting {args.steps} steps", flush=True)
-    torch.manual_seed(args.seed)
-    model = LayoutModel(cfg)
-    losses = fit_layout(model, f, a, y, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-    save_layout(model, out / "model")
-    hf, ha, hy, seen = windows(held_dir, 4, args.horizon)
+    if args.model is None:
+        f, a, y, _ = windows(train_dir, 4, args.horizon)
+        cfg = LayoutConfig(facts=tuple(manifest.facts), n_actions=len(manifest.action_names), grid=y.shape[-2:],
+                           context=4, horizon=args.horizon, components=args.components, image_size=f.shape[2:4])
+        print(f"{len(f)} training windows; fitting {args.steps} steps", flush=True)
+        torch.manual_seed(args.seed)
+        model = LayoutModel(cfg)
+        losses = fit_layout(model, f, a, y, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+        save_layout(model, out / "model")
+        result: dict = {"train_windows": int(len(f)), "steps": args.steps,
+                        "final_train_nll": float(np.mean(losses[-100:])), "config": cfg.to_dict()}
+        name = "result"
+    else:
+        model = load_layout(args.model, facts=tuple(manifest.facts), n_actions=len(manifest.action_names))
+        cfg = model.cfg
+        result = {"model": str(args.model), "config": cfg.to_dict()}
+        name = f"result_{Path(args.model).name}"
+    hf, ha, hy, seen = windows(held_dir, cfg.context, cfg.horizon)
     ped = cfg.facts.index("pedestrian")
-    result: dict = {"train_windows": int(len(f)), "heldout_windows": int(len(hf)), "steps": args.steps,
-                    "final_train_nll": float(np.mean(losses[-100:])), "config": cfg.to_dict()}
+    result["heldout_windows"] = int(len(hf))
     with torch.no_grad():
         tf, ta, ty = torch.from_numpy(hf), torch.from_numpy(ha), torch.from_numpy(hy)
         result["heldout_nll"] = float(-torch.cat([model.log_likelihood(tf[i:i + 256], ta[i:i + 256], ty[i:i + 256])
                                                   for i in range(0, len(tf), 256)]).mean())
-        for h in sorted({4, args.horizon}):
+        for h in sorted({4, cfg.horizon}):
             p = torch.cat([model.prob_visible_within(tf[i:i + 256], ta[i:i + 256], "pedestrian", h)
                            for i in range(0, len(tf), 256)]).numpy()
             truth = hy[:, :h, ped].reshape(len(hy), -1).any(-1)
@@ -125,8 +140,38 @@ def main() -> None:
                   f"no pedestrian in the context ({r['unseen_windows']} windows): true {r['unseen_true_rate']:.3f}, "
                   f"sampled {r['unseen_sampled_rate']:.3f}; in view: true {r['seen_true_rate']}, "
                   f"sampled {r['seen_sampled_rate']}", flush=True)
-    print(f"NLL train {result['final_train_nll']:.2f}, held out {result['heldout_nll']:.2f} nats per window")
-    atomic_write_bytes(out / "result.json", json.dumps(result, indent=2).encode())
+    print(f"NLL held out {result['heldout_nll']:.2f} nats per window"
+          + (f" (train {result['final_train_nll']:.2f})" if "final_train_nll" in result else ""))
+    atomic_write_bytes(out / f"{name}.json", json.dumps(result, indent=2).encode())
+    plot_reliability(result, out / f"{name}.png")
+    print(f"wrote {out / (name + '.json')} and the reliability diagram {out / (name + '.png')}")
+
+
+def plot_reliability(result: dict, path: Path) -> None:
+    """Reliability diagram of P(pedestrian within h) per horizon: mean predicted P against the observed rate per
+    bin (marker area ~ windows in the bin), with the diagonal."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted((k for k in result if k.startswith("within_")), key=lambda k: int(k.split("_")[1]))
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.3 * len(keys), 3.3), squeeze=False)
+    for ax, k in zip(axes[0], keys):
+        r, rows = result[k], result[k]["reliability"]
+        total = sum(x["count"] for x in rows)
+        ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--")
+        ax.scatter([x["p"] for x in rows], [x["true"] for x in rows], s=[8 + 400 * x["count"] / total for x in rows],
+                   alpha=0.8)
+        ax.plot([x["p"] for x in rows], [x["true"] for x in rows], lw=0.8)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("predicted P(pedestrian within h)")
+        ax.set_title(f"h = {k.split('_')[1]}: ECE {r['ece']:.3f} ({result['heldout_windows']} windows)", fontsize=8)
+    axes[0][0].set_ylabel("observed rate")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -6,13 +6,14 @@ setting of the grid ``samples x horizons``, each into its own resumable compare 
     OUT/samples_<S>-horizon_<H>/     a genex compare --out folder (run.json, episodes.jsonl, traces/)
     OUT/sweep.md, OUT/sweep.csv      one row per (env, planner, samples, horizon): success, errors, imagined
                                      frames and seconds per decision, each with its 95% CI
-    OUT/sweep.png                    success and errors against imagined frames per decision (symlog), one
-                                     column per env, one line per (planner, horizon) through its sample counts
+    OUT/sweep.png                    success, errors and real steps against imagined frames per decision
+                                     (symlog), one column per env, one line per (planner, horizon) through its
+                                     sample counts
     OUT/sweep_seconds.png            the same against seconds per decision
 
 Every setting runs the same held-out seeds, so two points of one env differ only by the setting. Planners
-that read neither option (``react``, ``prior``, ...) run once per setting anyway; leave them out, or read
-one of their points. A rerun with the same ``OUT`` resumes (each folder skips its finished episodes); a
+that imagine nothing (``react``, ``prior``, ...) run once per setting too and sit at 0 frames: a reference
+(cheap next to the imagining ones). A rerun with the same ``OUT`` resumes (each folder skips its finished episodes); a
 rerun with a wider grid adds folders, and the table and figures cover every setting folder in ``OUT``.
 """
 
@@ -38,8 +39,10 @@ __all__ = ["SweepSetting", "sweep_settings", "sweep_compute", "load_sweep", "for
 
 _FOLDER = re.compile(r"^samples_(\d+)-horizon_(\d+)$")
 #: columns of sweep.csv beyond the keys: (summary key, label) -- each with a ``_ci`` column
-SWEEP_METRICS = (("success", "success"), ("collision", "errors / collisions"),
+SWEEP_METRICS = (("success", "success"), ("collision", "errors / collisions"), ("steps", "real steps"),
                  ("imagined_per_decision", "imagined frames / decision"), ("seconds_per_decision", "s / decision"))
+#: the rows of the figures: (summary key, axis label)
+_PLOT_ROWS = (("success", "success rate"), ("collision", "errors / collisions"), ("steps", "real steps"))
 
 
 @dataclass(frozen=True, order=True)
@@ -151,7 +154,7 @@ def write_sweep(summary: Sequence[dict[str, Any]], out: str | Path, plots: bool 
 
 def plot_sweep(summary: Sequence[dict[str, Any]], path: str | Path | None = None,
                x: str = "imagined_per_decision") -> Any:
-    """Success (top) and errors / collisions (bottom) against ``x`` (``imagined_per_decision`` on a symlog axis,
+    """Success (top), errors / collisions and real steps (bottom) against ``x`` (``imagined_per_decision`` on a symlog axis,
     or ``seconds_per_decision`` on a log axis), one column per env; one line per (planner, horizon) through its
     sample counts (labelled S at each point); whiskers are 95% CIs. Returns the figure."""
     from genex.viz import _plt, _save
@@ -163,11 +166,12 @@ def plot_sweep(summary: Sequence[dict[str, Any]], path: str | Path | None = None
     lines = sorted({(s["planner"], s["horizon"]) for s in summary})
     planners = list(dict.fromkeys(p for p, _ in lines))
     horizons = sorted({h for _, h in lines})
-    fig, axes = plt.subplots(2, len(envs), figsize=(3.6 * len(envs) + 1.6, 5.2), squeeze=False, sharex="col")
+    fig, axes = plt.subplots(len(_PLOT_ROWS), len(envs), figsize=(3.6 * len(envs) + 1.6, 7.2), squeeze=False,
+                             sharex="col")
     cmap = plt.get_cmap("tab10")
     styles = ["-", "--", ":", "-."]
     for j, env in enumerate(envs):
-        for row, (metric, label) in enumerate([("success", "success rate"), ("collision", "errors / collisions")]):
+        for row, (metric, label) in enumerate(_PLOT_ROWS):
             ax = axes[row][j]
             for planner, horizon in lines:
                 pts = sorted((s for s in summary if s["env"] == env and s["planner"] == planner
@@ -179,7 +183,7 @@ def plot_sweep(summary: Sequence[dict[str, Any]], path: str | Path | None = None
                 err = [0.0 if math.isnan(s[f"{metric}_ci"]) else s[f"{metric}_ci"] for s in pts]
                 ax.errorbar(xs, ys, yerr=err, fmt="o", ls=styles[horizons.index(horizon) % len(styles)],
                             color=cmap(planners.index(planner) % 10), capsize=2, ms=3.5, alpha=0.85,
-                            label=f"{planner}, horizon {horizon}")
+                            label=planner if len(horizons) == 1 else f"{planner}, horizon {horizon}")
                 if row == 0:
                     for s, xv, yv in zip(pts, xs, ys):
                         ax.annotate(str(s["samples"]), (xv, yv), textcoords="offset points", xytext=(2, 3), fontsize=6)
@@ -187,13 +191,12 @@ def plot_sweep(summary: Sequence[dict[str, Any]], path: str | Path | None = None
                 ax.set_xscale("symlog", linthresh=1.0)
             else:
                 ax.set_xscale("log")
-            if row == 0:
+            if metric == "success":
                 ax.set_ylim(-0.03, 1.05)
-            else:
-                ax.set_ylim(bottom=-0.01)
-            if row == 0:
                 ax.set_title(env.split("/")[-1].replace("-v0", ""), fontsize=9)
-            else:
+            elif metric == "collision":
+                ax.set_ylim(bottom=-0.01)
+            if row == len(_PLOT_ROWS) - 1:
                 ax.set_xlabel("imagined frames / decision" if x == "imagined_per_decision" else "seconds / decision")
             if j == 0:
                 ax.set_ylabel(label)
