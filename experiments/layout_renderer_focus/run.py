@@ -10,9 +10,14 @@ Status: run 2026-12-07 on 2 shared CPU cores (docs/world_model.md, "Driving mode
 Result: no. After 2,000 focused steps (horizon-1 PSNR with the true layout 29.6 -> 29.9 dB, copy-last 22.8) the
     error in the pedestrian's cells is 19.9 levels with the true layout and 20.2 with the pedestrian emptied
     (copy-last 25.0); where the pedestrian is new, 12.3 vs 11.6: the renderer still draws from its context.
+    1,500 more steps with ``--mask-share 0.5`` (half the windows lose the pedestrian's cells from their context,
+    and as many random cells; 2 threads, 7 min): 19.6 vs 20.1, new 11.6 vs 11.1. Still no.
 Command:
     python experiments/layout_renderer_focus/run.py --data runs/layout_probe2/data/train \\
         --init-from runs/wm_v2/renderer/model --out runs/wm_v2/renderer_focus --steps 2000
+    python experiments/layout_renderer_focus/run.py --data runs/layout_probe2/data/train \\
+        --init-from runs/wm_v2/renderer_focus/model --out runs/wm_v2/renderer_masked --steps 1500 --mask-share 0.5 \\
+        --threads 2
     # does a renderer read its layout? (any layout checkpoint with its stage; held-out windows)
     python experiments/layout_renderer_focus/run.py --measure runs/wm_v2/model --data runs/layout_probe2/data/heldout
 
@@ -37,6 +42,7 @@ import torch
 
 from genex.world_model.config import preset
 from genex.world_model.data import WindowDataset
+from genex.world_model.denoiser import Batch
 from genex.world_model.train import WorldModelTrainer
 
 PEDESTRIAN = 0  # the first occupancy fact of OccludedCrosswalk
@@ -45,13 +51,38 @@ PEDESTRIAN = 0  # the first occupancy fact of OccludedCrosswalk
 class PedestrianFocusTrainer(WorldModelTrainer):
     """Batches weighted towards the windows whose target frame shows a pedestrian (see the module docstring)."""
 
-    def __init__(self, *args: Any, ped_share: float, new_share: float, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, ped_share: float, new_share: float, mask_share: float = 0.0,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.ped_share, self.new_share = ped_share, new_share
+        self.ped_share, self.new_share, self.mask_share = ped_share, new_share, mask_share
         self._pools_of: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._mask_rng = torch.Generator().manual_seed(12345)
 
     def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "ped_share": self.ped_share, "new_share": self.new_share}
+        return {**super().settings(), "ped_share": self.ped_share, "new_share": self.new_share,
+                "mask_share": self.mask_share}
+
+    def compute_loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """With ``mask_share``: in that share of the windows, the context frames lose the cells the target's
+        pedestrian occupies (dilated by one cell) and as many random other cells (filled with each frame's mean
+        colour), so the layout is the only place that says where, and whether, a pedestrian is: the renderer
+        has to read it. The random cells keep the mask itself from saying where the pedestrian is."""
+        if self.mask_share <= 0 or batch.layout is None:
+            return model(batch)
+        ctx = batch.context.clone()  # uint8[B, K, H, W, 3]
+        b, _, h, w, _ = ctx.shape
+        ped = batch.layout[:, PEDESTRIAN].float()[:, None]  # [B, 1, gh, gw]
+        gh, gw = ped.shape[-2:]
+        near = torch.nn.functional.max_pool2d(ped, 3, stride=1, padding=1)[:, 0] > 0  # [B, gh, gw]
+        # as many random cells as the pedestrian's (at least 4, so windows without one are masked too)
+        share = near.float().mean((1, 2), keepdim=True).clamp(min=4 / (gh * gw))
+        extra = torch.rand(b, gh, gw, generator=self._mask_rng) < share
+        chosen = torch.rand(b, generator=self._mask_rng) < self.mask_share
+        cells = (near | extra) & chosen[:, None, None]
+        pixels = cells.repeat_interleave(h // gh, 1).repeat_interleave(w // gw, 2)  # [B, H, W]
+        mean = ctx.float().mean((2, 3), keepdim=True).round().to(ctx.dtype)  # [B, K, 1, 1, 3]
+        ctx = torch.where(pixels[:, None, :, :, None], mean.expand_as(ctx), ctx)
+        return model(Batch(ctx, batch.action, batch.target, batch.layout))
 
     def _pools(self, data: WindowDataset) -> tuple[np.ndarray, np.ndarray]:
         if id(data) not in self._pools_of:
@@ -126,6 +157,8 @@ def main() -> None:
     ap.add_argument("--agent-weight", type=float, default=4.0)
     ap.add_argument("--ped-share", type=float, default=0.25)
     ap.add_argument("--new-share", type=float, default=0.25)
+    ap.add_argument("--mask-share", type=float, default=0.0,
+                    help="share of windows whose context loses the pedestrian's cells (and as many random ones)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args()
@@ -144,7 +177,7 @@ def main() -> None:
     model_cfg, train_cfg = cfgs.model, cfgs.train
     trainer = PedestrianFocusTrainer(args.data, args.out, model_cfg, train_cfg, init_from=args.init_from,
                                      resume=args.resume, sampler=cfgs.sampler, device="cpu",
-                                     ped_share=args.ped_share, new_share=args.new_share,
+                                     ped_share=args.ped_share, new_share=args.new_share, mask_share=args.mask_share,
                                      command="python experiments/layout_renderer_focus/run.py " + " ".join(
                                          f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
                                          if v not in (None, False)))
