@@ -319,3 +319,36 @@ def test_widening_a_model_without_layout_keeps_its_output_and_adds_zero_weights(
         widen_for_layout(old.state_dict(), old_cfg, replace(new_cfg, cond_dim=64))
     with pytest.raises(ValueError, match="adds layout channels"):
         widen_for_layout(new.state_dict(), new_cfg, new_cfg)
+
+
+@pytest.mark.slow  # records two 64x64 episodes and runs the experiment in a fresh interpreter: ~1 min
+def test_the_focus_experiment_trains_with_masked_contexts_and_measures(tmp_path, one_torch_thread):
+    """experiments/layout_renderer_focus: a few focused, masked steps on the trainer, then its --measure."""
+    import os
+    import subprocess
+    import sys
+
+    from genex.cli import main
+
+    root = Path(__file__).resolve().parents[1]
+    rec = tmp_path / "rec"
+    assert main(["record", "--env", "genex/OccludedCrosswalk-v0", "--episodes", "2", "--driver", "cautious",
+                 "--out", str(rec), "--quiet"]) == 0
+    base = tmp_path / "base"
+    assert main(["train-world-model", "--data", str(rec), "--config", "small-layout", "--out", str(base), "--threads",
+                 "1", "--quiet", "--max-steps", "1", "--batch-size", "4", "--checkpoint-every", "1", "--eval-every", "1",
+                 "--device", "cpu"]) == 0
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(root))
+    script = str(root / "experiments" / "layout_renderer_focus" / "run.py")
+    out = tmp_path / "focus"
+    r = subprocess.run([sys.executable, script, "--data", str(rec), "--init-from", str(base / "model"), "--out",
+                        str(out), "--steps", "2", "--mask-share", "1.0"], cwd=root, env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    run = json.loads((out / "run.json").read_text())
+    assert run["trainer"]["mask_share"] == 1.0 and run["init_from"]["path"] == str(base / "model")
+    assert main(["train-layout", "--data", str(rec), "--out", str(out / "model"), "--steps", "2", "--quiet"]) == 0
+    r = subprocess.run([sys.executable, script, "--measure", str(out / "model"), "--data", str(rec)], cwd=root, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "windows whose target shows a pedestrian" in r.stdout
