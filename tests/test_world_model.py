@@ -114,7 +114,7 @@ def test_snap_copies_small_changes_exactly():
     snapped = sample_next_frame(d, ctx, a, sc, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(snapped, ctx[:, -3:])  # ... with it, a static frame is copied exactly
     # large changes pass through untouched
-    d.denoise = lambda x, s, c, act: torch.full_like(x, 0.5)  # type: ignore[method-assign]
+    d.denoise = lambda x, s, c, act, layout=None: torch.full_like(x, 0.5)  # type: ignore[method-assign]
     moved = sample_next_frame(d, ctx * 0, a, sc, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(moved, torch.full_like(moved, 0.5))
     with pytest.raises(ValueError, match="snap"):
@@ -132,7 +132,7 @@ def test_min_changed_pixels_drops_faint_outlines_but_keeps_real_moves():
     change = torch.zeros(2, 3, 16, 16)
     change[0, :, 2, 3:6] = 0.8  # sample 0: a 3-pixel outline
     change[1, :, 4:12, 4:12] = 0.8  # sample 1: a 64-pixel object moves
-    d.denoise = lambda x, s, c, act: change  # type: ignore[method-assign]  # the one Euler step lands on it
+    d.denoise = lambda x, s, c, act, layout=None: change  # type: ignore[method-assign]  # the one Euler step lands on it
     plain = sample_next_frame(d, ctx, a, sc, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(plain, change)  # off by default (0): both changes survive the snap
     sc = sc.replace(min_changed_pixels=4)

@@ -310,11 +310,11 @@ class WindowDataset:
         if any(o is None for o in occupancy):
             raise ValueError("a layout model's windows need each episode's occupancy: load the episodes with a config "
                              "that has layout_channels > 0 (scan_recordings / load_recordings keep it then)")
-        grids = sorted({tuple(o.shape[1:]) for o in occupancy if o is not None})
+        grids = sorted({tuple(o.shape[1:]) for o in occupancy})
         if len(grids) > 1:
             raise ValueError(f"the episodes have occupancy maps of shapes {grids}: record every folder at one frame "
                              "size and occupancy cell")
-        self.occupancy = torch.from_numpy(np.concatenate([np.asarray(o) > 0 for o in occupancy if o is not None]))
+        self.occupancy = torch.from_numpy(np.concatenate(occupancy) > 0)
         if len(self.occupancy) != self.num_frames:
             raise ValueError(f"{len(self.occupancy)} occupancy maps for {self.num_frames} frames")
 

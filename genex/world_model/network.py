@@ -208,10 +208,7 @@ def widen_for_layout(state: dict[str, torch.Tensor], old: WorldModelConfig, new:
         raise ValueError(f"expected one UNet input convolution in the weights, found {keys}")
     key = keys[0]
     w = state[key]  # [out, in_old, k, k]: the pixel-unshuffled image channels, then the glimpse map
-    pp = new.patch * new.patch
-    image = (3 * (new.context + 1) + (1 if new.action_family == "gui" else 0)) * pp
-    added = new.layout_channels * pp  # unshuffled after the image channels, before the glimpse map
-    if w.shape[1] != image + new.glimpse_map:
-        raise ValueError(f"{key} has {w.shape[1]} input channels, the config says {image + new.glimpse_map}")
+    image = w.shape[1] - new.glimpse_map  # ConditionedUNet.forward unshuffles the layout maps after the image
+    added = new.layout_channels * new.patch * new.patch  # channels and before it appends the glimpse map
     zeros = w.new_zeros(w.shape[0], added, *w.shape[2:])
     return {**state, key: torch.cat([w[:, :image], zeros, w[:, image:]], dim=1)}

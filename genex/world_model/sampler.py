@@ -44,8 +44,6 @@ def sample_next_frame(denoiser: Denoiser, context: torch.Tensor, action: torch.T
     sc = (sampler_of(denoiser) if sampler is None else sampler).check_model(cfg)
     b, device = context.shape[0], context.device
     check_layout(cfg, layout, b)  # before any noise is drawn
-    # a layout goes to the denoiser only where there is one: its four-argument contract is unchanged otherwise
-    extra = {} if layout is None else {"layout": layout}
     sigmas = karras_sigmas(sc, device)
     if noise is None:
         noise = torch.randn((b, 3, cfg.height, cfg.width), generator=generator, device="cpu")
@@ -54,10 +52,10 @@ def sample_next_frame(denoiser: Denoiser, context: torch.Tensor, action: torch.T
     x = noise.to(device) * sigmas[0]
     for i in range(sc.steps):
         s, s_next = sigmas[i], sigmas[i + 1]
-        d = (x - denoiser.denoise(x, s.expand(b), context, action, **extra)) / s
+        d = (x - denoiser.denoise(x, s.expand(b), context, action, layout)) / s
         x_next = x + d * (s_next - s)
         if sc.sampler == "heun" and s_next > 0:
-            d2 = (x_next - denoiser.denoise(x_next, s_next.expand(b), context, action, **extra)) / s_next
+            d2 = (x_next - denoiser.denoise(x_next, s_next.expand(b), context, action, layout)) / s_next
             x_next = x + (d + d2) / 2 * (s_next - s)
         x = x_next
     if cfg.residual:
