@@ -74,25 +74,33 @@ def format_table(summary: Sequence[dict[str, Any]], planners_order: Sequence[str
     head = "| env | " + ("condition | " if split else "") + "planner | n | " + " | ".join(label for _, label, _ in METRICS) + " |"
     lines = [head, "|" + "---|" * (3 + split + len(METRICS))]
     for s in rows:
-        cells = []
-        for key, _, kind in METRICS:
-            m, ci = s[key], s[f"{key}_ci"]
-            if math.isnan(m):
-                cells.append("n/a")  # no episode reported it (e.g. a foreign env without success/collision info)
-            elif kind == "rate":
-                cells.append(f"{100 * m:.0f}% ± {100 * ci:.0f}" if not math.isnan(ci) else f"{100 * m:.0f}%")
-            else:
-                prec = 3 if key in ("brier", "log_loss", "seconds_per_decision") else 1
-                cells.append(f"{m:.{prec}f} ± {ci:.{prec}f}" if not math.isnan(ci) else f"{m:.{prec}f}")
+        cells = [format_cell(s, key) for key, _, _ in METRICS]
         cond = f"{s['condition']} | " if split else ""
         lines.append(f"| {s['env'].split('/')[-1]} | {cond}{s['planner']} | {s['n']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _write_csv(summary: Sequence[dict[str, Any]], path: Path, keys: Sequence[str]) -> None:
+def format_cell(s: dict[str, Any], key: str) -> str:
+    """The table cell of metric ``key`` of a summary dict: mean ± 95% CI half-width (rates in %), "n/a" where no
+    episode reported it (e.g. a foreign env without success/collision info)."""
+    m, ci = s[key], s[f"{key}_ci"]
+    if math.isnan(m):
+        return "n/a"
+    if _KINDS[key] == "rate":
+        return f"{100 * m:.0f}% ± {100 * ci:.0f}" if not math.isnan(ci) else f"{100 * m:.0f}%"
+    prec = 3 if key in ("brier", "log_loss", "seconds_per_decision") else 1
+    return f"{m:.{prec}f} ± {ci:.{prec}f}" if not math.isnan(ci) else f"{m:.{prec}f}"
+
+
+_KINDS = {key: kind for key, _, kind in METRICS}
+
+
+def write_csv(summary: Sequence[dict[str, Any]], path: Path, keys: Sequence[str],
+              metrics: Sequence[str] = tuple(key for key, _, _ in METRICS)) -> None:
+    """``summary`` as CSV at ``path`` (atomically): the columns ``keys``, then each metric and its ``_ci``."""
     import io
 
-    fields = list(keys) + [k for key, _, _ in METRICS for k in (key, f"{key}_ci")]
+    fields = list(keys) + [k for key in metrics for k in (key, f"{key}_ci")]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=fields)
     w.writeheader()
@@ -115,7 +123,7 @@ def write_summary(rows: Sequence[dict[str, Any]], out: str | Path, planners_orde
         text = format_table(summary, planners_order) + "\n"
         stem = "summary_by_" + "+".join(condition_keys(by))
         atomic_write_bytes(out / f"{stem}.md", text.encode())
-        _write_csv(summary, out / f"{stem}.csv", ["env", "condition", "planner", "n"])
+        write_csv(summary, out / f"{stem}.csv", ["env", "condition", "planner", "n"])
         return text
     summary = summarize(rows)
     table = format_table(summary, planners_order)
@@ -134,7 +142,7 @@ def write_summary(rows: Sequence[dict[str, Any]], out: str | Path, planners_orde
                  "is shown only where the gap's paired 95% CI excludes 0.\n\n"
                  + shares + "\n")
     atomic_write_bytes(out / "summary.md", text.encode())
-    _write_csv(summary, out / "summary.csv", ["env", "planner", "n"])
+    write_csv(summary, out / "summary.csv", ["env", "planner", "n"])
     if plots and summary:
         from genex.viz import plot_comparison, plot_compute
 

@@ -19,8 +19,6 @@ rerun with a wider grid adds folders, and the table and figures cover every sett
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import re
 from dataclasses import dataclass, replace
@@ -31,6 +29,7 @@ from genex.io import atomic_write_bytes
 
 from .config import CompareConfig
 from .execute import compare
+from .report import format_cell, write_csv
 from .stats import summarize
 from .store import load_rows
 
@@ -114,21 +113,12 @@ def load_sweep(out: str | Path) -> list[dict[str, Any]]:
     return sorted(found, key=lambda s: (s["env"], s["planner"], s["horizon"], s["samples"]))
 
 
-def _cell(m: float, ci: float, rate: bool, prec: int = 1) -> str:
-    if math.isnan(m):
-        return "n/a"
-    if rate:
-        return f"{100 * m:.0f}% ± {100 * ci:.0f}" if not math.isnan(ci) else f"{100 * m:.0f}%"
-    return f"{m:.{prec}f} ± {ci:.{prec}f}" if not math.isnan(ci) else f"{m:.{prec}f}"
-
-
 def format_sweep(summary: Sequence[dict[str, Any]]) -> str:
     """Markdown table of :func:`load_sweep`: one row per (env, planner, horizon, samples), 95% CIs."""
     lines = ["| env | planner | horizon | samples | n | " + " | ".join(label for _, label in SWEEP_METRICS) + " |",
              "|" + "---|" * (5 + len(SWEEP_METRICS))]
     for s in summary:
-        cells = [_cell(s[k], s[f"{k}_ci"], k in ("success", "collision"), 3 if k == "seconds_per_decision" else 1)
-                 for k, _ in SWEEP_METRICS]
+        cells = [format_cell(s, k) for k, _ in SWEEP_METRICS]
         lines.append(f"| {s['env'].split('/')[-1]} | {s['planner']} | {s['horizon']} | {s['samples']} | {s['n']} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -140,12 +130,7 @@ def write_sweep(summary: Sequence[dict[str, Any]], out: str | Path, plots: bool 
     out.mkdir(parents=True, exist_ok=True)
     table = format_sweep(summary) + "\n"
     atomic_write_bytes(out / "sweep.md", table.encode())
-    fields = ["env", "planner", "horizon", "samples", "n"] + [c for k, _ in SWEEP_METRICS for c in (k, f"{k}_ci")]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
-    w.writeheader()
-    w.writerows(summary)
-    atomic_write_bytes(out / "sweep.csv", buf.getvalue().encode())
+    write_csv(summary, out / "sweep.csv", ["env", "planner", "horizon", "samples", "n"], [k for k, _ in SWEEP_METRICS])
     if plots and summary:
         plot_sweep(summary, out / "sweep.png", x="imagined_per_decision")
         plot_sweep(summary, out / "sweep_seconds.png", x="seconds_per_decision")
