@@ -321,6 +321,89 @@ def test_widening_a_model_without_layout_keeps_its_output_and_adds_zero_weights(
         widen_for_layout(new.state_dict(), new_cfg, new_cfg)
 
 
+# ------------------------------------------------------------------------------- the layout encoder (v2 recipe)
+ENC = CFG.replace(layout_encoder=8, agent_facts=(0,))
+
+
+def test_layout_encoder_config_checks_and_preset():
+    assert "layout_encoder" not in CFG.to_dict() and "agent_facts" not in CFG.to_dict()  # old layout configs
+    assert WorldModelConfig.from_dict(ENC.to_dict()) == ENC
+    with pytest.raises(ValueError, match="layout_encoder"):
+        WorldModelConfig(layout_encoder=8)  # nothing to encode
+    with pytest.raises(ValueError, match="agent_facts"):
+        CFG.replace(agent_facts=(2,))  # only 2 facts
+    with pytest.raises(ValueError, match="agent_facts"):
+        CFG.replace(agent_weight=0.0, agent_facts=(0,))  # nothing to weigh with
+    model, train = preset("small-layout-v2")
+    assert (model.layout_encoder, model.agent_facts, train.layout_lr_scale) == (32, (0, 1, 4), 10.0)
+    with pytest.raises(ValueError, match="layout_lr_scale"):
+        preset("small-layout-v2", layout_lr_scale=0.0)
+
+
+def test_the_layout_encoder_draws_the_layout_where_it_is(one_torch_thread):
+    d = renderer(ENC)
+    assert d.net.unet.conv_in.conv.in_channels == 3 * (CFG.context + 1)  # no layout maps among the inputs
+    torch.nn.init.normal_(d.net.layout_encoder.out.weight, std=0.3)  # trained away from its zero start
+    ctx = d.stack_context(torch.from_numpy(inputs(2, CFG.context)))
+    action = torch.zeros(2, 4 + CFG.text_length)
+    empty = torch.zeros(2, 2, 4, 4, dtype=torch.bool)
+    walker = empty.clone()
+    walker[:, 0, 1, 2] = True
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    sigma = torch.full((2,), 1.0)
+    with torch.no_grad():
+        a, b = d.denoise(x, sigma, ctx, action, empty), d.denoise(x, sigma, ctx, action, walker)
+    diff = (a - b).abs().mean((0, 1))
+    assert float(diff[4:8, 8:12].mean()) > 1.5 * float(diff.mean())  # strongest in and around the cell
+    with pytest.raises(ValueError, match="renders a sampled layout"):
+        d.denoise(x, sigma, ctx, action)
+
+
+def test_agent_facts_weigh_only_those_facts_cells(one_torch_thread):
+    d = renderer(ENC)
+    layout = torch.zeros(1, 2, 4, 4, dtype=torch.bool)
+    layout[0, 0, 0, 0] = True  # the weighed fact
+    layout[0, 1, 3, 3] = True  # the other: weight 1
+    w = d.pixel_weight(torch.zeros(1, 3, 16, 16), layout)
+    assert torch.all(w[0, 0, :4, :4] == 5.0) and torch.all(w[0, 0, 12:, 12:] == 1.0) and float(w.sum()) == 256 + 64
+
+
+def test_widening_into_a_layout_encoder_keeps_the_output_and_trains_it_faster(one_torch_thread):
+    from genex.world_model.config import TrainConfig
+    from genex.world_model.network import widen_for_layout
+    from genex.world_model.train import param_groups
+
+    old_cfg = CFG.replace(layout_channels=0, agent_weight=0.0)
+    torch.manual_seed(0)
+    old = Denoiser(old_cfg).eval()
+    torch.nn.init.normal_(old.net.unet.conv_out.weight, std=0.1)
+    new = Denoiser(ENC).eval()
+    with pytest.raises(ValueError, match="initial weights"):
+        widen_for_layout(old.state_dict(), old_cfg, ENC)
+    new.load_state_dict(widen_for_layout(old.state_dict(), old_cfg, ENC, new.state_dict()))
+    ctx = old.stack_context(torch.from_numpy(inputs(2, CFG.context)))
+    action = torch.zeros(2, 4 + CFG.text_length)
+    x, sigma = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)), torch.full((2,), 1.0)
+    layout = torch.rand(2, 2, 4, 4, generator=torch.Generator().manual_seed(2)) > 0.5
+    with torch.no_grad():
+        want = old.denoise(x, sigma, ctx, action)
+        got = new.denoise(x, sigma, ctx, action, layout)
+    assert want.abs().max() > 0.01 and torch.allclose(want, got, atol=1e-6)
+
+    groups = param_groups(new, TrainConfig(lr=1e-3, weight_decay=0.01, layout_lr_scale=10.0))
+    assert len(groups) == 2 and groups[1]["lr"] == pytest.approx(1e-2) and groups[1]["weight_decay"] == 0.0
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in new.net.layout_encoder.parameters()}
+    assert len(param_groups(old, TrainConfig())) == 1  # a model without an encoder: one group, as before
+    # one step: the zero last convolution moves, so the next step reads the layout
+    frames = torch.from_numpy(inputs(2, CFG.context + 1))
+    opt = torch.optim.AdamW(groups, lr=1e-3)
+    new.train()
+    loss, _ = new(Batch(frames[:, :-1], action, frames[:, -1], layout))
+    loss.backward()
+    opt.step()
+    assert new.net.layout_encoder.out.weight.abs().max() > 0
+
+
 @pytest.mark.slow  # records two 64x64 episodes and runs the experiment in a fresh interpreter: ~1 min
 def test_the_focus_experiment_trains_with_masked_contexts_and_measures(tmp_path, one_torch_thread):
     """experiments/layout_renderer_focus: a few focused, masked steps on the trainer, then its --measure."""

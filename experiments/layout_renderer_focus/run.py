@@ -103,13 +103,19 @@ class PedestrianFocusTrainer(WorldModelTrainer):
                                ped[rng.integers(0, len(ped), n_ped)] if n_ped else rest[:0], rest])
 
 
-def measure_layout_effect(checkpoint: str, data: str, episodes: int = 60, windows: int = 120) -> dict[str, float]:
-    """The ``--measure`` numbers (module docstring) of the layout renderer in ``checkpoint`` on recordings ``data``."""
+def measure_layout_effect(checkpoint: str, data: str, episodes: int = 60, windows: int = 120,
+                          raw: bool = False) -> dict[str, float]:
+    """The ``--measure`` numbers (module docstring) of the layout renderer in ``checkpoint`` on recordings ``data``.
+
+    ``raw``: sample without the checkpoint's snapping (``snap 0``, ``min_changed_pixels 0``), which zeroes changes
+    under 32 levels and frames where fewer than 30 pixels change: a lone new pedestrian (~12 pixels) in front of
+    a waiting car is both, so the snapped render cannot show it whatever the network draws."""
     from genex.recording import iter_episodes, read_manifest
     from genex.world_model.checkpoint import load_world_model
     from genex.world_model.sampler import sample_next_frame
 
     model = load_world_model(checkpoint, device="cpu")
+    sampler = model.sampler.replace(snap=0.0, min_changed_pixels=0) if raw else model.sampler
     model.action_names = tuple(read_manifest(data).action_names)
     den, k = model.denoiser, model.cfg.context
     found = []
@@ -120,7 +126,8 @@ def measure_layout_effect(checkpoint: str, data: str, episodes: int = 60, window
             if ep.occupancy[t + 1, PEDESTRIAN].any():
                 found.append((ep, t))
     pick = np.random.default_rng(0).choice(len(found), size=min(windows, len(found)), replace=False)
-    err: dict[str, list[float]] = {"true": [], "emptied": [], "copy_last": [], "true_new": [], "emptied_new": []}
+    err: dict[str, list[float]] = {"true": [], "emptied": [], "copy_last": [], "true_new": [], "emptied_new": [],
+                                   "effect": [], "effect_new": []}
     for j in pick:
         ep, t = found[j]
         ctx = den.stack_context(torch.from_numpy(ep.frames[t - k + 1:t + 1][None]))
@@ -132,13 +139,20 @@ def measure_layout_effect(checkpoint: str, data: str, episodes: int = 60, window
         mask = np.kron(ep.occupancy[t + 1, PEDESTRIAN] > 0, np.ones((cell, cell))).astype(bool)
         target = ep.frames[t + 1].astype(np.float32)
         new = not ep.occupancy[t, PEDESTRIAN].any()
+        outs = []
         for name, lay in (("true", layout), ("emptied", emptied)):
-            x = sample_next_frame(den, ctx, act, model.sampler, generator=torch.Generator().manual_seed(0), layout=lay)
+            x = sample_next_frame(den, ctx, act, sampler, generator=torch.Generator().manual_seed(0), layout=lay)
             out = ((x[0].permute(1, 2, 0) + 1) * 127.5).clamp(0, 255).numpy()
+            outs.append(out)
             e = float(np.abs(out - target).max(-1)[mask].mean())
             err[name].append(e)
             if new:
                 err[name + "_new"].append(e)
+        # how much the pedestrian's cells change between the two renders: 0 for a renderer that ignores its layout
+        effect = float(np.abs(outs[0] - outs[1]).max(-1)[mask].mean())
+        err["effect"].append(effect)
+        if new:
+            err["effect_new"].append(effect)
         err["copy_last"].append(float(np.abs(ep.frames[t].astype(np.float32) - target).max(-1)[mask].mean()))
     res = {name: float(np.mean(v)) if v else float("nan") for name, v in err.items()}
     res["windows"], res["new_windows"] = float(len(pick)), float(len(err["true_new"]))
@@ -154,7 +168,10 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--agent-weight", type=float, default=4.0)
+    ap.add_argument("--config", default="small-layout", help="the renderer's preset (small-layout-v2: layout encoder)")
+    ap.add_argument("--agent-weight", type=float, default=None, help="default: the preset's")
+    ap.add_argument("--raw", action="store_true",
+                    help="with --measure: sample without the checkpoint's snapping (snap 0, min_changed_pixels 0)")
     ap.add_argument("--ped-share", type=float, default=0.25)
     ap.add_argument("--new-share", type=float, default=0.25)
     ap.add_argument("--mask-share", type=float, default=0.0,
@@ -164,22 +181,23 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.measure:
-        r = measure_layout_effect(args.measure, args.data[0])
-        print(f"{args.measure} on {args.data[0]}: {r['windows']:.0f} windows whose target shows a pedestrian; mean "
-              f"error in its cells (uint8 levels): true layout {r['true']:.1f}, pedestrian emptied {r['emptied']:.1f}, "
-              f"copy-last {r['copy_last']:.1f}; where the pedestrian is new ({r['new_windows']:.0f}): "
-              f"{r['true_new']:.1f} vs {r['emptied_new']:.1f}")
+        r = measure_layout_effect(args.measure, args.data[0], raw=args.raw)
+        print(f"{args.measure} on {args.data[0]}{' (raw sampler)' if args.raw else ''}: {r['windows']:.0f} windows "
+              f"whose target shows a pedestrian; mean error in its cells (uint8 levels): true layout {r['true']:.1f}, "
+              f"pedestrian emptied {r['emptied']:.1f}, copy-last {r['copy_last']:.1f}, difference between the two "
+              f"renders {r['effect']:.1f}; where the pedestrian is new ({r['new_windows']:.0f}): "
+              f"{r['true_new']:.1f} vs {r['emptied_new']:.1f}, difference {r['effect_new']:.1f}")
         return
     if not args.init_from or not args.out:
         ap.error("training needs --init-from and --out (or --measure CHECKPOINT)")
-    cfgs = preset("small-layout", max_steps=args.steps, lr=args.lr, agent_weight=args.agent_weight,
-                  checkpoint_every=250, eval_every=500)
+    weight = {} if args.agent_weight is None else {"agent_weight": args.agent_weight}
+    cfgs = preset(args.config, max_steps=args.steps, lr=args.lr, checkpoint_every=250, eval_every=500, **weight)
     model_cfg, train_cfg = cfgs.model, cfgs.train
     trainer = PedestrianFocusTrainer(args.data, args.out, model_cfg, train_cfg, init_from=args.init_from,
                                      resume=args.resume, sampler=cfgs.sampler, device="cpu",
                                      ped_share=args.ped_share, new_share=args.new_share, mask_share=args.mask_share,
                                      command="python experiments/layout_renderer_focus/run.py " + " ".join(
-                                         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+                                         f"--{k.replace('_', '-')} {' '.join(v) if isinstance(v, list) else v}" for k, v in vars(args).items()
                                          if v not in (None, False)))
     trainer.train()
 

@@ -90,7 +90,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = {}
     for k in ("max_steps", "batch_size", "checkpoint_every", "eval_every", "seed", "lr", "changed_share", "source_balance",
               "precision", "glimpse_map", "click_text", "p_mean", "p_std", "patch", "change_weight",
-              "layout_channels", "agent_weight"):
+              "layout_channels", "agent_weight", "layout_encoder", "layout_lr_scale"):
         v = getattr(args, k)
         if v is not None:
             overrides[k] = v
@@ -99,6 +99,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             overrides["channels"] = tuple(int(c) for c in args.channels.split(","))
         except ValueError:
             raise SystemExit(f"genex train-world-model: --channels takes comma-separated integers, got {args.channels!r}")
+    if args.agent_facts:
+        try:
+            overrides["agent_facts"] = tuple(int(c) for c in args.agent_facts.split(","))
+        except ValueError:
+            raise SystemExit(f"genex train-world-model: --agent-facts takes comma-separated fact indices, got "
+                             f"{args.agent_facts!r}")
     if args.glimpse:
         try:
             overrides["glimpse"] = tuple(int(c) for c in args.glimpse.lower().split("x"))
@@ -311,6 +317,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "checkpoint")
     s.add_argument("--agent-weight", type=float, default=None,
                    help="with --layout-channels: extra loss weight on pixels inside occupied cells (small-layout: 4)")
+    s.add_argument("--agent-facts", default=None,
+                   help="comma-separated fact indices whose cells --agent-weight weighs (default: every fact's; "
+                        "small-layout-v2: 0,1,4, the crosswalk's pedestrian, ball and oncoming car)")
+    s.add_argument("--layout-encoder", type=int, default=None,
+                   help="with --layout-channels: width of the CNN that reads the layout and adds to the UNet's first "
+                        "feature map (0: layout maps as input channels; small-layout-v2: 32). Part of the checkpoint")
+    s.add_argument("--layout-lr-scale", type=float, default=None,
+                   help="learning rate of the layout encoder as a multiple of --lr, without weight decay "
+                        "(small-layout-v2: 10)")
     s.add_argument("--init-from", default=None,
                    help="checkpoint folder whose weights start the run (fine-tuning; same --config and network; for "
                         "--config small-layout also a model without layout inputs, e.g. the shipped driving model: "

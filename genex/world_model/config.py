@@ -124,10 +124,10 @@ class SamplerConfig:
 #: Checkpoints saved before the split hold them in their ``"model"`` section (see :func:`configs_from_dict`)
 SAMPLING_ONLY = tuple(f.name for f in fields(SamplerConfig))
 #: fields that only change how the weights are trained (noise levels drawn, loss weights), so a fine-tune may change them
-TRAINING_ONLY = ("p_mean", "p_std", "change_weight", "agent_weight")
+TRAINING_ONLY = ("p_mean", "p_std", "change_weight", "agent_weight", "agent_facts")
 #: fields a config leaves out of :meth:`WorldModelConfig.to_dict` at their default (0): they came after the shipped
 #: checkpoints, whose ``config.json`` and weights metadata stay byte for byte what they were
-_OMITTED_AT_DEFAULT = ("layout_channels", "agent_weight")
+_OMITTED_AT_DEFAULT = ("layout_channels", "agent_weight", "layout_encoder", "agent_facts")
 
 @dataclass(frozen=True)
 class WorldModelConfig:
@@ -181,6 +181,14 @@ class WorldModelConfig:
             in the target frame is weighted ``1 + agent_weight`` (normalised per batch like ``change_weight``; the
             two add). A pedestrian is ~20 of 4096 pixels: without a weight, drawing it where the layout puts it
             barely lowers the loss, and the renderer learns to ignore the layout. Training only.
+        agent_facts: the facts (indices into the layout's facts) whose cells ``agent_weight`` weighs; empty (the
+            default) weighs every fact's. The crosswalk's truck and bus are in every frame and the copy of the
+            context already draws them: weighing only the rare facts (pedestrian, ball, oncoming car) puts the
+            weight where only the layout can tell. Training only.
+        layout_encoder: with ``layout_channels``, the width of a small CNN that reads the layout at its grid's
+            resolution and adds its (zero-initialised) output to the UNet's first feature map
+            (:class:`~genex.world_model.network.LayoutEncoder`); 0 (the default) stacks the layout maps with the
+            input channels instead.
     """
 
     height: int = 64
@@ -206,6 +214,8 @@ class WorldModelConfig:
     click_text: bool = False
     layout_channels: int = 0
     agent_weight: float = 0.0
+    agent_facts: tuple[int, ...] = ()
+    layout_encoder: int = 0
 
     def __post_init__(self) -> None:
         if self.action_family not in ("discrete", "gui"):
@@ -238,6 +248,14 @@ class WorldModelConfig:
             raise ValueError(f"agent_weight must be >= 0 and needs layout_channels > 0 (it weighs the pixels the "
                              f"target layout occupies), got {self.agent_weight} (layout_channels="
                              f"{self.layout_channels})")
+        if any(isinstance(f, bool) or int(f) != f or not 0 <= f < self.layout_channels for f in self.agent_facts) \
+                or len(set(self.agent_facts)) != len(self.agent_facts) or (self.agent_facts and not self.agent_weight):
+            raise ValueError(f"agent_facts must be distinct fact indices in [0, layout_channels={self.layout_channels}) "
+                             f"and needs agent_weight > 0, got {self.agent_facts} (agent_weight={self.agent_weight})")
+        if isinstance(self.layout_encoder, bool) or int(self.layout_encoder) != self.layout_encoder \
+                or self.layout_encoder < 0 or (self.layout_encoder and not self.layout_channels):
+            raise ValueError(f"layout_encoder must be an integer >= 0 and needs layout_channels > 0, got "
+                             f"{self.layout_encoder} (layout_channels={self.layout_channels})")
 
     @property
     def num_actions(self) -> int:
@@ -248,6 +266,7 @@ class WorldModelConfig:
         d["action_vocab"] = list(self.action_vocab)
         d["channels"] = list(self.channels)
         d["glimpse"] = list(self.glimpse)
+        d["agent_facts"] = list(self.agent_facts)
         for k in _OMITTED_AT_DEFAULT:  # absent means the default (from_dict): older checkpoints stay byte-identical
             if not d[k]:
                 del d[k]
@@ -263,7 +282,7 @@ class WorldModelConfig:
         if unknown:
             raise ValueError(f"unknown world-model config keys {unknown}; is this checkpoint from a newer genex?")
         d = dict(d)
-        for k in ("action_vocab", "channels", "glimpse"):
+        for k in ("action_vocab", "channels", "glimpse", "agent_facts"):
             if k in d:
                 d[k] = tuple(d[k])
         return cls(**d)
@@ -301,8 +320,13 @@ class TrainConfig:
     # the device computes it natively (a CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX), else fp32: a CPU
     # without it emulates bf16 about 10x *slower* than fp32 (measured on an AMD EPYC; docs/world_model.md)
     precision: str = "fp32"
+    # the learning rate of a layout encoder's parameters (WorldModelConfig.layout_encoder), as a multiple of lr,
+    # without weight decay: a fine-tune from a model without layout starts them at zero next to trained weights
+    layout_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
+        if not self.layout_lr_scale > 0:
+            raise ValueError(f"layout_lr_scale must be > 0, got {self.layout_lr_scale}")
         if not 0.0 <= self.changed_share <= 1.0:
             raise ValueError(f"changed_share must be in [0, 1], got {self.changed_share}")
         if not 0.0 <= self.source_balance <= 1.0:
@@ -361,6 +385,12 @@ PRESETS: dict[str, Preset] = {
     "small-layout": Preset(WorldModelConfig(p_mean=2.0, p_std=1.5, layout_channels=5, agent_weight=4.0),
                            _V3_SAMPLER.replace(min_changed_pixels=30),
                            TrainConfig(max_steps=6000, precision="auto")),
+    # the renderer's second attempt (docs/world_model.md): the layout through its own encoder, trained 10x faster
+    # without weight decay, and the loss weight on the crosswalk's rare facts only (pedestrian, ball, oncoming car)
+    "small-layout-v2": Preset(WorldModelConfig(p_mean=2.0, p_std=1.5, layout_channels=5, agent_weight=8.0,
+                                               agent_facts=(0, 1, 4), layout_encoder=32),
+                              _V3_SAMPLER.replace(min_changed_pixels=30),
+                              TrainConfig(max_steps=6000, precision="auto", layout_lr_scale=10.0)),
 }
 
 

@@ -112,7 +112,7 @@ class Denoiser(nn.Module):
                      dtype: torch.dtype | None = None) -> torch.Tensor | None:
         """``[B,1,H,W]`` in ``dtype`` (default ``x0``'s; the loss passes the network output's): each pixel's loss
         weight before normalisation, or None for the plain EDM loss. ``1 + change_weight`` where the target changes
-        (``x0`` of a ``residual`` model), ``+ agent_weight`` inside the cells the target layout occupies (any fact)."""
+        (``x0`` of a ``residual`` model), ``+ agent_weight`` inside the cells the target layout occupies (any of ``agent_facts``, or any fact)."""
         cfg = self.cfg
         if cfg.change_weight <= 0 and cfg.agent_weight <= 0:
             return None
@@ -124,6 +124,7 @@ class Denoiser(nn.Module):
             weight = torch.ones_like(x0[:, :1], dtype=dtype)
         if cfg.agent_weight > 0:
             assert layout is not None  # the network has checked it
-            occupied = (layout != 0).any(1, keepdim=True).float()  # [B,1,gh,gw]
+            weighed = layout[:, list(cfg.agent_facts)] if cfg.agent_facts else layout
+            occupied = (weighed != 0).any(1, keepdim=True).float()  # [B,1,gh,gw]
             weight = weight + cfg.agent_weight * F.interpolate(occupied, size=x0.shape[-2:], mode="nearest").to(dtype)
         return weight

@@ -8,7 +8,9 @@ adds to its time embedding (``class_embed_type="identity"``). With
 ``cfg.glimpse`` (GUI), the patch of the last context frame under the click is
 encoded by a small CNN and added to that vector too (see :func:`click_glimpse`).
 With ``cfg.layout_channels`` (driving model v2), the target frame's occupancy
-layout adds one +-1 map per fact to the input (see :func:`layout_maps`).
+layout adds one +-1 map per fact to the input (see :func:`layout_maps`), or, with
+``cfg.layout_encoder``, goes through its own small CNN whose zero-initialised
+output is added to the UNet's first feature map (see :class:`LayoutEncoder`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from torch.nn import functional as F
 
 from .config import GUI_KEYS, WorldModelConfig
 
-__all__ = ["ConditionedUNet", "check_layout", "click_glimpse", "click_map", "layout_maps", "widen_for_layout"]
+__all__ = ["ConditionedUNet", "LayoutEncoder", "check_layout", "click_glimpse", "click_map", "layout_maps", "widen_for_layout"]
 
 #: side of the glimpse map (``cfg.glimpse_map`` channels) before it is upsampled to the UNet's input size
 GLIMPSE_MAP_SIDE = 16
@@ -89,6 +91,42 @@ class FourierFeatures(nn.Module):
         return torch.cat([f.cos(), f.sin()], dim=-1)
 
 
+class LayoutEncoder(nn.Module):
+    """``layout bool[B, F, gh, gw] -> float[B, C0, H/p, W/p]``: features added to the UNet's first feature map.
+
+    Why not just input channels (the first v2 renderer): fine-tuned from the shipped model, the first
+    convolution's weights on the layout maps stayed ~5x smaller than on the image (weight decay pulls them back,
+    and they share the image's learning rate), and the renderer drew from its context alone. Here the layout has
+    its own parameters (``TrainConfig.layout_lr_scale`` trains them faster and without weight decay), a nonlinear
+    read at the grid's resolution (two 3x3 convolutions see a cell and its neighbours), and a zero-initialised
+    last convolution (ControlNet's zero convolution), so a widened model starts as the model it came from."""
+
+    def __init__(self, facts: int, width: int, out_channels: int) -> None:
+        super().__init__()
+        self.read = nn.Sequential(nn.Conv2d(facts, width, 3, padding=1), nn.SiLU(),
+                                  nn.Conv2d(width, width, 3, padding=1), nn.SiLU())
+        self.out = nn.Conv2d(width, out_channels, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, layout: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        h = self.read((layout != 0).float() * 2 - 1)
+        return self.out(F.interpolate(h, size=size, mode="nearest"))
+
+
+class _ConvInPlus(nn.Module):
+    """The UNet's first convolution, plus features that ride along as extra input channels after the ``conv``'s
+    own: ``conv(x[:, :n]) + x[:, n:]``. Stateless, so the diffusers UNet's forward stays as it is."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.conv.in_channels
+        return self.conv(x[:, :n]) + x[:, n:]
+
+
 class ConditionedUNet(nn.Module):
     """``F(x_in, c_noise, context, action) -> float[B, 3, H, W]`` (the EDM network ``F_theta``)."""
 
@@ -115,7 +153,8 @@ class ConditionedUNet(nn.Module):
         self.cond_mlp = nn.Sequential(nn.SiLU(), nn.Linear(d, d))
         extra = 1 if cfg.action_family == "gui" else 0
         p = cfg.patch
-        in_ch = (3 * (cfg.context + 1) + extra + cfg.layout_channels) * p * p + cfg.glimpse_map
+        maps = 0 if cfg.layout_encoder else cfg.layout_channels  # layout maps among the input channels
+        in_ch = (3 * (cfg.context + 1) + extra + maps) * p * p + cfg.glimpse_map
         levels = len(cfg.channels)
         down = ["DownBlock2D"] * levels
         up = ["UpBlock2D"] * levels
@@ -130,6 +169,9 @@ class ConditionedUNet(nn.Module):
         )
         nn.init.zeros_(self.unet.conv_out.weight)
         nn.init.zeros_(self.unet.conv_out.bias)
+        if cfg.layout_encoder:
+            self.layout_encoder = LayoutEncoder(cfg.layout_channels, cfg.layout_encoder, cfg.channels[0])
+            self.unet.conv_in = _ConvInPlus(self.unet.conv_in)
 
     def embed(self, c_noise: torch.Tensor, action: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """The conditioning vector ``float[B, cond_dim]``; ``context`` (stacked, float[B,3K,H,W]) feeds the
@@ -166,7 +208,7 @@ class ConditionedUNet(nn.Module):
         if cfg.action_family == "gui":
             parts.append(click_map(action[:, 1:3], cfg.height, cfg.width, cfg.blob_sigma) * 2 - 1)
         check_layout(cfg, layout, x_in.shape[0])
-        if layout is not None:
+        if layout is not None and not cfg.layout_encoder:
             parts.append(layout_maps(layout, cfg.height, cfg.width).to(x_in.dtype))
         h = torch.cat(parts, dim=1)
         if cfg.patch > 1:
@@ -176,6 +218,8 @@ class ConditionedUNet(nn.Module):
             side = GLIMPSE_MAP_SIDE
             m = self.glimpse_to_map(code).view(-1, cfg.glimpse_map, side, side)
             h = torch.cat([h, F.interpolate(m, size=h.shape[-2:], mode="bilinear", align_corners=False)], dim=1)
+        if cfg.layout_encoder:  # added to the first feature map by _ConvInPlus
+            h = torch.cat([h, self.layout_encoder(layout, h.shape[-2:]).to(h.dtype)], dim=1)
         t = torch.zeros(h.shape[0], device=h.device)
         out = self.unet(h, t, class_labels=cond).sample
         if cfg.patch > 1:
@@ -183,15 +227,19 @@ class ConditionedUNet(nn.Module):
         return out
 
 
-def widen_for_layout(state: dict[str, torch.Tensor], old: WorldModelConfig, new: WorldModelConfig
-                     ) -> dict[str, torch.Tensor]:
+def widen_for_layout(state: dict[str, torch.Tensor], old: WorldModelConfig, new: WorldModelConfig,
+                     init: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """The weights ``state`` of a network made for ``old`` (no layout), made fit for ``new``: the same network with
     ``new.layout_channels`` layout maps. The UNet's first convolution gets zero weights for the new input
-    channels, so the widened network computes exactly what the old one did until training teaches it to read
-    the layout (fine-tuning the shipped renderer into the v2 one instead of training it from scratch).
+    channels (or, with ``new.layout_encoder``, the encoder is added with its zero last convolution), so the
+    widened network computes exactly what the old one did until training teaches it to read the layout
+    (fine-tuning the shipped renderer into the v2 one instead of training it from scratch).
 
-    ``ValueError`` unless the two configs differ only in ``layout_channels`` (0 in ``old``) and training-only
-    fields."""
+    ``init``: the new network's own initial weights (``Denoiser(new).state_dict()``), where the encoder's first
+    layers come from; required with ``new.layout_encoder``.
+
+    ``ValueError`` unless the two configs differ only in ``layout_channels``/``layout_encoder`` (0 in ``old``)
+    and training-only fields."""
     from dataclasses import replace
 
     from .config import SAMPLING_ONLY, TRAINING_ONLY
@@ -199,7 +247,8 @@ def widen_for_layout(state: dict[str, torch.Tensor], old: WorldModelConfig, new:
     if old.layout_channels or not new.layout_channels:
         raise ValueError(f"widening adds layout channels to a model without them (got {old.layout_channels} -> "
                          f"{new.layout_channels})")
-    a, b = replace(old, layout_channels=new.layout_channels).to_dict(), new.to_dict()
+    a = replace(old, layout_channels=new.layout_channels, layout_encoder=new.layout_encoder).to_dict()
+    b = new.to_dict()
     diff = sorted(k for k in b if k not in SAMPLING_ONLY + TRAINING_ONLY and a.get(k) != b[k])
     if diff:
         raise ValueError(f"the start model differs in more than its layout channels: {', '.join(diff)}")
@@ -207,6 +256,13 @@ def widen_for_layout(state: dict[str, torch.Tensor], old: WorldModelConfig, new:
     if len(keys) != 1:
         raise ValueError(f"expected one UNet input convolution in the weights, found {keys}")
     key = keys[0]
+    if new.layout_encoder:
+        if init is None:
+            raise ValueError("widening into a layout encoder needs the new network's initial weights (init=)")
+        prefix = key[:-len("unet.conv_in.weight")]
+        out = {k.replace("unet.conv_in.", "unet.conv_in.conv.") if k.startswith(prefix + "unet.conv_in.") else k: v
+               for k, v in state.items()}
+        return {**out, **{k: v for k, v in init.items() if k.startswith(prefix + "layout_encoder.")}}
     w = state[key]  # [out, in_old, k, k]: the pixel-unshuffled image channels, then the glimpse map
     image = w.shape[1] - new.glimpse_map  # ConditionedUNet.forward unshuffles the layout maps after the image
     added = new.layout_channels * new.patch * new.patch  # channels and before it appends the glimpse map

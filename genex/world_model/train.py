@@ -93,6 +93,18 @@ def _lr_factor(step: int, tc: TrainConfig) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def param_groups(denoiser: Denoiser, tc: TrainConfig) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: everything at ``tc.lr`` with weight decay, and a layout encoder's
+    parameters (if any) at ``tc.lr * tc.layout_lr_scale`` without it (the schedule keeps the ratio: ``lr_scale``)."""
+    named = list(denoiser.named_parameters())
+    layout = [p for n, p in named if ".layout_encoder." in f".{n}"]
+    rest = [p for n, p in named if ".layout_encoder." not in f".{n}"]
+    if not layout:
+        return [{"params": rest}]
+    return [{"params": rest},
+            {"params": layout, "lr": tc.lr * tc.layout_lr_scale, "weight_decay": 0.0, "lr_scale": tc.layout_lr_scale}]
+
+
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """PSNR in dB per item between uint8-range tensors ``[..., H, W, 3]`` (capped at 60 dB)."""
     mse = (a.float() - b.float()).pow(2).flatten(-3).mean(-1)
@@ -226,9 +238,12 @@ def _prepare(data_dirs: Sequence[str | Path], out: Path, model_cfg: WorldModelCo
         if model_cfg.layout_channels and not init.cfg.layout_channels:
             # the v2 renderer from a model without layout inputs: zero weights for the new channels (it starts as
             # that model, and learns to read the layout)
-            widened = Denoiser(model_cfg)
+            with torch.random.fork_rng():  # the new layers' start (layout_encoder) is seeded, whatever ran before
+                torch.manual_seed(0)
+                widened = Denoiser(model_cfg)
             try:
-                widened.load_state_dict(widen_for_layout(init.state_dict(), init.cfg, model_cfg))
+                widened.load_state_dict(widen_for_layout(init.state_dict(), init.cfg, model_cfg,
+                                                          widened.state_dict()))
             except ValueError as e:
                 raise ValueError(f"--init-from {init_from}: {e}; fine-tune with the same --config and network "
                                  "options") from e
@@ -459,7 +474,7 @@ class WorldModelTrainer:
         one_stream = n_proc * grad_accum == 1
         rng = np.random.default_rng(tc.seed) if one_stream else None
         torch_rng = torch.get_rng_state()  # where the noise stream starts (restored before the first step)
-        optimizer = torch.optim.AdamW(denoiser.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        optimizer = torch.optim.AdamW(param_groups(denoiser, tc), lr=tc.lr, weight_decay=tc.weight_decay)
         ema = EMAModel(denoiser.parameters(), decay=tc.ema_decay) if main else None  # only the main process exports
         step, elapsed = 0, 0.0
 
@@ -563,7 +578,7 @@ class WorldModelTrainer:
             for batch in loader:
                 if micro == 0:
                     for g in opt.param_groups:
-                        g["lr"] = tc.lr * self.lr_factor(step)
+                        g["lr"] = tc.lr * g.get("lr_scale", 1.0) * self.lr_factor(step)
                 if rng is None:
                     torch.manual_seed(_noise_seed(tc.seed, step, micro * n_proc + rank))
                 with acc.accumulate(model):
