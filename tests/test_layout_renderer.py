@@ -435,3 +435,27 @@ def test_the_focus_experiment_trains_with_masked_contexts_and_measures(tmp_path,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "windows whose target shows a pedestrian" in r.stdout
+
+
+def test_keep_layout_spares_the_layout_cells_from_the_snap_and_the_gate(one_torch_thread):
+    from genex.world_model.config import SamplerConfig
+    from genex.world_model.sampler import sample_next_frame
+
+    d = renderer(ENC)
+    ctx = d.stack_context(torch.from_numpy(inputs(1, CFG.context)))
+    action = torch.zeros(1, 4 + CFG.text_length)
+    layout = torch.zeros(1, 2, 4, 4, dtype=torch.bool)
+    layout[0, 0, 1, 2] = True  # the weighed fact: its cell is kept
+    layout[0, 1, 3, 3] = True  # another fact: snapped like the rest
+    strict = SamplerConfig(steps=2, sigma_max=80.0, snap=250.0, min_changed_pixels=4096)  # snaps everything
+    kept = strict.replace(keep_layout=True)
+    last = ctx[:, -3:]
+    out = {}
+    for name, sc in (("strict", strict), ("kept", kept)):
+        out[name] = sample_next_frame(d, ctx, action, sc, generator=torch.Generator().manual_seed(0), layout=layout)
+    assert torch.equal(out["strict"], last.clamp(-1, 1))  # an exact copy of the last frame
+    changed = (out["kept"] != last.clamp(-1, 1)).any(1)[0]
+    assert changed[4:8, 8:12].any() and not changed[~torch.kron(layout[0, 0].int(), torch.ones(4, 4, dtype=torch.int)).bool()].any()
+    assert "keep_layout" not in strict.to_dict() and SamplerConfig.from_dict(kept.to_dict()) == kept
+    with pytest.raises(ValueError, match="keep_layout"):
+        kept.check_model(CFG.replace(layout_channels=0, agent_weight=0.0))

@@ -104,18 +104,20 @@ class PedestrianFocusTrainer(WorldModelTrainer):
 
 
 def measure_layout_effect(checkpoint: str, data: str, episodes: int = 60, windows: int = 120,
-                          raw: bool = False) -> dict[str, float]:
+                          raw: bool = False, keep: bool = False) -> dict[str, float]:
     """The ``--measure`` numbers (module docstring) of the layout renderer in ``checkpoint`` on recordings ``data``.
 
     ``raw``: sample without the checkpoint's snapping (``snap 0``, ``min_changed_pixels 0``), which zeroes changes
     under 32 levels and frames where fewer than 30 pixels change: a lone new pedestrian (~12 pixels) in front of
-    a waiting car is both, so the snapped render cannot show it whatever the network draws."""
+    a waiting car is both, so the snapped render cannot show it whatever the network draws. ``keep``: snap, but
+    spare the layout's cells (``SamplerConfig.keep_layout``)."""
     from genex.recording import iter_episodes, read_manifest
     from genex.world_model.checkpoint import load_world_model
     from genex.world_model.sampler import sample_next_frame
 
     model = load_world_model(checkpoint, device="cpu")
     sampler = model.sampler.replace(snap=0.0, min_changed_pixels=0) if raw else model.sampler
+    sampler = sampler.replace(keep_layout=True) if keep else sampler
     model.action_names = tuple(read_manifest(data).action_names)
     den, k = model.denoiser, model.cfg.context
     found = []
@@ -172,6 +174,8 @@ def main() -> None:
     ap.add_argument("--agent-weight", type=float, default=None, help="default: the preset's")
     ap.add_argument("--raw", action="store_true",
                     help="with --measure: sample without the checkpoint's snapping (snap 0, min_changed_pixels 0)")
+    ap.add_argument("--keep-layout", action="store_true",
+                    help="with --measure: snap, but spare the layout's cells (SamplerConfig.keep_layout)")
     ap.add_argument("--ped-share", type=float, default=0.25)
     ap.add_argument("--new-share", type=float, default=0.25)
     ap.add_argument("--mask-share", type=float, default=0.0,
@@ -181,8 +185,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.measure:
-        r = measure_layout_effect(args.measure, args.data[0], raw=args.raw)
-        print(f"{args.measure} on {args.data[0]}{' (raw sampler)' if args.raw else ''}: {r['windows']:.0f} windows "
+        r = measure_layout_effect(args.measure, args.data[0], raw=args.raw, keep=args.keep_layout)
+        how = " (raw sampler)" if args.raw else " (keep_layout)" if args.keep_layout else ""
+        print(f"{args.measure} on {args.data[0]}{how}: {r['windows']:.0f} windows "
               f"whose target shows a pedestrian; mean error in its cells (uint8 levels): true layout {r['true']:.1f}, "
               f"pedestrian emptied {r['emptied']:.1f}, copy-last {r['copy_last']:.1f}, difference between the two "
               f"renders {r['effect']:.1f}; where the pedestrian is new ({r['new_windows']:.0f}): "

@@ -29,6 +29,14 @@ def _set_threads(n: int | None) -> None:
 
 
 #: the sampling-only fields a script or eval may override: (type, help)
+def _yes_no(text: str) -> bool:
+    """``--keep-layout yes|no`` (also true/false, 1/0)."""
+    value = text.strip().lower()
+    if value not in ("yes", "no", "true", "false", "1", "0"):
+        raise argparse.ArgumentTypeError(f"expected yes or no, got {text!r}")
+    return value in ("yes", "true", "1")
+
+
 SAMPLING_ARGUMENTS = {
     "steps": (int, "override the checkpoint's denoising steps"),
     "sigma_min": (float, "override the checkpoint's last noise level"),
@@ -36,6 +44,8 @@ SAMPLING_ARGUMENTS = {
     "sampler": (str, "override the checkpoint's sampler (euler or heun)"),
     "snap": (float, "override the checkpoint's snap (uint8 levels)"),
     "min_changed_pixels": (int, "override the checkpoint's gate (0 turns it off)"),
+    "keep_layout": (_yes_no, "layout models: yes spares the rendered layout's rare-fact cells from the snap and "
+                             "the gate"),
 }
 
 

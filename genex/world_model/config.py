@@ -60,6 +60,10 @@ class SamplerConfig:
             changes ~150 pixels (median on held-out steps); the threshold is chosen on validation recordings (see
             ``docs/world_model.md``). 0 disables it; it needs ``snap > 0`` (without the snap nearly every pixel
             changes a little and the gate never fires).
+        keep_layout: with a layout model (driving v2), the snap and the gate spare the cells the rendered
+            layout occupies with a weighed fact (``agent_facts``, else any fact): a pedestrian the layout stage
+            chose is a commitment, not a leftover, and alone (~12 pixels, often under 32 levels on the grey road)
+            it would fall to both.
     """
 
     steps: int = 3
@@ -69,6 +73,7 @@ class SamplerConfig:
     rho: float = 7.0
     snap: float = 0.0
     min_changed_pixels: int = 0
+    keep_layout: bool = False
 
     def __post_init__(self) -> None:
         if self.sampler not in ("euler", "heun"):
@@ -94,10 +99,16 @@ class SamplerConfig:
         if (self.snap or self.min_changed_pixels) and not model.residual:
             raise ValueError(f"snap ({self.snap}) and min_changed_pixels ({self.min_changed_pixels}) act on the "
                              "sampled change from the last frame: they need a residual=True model")
+        if self.keep_layout and not model.layout_channels:
+            raise ValueError("keep_layout spares the cells of the rendered layout: it needs a layout model "
+                             "(layout_channels > 0)")
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if not d["keep_layout"]:  # absent means False: the shipped checkpoints' sampler sections stay as they were
+            del d["keep_layout"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SamplerConfig":

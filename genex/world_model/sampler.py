@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from .config import SamplerConfig
+from .config import SamplerConfig, WorldModelConfig
 from .denoiser import Denoiser
 from .network import check_layout
 
-__all__ = ["karras_sigmas", "sample_next_frame", "sampler_of"]
+__all__ = ["karras_sigmas", "kept_cells", "sample_next_frame", "sampler_of"]
 
 
 def karras_sigmas(cfg: SamplerConfig, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -24,6 +24,14 @@ def sampler_of(denoiser: Denoiser) -> SamplerConfig:
     """The sampler a denoiser came with (``load_denoiser`` sets it from the checkpoint), else the defaults."""
     sampler = getattr(denoiser, "sampler", None)
     return sampler if isinstance(sampler, SamplerConfig) else SamplerConfig()
+
+
+def kept_cells(cfg: WorldModelConfig, layout: torch.Tensor) -> torch.Tensor:
+    """``bool[B, 1, H, W]``: the pixels of the cells ``layout`` (``bool[B, F, gh, gw]``) occupies with one of
+    ``cfg.agent_facts`` (every fact when it is empty), which ``SamplerConfig.keep_layout`` spares from snapping."""
+    facts = layout[:, list(cfg.agent_facts)] if cfg.agent_facts else layout
+    occupied = (facts != 0).any(1, keepdim=True).float()
+    return torch.nn.functional.interpolate(occupied, size=(cfg.height, cfg.width), mode="nearest") > 0
 
 
 @torch.no_grad()
@@ -59,10 +67,16 @@ def sample_next_frame(denoiser: Denoiser, context: torch.Tensor, action: torch.T
             x_next = x + (d + d2) / 2 * (s_next - s)
         x = x_next
     if cfg.residual:
+        keep = kept_cells(cfg, layout) if sc.keep_layout and layout is not None else None  # [B,1,H,W] or None
         if sc.snap > 0:  # small changes are denoising leftovers: copy those pixels exactly
-            x = x * (x.abs().amax(1, keepdim=True) >= sc.snap / 127.5)
+            big = x.abs().amax(1, keepdim=True) >= sc.snap / 127.5
+            x = x * (big if keep is None else big | keep)
         if sc.min_changed_pixels > 0:  # a faint outline of an unsure move: commit to "nothing moved"
             touched = (x != 0).any(1).flatten(1).sum(1)  # [B] pixels that change
-            x = x * (touched >= sc.min_changed_pixels).view(-1, 1, 1, 1)
+            moved = touched >= sc.min_changed_pixels
+            if keep is not None:  # the layout's own cells stay whatever the rest does
+                x = torch.where(moved.view(-1, 1, 1, 1) | keep, x, torch.zeros_like(x))
+            else:
+                x = x * moved.view(-1, 1, 1, 1)
         x = x + context[:, -3:]
     return x.clamp(-1, 1)
