@@ -102,3 +102,30 @@ def test_a_missing_or_mismatched_layout_stage_fails_to_load_clearly(tmp_path):
 def test_bad_configs_are_refused(bad):
     with pytest.raises(ValueError):
         LayoutConfig(**{**CFG.to_dict(), **bad})
+
+
+def test_a_persistent_stage_keeps_what_is_in_view(one_torch_thread):
+    """A road user who shows stays (here: it appears at a uniformly random step, or never, and then stays): with
+    only 2 components, independent steps cannot hold that, the two-state chain can (``persistent``)."""
+    cfg = LayoutConfig(**{**CFG.to_dict(), "horizon": 8, "components": 2})
+    rng = np.random.default_rng(5)
+    n = 2000
+    frames = rng.integers(0, 60, (n, cfg.context, 16, 16, 3), dtype=np.uint8)
+    actions = rng.integers(0, cfg.n_actions, (n, cfg.horizon))
+    start = rng.integers(0, 2 * cfg.horizon, n)  # appears at step `start` (never when >= horizon)
+    layouts = np.zeros((n, cfg.horizon, 2, 4, 4), bool)
+    layouts[:, :, 0, 1, 3] = np.arange(cfg.horizon)[None] >= start[:, None]
+    kept = {}
+    for persistent in (False, True):
+        torch.manual_seed(0)
+        model = LayoutModel(LayoutConfig(**{**cfg.to_dict(), "persistent": persistent}))
+        fit_layout(model, frames, actions, layouts, steps=300, seed=0)
+        s = model.sample(torch.from_numpy(frames[:200]), torch.from_numpy(actions[:200]), 8,
+                         generator=torch.Generator().manual_seed(0))[:, :, :, 0].flatten(3).any(-1)  # [8, 200, H]
+        kept[persistent] = float(s[:, :, 1:][s[:, :, :-1]].float().mean())  # P(shows | showed the step before)
+        if persistent:  # and it appears at the true rate: within 8 steps in half the futures
+            assert abs(float(s.any(-1).float().mean()) - 0.5) < 0.06
+            p = model.prob_visible_within(torch.from_numpy(frames[:200]), torch.from_numpy(actions[:200]),
+                                          "pedestrian", cfg.horizon)
+            assert abs(float(p.mean()) - 0.5) < 0.05
+    assert kept[True] > 0.97 and kept[True] > kept[False] + 0.03

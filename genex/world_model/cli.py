@@ -221,7 +221,8 @@ def cmd_train_layout(args: argparse.Namespace) -> int:
         _check_renderer(out, spec["facts"], spec["image_size"])
         cfg = LayoutConfig(facts=spec["facts"], n_actions=len(spec["action_names"]), grid=spec["grid"],
                            context=args.context, horizon=args.horizon, components=args.components,
-                           channels=args.channels, image_size=spec["image_size"], action_names=spec["action_names"])
+                           channels=args.channels, image_size=spec["image_size"], action_names=spec["action_names"],
+                           persistent=args.presence == "persistent")
         torch.manual_seed(args.seed)
         model = LayoutModel(cfg)
     except (ValueError, KeyError, FileNotFoundError) as e:
@@ -370,6 +371,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--horizon", type=int, default=8, help="future steps laid out at once")
     s.add_argument("--context", type=int, default=4, help="real frames the stage sees")
     s.add_argument("--channels", type=int, default=32, help="width of the stage's network")
+    s.add_argument("--presence", choices=("persistent", "independent"), default="persistent",
+                   help="whether a fact shows at a step: a two-state chain given the step before (persistent: a "
+                        "road user in view stays in view) or independent steps (the first stage)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
