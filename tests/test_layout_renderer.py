@@ -456,6 +456,11 @@ def test_keep_layout_spares_the_layout_cells_from_the_snap_and_the_gate(one_torc
     assert torch.equal(out["strict"], last.clamp(-1, 1))  # an exact copy of the last frame
     changed = (out["kept"] != last.clamp(-1, 1)).any(1)[0]
     assert changed[4:8, 8:12].any() and not changed[~torch.kron(layout[0, 0].int(), torch.ones(4, 4, dtype=torch.int)).bool()].any()
+    # the gate judges the rest of the frame: a kept cell does not count as a move of the whole frame
+    gated = SamplerConfig(steps=2, sigma_max=80.0, snap=1.0, min_changed_pixels=16 * 16 - 15, keep_layout=True)
+    frame = sample_next_frame(d, ctx, action, gated, generator=torch.Generator().manual_seed(0), layout=layout)
+    outside = ~torch.kron(layout[0, 0].int(), torch.ones(4, 4, dtype=torch.int)).bool()
+    assert torch.equal(frame[0][:, outside], last.clamp(-1, 1)[0][:, outside])
     assert "keep_layout" not in strict.to_dict() and SamplerConfig.from_dict(kept.to_dict()) == kept
     with pytest.raises(ValueError, match="keep_layout"):
         kept.check_model(CFG.replace(layout_channels=0, agent_weight=0.0))

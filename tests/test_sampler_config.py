@@ -46,7 +46,7 @@ DIGESTS_BEFORE = {
 IMAGINED_BEFORE = (121.779, 121.370)
 IMAGINED_BEFORE_OVERRIDDEN = (120.258, 119.619)
 
-SAMPLER_FIELDS = {"steps", "sampler", "sigma_min", "sigma_max", "rho", "snap", "min_changed_pixels"}
+SAMPLER_FIELDS = {"steps", "sampler", "sigma_min", "sigma_max", "rho", "snap", "min_changed_pixels", "keep_layout"}
 
 
 def _reference_context() -> np.ndarray:

@@ -28,7 +28,6 @@ def _set_threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
-#: the sampling-only fields a script or eval may override: (type, help)
 def _yes_no(text: str) -> bool:
     """``--keep-layout yes|no`` (also true/false, 1/0)."""
     value = text.strip().lower()
@@ -37,6 +36,7 @@ def _yes_no(text: str) -> bool:
     return value in ("yes", "true", "1")
 
 
+#: the sampling-only fields a script or eval may override: (type, help)
 SAMPLING_ARGUMENTS = {
     "steps": (int, "override the checkpoint's denoising steps"),
     "sigma_min": (float, "override the checkpoint's last noise level"),

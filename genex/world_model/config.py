@@ -195,7 +195,8 @@ class WorldModelConfig:
         agent_facts: the facts (indices into the layout's facts) whose cells ``agent_weight`` weighs; empty (the
             default) weighs every fact's. The crosswalk's truck and bus are in every frame and the copy of the
             context already draws them: weighing only the rare facts (pedestrian, ball, oncoming car) puts the
-            weight where only the layout can tell. Training only.
+            weight where only the layout can tell. Training only, except that ``SamplerConfig.keep_layout`` spares
+            the same facts' cells.
         layout_encoder: with ``layout_channels``, the width of a small CNN that reads the layout at its grid's
             resolution and adds its (zero-initialised) output to the UNet's first feature map
             (:class:`~genex.world_model.network.LayoutEncoder`); 0 (the default) stacks the layout maps with the
@@ -259,10 +260,12 @@ class WorldModelConfig:
             raise ValueError(f"agent_weight must be >= 0 and needs layout_channels > 0 (it weighs the pixels the "
                              f"target layout occupies), got {self.agent_weight} (layout_channels="
                              f"{self.layout_channels})")
+        object.__setattr__(self, "agent_facts", tuple(self.agent_facts))  # hashable, whatever the caller passed
         if any(isinstance(f, bool) or int(f) != f or not 0 <= f < self.layout_channels for f in self.agent_facts) \
                 or len(set(self.agent_facts)) != len(self.agent_facts) or (self.agent_facts and not self.agent_weight):
             raise ValueError(f"agent_facts must be distinct fact indices in [0, layout_channels={self.layout_channels}) "
                              f"and needs agent_weight > 0, got {self.agent_facts} (agent_weight={self.agent_weight})")
+        object.__setattr__(self, "agent_facts", tuple(int(f) for f in self.agent_facts))
         if isinstance(self.layout_encoder, bool) or int(self.layout_encoder) != self.layout_encoder \
                 or self.layout_encoder < 0 or (self.layout_encoder and not self.layout_channels):
             raise ValueError(f"layout_encoder must be an integer >= 0 and needs layout_channels > 0, got "

@@ -77,6 +77,8 @@ class LayoutConfig:
         object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
         if not self.facts:
             raise ValueError("a layout stage needs at least one fact")
+        if not isinstance(self.persistent, bool):
+            raise ValueError(f"persistent must be True or False, got {self.persistent!r}")
         for name in ("n_actions", "context", "horizon", "components", "channels"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -87,8 +89,11 @@ class LayoutConfig:
             raise ValueError(f"grid {self.grid} must divide the frame size {self.image_size}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "facts": list(self.facts), "grid": list(self.grid),
-                "image_size": list(self.image_size), "action_names": list(self.action_names)}
+        d = {**asdict(self), "facts": list(self.facts), "grid": list(self.grid),
+             "image_size": list(self.image_size), "action_names": list(self.action_names)}
+        if not self.persistent:  # absent means independent steps: stages saved before it load, and older genex
+            del d["persistent"]  # reads an independent stage saved now
+        return d
 
 
 class LayoutModel(nn.Module):

@@ -72,8 +72,10 @@ def sample_next_frame(denoiser: Denoiser, context: torch.Tensor, action: torch.T
             big = x.abs().amax(1, keepdim=True) >= sc.snap / 127.5
             x = x * (big if keep is None else big | keep)
         if sc.min_changed_pixels > 0:  # a faint outline of an unsure move: commit to "nothing moved"
-            touched = (x != 0).any(1).flatten(1).sum(1)  # [B] pixels that change
-            moved = touched >= sc.min_changed_pixels
+            changed = (x != 0).any(1, keepdim=True)  # [B,1,H,W]
+            if keep is not None:  # the gate judges the rest of the frame: the kept cells never count
+                changed = changed & ~keep
+            moved = changed.flatten(1).sum(1) >= sc.min_changed_pixels  # [B]
             if keep is not None:  # the layout's own cells stay whatever the rest does
                 x = torch.where(moved.view(-1, 1, 1, 1) | keep, x, torch.zeros_like(x))
             else:

@@ -238,8 +238,9 @@ def _prepare(data_dirs: Sequence[str | Path], out: Path, model_cfg: WorldModelCo
         if model_cfg.layout_channels and not init.cfg.layout_channels:
             # the v2 renderer from a model without layout inputs: zero weights for the new channels (it starts as
             # that model, and learns to read the layout)
-            with torch.random.fork_rng():  # the new layers' start (layout_encoder) is seeded, whatever ran before
-                torch.manual_seed(0)
+            # the new layers' start (layout_encoder) is seeded, whatever ran before; CPU only (every rank runs this)
+            with torch.random.fork_rng(devices=[]):
+                torch.random.default_generator.manual_seed(0)
                 widened = Denoiser(model_cfg)
             try:
                 widened.load_state_dict(widen_for_layout(init.state_dict(), init.cfg, model_cfg,
