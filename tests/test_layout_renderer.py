@@ -461,6 +461,12 @@ def test_keep_layout_spares_the_layout_cells_from_the_snap_and_the_gate(one_torc
     frame = sample_next_frame(d, ctx, action, gated, generator=torch.Generator().manual_seed(0), layout=layout)
     outside = ~torch.kron(layout[0, 0].int(), torch.ones(4, 4, dtype=torch.int)).bool()
     assert torch.equal(frame[0][:, outside], last.clamp(-1, 1)[0][:, outside])
+    # layout_snap: the kept cells snap at their own threshold (here above any change: nothing is kept)
+    none_kept = kept.replace(layout_snap=255.0)
+    assert torch.equal(sample_next_frame(d, ctx, action, none_kept, generator=torch.Generator().manual_seed(0),
+                                         layout=layout), last.clamp(-1, 1))
+    with pytest.raises(ValueError, match="layout_snap"):
+        strict.replace(layout_snap=8.0)  # needs keep_layout
     assert "keep_layout" not in strict.to_dict() and SamplerConfig.from_dict(kept.to_dict()) == kept
     with pytest.raises(ValueError, match="keep_layout"):
         kept.check_model(CFG.replace(layout_channels=0, agent_weight=0.0))

@@ -46,7 +46,8 @@ DIGESTS_BEFORE = {
 IMAGINED_BEFORE = (121.779, 121.370)
 IMAGINED_BEFORE_OVERRIDDEN = (120.258, 119.619)
 
-SAMPLER_FIELDS = {"steps", "sampler", "sigma_min", "sigma_max", "rho", "snap", "min_changed_pixels", "keep_layout"}
+SAMPLER_FIELDS = {"steps", "sampler", "sigma_min", "sigma_max", "rho", "snap", "min_changed_pixels", "keep_layout",
+                  "layout_snap"}
 
 
 def _reference_context() -> np.ndarray:

@@ -46,6 +46,7 @@ SAMPLING_ARGUMENTS = {
     "min_changed_pixels": (int, "override the checkpoint's gate (0 turns it off)"),
     "keep_layout": (_yes_no, "layout models: yes spares the rendered layout's rare-fact cells from the snap and "
                              "the gate"),
+    "layout_snap": (float, "with --keep-layout yes: the snap inside those cells (uint8 levels; 0 keeps all)"),
 }
 
 

@@ -64,6 +64,10 @@ class SamplerConfig:
             layout occupies with a weighed fact (``agent_facts``, else any fact): a pedestrian the layout stage
             chose is a commitment, not a leftover, and alone (~12 pixels, often under 32 levels on the grey road)
             it would fall to both.
+        layout_snap: with ``keep_layout``, the snap inside the kept cells (uint8 levels; 0, the default, keeps
+            every change there). The renderer draws a new pedestrian faintly (~20-30 levels) while its denoising
+            leftovers are ~5-10, so a threshold between the two keeps the one and drops the other, and a road
+            user who stays in view does not gather noise in its cells step after step.
     """
 
     steps: int = 3
@@ -74,8 +78,12 @@ class SamplerConfig:
     snap: float = 0.0
     min_changed_pixels: int = 0
     keep_layout: bool = False
+    layout_snap: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.layout_snap < 0 or (self.layout_snap and not self.keep_layout):
+            raise ValueError(f"layout_snap must be >= 0 and needs keep_layout (it is the snap inside the kept "
+                             f"cells), got {self.layout_snap} (keep_layout={self.keep_layout})")
         if self.sampler not in ("euler", "heun"):
             raise ValueError(f"sampler must be 'euler' or 'heun', got {self.sampler!r}")
         if isinstance(self.steps, bool) or int(self.steps) != self.steps or self.steps < 1:
@@ -106,8 +114,9 @@ class SamplerConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        if not d["keep_layout"]:  # absent means False: the shipped checkpoints' sampler sections stay as they were
-            del d["keep_layout"]
+        for k in ("keep_layout", "layout_snap"):  # absent means off: the shipped checkpoints' sampler sections
+            if not d[k]:  # stay as they were
+                del d[k]
         return d
 
     @classmethod

@@ -17,7 +17,10 @@ somewhere" from independent cells alone is ``1 - prod(1 - p_cell)``: many small 
 road user in every future (a first fit without it put P(pedestrian within 8 steps) at 0.39 against a true
 0.15). The likelihood of an observed future is exact (``logsumexp_m``), so training is plain gradient descent on
 it; a sample first draws a component (a coherent future: "a pedestrian steps out here" or "nobody does"), then
-presence, then the cells of what is present. ``S``
+presence, then the cells of what is present. With ``persistent`` (the default of ``genex train-layout``),
+presence is a two-state chain per component: the probability that a fact shows at a step depends on whether it
+showed the step before (appear / stay), since a road user in view stays in view; independent steps kept a
+visible pedestrian through 8 steps in 0.56 of samples against a true 0.81. ``S``
 samples are ``S`` layouts, and their spread is the stage's uncertainty: :meth:`LayoutModel.prob_visible_within`
 is its calibrated probability that a fact shows within ``h`` steps (the reliability diagram and ECE of the
 issue's must-show are measured on it).

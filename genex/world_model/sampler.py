@@ -69,8 +69,9 @@ def sample_next_frame(denoiser: Denoiser, context: torch.Tensor, action: torch.T
     if cfg.residual:
         keep = kept_cells(cfg, layout) if sc.keep_layout and layout is not None else None  # [B,1,H,W] or None
         if sc.snap > 0:  # small changes are denoising leftovers: copy those pixels exactly
-            big = x.abs().amax(1, keepdim=True) >= sc.snap / 127.5
-            x = x * (big if keep is None else big | keep)
+            change = x.abs().amax(1, keepdim=True)
+            big = change >= sc.snap / 127.5
+            x = x * (big if keep is None else big | (keep & (change >= sc.layout_snap / 127.5)))
         if sc.min_changed_pixels > 0:  # a faint outline of an unsure move: commit to "nothing moved"
             changed = (x != 0).any(1, keepdim=True)  # [B,1,H,W]
             if keep is not None:  # the gate judges the rest of the frame: the kept cells never count
