@@ -129,3 +129,34 @@ def test_a_persistent_stage_keeps_what_is_in_view(one_torch_thread):
                                           "pedestrian", cfg.horizon)
             assert abs(float(p.mean()) - 0.5) < 0.05
     assert kept[True] > 0.97 and kept[True] > kept[False] + 0.03
+
+
+def test_a_stage_with_seen_weight_learns_to_see_what_is_in_view(one_torch_thread):
+    """The auxiliary perception loss: the encoder learns the last context frame's occupancy (here a bright square
+    in one of the 16 cells), so a stage knows what is already in view."""
+    from genex.world_model.layout import context_layouts
+
+    cfg = LayoutConfig(**{**CFG.to_dict(), "persistent": True, "seen_weight": 1.0})
+    assert LayoutConfig(**cfg.to_dict()) == cfg and "seen_weight" not in CFG.to_dict()
+    rng = np.random.default_rng(7)
+    n = 1000
+    frames = rng.integers(0, 60, (n, cfg.context, 16, 16, 3), dtype=np.uint8)
+    seen = np.zeros((n, 2, 4, 4), bool)
+    cell = rng.integers(0, 16, n)
+    seen[np.arange(n), 0, cell // 4, cell % 4] = True
+    for i in range(n):
+        r, c = divmod(int(cell[i]), 4)
+        frames[i, -1, 4 * r:4 * r + 4, 4 * c:4 * c + 4] = 255
+    actions = rng.integers(0, cfg.n_actions, (n, cfg.horizon))
+    layouts = np.repeat(seen[:, None], cfg.horizon, 1)  # it stays where it is
+    torch.manual_seed(0)
+    model = LayoutModel(cfg)
+    with pytest.raises(ValueError, match="seen"):
+        fit_layout(model, frames, actions, layouts, steps=1)
+    fit_layout(model, frames, actions, layouts, steps=200, seed=0, seen=seen)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(frames[:200]), torch.from_numpy(actions[:200]), with_seen=True)[3]
+    assert float(((logits > 0).numpy() == seen[:200]).mean()) > 0.99
+    # context_layouts lines up with layout_windows: window i's last context frame is frame i + context - 1
+    occupancy = rng.random((10, 2, 4, 4)) < 0.3
+    assert np.array_equal(context_layouts(occupancy, 2, 4), occupancy[1:1 + 5] > 0)

@@ -156,17 +156,18 @@ def _leave_process_group() -> None:
 
 
 def layout_data(dirs: list[str], context: int, horizon: int
-                ) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+                ) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """The layout windows (:func:`~genex.world_model.layout.layout_windows`) of every episode of recording folders
-    ``dirs``: ``({"facts", "action_names", "image_size", "grid"}, (frames, actions, layouts))``. Raises
+    ``dirs``: ``({"facts", "action_names", "image_size", "grid"}, (frames, actions, layouts, seen))``, ``seen``
+    the last context frame's occupancy (:func:`~genex.world_model.layout.context_layouts`). Raises
     ``ValueError`` (one line) for folders without occupancy maps or that disagree on facts, actions or sizes."""
     import numpy as np
 
     from ..recording import iter_episodes, read_manifest
-    from .layout import layout_windows
+    from .layout import context_layouts, layout_windows
 
     spec: dict[str, Any] | None = None
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    parts: list[tuple[np.ndarray, ...]] = []
     for d in dirs:
         m = read_manifest(d)
         this = {"facts": tuple(m.facts), "action_names": tuple(m.action_names), "image_size": tuple(m.image_shape[:2])}
@@ -182,11 +183,12 @@ def layout_data(dirs: list[str], context: int, horizon: int
                 spec = {**this, "grid": grid}
             elif grid != spec["grid"]:
                 raise ValueError(f"{d} has occupancy grid {grid}, other episodes {spec['grid']}")
-            parts.append(layout_windows(ep.occupancy, ep.frames, ep.discrete_actions, context, horizon))
+            parts.append((*layout_windows(ep.occupancy, ep.frames, ep.discrete_actions, context, horizon),
+                          context_layouts(ep.occupancy, context, horizon)))
     if spec is None:
         raise ValueError(f"no episodes in {dirs}")
-    frames, actions, layouts = (np.concatenate([p[i] for p in parts]) for i in range(3))
-    return spec, (frames, actions, layouts)
+    frames, actions, layouts, seen = (np.concatenate([p[i] for p in parts]) for i in range(4))
+    return spec, (frames, actions, layouts, seen)
 
 
 def _check_renderer(folder: Path, facts: tuple[str, ...], image_size: tuple[int, ...]) -> None:
@@ -216,14 +218,14 @@ def cmd_train_layout(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     out = Path(args.out)
     try:
-        spec, (frames, actions, layouts) = layout_data(args.data, args.context, args.horizon)
+        spec, (frames, actions, layouts, seen) = layout_data(args.data, args.context, args.horizon)
         if not len(frames):
             raise ValueError(f"no window of {args.context} + {args.horizon} steps in {args.data}: episodes too short")
         _check_renderer(out, spec["facts"], spec["image_size"])
         cfg = LayoutConfig(facts=spec["facts"], n_actions=len(spec["action_names"]), grid=spec["grid"],
                            context=args.context, horizon=args.horizon, components=args.components,
                            channels=args.channels, image_size=spec["image_size"], action_names=spec["action_names"],
-                           persistent=args.presence == "persistent")
+                           persistent=args.presence == "persistent", seen_weight=args.seen_weight)
         torch.manual_seed(args.seed)
         model = LayoutModel(cfg)
     except (ValueError, KeyError, FileNotFoundError) as e:
@@ -236,7 +238,7 @@ def cmd_train_layout(args: argparse.Namespace) -> int:
                 bar.set_postfix(loss=f"{loss:.3g}")
 
         losses = fit_layout(model, frames, actions, layouts, steps=args.steps, batch_size=args.batch_size,
-                            lr=args.lr, seed=args.seed, on_step=on_step)
+                            lr=args.lr, seed=args.seed, on_step=on_step, seen=seen)
     save_layout(model, out)
     last = float(np.mean(losses[-min(50, len(losses)):])) if losses else float("nan")
     print(f"fitted a layout stage of {list(cfg.facts)} on {len(frames)} windows in {time.time() - t0:.0f}s "
@@ -375,6 +377,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--presence", choices=("persistent", "independent"), default="persistent",
                    help="whether a fact shows at a step: a two-state chain given the step before (persistent: a "
                         "road user in view stays in view) or independent steps (the first stage)")
+    s.add_argument("--seen-weight", type=float, default=1.0,
+                   help="weight of the auxiliary loss that teaches the stage's encoder to see what is in view (the "
+                        "last context frame's occupancy); 0: none (the first stage)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
