@@ -412,7 +412,7 @@ PRESETS: dict[str, Preset] = {
     # without weight decay, and the loss weight on the crosswalk's rare facts only (pedestrian, ball, oncoming car)
     "small-layout-v2": Preset(WorldModelConfig(p_mean=2.0, p_std=1.5, layout_channels=5, agent_weight=8.0,
                                                agent_facts=(0, 1, 4), layout_encoder=32),
-                              _V3_SAMPLER.replace(min_changed_pixels=30),
+                              _V3_SAMPLER.replace(min_changed_pixels=30, keep_layout=True, layout_snap=12.0),
                               TrainConfig(max_steps=6000, precision="auto", layout_lr_scale=10.0)),
 }
 
