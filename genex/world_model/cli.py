@@ -105,17 +105,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         v = getattr(args, k)
         if v is not None:
             overrides[k] = v
-    if args.channels:
-        try:
-            overrides["channels"] = tuple(int(c) for c in args.channels.split(","))
-        except ValueError:
-            raise SystemExit(f"genex train-world-model: --channels takes comma-separated integers, got {args.channels!r}")
-    if args.agent_facts:
-        try:
-            overrides["agent_facts"] = tuple(int(c) for c in args.agent_facts.split(","))
-        except ValueError:
-            raise SystemExit(f"genex train-world-model: --agent-facts takes comma-separated fact indices, got "
-                             f"{args.agent_facts!r}")
+    for name in ("channels", "agent_facts"):
+        text = getattr(args, name)
+        if text:
+            try:
+                overrides[name] = tuple(int(c) for c in text.split(","))
+            except ValueError:
+                raise SystemExit(f"genex train-world-model: --{name.replace('_', '-')} takes comma-separated integers, "
+                                 f"got {text!r}")
     if args.glimpse:
         try:
             overrides["glimpse"] = tuple(int(c) for c in args.glimpse.lower().split("x"))

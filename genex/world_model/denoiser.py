@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .config import WorldModelConfig
-from .network import ConditionedUNet
+from .network import ConditionedUNet, weighed_cells
 
 __all__ = ["Batch", "CHANGE_LEVELS", "Denoiser", "to_float", "to_uint8"]
 
@@ -124,7 +124,5 @@ class Denoiser(nn.Module):
             weight = torch.ones_like(x0[:, :1], dtype=dtype)
         if cfg.agent_weight > 0:
             assert layout is not None  # the network has checked it
-            weighed = layout[:, list(cfg.agent_facts)] if cfg.agent_facts else layout
-            occupied = (weighed != 0).any(1, keepdim=True).float()  # [B,1,gh,gw]
-            weight = weight + cfg.agent_weight * F.interpolate(occupied, size=x0.shape[-2:], mode="nearest").to(dtype)
+            weight = weight + cfg.agent_weight * weighed_cells(cfg, layout).to(dtype)
         return weight

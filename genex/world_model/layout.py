@@ -235,19 +235,23 @@ class LayoutModel(nn.Module):
         return 1.0 - torch.logsumexp(log_pi[:, f] + log_none, -1).exp()
 
 
+def _last_context_frames(n_actions: int, context: int, horizon: int) -> np.ndarray:
+    """``int[N]``: the last context frame of each full window of an episode with ``n_actions`` actions."""
+    return np.arange(max(n_actions - horizon - context + 2, 0)) + context - 1
+
+
 def layout_windows(occupancy: np.ndarray, frames: np.ndarray, actions: np.ndarray, context: int,
                    horizon: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every full window of one episode: context frames ``uint8[N, K, H, W, 3]``, the actions after them
     ``int64[N, horizon]`` and the layouts they lead to ``bool[N, horizon, F, gh, gw]`` (a cell is occupied when
     it holds >= 1 pixel of the fact). ``occupancy: [T+1, F, gh, gw]`` and ``frames: [T+1, ...]`` align, ``actions:
     [T]`` (action ``t`` leads from frame ``t`` to ``t + 1``)."""
-    n = len(actions) - horizon - context + 2
-    if n < 1:
+    last = _last_context_frames(len(actions), context, horizon)
+    if not len(last):
         empty = np.zeros((0,), np.int64)
         return (np.zeros((0, context, *frames.shape[1:]), np.uint8), empty.reshape(0, horizon),
                 np.zeros((0, horizon, *occupancy.shape[1:]), bool))
-    starts = np.arange(n)
-    last = starts + context - 1  # the last context frame
+    starts = last - (context - 1)
     ctx = np.stack([frames[s:s + context] for s in starts])
     act = np.stack([actions[t:t + horizon] for t in last]).astype(np.int64)
     lay = np.stack([occupancy[t + 1:t + 1 + horizon] > 0 for t in last])
@@ -257,10 +261,7 @@ def layout_windows(occupancy: np.ndarray, frames: np.ndarray, actions: np.ndarra
 def context_layouts(occupancy: np.ndarray, context: int, horizon: int) -> np.ndarray:
     """``bool[N, F, gh, gw]``: the occupancy of the last context frame of each window of :func:`layout_windows`
     (same order), what is in view when the stage predicts; a stage with ``seen_weight`` learns to see it."""
-    n = len(occupancy) - 1 - horizon - context + 2  # len(actions) = len(occupancy) - 1
-    if n < 1:
-        return np.zeros((0, *occupancy.shape[1:]), bool)
-    return occupancy[np.arange(n) + context - 1] > 0
+    return occupancy[_last_context_frames(len(occupancy) - 1, context, horizon)] > 0
 
 
 def fit_layout(model: LayoutModel, frames: np.ndarray, actions: np.ndarray, layouts: np.ndarray, *, steps: int,

@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 from .config import GUI_KEYS, WorldModelConfig
 
-__all__ = ["ConditionedUNet", "LayoutEncoder", "check_layout", "click_glimpse", "click_map", "layout_maps", "widen_for_layout"]
+__all__ = ["ConditionedUNet", "LayoutEncoder", "check_layout", "weighed_cells", "click_glimpse", "click_map", "layout_maps", "widen_for_layout"]
 
 #: side of the glimpse map (``cfg.glimpse_map`` channels) before it is upsampled to the UNet's input size
 GLIMPSE_MAP_SIDE = 16
@@ -62,6 +62,15 @@ def layout_maps(layout: torch.Tensor, height: int, width: int) -> torch.Tensor:
     pixel whether the frame it draws has a road user of each kind there."""
     occupied = (layout != 0).float()
     return F.interpolate(occupied, size=(height, width), mode="nearest") * 2 - 1
+
+
+def weighed_cells(cfg: WorldModelConfig, layout: torch.Tensor) -> torch.Tensor:
+    """``bool[B, 1, H, W]``: the pixels of the cells ``layout`` (``bool[B, F, gh, gw]``) occupies with one of
+    ``cfg.agent_facts`` (every fact when it is empty): where the loss adds ``agent_weight`` and which
+    ``SamplerConfig.keep_layout`` spares from snapping."""
+    facts = layout[:, list(cfg.agent_facts)] if cfg.agent_facts else layout
+    occupied = (facts != 0).any(1, keepdim=True).float()
+    return F.interpolate(occupied, size=(cfg.height, cfg.width), mode="nearest") > 0
 
 
 def check_layout(cfg: WorldModelConfig, layout: torch.Tensor | None, batch: int) -> None:

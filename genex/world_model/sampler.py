@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from .config import SamplerConfig, WorldModelConfig
+from .config import SamplerConfig
 from .denoiser import Denoiser
-from .network import check_layout
+from .network import check_layout, weighed_cells
 
-__all__ = ["karras_sigmas", "kept_cells", "sample_next_frame", "sampler_of"]
+__all__ = ["karras_sigmas", "sample_next_frame", "sampler_of"]
 
 
 def karras_sigmas(cfg: SamplerConfig, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -24,14 +24,6 @@ def sampler_of(denoiser: Denoiser) -> SamplerConfig:
     """The sampler a denoiser came with (``load_denoiser`` sets it from the checkpoint), else the defaults."""
     sampler = getattr(denoiser, "sampler", None)
     return sampler if isinstance(sampler, SamplerConfig) else SamplerConfig()
-
-
-def kept_cells(cfg: WorldModelConfig, layout: torch.Tensor) -> torch.Tensor:
-    """``bool[B, 1, H, W]``: the pixels of the cells ``layout`` (``bool[B, F, gh, gw]``) occupies with one of
-    ``cfg.agent_facts`` (every fact when it is empty), which ``SamplerConfig.keep_layout`` spares from snapping."""
-    facts = layout[:, list(cfg.agent_facts)] if cfg.agent_facts else layout
-    occupied = (facts != 0).any(1, keepdim=True).float()
-    return torch.nn.functional.interpolate(occupied, size=(cfg.height, cfg.width), mode="nearest") > 0
 
 
 @torch.no_grad()
@@ -67,7 +59,7 @@ def sample_next_frame(denoiser: Denoiser, context: torch.Tensor, action: torch.T
             x_next = x + (d + d2) / 2 * (s_next - s)
         x = x_next
     if cfg.residual:
-        keep = kept_cells(cfg, layout) if sc.keep_layout and layout is not None else None  # [B,1,H,W] or None
+        keep = weighed_cells(cfg, layout) if sc.keep_layout and layout is not None else None  # [B,1,H,W] or None
         if sc.snap > 0:  # small changes are denoising leftovers: copy those pixels exactly
             change = x.abs().amax(1, keepdim=True)
             big = change >= sc.snap / 127.5
@@ -76,10 +68,7 @@ def sample_next_frame(denoiser: Denoiser, context: torch.Tensor, action: torch.T
             changed = (x != 0).any(1, keepdim=True)  # [B,1,H,W]
             if keep is not None:  # the gate judges the rest of the frame: the kept cells never count
                 changed = changed & ~keep
-            moved = changed.flatten(1).sum(1) >= sc.min_changed_pixels  # [B]
-            if keep is not None:  # the layout's own cells stay whatever the rest does
-                x = torch.where(moved.view(-1, 1, 1, 1) | keep, x, torch.zeros_like(x))
-            else:
-                x = x * moved.view(-1, 1, 1, 1)
+            stays = (changed.flatten(1).sum(1) >= sc.min_changed_pixels).view(-1, 1, 1, 1)  # [B,1,1,1]
+            x = x * (stays if keep is None else stays | keep)  # the layout's own cells stay whatever the rest does
         x = x + context[:, -3:]
     return x.clamp(-1, 1)
