@@ -470,3 +470,62 @@ def test_keep_layout_spares_the_layout_cells_from_the_snap_and_the_gate(one_torc
     assert "keep_layout" not in strict.to_dict() and SamplerConfig.from_dict(kept.to_dict()) == kept
     with pytest.raises(ValueError, match="keep_layout"):
         kept.check_model(CFG.replace(layout_channels=0, agent_weight=0.0))
+
+
+# ------------------------------------------------------------------------------- drawing given (recorded) layouts
+def test_given_layouts_are_drawn_instead_of_sampled(one_torch_thread):
+    ctx, acts = inputs(2, 4, seed=3), [["cruise", "brake", "wait"]] * 2
+    lay = np.zeros((2, 3, 2, 4, 4), bool)
+    lay[:, :, 0, 1, 2] = True
+    with_stage, without = world_model(), world_model(with_stage=False)
+    frames, used = without.imagine_batch(ctx, acts, seed=4, return_layouts=True, layouts=lay)
+    assert frames.shape == (2, 3, 16, 16, 3) and np.array_equal(used, lay)  # no stage needed
+    assert np.array_equal(with_stage.imagine_batch(ctx, acts, seed=4, layouts=lay), frames)  # the stage is not used
+    other = lay.copy()
+    other[:, :, 0] = False
+    assert not np.array_equal(without.imagine_batch(ctx, acts, seed=4, layouts=other), frames)
+    with pytest.raises(ValueError, match=r"layouts must be bool\[2, 3, 2, gh, gw\]"):
+        without.imagine_batch(ctx, acts, seed=4, layouts=lay[:, :2])
+    plain = DiffusionWorldModel(renderer(CFG.replace(layout_channels=0, agent_weight=0.0)), action_names=NAMES,
+                                device="cpu")
+    with pytest.raises(ValueError, match="draws no layouts"):
+        plain.imagine_batch(ctx, acts, seed=4, layouts=lay)
+
+
+def test_imagined_recording_of_a_layout_renderer_draws_the_recorded_layouts(recording, tmp_path, one_torch_thread):
+    """Each imagined frame is drawn around the recorded occupancy of the real frame it replaces, from the real
+    frames ``unroll`` steps earlier; its labels are the real frame's."""
+    from genex.recording import iter_episodes, read_manifest
+    from genex.world_model.imagined_recording import imagine_recording
+
+    model = DiffusionWorldModel(renderer(CFG.replace(layout_channels=5)), action_names=NAMES, device="cpu")
+    calls = []
+    real_imagine = model.imagine_batch
+
+    def spy(contexts, actions, seed=None, return_layouts=False, *, layouts=None):
+        calls.append((np.array(contexts), np.array(actions), None if layouts is None else np.array(layouts)))
+        return real_imagine(contexts, actions, seed, return_layouts, layouts=layouts)
+
+    model.imagine_batch = spy
+    counts = imagine_recording(model, recording, tmp_path / "u3", min_psnr=0.0, unroll=3, progress=False)
+    real = list(iter_episodes(recording))
+    assert counts["imagined"] == counts["frames"] == sum(len(e) for e in real)
+    ep = real[0]
+    occ = ep.occupancy > 0
+    depth3 = [c for c in calls if c[1].shape[1] == 3]
+    assert depth3 and all(c[2] is not None for c in calls)
+    ctx, acts, lay = depth3[0]
+    # row r imagines frame r + 3 from the real frames up to r, drawing the recorded layouts of frames r + 1..r + 3
+    for r in range(len(ctx)):
+        assert np.array_equal(ctx[r], ep.frames[np.maximum(np.arange(r - model.cfg.context + 1, r + 1), 0)])
+        assert np.array_equal(lay[r], occ[r + 1:r + 4])
+    # the first frames are imagined from as many steps as there are (1 and 2), the rest from 3
+    assert sorted({c[1].shape[1] for c in calls}) == [1, 2, 3]
+    notes = read_manifest(tmp_path / "u3").notes["imagined"]
+    assert notes["unroll"] == 3 and notes["layouts"] == "recorded"
+    out = list(iter_episodes(tmp_path / "u3"))
+    assert np.array_equal(out[0].visible, ep.visible) and not np.array_equal(out[0].frames[1:], ep.frames[1:])
+    with pytest.raises(ValueError, match="unroll must be an integer >= 1"):
+        imagine_recording(model, recording, tmp_path / "bad", unroll=0, progress=False)
+    with pytest.raises(ValueError, match="no occupancy maps"):
+        imagine_recording(model, without_occupancy(recording, tmp_path / "old"), tmp_path / "o", progress=False)

@@ -264,7 +264,7 @@ def cmd_imagine_recording(args: argparse.Namespace) -> int:
         model = load_world_model(args.world_model, device=args.device)
         counts = imagine_recording(model, args.data, args.out, min_psnr=args.min_psnr, min_changed=args.min_changed,
                                    seed=args.seed, max_episodes=args.max_episodes, world_model_path=args.world_model,
-                                   progress=not args.quiet)
+                                   progress=not args.quiet, unroll=args.unroll)
     except (CheckpointError, ManifestMismatchError, ValueError, FileNotFoundError) as e:
         raise SystemExit(f"genex imagine-recording: {e}") from e
     print(f"{args.out}: {counts['imagined']} of {counts['frames']} frames imagined, {counts['kept_real']} kept real "
@@ -402,7 +402,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("imagine-recording",
-                       help="copy a recording with each frame imagined one step ahead (policy training data)")
+                       help="copy a recording with each frame imagined (one or --unroll steps ahead; a layout "
+                            "renderer draws the recorded layouts): policy training data")
     s.add_argument("--world-model", required=True, help="world model checkpoint folder")
     s.add_argument("--data", required=True, help="recording folder from `genex record`")
     s.add_argument("--out", required=True, help="new recording folder (re-run to resume)")
@@ -411,6 +412,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--min-changed", type=float, default=0.0,
                    help="imagine only steps whose real frame changes at least this share of the pixels (others stay "
                         "real; GUI videos are mostly static)")
+    s.add_argument("--unroll", type=int, default=1,
+                   help="imagine each frame this many steps ahead of the real frames (the earlier ones fed back, "
+                        "as in a planner's rollout)")
     s.add_argument("--max-episodes", type=int, default=None)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=None)

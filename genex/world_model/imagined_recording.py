@@ -13,6 +13,14 @@ counted). The test is on the whole frame, so it catches a wrong page or dialog, 
 wrong: use it where outcomes are large (GUI screens), not where the fact is a few pixels (a far pedestrian),
 or a policy would learn to see on imagined frames what the model did not draw.
 
+A layout renderer (driving v2, ``layout_channels > 0``) draws each imagined frame around the *recorded* layout
+of the real frame it replaces (``Episode.occupancy``, what a detector sees in it), never a sampled one: the
+frame then shows the recorded outcome as the renderer draws it (a pedestrian who steps out as the faint stroke
+it draws a chosen one with), so the real labels hold, and a policy trained on it learns to read the renderer's
+drawing of a fact rather than the simulator's. ``unroll`` ``N > 1`` imagines each replaced frame ``N`` steps
+ahead from real frames (the earlier ``N - 1`` imagined, then fed back as in a planner's rollout), so the copy
+also holds what the renderer's own frames become after a few steps.
+
 Output: a normal ``genex-episodes`` folder (``genex train-policy --data`` reads it as is). Its manifest's
 ``notes["imagined"]`` names the source, the world model and its weights' SHA-256, the settings and the counts;
 each episode's ``meta["imagined"]`` is a ``bool[T + 1]`` list (frame 0 is always real). Episodes are written
@@ -35,7 +43,7 @@ from ..io import atomic_write_bytes
 from ..recording import (ManifestMismatchError, episode_path, episode_paths, iter_episodes,
                          read_manifest, save_episode)
 from .actions import encode_actions
-from .data import changed_fraction, require_action_labels
+from .data import changed_fraction, layout_of, require_action_labels
 
 __all__ = ["imagine_recording"]
 
@@ -46,18 +54,43 @@ def _contexts(frames: np.ndarray, k: int) -> np.ndarray:
     return frames[np.maximum(t, 0)]
 
 
+def _imagine_steps(model: Any, ep: Any, steps: np.ndarray, enc: np.ndarray, layout: np.ndarray | None, k: int,
+                   unroll: int, seed: int, batch_size: int) -> np.ndarray:
+    """``uint8[len(steps), H, W, 3]``: frame ``s + 1`` for each ``s`` in ``steps``, imagined ``n = min(unroll, s + 1)``
+    steps ahead from the real frames up to ``s + 1 - n`` with the recorded actions (``enc`` ``float32[T, A]``) and,
+    for a layout renderer, the recorded layouts (``layout`` ``bool[T + 1, F, gh, gw]``). Steps are batched by
+    ``n``; the batch starting at the ``j``-th step of a group uses seed ``seed + j``."""
+    out = np.zeros((len(steps),) + ep.frames.shape[1:], np.uint8)
+    contexts = _contexts(ep.frames, k)  # [T, K, H, W, 3]
+    depth = np.minimum(unroll, steps + 1)
+    for n in np.unique(depth):
+        rows = np.flatnonzero(depth == n)
+        start = steps[rows] + 1 - n  # the first imagined step of each row
+        seq = start[:, None] + np.arange(n)[None]  # [R, n] the steps imagined
+        for j in range(0, len(rows), batch_size):
+            sl = slice(j, j + batch_size)
+            lay = None if layout is None else layout[seq[sl] + 1]  # frame t + 1's layout for step t
+            frames = model.imagine_batch(contexts[start[sl]], enc[seq[sl]], seed=seed + j,
+                                         **({} if lay is None else {"layouts": lay}))
+            out[rows[sl]] = frames[:, -1]
+    return out
+
+
 def imagine_recording(model: Any, src: str | Path, out: str | Path, *, min_psnr: float = 20.0,
                       min_changed: float = 0.0, seed: int = 0, batch_size: int = 32, max_episodes: int | None = None,
-                      world_model_path: str = "", progress: bool = True) -> dict[str, Any]:
-    """Write ``out``: the recording ``src`` with frames ``1..T`` imagined one step ahead by ``model``.
+                      world_model_path: str = "", progress: bool = True, unroll: int = 1) -> dict[str, Any]:
+    """Write ``out``: the recording ``src`` with frames ``1..T`` imagined ``unroll`` steps ahead by ``model``.
 
     ``model`` is a :class:`~genex.world_model.model.DiffusionWorldModel` (it needs ``imagine_batch`` and
     ``cfg``). Only steps whose real frame changes at least ``min_changed`` of the pixels are imagined (a GUI
     video is mostly static, and a static frame imagined is the real one again), and a frame is replaced only
-    where ``PSNR(imagined, real) >= min_psnr``; elsewhere the real frame stays. The batch of imagined steps
-    from the ``s``-th of episode ``i`` uses seed ``seed + 1000 i + s``, so a resumed run writes the same files.
-    Returns the counts (also stored in the manifest's ``notes["imagined"]``).
+    where ``PSNR(imagined, real) >= min_psnr``; elsewhere the real frame stays. A layout renderer draws the
+    recorded layouts (the module docstring; recordings without occupancy maps raise ``ValueError``). The batches
+    of episode ``i`` use seeds from ``seed + 1000 i``, so a resumed run writes the same files. Returns the counts
+    (also stored in the manifest's ``notes["imagined"]``).
     """
+    if not isinstance(unroll, (int, np.integer)) or isinstance(unroll, bool) or unroll < 1:
+        raise ValueError(f"unroll must be an integer >= 1 (steps imagined ahead), got {unroll!r}")
     if min_psnr < 0:
         raise ValueError(f"min_psnr must be >= 0 (dB), got {min_psnr}")
     if not 0 <= min_changed <= 1:
@@ -74,6 +107,10 @@ def imagine_recording(model: Any, src: str | Path, out: str | Path, *, min_psnr:
                 "world_model_sha256": getattr(model, "info", {}).get("sha256", ""), "min_psnr": float(min_psnr),
                 "min_changed": float(min_changed), "seed": int(seed), "steps": model.sampler.steps,
                 "snap": model.sampler.snap}
+    if unroll != 1:  # left out at 1, so folders written before the option still resume
+        settings["unroll"] = int(unroll)
+    if cfg.layout_channels:
+        settings["layouts"] = "recorded"
     notes = {**manifest.notes, "imagined": settings}
     new = replace(manifest, notes=notes, checksums={})
     path = out / "manifest.json"
@@ -105,12 +142,9 @@ def imagine_recording(model: Any, src: str | Path, out: str | Path, *, min_psnr:
         counts["unchanged"] += len(ep) - len(steps)
         if len(steps):
             require_action_labels(cfg, ep, src)
-            enc = encode_actions(ep.actions, cfg, manifest.action_names)[steps]  # float32[N, A]
-            ctx = _contexts(ep.frames, cfg.context)[steps]
-            pred = np.concatenate([
-                model.imagine_batch(ctx[s:s + batch_size], enc[s:s + batch_size, None],
-                                    seed=seed + 1000 * i + s)[:, 0]
-                for s in range(0, len(steps), batch_size)])
+            enc = encode_actions(ep.actions, cfg, manifest.action_names)  # float32[T, A]
+            pred = _imagine_steps(model, ep, steps, enc, layout_of(cfg, ep, src), cfg.context, unroll,
+                                  seed + 1000 * i, batch_size)
             score = psnr(pred, ep.frames[steps + 1])
             psnrs.append(score)
             good = score >= min_psnr

@@ -193,49 +193,72 @@ class DiffusionWorldModel:
 
     @overload
     def imagine_batch(self, contexts: np.ndarray, actions: Sequence[Sequence[Any]] | np.ndarray,
-                      seed: int | None = ..., return_layouts: Literal[False] = ...) -> np.ndarray: ...
+                      seed: int | None = ..., return_layouts: Literal[False] = ..., *,
+                      layouts: np.ndarray | None = ...) -> np.ndarray: ...
 
     @overload
     def imagine_batch(self, contexts: np.ndarray, actions: Sequence[Sequence[Any]] | np.ndarray,
-                      seed: int | None, return_layouts: Literal[True]) -> tuple[np.ndarray, np.ndarray]: ...
+                      seed: int | None, return_layouts: Literal[True], *,
+                      layouts: np.ndarray | None = ...) -> tuple[np.ndarray, np.ndarray]: ...
 
     @overload
     def imagine_batch(self, contexts: np.ndarray, actions: Sequence[Sequence[Any]] | np.ndarray, *,
-                      return_layouts: Literal[True]) -> tuple[np.ndarray, np.ndarray]: ...
+                      return_layouts: Literal[True], layouts: np.ndarray | None = ...
+                      ) -> tuple[np.ndarray, np.ndarray]: ...
 
     @torch.no_grad()
     def imagine_batch(self, contexts: np.ndarray, actions: Sequence[Sequence[Any]] | np.ndarray,
-                      seed: int | None = None, return_layouts: bool = False
-                      ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+                      seed: int | None = None, return_layouts: bool = False, *,
+                      layouts: np.ndarray | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """``uint8[B,K,H,W,3]`` contexts and ``B`` action sequences of length ``T`` -> ``uint8[B,T,H,W,3]``.
 
         ``return_layouts`` (layout renderers only): also return the layouts the frames were drawn around,
-        ``bool[B,T,F,gh,gw]`` (layout ``t`` is frame ``t``'s), so experiments can measure what was sampled."""
+        ``bool[B,T,F,gh,gw]`` (layout ``t`` is frame ``t``'s), so experiments can measure what was sampled.
+
+        ``layouts`` (layout renderers only): draw these layouts (``bool[B,T,F,gh,gw]``, e.g. the recorded
+        occupancy of the real future) instead of sampling them; the layout stage is then not used (nor needed).
+        Frames drawn around a recorded layout carry that recording's labels: the data that teaches a policy
+        to read what the renderer draws (:func:`~genex.world_model.imagined_recording.imagine_recording`)."""
         contexts = check_context(contexts, batched=True)
         acts = self._encode(actions)
         b = contexts.shape[0]
         if acts.shape[0] != b:
             raise ValueError(f"got {b} contexts but {acts.shape[0]} action sequences")
         self._check_return_layouts(return_layouts)
+        given = self._given_layouts(layouts, b, acts.shape[1])
         gen = torch.Generator().manual_seed(int(seed)) if seed is not None else None
         window = self._prepare_context(contexts)  # uint8[B,K,H,W,3]
-        frames, layouts = self._roll(window, acts, lambda: None, gen, self._layout_inputs(contexts), [(b, gen)])
-        return (frames, layouts) if return_layouts else frames
+        history = self._layout_inputs(contexts) if given is None else None
+        frames, lay = self._roll(window, acts, lambda: None, gen, history, [(b, gen)], given=given)
+        return (frames, lay) if return_layouts else frames
+
+    def _given_layouts(self, layouts: np.ndarray | None, b: int, t: int) -> torch.Tensor | None:
+        """``layouts`` as ``bool[B,T,F,gh,gw]`` on the CPU after checking it fits this model and the call."""
+        if layouts is None:
+            return None
+        if not self.model_cfg.layout_channels:
+            raise ValueError("layouts: this model draws no layouts (layout_channels=0)")
+        lay = torch.as_tensor(np.asarray(layouts)).bool()
+        if lay.ndim != 5 or tuple(lay.shape[:3]) != (b, t, self.model_cfg.layout_channels):
+            raise ValueError(f"layouts must be bool[{b}, {t}, {self.model_cfg.layout_channels}, gh, gw] (one layout per "
+                             f"imagined frame), got {list(lay.shape)}")
+        return lay
 
     def _check_return_layouts(self, return_layouts: bool) -> None:
         if return_layouts and not self.model_cfg.layout_channels:
             raise ValueError("return_layouts: this model draws no layouts (layout_channels=0)")
 
     def _roll(self, window: torch.Tensor, acts: torch.Tensor, noise: Any, generator: torch.Generator | None = None,
-              history: torch.Tensor | None = None, groups: Sequence[tuple[int, torch.Generator | None]] = ()
-              ) -> tuple[np.ndarray, np.ndarray | None]:
+              history: torch.Tensor | None = None, groups: Sequence[tuple[int, torch.Generator | None]] = (),
+              given: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """The autoregressive rollout: ``window`` uint8[B,K,H,W,3], ``acts`` float[B,T,A]; ``noise()`` gives each
         step's unit starting noise (None: drawn from ``generator`` by :func:`sample_next_frame`). Returns the frames
         ``uint8[B,T,H,W,3]`` and, for a layout renderer, the layouts ``bool[B,T,F,gh,gw]`` (else None).
 
         A layout renderer also takes ``history``, the layout stage's context (uint8[B,K_layout,H,W,3], CPU), and
         ``groups``: ``(rows, generator)`` per call, in row order; every ``horizon`` steps each call's rows get one
-        layout sequence each, sampled from that call's generator before that step's pixel noise."""
+        layout sequence each, sampled from that call's generator before that step's pixel noise. ``given``
+        (``bool[B,T,F,gh,gw]``) replaces the sampled layouts (then no ``history`` is needed)."""
         b, cfg = window.shape[0], self.model_cfg
         ctx = self.denoiser.stack_context(window)  # float[B,3K,H,W]
         stage = self.layout if history is not None else None
@@ -244,7 +267,10 @@ class DiffusionWorldModel:
         chunk = torch.zeros(0)
         for t in range(acts.shape[1]):
             layout = None
-            if stage is not None and history is not None:
+            if given is not None:
+                layouts.append(given[:, t])
+                layout = layouts[-1].to(self.device)
+            elif stage is not None and history is not None:
                 if t % stage.cfg.horizon == 0:  # lay out the next horizon frames
                     chunk = _sample_layouts(stage, history, lay_acts[:, t:], groups)
                 layouts.append(chunk[:, t % stage.cfg.horizon])
@@ -258,7 +284,9 @@ class DiffusionWorldModel:
             if history is not None:  # the layout stage's context slides over the imagined frames too
                 history = torch.cat([history[:, 1:], out[-1][:, None]], dim=1)
         lay = None
-        if stage is not None:
+        if given is not None:
+            lay = given.numpy()
+        elif stage is not None:
             lay = torch.stack(layouts, dim=1).numpy() if layouts else \
                 np.zeros((b, 0, cfg.layout_channels, *stage.cfg.grid), bool)
         if not out:
