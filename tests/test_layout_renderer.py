@@ -529,3 +529,24 @@ def test_imagined_recording_of_a_layout_renderer_draws_the_recorded_layouts(reco
         imagine_recording(model, recording, tmp_path / "bad", unroll=0, progress=False)
     with pytest.raises(ValueError, match="no occupancy maps"):
         imagine_recording(model, without_occupancy(recording, tmp_path / "old"), tmp_path / "o", progress=False)
+
+
+def test_the_committed_v2_checkpoint_loads_with_its_stage_and_imagines_reproducibly(one_torch_thread):
+    """checkpoints/world_model/driving-v2 (work in progress, issue 28) is what the next training chunk starts from."""
+    import gymnasium as gym
+
+    import genex.envs  # noqa: F401  (registers the envs)
+    from genex.world_model.checkpoint import load_world_model
+
+    path = Path(__file__).resolve().parents[1] / "checkpoints" / "world_model" / "driving-v2"
+    model = load_world_model(path, device="cpu")
+    assert model.layout is not None and model.layout.cfg.facts[0] == "pedestrian"
+    assert model.sampler.keep_layout and model.info["sha256"].startswith("8e220980")
+    env = gym.make(ENV)
+    obs, _ = env.reset(seed=0)
+    model.bind(env)
+    ctx = np.repeat(obs["image"][None], model.cfg.context, 0)
+    frames = model.imagine(ctx, ["cruise", "cruise"], num_samples=2, seed=3)
+    assert frames.shape == (2, 2, 64, 64, 3) and np.array_equal(frames, model.imagine(ctx, ["cruise", "cruise"],
+                                                                                     num_samples=2, seed=3))
+    env.close()

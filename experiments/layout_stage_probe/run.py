@@ -60,6 +60,10 @@ def windows(folder: Path, context: int, horizon: int) -> tuple[np.ndarray, np.nd
     return tuple(np.concatenate(x) for x in out)  # type: ignore[return-value]
 
 
+def _mean(x: np.ndarray) -> float | None:
+    return float(x.mean()) if len(x) else None
+
+
 def event_calibration(p: np.ndarray, truth: np.ndarray, n_bins: int = 10) -> tuple[float, list[dict]]:
     """ECE of a binary event's probability (the positive class, equal-width bins) and its reliability rows.
 
@@ -137,12 +141,20 @@ def main() -> None:
                 "unseen_sampled_rate": float(drawn[unseen].mean()) if unseen.any() else None,
                 "seen_true_rate": float(truth[seen].mean()) if seen.any() else None,
                 "seen_sampled_rate": float(drawn[seen].mean()) if seen.any() else None,
+                # the stage's own recall and false alarm (fidelity.json's events, before a renderer or a policy):
+                # where no pedestrian is in view, the share of samples drawing one where one comes / does not
+                "unseen_sampled_when_comes": _mean(drawn[unseen & truth]),
+                "unseen_sampled_when_not": _mean(drawn[unseen & ~truth]),
+                "unseen_p_when_comes": _mean(p[unseen & truth]),
+                "unseen_p_when_not": _mean(p[unseen & ~truth]),
             }
             r = result[f"within_{h}"]
             print(f"pedestrian within {h}: ECE {r['ece']:.3f}, base rate {r['base_rate']:.3f}, mean P {r['mean_p']:.3f}; "
                   f"no pedestrian in the context ({r['unseen_windows']} windows): true {r['unseen_true_rate']:.3f}, "
                   f"sampled {r['unseen_sampled_rate']:.3f}; in view: true {r['seen_true_rate']}, "
-                  f"sampled {r['seen_sampled_rate']}", flush=True)
+                  f"sampled {r['seen_sampled_rate']}; no pedestrian in the context, sampled where one comes "
+                  f"{r['unseen_sampled_when_comes']:.3f} / where none does {r['unseen_sampled_when_not']:.3f} "
+                  f"(mean P {r['unseen_p_when_comes']:.3f} / {r['unseen_p_when_not']:.3f})", flush=True)
     print(f"NLL held out {result['heldout_nll']:.2f} nats per window"
           + (f" (train {result['final_train_nll']:.2f})" if "final_train_nll" in result else ""))
     atomic_write_bytes(out / f"{name}.json", json.dumps(result, indent=2).encode())

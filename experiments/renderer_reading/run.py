@@ -1,0 +1,119 @@
+"""Experiment: does the policy see the pedestrian that the v2 renderer draws, when the layout is the true one?
+
+Question: ``genex measure-fidelity`` reads the whole chain: the layout stage samples whether a pedestrian comes, the
+    renderer draws it, the policy reads the frames. On the driving model v2 it gave recall 0.24 and false alarms
+    0.19 (issue 28 asks >= 0.6 / <= 0.10), while the layout stage alone samples a pedestrian in 0.30 of the
+    futures of windows where one comes and 0.08 where none does (``experiments/layout_stage_probe``). How much do
+    the renderer and the policy lose? Rendering the *recorded* layouts of the real future (``imagine_batch(...,
+    layouts=...)``) takes the stage out: recall is then what the renderer + policy see of a pedestrian who is
+    drawn for sure, false alarm what they see where the layout has none.
+Status: measured 2026-12-08 on 2 shared CPU cores; docs/world_model.md ("A policy that reads the renderer").
+Result: see docs/world_model.md; the numbers of the last run are in OUT/result.json.
+Command:
+    MUJOCO_GL=egl python experiments/renderer_reading/run.py --world-model runs/wm_v2/model_v2 \\
+        --policy checkpoints/policy/tiny-driving --data runs/layout_probe2/data/heldout --out runs/renderer_reading
+
+The windows are fidelity.json's (:func:`genex.evaluation.fidelity.measure_fidelity`'s selection: context 4, stride
+2, horizon 8, up to ``--max-windows``, half of them where the pedestrian comes); each is imagined ``--samples`` times
+(pixel noise only) around the recorded layouts and read by the policy with the same event, ``P(visible) > 0.5``
+in any imagined frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import genex.envs  # noqa: F401  (registers the envs)
+from genex.evaluation.fidelity import SEEN_P
+from genex.evaluation.windows import label_window
+from genex.io import atomic_write_bytes
+from genex.policy import make_policy
+from genex.policy.data import fact_question
+from genex.policy.protocol import PolicyQuestion, TaggedImage
+from genex.recording import iter_episodes, read_manifest
+from genex.world_model.checkpoint import load_world_model
+
+FACT = "pedestrian"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--world-model", default="runs/wm_v2/model_v2", help="a layout world model (driving v2)")
+    ap.add_argument("--policy", action="extend", nargs="+", default=None,
+                    help="tiny policy checkpoint(s) to read the frames with (default: the shipped driving policy)")
+    ap.add_argument("--data", default="runs/layout_probe2/data/heldout")
+    ap.add_argument("--samples", type=int, default=4)
+    ap.add_argument("--horizon", type=int, default=8)
+    ap.add_argument("--context", type=int, default=4)
+    ap.add_argument("--stride", type=int, default=2)
+    ap.add_argument("--max-windows", type=int, default=400)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="runs/renderer_reading")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    policies = args.policy or ["checkpoints/policy/tiny-driving"]
+    model = load_world_model(args.world_model, device="cpu")
+    if not model.cfg.layout_channels:
+        raise SystemExit(f"{args.world_model} draws no layouts: this experiment needs a layout world model")
+    m = read_manifest(args.data)
+    model.action_names = tuple(m.action_names)
+    env = gym.make(m.env_id, **m.env_kwargs)
+    prompt = str(getattr(env.unwrapped, "instruction", ""))  # as measure_fidelity asks
+    env.close()
+    col = list(m.facts).index(FACT)
+    windows = []  # as measure_fidelity selects them
+    for ep in iter_episodes(args.data):
+        for t in range(args.context - 1, len(ep.discrete_actions) - args.horizon + 1, args.stride):
+            label = label_window(ep.visible[:, col], t, context=1, horizon=args.horizon)
+            if label != "in_view":
+                windows.append((ep, t, "pos" if label == "comes" else "neg"))
+    rng = np.random.default_rng(args.seed)
+    pos = [i for i, w in enumerate(windows) if w[2] == "pos"]
+    neg = [i for i, w in enumerate(windows) if w[2] == "neg"]
+    pos = list(rng.permutation(pos)[:max(1, args.max_windows // 2)])
+    neg = list(rng.permutation(neg)[:max(0, args.max_windows - len(pos))])
+    chosen = [windows[i] for i in sorted(pos + neg)]
+    readers = {p: make_policy("tiny", checkpoint=p) for p in policies}
+    question = [PolicyQuestion(FACT, fact_question(FACT), ("yes", "no"))]
+    seen: dict[str, dict[str, list[float]]] = {p: {"pos": [], "neg": []} for p in policies}
+    drawn_pos = []
+    for i, (ep, t, kind) in enumerate(tqdm(chosen, desc="windows")):
+        s, h = args.samples, args.horizon
+        ctx = np.repeat(ep.frames[t - args.context + 1:t + 1][None], s, 0)
+        acts = np.repeat(np.asarray(ep.discrete_actions[t:t + h])[None], s, 0)
+        lay = np.repeat((ep.occupancy[t + 1:t + 1 + h] > 0)[None], s, 0)  # the recorded layouts of the real future
+        frames = model.imagine_batch(ctx, acts, seed=args.seed + i, layouts=lay)  # uint8[S, T, H, W, 3]
+        if kind == "pos":
+            drawn_pos.append(bool(lay[0, :, col].any()))
+        flat = frames.reshape((-1,) + frames.shape[2:])
+        for p, policy in readers.items():
+            r = policy.answer([TaggedImage(np.ascontiguousarray(x), step=t + 1, imagined=True) for x in flat],
+                              str(ep.meta.get("instruction") or prompt), question)
+            hit = (r.per_image[FACT][:, 0].reshape(s, -1) > SEEN_P).any(axis=1)
+            seen[p][kind].append(float(hit.mean()))
+    result = {"world_model": args.world_model, "data": args.data, "samples": args.samples, "horizon": args.horizon,
+              "positives": len(pos), "negatives": len(neg),
+              # a pedestrian who "comes" by the visibility labels can still occupy no cell (a few pixels)
+              "positives_with_pedestrian_cells": float(np.mean(drawn_pos)) if drawn_pos else None,
+              "policies": {p: {"recall": float(np.mean(v["pos"])) if v["pos"] else None,
+                               "false_alarm": float(np.mean(v["neg"])) if v["neg"] else None}
+                           for p, v in seen.items()}}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "result.json", json.dumps(result, indent=2).encode())
+    for p, r in result["policies"].items():
+        print(f"{p}: recall {r['recall']:.3f}, false alarm {r['false_alarm']:.3f} with the recorded layouts "
+              f"({len(pos)} / {len(neg)} windows)")
+    print(f"wrote {out / 'result.json'}")
+
+
+if __name__ == "__main__":
+    main()
