@@ -8,7 +8,10 @@ Question: issue 28 asks the driving world model for pedestrian recall >= 0.6 wit
     posterior given the real frames (``genex.world_model.PosteriorWorldModel``, what ``posterior-imagine``
     imagines), read by a perfect detector (the env's visibility labels)?
 Status: measured 2026-12-08 on 2 shared CPU cores; docs/world_model.md ("The fidelity target against its ceiling").
-Result: see docs/world_model.md; the numbers of the last run are in OUT/result.json.
+Result: 150 held-out episodes (158 windows where the pedestrian comes, 601 of the 2,404 where it does not):
+    recall 0.37, false alarm 0.05 with 8 hypotheses per answer (POSTH16 with 16, first 60 episodes). The issue's
+    target (>= 0.6 with <= 0.10) is above what any model without privileged knowledge can reach. Read by
+    ``tiny-driving`` (``--policy``): POSTREAD.
 Command:
     MUJOCO_GL=egl python experiments/fidelity_ceiling/run.py --data runs/layout_probe2/data/heldout \\
         --max-episodes 40 --out runs/fidelity_ceiling
@@ -34,25 +37,35 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import genex.envs  # noqa: F401  (registers the envs)
+from genex.evaluation.fidelity import SEEN_P
 from genex.evaluation.windows import label_window
 from genex.io import atomic_write_bytes
+from genex.policy import make_policy
+from genex.policy.data import fact_question
+from genex.policy.protocol import PolicyQuestion, TaggedImage
 from genex.recording import iter_episodes, read_manifest
 from genex.world_model.posterior import PosteriorWorldModel
 
 FACT = "pedestrian"
 
 
-def shows_within(model: PosteriorWorldModel, i: int, actions: list[int], fact: str) -> bool:
-    """Whether hypothesis ``i``'s camera shows ``fact`` at any of the steps under ``actions`` (from its present)."""
+def _mean(x: list[float]) -> float | None:
+    return float(np.mean(x)) if x else None
+
+
+def future_of(model: PosteriorWorldModel, i: int, actions: list[int], fact: str) -> tuple[bool, np.ndarray]:
+    """Hypothesis ``i``'s future under ``actions`` (from its present): whether its camera shows ``fact`` at any
+    step, and its frames ``uint8[T, H, W, 3]`` (the last repeated after its episode ends)."""
     env = model.env.unwrapped
     env.restore(model.snapshots[i], render=False)
+    shown, frames, done = False, [], False
     for a in actions:
-        _, _, terminated, truncated, info = model.env.step(a)
-        if info["visible"].get(fact, False):
-            return True
-        if terminated or truncated:
-            return False
-    return False
+        if not done:
+            obs, _, terminated, truncated, info = model.env.step(a)
+            shown = shown or bool(info["visible"].get(fact, False))
+            done = bool(terminated or truncated)
+        frames.append(np.asarray(obs["image"]))
+    return shown, np.stack(frames)
 
 
 def main() -> None:
@@ -65,10 +78,18 @@ def main() -> None:
     ap.add_argument("--stride", type=int, default=2)
     ap.add_argument("--negative-every", type=int, default=4,
                     help="score every n-th window where the pedestrian stays out of view (they are ~20x as many)")
+    ap.add_argument("--policy", default=None,
+                    help="also read each hypothesis's future frames with this tiny policy (P(visible) > 0.5 in any "
+                         "frame, fidelity.json's event): the fair reference for fidelity.json read by that policy")
     ap.add_argument("--out", default="runs/fidelity_ceiling")
     args = ap.parse_args()
     m = read_manifest(args.data)
+    probe_env = gym.make(m.env_id, **m.env_kwargs)
+    prompt = str(getattr(probe_env.unwrapped, "instruction", ""))  # as measure_fidelity asks
+    probe_env.close()
     col = list(m.facts).index(FACT)
+    reader = make_policy("tiny", checkpoint=args.policy) if args.policy else None
+    question = [PolicyQuestion(FACT, fact_question(FACT), ("yes", "no"))]
     rows: list[dict] = []
     mismatched = negatives_seen = 0
     for n, ep in enumerate(tqdm(iter_episodes(args.data), total=args.max_episodes, desc="episodes")):
@@ -90,9 +111,17 @@ def main() -> None:
                 if label == "comes" or (label == "stays" and negatives_seen % args.negative_every == 1 % args.negative_every):
                     w = model.posterior()
                     alive = np.flatnonzero(w > 1e-9)
-                    share = sum(w[i] for i in alive if shows_within(model, i, acts[t:t + args.horizon], FACT))
-                    rows.append({"episode": n, "seed": seed, "t": t, "label": label, "share": float(share),
-                                 "p_answer_yes": float(model.answer_posterior()[0])})
+                    futures = [future_of(model, i, acts[t:t + args.horizon], FACT) for i in alive]
+                    row = {"episode": n, "seed": seed, "t": t, "label": label,
+                           "share": float(sum(w[i] for i, (shown, _) in zip(alive, futures) if shown)),
+                           "p_answer_yes": float(model.answer_posterior()[0])}
+                    if reader is not None:
+                        flat = np.concatenate([f for _, f in futures])
+                        r = reader.answer([TaggedImage(np.ascontiguousarray(x), step=t + 1, imagined=True)
+                                           for x in flat], prompt, question)
+                        read = (r.per_image[FACT][:, 0].reshape(len(alive), -1) > SEEN_P).any(axis=1)
+                        row["read_share"] = float(w[alive][read].sum())
+                    rows.append(row)
             _, _, terminated, truncated, info = live.step(a)
             mismatched += int(bool(info["visible"].get(FACT, False)) != bool(shown[t + 1]))
             model.observe(a, info["visible"])
@@ -109,6 +138,9 @@ def main() -> None:
               # fidelity.json draws half its windows from each kind: the recall that a sample of 4 would see is the
               # same in expectation; its spread over windows tells how much of it is certain
               "recall_windows_above_0.5": float(np.mean(np.asarray(comes) > 0.5)) if comes else None,
+              "policy": args.policy,
+              "policy_recall": _mean([r["read_share"] for r in rows if r["label"] == "comes" and "read_share" in r]),
+              "policy_false_alarm": _mean([r["read_share"] for r in rows if r["label"] == "stays" and "read_share" in r]),
               "windows": rows}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -117,6 +149,9 @@ def main() -> None:
           f"{len(stays)} where it does not ({result['episodes']} episodes of {args.data}; replay label mismatches "
           f"{mismatched}): recall {result['recall']:.3f}, false alarm {result['false_alarm']:.3f}; wrote "
           f"{out / 'result.json'}")
+    if reader is not None:
+        print(f"read by {args.policy}: recall {result['policy_recall']:.3f}, false alarm "
+              f"{result['policy_false_alarm']:.3f}")
 
 
 if __name__ == "__main__":

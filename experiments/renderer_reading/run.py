@@ -8,7 +8,10 @@ Question: ``genex measure-fidelity`` reads the whole chain: the layout stage sam
     layouts=...)``) takes the stage out: recall is then what the renderer + policy see of a pedestrian who is
     drawn for sure, false alarm what they see where the layout has none.
 Status: measured 2026-12-08 on 2 shared CPU cores; docs/world_model.md ("A policy that reads the renderer").
-Result: see docs/world_model.md; the numbers of the last run are in OUT/result.json.
+Result: the renderer loses most of the pedestrian. On 158 held-out windows where one comes and 242 where none
+    does (4 samples, horizon 8), ``tiny-driving`` sees it in 0.28 of the frames drawn around the recorded layouts
+    (false alarm 0.21), where it sees it in 0.68 of the real futures (false alarm 0.25: its own per-frame false
+    positives over 8 frames). A copy fine-tuned on imagined frames: 0.28 / 0.23 (real: 0.64 / 0.22).
 Command:
     MUJOCO_GL=egl python experiments/renderer_reading/run.py --world-model runs/wm_v2/model_v2 \\
         --policy checkpoints/policy/tiny-driving --data runs/layout_probe2/data/heldout --out runs/renderer_reading
@@ -43,6 +46,10 @@ from genex.world_model.checkpoint import load_world_model
 FACT = "pedestrian"
 
 
+def _mean(x: list[float]) -> float | None:
+    return float(np.mean(x)) if x else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--world-model", default="runs/wm_v2/model_v2", help="a layout world model (driving v2)")
@@ -56,6 +63,8 @@ def main() -> None:
     ap.add_argument("--max-windows", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--real-only", action="store_true",
+                    help="read only the recorded future frames (the reader's own recall and false alarm)")
     ap.add_argument("--out", default="runs/renderer_reading")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -84,9 +93,17 @@ def main() -> None:
     readers = {p: make_policy("tiny", checkpoint=p) for p in policies}
     question = [PolicyQuestion(FACT, fact_question(FACT), ("yes", "no"))]
     seen: dict[str, dict[str, list[float]]] = {p: {"pos": [], "neg": []} for p in policies}
+    real: dict[str, dict[str, list[float]]] = {p: {"pos": [], "neg": []} for p in policies}
     drawn_pos = []
     for i, (ep, t, kind) in enumerate(tqdm(chosen, desc="windows")):
         s, h = args.samples, args.horizon
+        instruction = str(ep.meta.get("instruction") or prompt)
+        for p, policy in readers.items():  # the real future, read by the same event
+            r = policy.answer([TaggedImage(np.ascontiguousarray(x), step=t + 1) for x in ep.frames[t + 1:t + 1 + h]],
+                              instruction, question)
+            real[p][kind].append(float((r.per_image[FACT][:, 0] > SEEN_P).any()))
+        if args.real_only:
+            continue
         ctx = np.repeat(ep.frames[t - args.context + 1:t + 1][None], s, 0)
         acts = np.repeat(np.asarray(ep.discrete_actions[t:t + h])[None], s, 0)
         lay = np.repeat((ep.occupancy[t + 1:t + 1 + h] > 0)[None], s, 0)  # the recorded layouts of the real future
@@ -96,21 +113,23 @@ def main() -> None:
         flat = frames.reshape((-1,) + frames.shape[2:])
         for p, policy in readers.items():
             r = policy.answer([TaggedImage(np.ascontiguousarray(x), step=t + 1, imagined=True) for x in flat],
-                              str(ep.meta.get("instruction") or prompt), question)
+                              instruction, question)
             hit = (r.per_image[FACT][:, 0].reshape(s, -1) > SEEN_P).any(axis=1)
             seen[p][kind].append(float(hit.mean()))
     result = {"world_model": args.world_model, "data": args.data, "samples": args.samples, "horizon": args.horizon,
               "positives": len(pos), "negatives": len(neg),
               # a pedestrian who "comes" by the visibility labels can still occupy no cell (a few pixels)
               "positives_with_pedestrian_cells": float(np.mean(drawn_pos)) if drawn_pos else None,
-              "policies": {p: {"recall": float(np.mean(v["pos"])) if v["pos"] else None,
-                               "false_alarm": float(np.mean(v["neg"])) if v["neg"] else None}
+              "policies": {p: {"recall": _mean(v["pos"]), "false_alarm": _mean(v["neg"]),
+                               "real_recall": _mean(real[p]["pos"]), "real_false_alarm": _mean(real[p]["neg"])}
                            for p, v in seen.items()}}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "result.json", json.dumps(result, indent=2).encode())
     for p, r in result["policies"].items():
-        print(f"{p}: recall {r['recall']:.3f}, false alarm {r['false_alarm']:.3f} with the recorded layouts "
+        drawn = "" if args.real_only else \
+            f"recall {r['recall']:.3f}, false alarm {r['false_alarm']:.3f} with the recorded layouts; "
+        print(f"{p}: {drawn}the real future: recall {r['real_recall']:.3f}, false alarm {r['real_false_alarm']:.3f} "
               f"({len(pos)} / {len(neg)} windows)")
     print(f"wrote {out / 'result.json'}")
 
