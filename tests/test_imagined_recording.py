@@ -133,3 +133,22 @@ def test_policy_data_takes_only_the_imagined_frames_of_an_imagined_copy(syntheti
     changed = sum(int((changed_fraction(e.frames[:-1], e.frames[1:]) >= 0.01).sum())
                   for e in iter_episodes(tmp_path / "rec"))
     assert counts["imagined"] == changed
+
+
+def test_unroll_resumes_only_with_the_same_unroll(synthetic, tmp_path):
+    """A folder imagined N steps ahead is never continued with another N (nor one step ahead with N > 1)."""
+    model = tiny_model()
+    out = tmp_path / "u2"
+    imagine_recording(model, synthetic, out, min_psnr=0.0, unroll=2, max_episodes=1, progress=False)
+    with pytest.raises(ManifestMismatchError, match="unroll"):
+        imagine_recording(model, synthetic, out, min_psnr=0.0, progress=False)  # the default, unroll 1
+    assert imagine_recording(model, synthetic, out, min_psnr=0.0, unroll=2, progress=False)["skipped_existing"] == 1
+    one = tmp_path / "u1"
+    imagine_recording(model, synthetic, one, min_psnr=0.0, max_episodes=1, progress=False)
+    with pytest.raises(ManifestMismatchError, match="unroll"):
+        imagine_recording(model, synthetic, one, min_psnr=0.0, unroll=3, progress=False)
+    # two steps ahead is not one step ahead: the second frame of an episode differs
+    a, b = next(iter(iter_episodes(out))), next(iter(iter_episodes(one)))
+    # frame 1 can only be imagined one step ahead (same seed and noise; batches of other sizes may round apart)
+    assert np.abs(a.frames[1].astype(int) - b.frames[1].astype(int)).max() <= 1
+    assert not np.array_equal(a.frames[2:], b.frames[2:])

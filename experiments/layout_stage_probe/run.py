@@ -64,6 +64,10 @@ def _mean(x: np.ndarray) -> float | None:
     return float(x.mean()) if len(x) else None
 
 
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
 def event_calibration(p: np.ndarray, truth: np.ndarray, n_bins: int = 10) -> tuple[float, list[dict]]:
     """ECE of a binary event's probability (the positive class, equal-width bins) and its reliability rows.
 
@@ -153,8 +157,8 @@ def main() -> None:
                   f"no pedestrian in the context ({r['unseen_windows']} windows): true {r['unseen_true_rate']:.3f}, "
                   f"sampled {r['unseen_sampled_rate']:.3f}; in view: true {r['seen_true_rate']}, "
                   f"sampled {r['seen_sampled_rate']}; no pedestrian in the context, sampled where one comes "
-                  f"{r['unseen_sampled_when_comes']:.3f} / where none does {r['unseen_sampled_when_not']:.3f} "
-                  f"(mean P {r['unseen_p_when_comes']:.3f} / {r['unseen_p_when_not']:.3f})", flush=True)
+                  f"{_fmt(r['unseen_sampled_when_comes'])} / where none does {_fmt(r['unseen_sampled_when_not'])} "
+                  f"(mean P {_fmt(r['unseen_p_when_comes'])} / {_fmt(r['unseen_p_when_not'])})", flush=True)
     print(f"NLL held out {result['heldout_nll']:.2f} nats per window"
           + (f" (train {result['final_train_nll']:.2f})" if "final_train_nll" in result else ""))
     atomic_write_bytes(out / f"{name}.json", json.dumps(result, indent=2).encode())

@@ -7,7 +7,7 @@ Question: ``genex measure-fidelity`` reads the whole chain: the layout stage sam
     the renderer and the policy lose? Rendering the *recorded* layouts of the real future (``imagine_batch(...,
     layouts=...)``) takes the stage out: recall is then what the renderer + policy see of a pedestrian who is
     drawn for sure, false alarm what they see where the layout has none.
-Status: measured 2026-12-08 on 2 shared CPU cores; docs/world_model.md ("A policy that reads the renderer").
+Status: measured 2026-12-08 on 2 shared CPU cores; docs/world_model.md ("Where the chain loses the pedestrian").
 Result: the renderer loses most of the pedestrian. On 158 held-out windows where one comes and 242 where none
     does (4 samples, horizon 8), ``tiny-driving`` sees it in 0.28 of the frames drawn around the recorded layouts
     (false alarm 0.21), where it sees it in 0.68 of the real futures (false alarm 0.25: its own per-frame false
@@ -16,8 +16,9 @@ Command:
     MUJOCO_GL=egl python experiments/renderer_reading/run.py --world-model runs/wm_v2/model_v2 \\
         --policy checkpoints/policy/tiny-driving --data runs/layout_probe2/data/heldout --out runs/renderer_reading
 
-The windows are fidelity.json's (:func:`genex.evaluation.fidelity.measure_fidelity`'s selection: context 4, stride
-2, horizon 8, up to ``--max-windows``, half of them where the pedestrian comes); each is imagined ``--samples`` times
+The windows are fidelity.json's (:func:`genex.evaluation.fidelity.measure_fidelity`'s selection over the env's probed
+facts: context 4, stride 2, horizon 8, up to ``--max-windows``, half where a fact comes; the pedestrian's are read,
+the others skipped); each is imagined ``--samples`` times
 (pixel noise only) around the recorded layouts and read by the policy with the same event, ``P(visible) > 0.5``
 in any imagined frame.
 """
@@ -76,17 +77,21 @@ def main() -> None:
     model.action_names = tuple(m.action_names)
     env = gym.make(m.env_id, **m.env_kwargs)
     prompt = str(getattr(env.unwrapped, "instruction", ""))  # as measure_fidelity asks
+    facts = list(dict.fromkeys(p.fact for p in getattr(env.unwrapped, "probes", ())))  # as genex measure-fidelity
     env.close()
     col = list(m.facts).index(FACT)
-    windows = []  # as measure_fidelity selects them
+    windows = []  # (episode, t, {fact: "pos" | "neg"}), selected as measure_fidelity selects them
     for ep in iter_episodes(args.data):
         for t in range(args.context - 1, len(ep.discrete_actions) - args.horizon + 1, args.stride):
-            label = label_window(ep.visible[:, col], t, context=1, horizon=args.horizon)
-            if label != "in_view":
-                windows.append((ep, t, "pos" if label == "comes" else "neg"))
+            kinds = {}
+            for f in facts:
+                label = label_window(ep.visible[:, list(m.facts).index(f)], t, context=1, horizon=args.horizon)
+                if label != "in_view":
+                    kinds[f] = "pos" if label == "comes" else "neg"
+            windows.append((ep, t, kinds))
     rng = np.random.default_rng(args.seed)
-    pos = [i for i, w in enumerate(windows) if w[2] == "pos"]
-    neg = [i for i, w in enumerate(windows) if w[2] == "neg"]
+    pos = [i for i, w in enumerate(windows) if "pos" in w[2].values()]
+    neg = [i for i, w in enumerate(windows) if w[2] and "pos" not in w[2].values()]
     pos = list(rng.permutation(pos)[:max(1, args.max_windows // 2)])
     neg = list(rng.permutation(neg)[:max(0, args.max_windows - len(pos))])
     chosen = [windows[i] for i in sorted(pos + neg)]
@@ -95,7 +100,10 @@ def main() -> None:
     seen: dict[str, dict[str, list[float]]] = {p: {"pos": [], "neg": []} for p in policies}
     real: dict[str, dict[str, list[float]]] = {p: {"pos": [], "neg": []} for p in policies}
     drawn_pos = []
-    for i, (ep, t, kind) in enumerate(tqdm(chosen, desc="windows")):
+    for i, (ep, t, kinds) in enumerate(tqdm(chosen, desc="windows")):
+        kind = kinds.get(FACT)
+        if kind is None:  # chosen for another fact; the pedestrian is in view
+            continue
         s, h = args.samples, args.horizon
         instruction = str(ep.meta.get("instruction") or prompt)
         for p, policy in readers.items():  # the real future, read by the same event
@@ -117,7 +125,7 @@ def main() -> None:
             hit = (r.per_image[FACT][:, 0].reshape(s, -1) > SEEN_P).any(axis=1)
             seen[p][kind].append(float(hit.mean()))
     result = {"world_model": args.world_model, "data": args.data, "samples": args.samples, "horizon": args.horizon,
-              "positives": len(pos), "negatives": len(neg),
+              "positives": len(real[policies[0]]["pos"]), "negatives": len(real[policies[0]]["neg"]),
               # a pedestrian who "comes" by the visibility labels can still occupy no cell (a few pixels)
               "positives_with_pedestrian_cells": float(np.mean(drawn_pos)) if drawn_pos else None,
               "policies": {p: {"recall": _mean(v["pos"]), "false_alarm": _mean(v["neg"]),
@@ -130,7 +138,7 @@ def main() -> None:
         drawn = "" if args.real_only else \
             f"recall {r['recall']:.3f}, false alarm {r['false_alarm']:.3f} with the recorded layouts; "
         print(f"{p}: {drawn}the real future: recall {r['real_recall']:.3f}, false alarm {r['real_false_alarm']:.3f} "
-              f"({len(pos)} / {len(neg)} windows)")
+              f"({result['positives']} / {result['negatives']} windows)")
     print(f"wrote {out / 'result.json'}")
 
 

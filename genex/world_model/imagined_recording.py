@@ -59,7 +59,7 @@ def _imagine_steps(model: Any, ep: Any, steps: np.ndarray, enc: np.ndarray, layo
     """``uint8[len(steps), H, W, 3]``: frame ``s + 1`` for each ``s`` in ``steps``, imagined ``n = min(unroll, s + 1)``
     steps ahead from the real frames up to ``s + 1 - n`` with the recorded actions (``enc`` ``float32[T, A]``) and,
     for a layout renderer, the recorded layouts (``layout`` ``bool[T + 1, F, gh, gw]``). Steps are batched by
-    ``n``; the batch starting at the ``j``-th step of a group uses seed ``seed + j``."""
+    ``n``; the batch whose first row is the ``j``-th of ``steps`` uses seed ``seed + j`` (distinct per batch)."""
     out = np.zeros((len(steps),) + ep.frames.shape[1:], np.uint8)
     contexts = _contexts(ep.frames, k)  # [T, K, H, W, 3]
     depth = np.minimum(unroll, steps + 1)
@@ -70,7 +70,7 @@ def _imagine_steps(model: Any, ep: Any, steps: np.ndarray, enc: np.ndarray, layo
         for j in range(0, len(rows), batch_size):
             sl = slice(j, j + batch_size)
             lay = None if layout is None else layout[seq[sl] + 1]  # frame t + 1's layout for step t
-            frames = model.imagine_batch(contexts[start[sl]], enc[seq[sl]], seed=seed + j,
+            frames = model.imagine_batch(contexts[start[sl]], enc[seq[sl]], seed=seed + int(rows[j]),
                                          **({} if lay is None else {"layouts": lay}))
             out[rows[sl]] = frames[:, -1]
     return out
@@ -116,7 +116,9 @@ def imagine_recording(model: Any, src: str | Path, out: str | Path, *, min_psnr:
     path = out / "manifest.json"
     if path.exists():
         old = read_manifest(out)
-        old_settings = {k: v for k, v in old.notes.get("imagined", {}).items() if k in settings}
+        # every setting but the last run's counts: a folder written with --unroll 3 (or drawn around sampled
+        # layouts, before layouts were recorded) must not be continued with other settings
+        old_settings = {k: v for k, v in old.notes.get("imagined", {}).items() if k != "counts_last_run"}
         if old.identity() != new.identity() or old_settings != settings:
             raise ManifestMismatchError(f"{out} already holds imagined frames made with "
                                         f"{old_settings or 'no settings'}, not {settings}; choose another --out")

@@ -238,7 +238,7 @@ class DiffusionWorldModel:
             return None
         if not self.model_cfg.layout_channels:
             raise ValueError("layouts: this model draws no layouts (layout_channels=0)")
-        lay = torch.as_tensor(np.asarray(layouts)).bool()
+        lay = torch.from_numpy(np.array(layouts, dtype=bool))  # a copy: the returned layouts are not the caller's
         if lay.ndim != 5 or tuple(lay.shape[:3]) != (b, t, self.model_cfg.layout_channels):
             raise ValueError(f"layouts must be bool[{b}, {t}, {self.model_cfg.layout_channels}, gh, gw] (one layout per "
                              f"imagined frame), got {list(lay.shape)}")
