@@ -8,10 +8,11 @@ Question: ``genex measure-fidelity`` reads the whole chain: the layout stage sam
     layouts=...)``) takes the stage out: recall is then what the renderer + policy see of a pedestrian who is
     drawn for sure, false alarm what they see where the layout has none.
 Status: measured 2026-12-08 on 2 shared CPU cores; docs/world_model.md ("Where the chain loses the pedestrian").
-Result: the renderer loses most of the pedestrian. On 158 held-out windows where one comes and 242 where none
-    does (4 samples, horizon 8), ``tiny-driving`` sees it in 0.28 of the frames drawn around the recorded layouts
-    (false alarm 0.21), where it sees it in 0.68 of the real futures (false alarm 0.25: its own per-frame false
-    positives over 8 frames). A copy fine-tuned on imagined frames: 0.28 / 0.23 (real: 0.64 / 0.22).
+Result: the renderer loses most of the pedestrian. On fidelity.json's 158 held-out windows where one comes and 217
+    where none does (4 samples, horizon 8), ``tiny-driving`` sees it in 0.27 of the futures drawn around the
+    recorded layouts (false alarm 0.19), where it sees it in 0.68 of the real futures (false alarm 0.27: its own
+    per-frame false positives over 8 frames). A copy fine-tuned on imagined frames: 0.27 / 0.20 (real: 0.64 /
+    0.24).
 Command:
     MUJOCO_GL=egl python experiments/renderer_reading/run.py --world-model runs/wm_v2/model_v2 \\
         --policy checkpoints/policy/tiny-driving --data runs/layout_probe2/data/heldout --out runs/renderer_reading
