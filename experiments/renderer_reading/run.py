@@ -43,7 +43,8 @@ from genex.policy import make_policy
 from genex.policy.data import fact_question
 from genex.policy.protocol import PolicyQuestion, TaggedImage
 from genex.recording import iter_episodes, read_manifest
-from genex.world_model.checkpoint import load_world_model
+from genex.world_model.checkpoint import load_denoiser
+from genex.world_model.model import DiffusionWorldModel
 
 FACT = "pedestrian"
 
@@ -54,7 +55,8 @@ def _mean(x: list[float]) -> float | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--world-model", default="runs/wm_v2/model_v2", help="a layout world model (driving v2)")
+    ap.add_argument("--world-model", default="runs/wm_v2/model_v2",
+                    help="a layout world model or renderer folder (driving v2; its layout stage is not needed)")
     ap.add_argument("--policy", action="extend", nargs="+", default=None,
                     help="tiny policy checkpoint(s) to read the frames with (default: the shipped driving policy)")
     ap.add_argument("--data", default="runs/layout_probe2/data/heldout")
@@ -71,7 +73,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     policies = args.policy or ["checkpoints/policy/tiny-driving"]
-    model = load_world_model(args.world_model, device="cpu")
+    # the renderer alone: the layouts are given, so a folder without a layout stage (a renderer run's model/) works
+    denoiser, meta = load_denoiser(args.world_model)
+    model = DiffusionWorldModel(denoiser, info=meta, device="cpu")
     if not model.cfg.layout_channels:
         raise SystemExit(f"{args.world_model} draws no layouts: this experiment needs a layout world model")
     m = read_manifest(args.data)
