@@ -37,7 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 import genex.envs  # noqa: F401  (registers the envs)
-from genex.evaluation.fidelity import SEEN_P
+from genex.evaluation.fidelity import SEEN_P, choose_windows
 from genex.evaluation.windows import label_window
 from genex.io import atomic_write_bytes
 from genex.policy import make_policy
@@ -95,12 +95,7 @@ def main() -> None:
                 if label != "in_view":
                     kinds[f] = "pos" if label == "comes" else "neg"
             windows.append((ep, t, kinds))
-    rng = np.random.default_rng(args.seed)
-    pos = [i for i, w in enumerate(windows) if "pos" in w[2].values()]
-    neg = [i for i, w in enumerate(windows) if w[2] and "pos" not in w[2].values()]
-    pos = list(rng.permutation(pos)[:max(1, args.max_windows // 2)])
-    neg = list(rng.permutation(neg)[:max(0, args.max_windows - len(pos))])
-    chosen = [windows[i] for i in sorted(pos + neg)]
+    chosen = [windows[i] for i in choose_windows([w[2] for w in windows], args.max_windows, args.seed)]
     readers = {p: make_policy("tiny", checkpoint=p) for p in policies}
     question = [PolicyQuestion(FACT, fact_question(FACT), ("yes", "no"))]
     seen: dict[str, dict[str, list[float]]] = {p: {"pos": [], "neg": []} for p in policies}

@@ -42,7 +42,7 @@ from genex.envs.spec import Probe
 
 from .windows import label_window
 
-__all__ = ["measure_fidelity", "pool_fidelity", "fidelity_key", "apply_fidelity", "load_fidelity", "weights_sha256",
+__all__ = ["measure_fidelity", "choose_windows", "pool_fidelity", "fidelity_key", "apply_fidelity", "load_fidelity", "weights_sha256",
            "policy_sha256", "StaleFidelityError", "FIDELITY_FILE", "SEEN_P"]
 
 FIDELITY_FILE = "fidelity.json"
@@ -154,6 +154,18 @@ def _kinds(window: tuple, facts: Sequence[str], horizon: int) -> dict[str, str]:
     return kinds
 
 
+def choose_windows(kinds: Sequence[Mapping[str, str]], max_windows: int, seed: int) -> list[int]:
+    """The windows :func:`measure_fidelity` reads, in order, from each window's ``{fact: "pos" | "neg"}``: every
+    window where a fact comes into view (rare, and what matters; up to half of ``max_windows``), then windows
+    where the facts stay out of view to fill, each drawn at random with ``seed``."""
+    rng = np.random.default_rng(seed)
+    pos = [i for i, k in enumerate(kinds) if "pos" in k.values()]
+    neg = [i for i, k in enumerate(kinds) if k and "pos" not in k.values()]
+    pos = list(rng.permutation(pos)[:max(1, max_windows // 2)]) if pos else []
+    neg = list(rng.permutation(neg)[:max(0, max_windows - len(pos))]) if neg else []
+    return sorted(pos + neg)
+
+
 def measure_fidelity(world_model: Any, policy: Any, data_dirs: Sequence[str | Path], facts: Sequence[str],
                      horizon: int = 8, samples: int = 4, context: int = 4, stride: int = 2,
                      max_windows: int = 400, seed: int = 0, progress: bool = True,
@@ -193,14 +205,8 @@ def measure_fidelity(world_model: Any, policy: Any, data_dirs: Sequence[str | Pa
             instruction = str(ep.meta.get("instruction") or prompt)  # GUI instructions differ per episode
             for t in range(context - 1, len(acts) - horizon + 1, stride):
                 windows.append((ep, names, acts, t, instruction, fidelity_key(m.env_id, m.env_kwargs)))
-    # every window where a fact comes into view (rare, and what matters), then out-of-view ones to fill
-    rng = np.random.default_rng(seed)
     labelled = [(w, _kinds(w, facts, horizon)) for w in windows]
-    pos = [i for i, (_, k) in enumerate(labelled) if "pos" in k.values()]
-    neg = [i for i, (_, k) in enumerate(labelled) if k and "pos" not in k.values()]
-    pos = list(rng.permutation(pos)[:max(1, max_windows // 2)]) if pos else []
-    neg = list(rng.permutation(neg)[:max(0, max_windows - len(pos))]) if neg else []
-    chosen = [labelled[i] for i in sorted(pos + neg)]
+    chosen = [labelled[i] for i in choose_windows([k for _, k in labelled], max_windows, seed)]
     questions = [PolicyQuestion(f, fact_question(f), ("yes", "no")) for f in facts]
     for i, ((ep, names, acts, t, prompt, env_id), kinds) in enumerate(tqdm(chosen, disable=not progress,
                                                                             desc="fidelity")):

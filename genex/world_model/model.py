@@ -268,8 +268,7 @@ class DiffusionWorldModel:
         for t in range(acts.shape[1]):
             layout = None
             if given is not None:
-                layouts.append(given[:, t])
-                layout = layouts[-1].to(self.device)
+                layout = given[:, t].to(self.device)
             elif stage is not None and history is not None:
                 if t % stage.cfg.horizon == 0:  # lay out the next horizon frames
                     chunk = _sample_layouts(stage, history, lay_acts[:, t:], groups)
