@@ -30,11 +30,13 @@ key                 dtype / shape           meaning
 ``occupancy``       ``uint8[T+1, F, h, w]``  driving only: each fact's pixels per cell of each frame
                                              (``info["occupancy"]``: what a detector sees where; the
                                              layout targets of a world model)
+``appearance``      ``uint8[T+1, F, 3]``     driving only: each fact's mean colour in each frame, 0
+                                             where it shows none (``info["appearance"]``)
 ``meta_json``       ``str`` (0-d)            JSON: seed, driver, instruction, hidden, answers,
                                              success, irreversible errors, length
 ==================  ======================  ============================================
 
-``visible``, ``occupancy`` and ``frames`` align: row ``i`` labels frame ``i``. Hidden state
+``visible``, ``occupancy``, ``appearance`` and ``frames`` align: row ``i`` labels frame ``i``. Hidden state
 is stored for evaluation only; world models train on frames + actions.
 
 Robustness: each episode is written to a temporary file then renamed, so an
@@ -151,6 +153,7 @@ class Episode:
     visible_names: list[list[str]] = field(default_factory=list)
     action_labels: list[str] = field(default_factory=list)  # GUI: per action, "" if none; empty if not recorded
     occupancy: np.ndarray | None = None  # uint8/uint16[T+1, F, gh, gw] where the env gives info["occupancy"]
+    appearance: np.ndarray | None = None  # uint8[T+1, F, 3] where the env gives info["appearance"]
 
     def __len__(self) -> int:
         return len(self.rewards)
@@ -242,6 +245,7 @@ class EpisodeRecorder:
         self.visible: list[list[bool]] = []
         self.visible_names: list[list[str]] = []
         self.occupancy: list[np.ndarray] = []
+        self.appearance: list[np.ndarray] = []
         self.meta: dict[str, Any] = {"seed": seed, "driver": driver}
 
     def _labels(self, info: Mapping[str, Any]) -> None:
@@ -250,6 +254,8 @@ class EpisodeRecorder:
         self.visible_names.append(sorted(k for k, v in visible.items() if v))
         if "occupancy" in info:
             self.occupancy.append(np.asarray(info["occupancy"]))
+        if "appearance" in info:
+            self.appearance.append(np.asarray(info["appearance"], np.uint8))
 
     def start(self, obs: Mapping[str, Any], info: Mapping[str, Any]) -> None:
         self.frames.append(np.asarray(obs["image"], dtype=np.uint8))
@@ -281,7 +287,8 @@ class EpisodeRecorder:
             terminated=np.asarray(self.terminated, bool), truncated=np.asarray(self.truncated, bool),
             visible=np.asarray(self.visible, bool).reshape(len(self.frames), len(self.facts)), meta=self.meta,
             visible_names=self.visible_names, action_labels=self.action_labels,
-            occupancy=np.stack(self.occupancy) if len(self.occupancy) == len(self.frames) else None))
+            occupancy=np.stack(self.occupancy) if len(self.occupancy) == len(self.frames) else None,
+            appearance=np.stack(self.appearance) if len(self.appearance) == len(self.frames) else None))
 
 
 def save_episode(path: Path, episode: Episode) -> dict[str, Any]:
@@ -312,6 +319,8 @@ def save_episode(path: Path, episode: Episode) -> dict[str, Any]:
         arrays["actions"] = np.asarray(actions, np.int64)
     if ep.occupancy is not None:
         arrays["occupancy"] = np.asarray(ep.occupancy)
+    if ep.appearance is not None:
+        arrays["appearance"] = np.asarray(ep.appearance, np.uint8)
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     data = buf.getvalue()
@@ -354,6 +363,7 @@ def _episode_from_arrays(z: Mapping[str, np.ndarray]) -> Episode:
         visible_names=json.loads(str(z["visible_json"])) if "visible_json" in z else [],
         action_labels=labels,
         occupancy=z["occupancy"] if "occupancy" in z else None,
+        appearance=z["appearance"] if "appearance" in z else None,
     )
 
 

@@ -16,7 +16,9 @@ reaching the goal, ``-10`` on a collision (which ends the episode).
 Info: ``hidden`` and ``answers`` (ground truth, for metrics only),
 ``visible`` (``{fact: bool}``) and ``visible_pixels`` for the returned frame,
 ``occupancy`` (``uint8[F, H / cell, W / cell]``, ``uint16`` for cells over 15 pixels: each fact's pixels per cell of the returned frame, facts
-in ``env.facts`` order: where a detector sees each kind of road user), ``collision``, ``success``,
+in ``env.facts`` order: where a detector sees each kind of road user), ``appearance`` (``uint8[F, 3]``: the mean
+colour of each fact's pixels in the returned frame, 0 where it shows none: what a detector sees it look like;
+given with ``occupancy``), ``collision``, ``success``,
 ``collisions`` (count), ``ego`` pose, ``t``.
 """
 
@@ -175,6 +177,15 @@ def _step_packed(params, state, action):
 _step_jit = jax.jit(_step_packed)
 
 
+def fact_colours(masks: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    """``uint8[F, 3]``: the mean colour of each fact's pixels (``masks`` ``bool[F, H, W]``) in ``frame``
+    (``uint8[H, W, 3]``), at least 1 per channel where the fact shows (so 0 only means "not in view")."""
+    n = masks.reshape(len(masks), -1).sum(1)
+    total = masks.reshape(len(masks), -1).astype(np.float64) @ frame.reshape(-1, 3).astype(np.float64)
+    mean = np.rint(total / np.maximum(n, 1)[:, None])
+    return np.where(n[:, None] > 0, np.clip(mean, 1, 255), 0).astype(np.uint8)
+
+
 def _unpack(packed: np.ndarray) -> tuple[float, bool, bool, bool, tuple[float, float, float], dyn.WorldState]:
     reward, term, coll, succ, x, y, h, s, d, v, t, collided, succeeded = packed[:13]
     n = (len(packed) - 13) // 6
@@ -253,6 +264,7 @@ class DrivingEnv(gym.Env):
         self._visible: dict[str, bool] = {}
         self._visible_pixels: dict[str, int] = {}
         self._occupancy: np.ndarray | None = None
+        self._appearance: np.ndarray | None = None
 
     # ---------------------------------------------------------------- gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -461,6 +473,7 @@ class DrivingEnv(gym.Env):
             self._refresh()
         else:  # the next step draws the frame; the labels of the old one must not be read meanwhile
             self._frame, self._visible, self._visible_pixels, self._occupancy = None, {}, {}, None
+            self._appearance = None
 
     def _refresh(self) -> None:
         """Pose the MuJoCo scene, set lamps, render the frame and its visibility labels."""
@@ -471,7 +484,7 @@ class DrivingEnv(gym.Env):
         frame, seg = self.scene.render_ego(with_segmentation=self.config.visibility_labels)
         self._frame = frame
         if seg is None:
-            self._visible, self._visible_pixels, self._occupancy = {}, {}, None
+            self._visible, self._visible_pixels, self._occupancy, self._appearance = {}, {}, None, None
             return
         counts = self.scene.slot_pixel_counts(seg)
         pixels = {s.role: int(counts[i]) for i, s in enumerate(self.scenario.scene.slots)}
@@ -483,11 +496,15 @@ class DrivingEnv(gym.Env):
                 pixels[fact] = n if lit else 0
                 visible[fact] = lit and n >= 1
         self._visible, self._visible_pixels = visible, pixels
-        self._occupancy = self._occupancy_maps(seg, lamps) if self.config.occupancy_cell else None
+        if self.config.occupancy_cell:
+            masks = self._fact_masks(seg, lamps)
+            self._occupancy = self._occupancy_maps(masks)
+            self._appearance = fact_colours(masks, frame)
+        else:
+            self._occupancy, self._appearance = None, None
 
-    def _occupancy_maps(self, seg: np.ndarray, lamps: dict[str, bool]) -> np.ndarray:
-        """``uint8[F, H / cell, W / cell]``: each fact's pixels per cell of a geom-id map (lamps: lit ones only)."""
-        cell = self.config.occupancy_cell
+    def _fact_masks(self, seg: np.ndarray, lamps: dict[str, bool]) -> np.ndarray:
+        """``bool[F, H, W]``: each fact's pixels in a geom-id map (lamps: lit ones only)."""
         slot_of = np.where(seg >= 0, self.scene.geom_slot[np.maximum(seg, 0)], -1)  # [H, W] slot index or -1
         roles = {s.role: i for i, s in enumerate(self.scenario.scene.slots)}
         masks = []
@@ -498,7 +515,11 @@ class DrivingEnv(gym.Env):
                 masks.append(np.isin(seg, self.scene.light_geoms.get(self._lamp_slot, [])))
             else:
                 masks.append(np.zeros(seg.shape, bool))
-        m = np.stack(masks)  # [F, H, W]
+        return np.stack(masks)
+
+    def _occupancy_maps(self, m: np.ndarray) -> np.ndarray:
+        """``uint8[F, H / cell, W / cell]``: each fact's pixels per cell of its mask ``m`` (``bool[F, H, W]``)."""
+        cell = self.config.occupancy_cell
         f, h, w = m.shape
         counts = m.reshape(f, h // cell, cell, w // cell, cell).sum(axis=(2, 4))
         return counts.astype(np.uint8 if cell * cell <= 255 else np.uint16)
@@ -531,6 +552,7 @@ class DrivingEnv(gym.Env):
             "visible": dict(self._visible),
             "visible_pixels": dict(self._visible_pixels),
             **({"occupancy": self._occupancy.copy()} if self._occupancy is not None else {}),
+            **({"appearance": self._appearance.copy()} if self._appearance is not None else {}),
             "collision": collision,
             "success": success,
             "collisions": self._collisions,

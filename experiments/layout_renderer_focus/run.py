@@ -78,7 +78,7 @@ class PedestrianFocusTrainer(WorldModelTrainer):
         colour), so the layout is the only place that says where, and whether, a pedestrian is: the renderer
         has to read it. The random cells keep the mask itself from saying where the pedestrian is."""
         if self.mask_share <= 0 or batch.layout is None:
-            return model(batch)
+            return super().compute_loss(model, batch)
         ctx = batch.context.clone()  # uint8[B, K, H, W, 3]
         b, _, h, w, _ = ctx.shape
         ped = batch.layout[:, PEDESTRIAN].float()[:, None]  # [B, 1, gh, gw]
@@ -92,7 +92,7 @@ class PedestrianFocusTrainer(WorldModelTrainer):
         pixels = cells.repeat_interleave(h // gh, 1).repeat_interleave(w // gw, 2)  # [B, H, W]
         mean = ctx.float().mean((2, 3), keepdim=True).round().to(ctx.dtype)  # [B, K, 1, 1, 3]
         ctx = torch.where(pixels[:, None, :, :, None], mean.expand_as(ctx), ctx)
-        return model(Batch(ctx, batch.action, batch.target, batch.layout))
+        return super().compute_loss(model, Batch(ctx, batch.action, batch.target, batch.layout))
 
     def _pools(self, data: WindowDataset) -> tuple[np.ndarray, np.ndarray]:
         if id(data) not in self._pools_of:

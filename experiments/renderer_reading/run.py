@@ -45,6 +45,7 @@ from genex.policy.data import fact_question
 from genex.policy.protocol import PolicyQuestion, TaggedImage
 from genex.recording import iter_episodes, read_manifest
 from genex.world_model.checkpoint import load_denoiser
+from genex.world_model.data import layout_of
 from genex.world_model.model import DiffusionWorldModel
 
 FACT = "pedestrian"
@@ -68,6 +69,8 @@ def main() -> None:
     ap.add_argument("--max-windows", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--colours", choices=("recorded", "unknown"), default="recorded",
+                    help="a renderer told its facts' colours (appearance_facts): give the recorded colours, or none")
     ap.add_argument("--real-only", action="store_true",
                     help="read only the recorded future frames (the reader's own recall and false alarm)")
     ap.add_argument("--out", default="runs/renderer_reading")
@@ -115,7 +118,9 @@ def main() -> None:
             continue
         ctx = np.repeat(ep.frames[t - args.context + 1:t + 1][None], s, 0)
         acts = np.repeat(np.asarray(ep.discrete_actions[t:t + h])[None], s, 0)
-        lay = np.repeat((ep.occupancy[t + 1:t + 1 + h] > 0)[None], s, 0)  # the recorded layouts of the real future
+        # the recorded layouts of the real future (with the facts' recorded colours for a renderer told them)
+        future = layout_of(model.model_cfg, ep, args.data) if args.colours == "recorded" else ep.occupancy > 0
+        lay = np.repeat(future[t + 1:t + 1 + h][None], s, 0)
         frames = model.imagine_batch(ctx, acts, seed=args.seed + i, layouts=lay)  # uint8[S, T, H, W, 3]
         if kind == "pos":
             drawn_pos.append(bool(lay[0, :, col].any()))

@@ -9,7 +9,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
     import numpy as np
@@ -152,19 +152,24 @@ def _leave_process_group() -> None:
         dist.destroy_process_group()
 
 
-def layout_data(dirs: list[str], context: int, horizon: int
-                ) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+def layout_data(dirs: list[str], context: int, horizon: int, colour_facts: Sequence[str] = (), palette: int = 8,
+                ) -> tuple[dict[str, Any], tuple[np.ndarray, ...]]:
     """The layout windows (:func:`~genex.world_model.layout.layout_windows`) of every episode of recording folders
     ``dirs``: ``({"facts", "action_names", "image_size", "grid"}, (frames, actions, layouts, seen))``, ``seen``
-    the last context frame's occupancy (:func:`~genex.world_model.layout.context_layouts`). Raises
-    ``ValueError`` (one line) for folders without occupancy maps or that disagree on facts, actions or sizes."""
+    the last context frame's occupancy (:func:`~genex.world_model.layout.context_layouts`). With
+    ``colour_facts`` (fact names), the spec also holds ``"colour_facts"`` (indices) and ``"palettes"`` (``palette``
+    colours per fact, :func:`~genex.world_model.layout.fit_palette` on every frame where it shows) and the tuple
+    a fifth array, each window's palette indices (:func:`~genex.world_model.layout.window_colours`). Raises
+    ``ValueError`` (one line) for folders without occupancy maps (or colours) or that disagree on facts, actions
+    or sizes."""
     import numpy as np
 
     from ..recording import iter_episodes, read_manifest
-    from .layout import context_layouts, layout_windows
+    from .layout import context_layouts, fit_palette, layout_windows, window_colours
 
     spec: dict[str, Any] | None = None
     parts: list[tuple[np.ndarray, ...]] = []
+    appearances: list[tuple[Any, np.ndarray, int]] = []
     for d in dirs:
         m = read_manifest(d)
         this = {"facts": tuple(m.facts), "action_names": tuple(m.action_names), "image_size": tuple(m.image_shape[:2])}
@@ -180,12 +185,27 @@ def layout_data(dirs: list[str], context: int, horizon: int
                 spec = {**this, "grid": grid}
             elif grid != spec["grid"]:
                 raise ValueError(f"{d} has occupancy grid {grid}, other episodes {spec['grid']}")
+            if colour_facts and ep.appearance is None:
+                raise ValueError(f"{d} has no colours of its facts (info['appearance']): re-record it with "
+                                 "`genex record` into a new folder")
             parts.append((*layout_windows(ep.occupancy, ep.frames, ep.discrete_actions, context, horizon),
                           context_layouts(ep.occupancy, context, horizon)))
+            appearances.append((ep.appearance, ep.occupancy, len(ep.discrete_actions)))
     if spec is None:
         raise ValueError(f"no episodes in {dirs}")
     frames, actions, layouts, seen = (np.concatenate([p[i] for p in parts]) for i in range(4))
-    return spec, (frames, actions, layouts, seen)
+    if not colour_facts:
+        return spec, (frames, actions, layouts, seen)
+    unknown = sorted(set(colour_facts) - set(spec["facts"]))
+    if unknown:
+        raise ValueError(f"colour facts {unknown} are not among the recordings' facts {list(spec['facts'])}")
+    idx = [spec["facts"].index(f) for f in colour_facts]
+    palettes = []
+    for f in idx:
+        shown = [a[(o[:, f].reshape(len(o), -1) > 0).any(1) & (a[:, f] > 0).any(1), f] for a, o, _ in appearances]
+        palettes.append(fit_palette(np.concatenate(shown), palette).tolist())
+    colours = np.concatenate([window_colours(a, o, n, context, horizon, idx, palettes) for a, o, n in appearances])
+    return {**spec, "colour_facts": idx, "palettes": palettes}, (frames, actions, layouts, seen, colours)
 
 
 def _check_renderer(folder: Path, facts: tuple[str, ...], image_size: tuple[int, ...]) -> None:
@@ -215,14 +235,18 @@ def cmd_train_layout(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     out = Path(args.out)
     try:
-        spec, (frames, actions, layouts, seen) = layout_data(args.data, args.context, args.horizon)
+        colour_facts = [f for f in (args.colour_facts or "").split(",") if f]
+        spec, arrays = layout_data(args.data, args.context, args.horizon, colour_facts, args.palette)
+        frames, actions, layouts, seen = arrays[:4]
+        colours = arrays[4] if colour_facts else None
         if not len(frames):
             raise ValueError(f"no window of {args.context} + {args.horizon} steps in {args.data}: episodes too short")
         _check_renderer(out, spec["facts"], spec["image_size"])
         cfg = LayoutConfig(facts=spec["facts"], n_actions=len(spec["action_names"]), grid=spec["grid"],
                            context=args.context, horizon=args.horizon, components=args.components,
                            channels=args.channels, image_size=spec["image_size"], action_names=spec["action_names"],
-                           persistent=args.presence == "persistent", seen_weight=args.seen_weight)
+                           persistent=args.presence == "persistent", seen_weight=args.seen_weight,
+                           colour_facts=spec.get("colour_facts", ()), palettes=spec.get("palettes", ()))
         torch.manual_seed(args.seed)
         model = LayoutModel(cfg)
     except (ValueError, KeyError, FileNotFoundError) as e:
@@ -235,7 +259,7 @@ def cmd_train_layout(args: argparse.Namespace) -> int:
                 bar.set_postfix(loss=f"{loss:.3g}")
 
         losses = fit_layout(model, frames, actions, layouts, steps=args.steps, batch_size=args.batch_size,
-                            lr=args.lr, seed=args.seed, on_step=on_step, seen=seen)
+                            lr=args.lr, seed=args.seed, on_step=on_step, seen=seen, colours=colours)
     save_layout(model, out)
     last = float(np.mean(losses[-min(50, len(losses)):])) if losses else float("nan")
     print(f"fitted a layout stage of {list(cfg.facts)} on {len(frames)} windows in {time.time() - t0:.0f}s "
@@ -377,6 +401,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seen-weight", type=float, default=1.0,
                    help="weight of the auxiliary loss that teaches the stage's encoder to see what is in view (the "
                         "last context frame's occupancy); 0: none (the first stage)")
+    s.add_argument("--colour-facts", default="",
+                   help="comma-separated facts whose colour the stage also samples (e.g. pedestrian,ball,"
+                        "oncoming_car), for a renderer told colours (--config small-layout-v3); needs recordings "
+                        "with info['appearance']")
+    s.add_argument("--palette", type=int, default=8, help="colours per colour fact (k-means on the recordings)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     s.add_argument("--quiet", action="store_true", help="no progress bar")

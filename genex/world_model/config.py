@@ -147,7 +147,7 @@ SAMPLING_ONLY = tuple(f.name for f in fields(SamplerConfig))
 TRAINING_ONLY = ("p_mean", "p_std", "change_weight", "agent_weight", "agent_facts")
 #: fields a config leaves out of :meth:`WorldModelConfig.to_dict` at their default (0): they came after the shipped
 #: checkpoints, whose ``config.json`` and weights metadata stay byte for byte what they were
-_OMITTED_AT_DEFAULT = ("layout_channels", "agent_weight", "layout_encoder", "agent_facts")
+_OMITTED_AT_DEFAULT = ("layout_channels", "agent_weight", "layout_encoder", "agent_facts", "appearance_facts")
 
 @dataclass(frozen=True)
 class WorldModelConfig:
@@ -210,6 +210,12 @@ class WorldModelConfig:
             resolution and adds its (zero-initialised) output to the UNet's first feature map
             (:class:`~genex.world_model.network.LayoutEncoder`); 0 (the default) stacks the layout maps with the
             input channels instead.
+        appearance_facts: with ``layout_encoder``, the facts (indices into the layout's facts) whose *colour* the
+            renderer is also told: per such fact 3 more layout channels (after the ``layout_channels`` occupancy
+            maps) hold its mean colour (``info["appearance"]``, uint8, 1..255) in the cells it occupies and 0
+            where it does not show or its colour is unknown. Why: a pedestrian's shirt is one of five colours; told
+            only *where* it is, the renderer draws the mean over them, a faint grey that the policy rarely reads
+            as a pedestrian (docs/world_model.md, "Appearance"). Told the colour, it has one thing to draw.
     """
 
     height: int = 64
@@ -237,6 +243,7 @@ class WorldModelConfig:
     agent_weight: float = 0.0
     agent_facts: tuple[int, ...] = ()
     layout_encoder: int = 0
+    appearance_facts: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.action_family not in ("discrete", "gui"):
@@ -279,10 +286,24 @@ class WorldModelConfig:
                 or self.layout_encoder < 0 or (self.layout_encoder and not self.layout_channels):
             raise ValueError(f"layout_encoder must be an integer >= 0 and needs layout_channels > 0, got "
                              f"{self.layout_encoder} (layout_channels={self.layout_channels})")
+        object.__setattr__(self, "appearance_facts", tuple(self.appearance_facts))
+        if any(isinstance(f, bool) or int(f) != f or not 0 <= f < self.layout_channels for f in self.appearance_facts) \
+                or len(set(self.appearance_facts)) != len(self.appearance_facts) \
+                or (self.appearance_facts and not self.layout_encoder):
+            raise ValueError(f"appearance_facts must be distinct fact indices in [0, layout_channels="
+                             f"{self.layout_channels}) and needs layout_encoder > 0, got {self.appearance_facts} "
+                             f"(layout_encoder={self.layout_encoder})")
+        object.__setattr__(self, "appearance_facts", tuple(int(f) for f in self.appearance_facts))
 
     @property
     def num_actions(self) -> int:
         return len(self.action_vocab)
+
+    @property
+    def layout_maps(self) -> int:
+        """Channels of the layout the network reads: the occupancy facts, then 3 colour channels per
+        ``appearance_facts`` entry (0 for a model without a layout)."""
+        return self.layout_channels + 3 * len(self.appearance_facts)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -290,6 +311,7 @@ class WorldModelConfig:
         d["channels"] = list(self.channels)
         d["glimpse"] = list(self.glimpse)
         d["agent_facts"] = list(self.agent_facts)
+        d["appearance_facts"] = list(self.appearance_facts)
         for k in _OMITTED_AT_DEFAULT:  # absent means the default (from_dict): older checkpoints stay byte-identical
             if not d[k]:
                 del d[k]
@@ -305,7 +327,7 @@ class WorldModelConfig:
         if unknown:
             raise ValueError(f"unknown world-model config keys {unknown}; is this checkpoint from a newer genex?")
         d = dict(d)
-        for k in ("action_vocab", "channels", "glimpse", "agent_facts"):
+        for k in ("action_vocab", "channels", "glimpse", "agent_facts", "appearance_facts"):
             if k in d:
                 d[k] = tuple(d[k])
         return cls(**d)
@@ -346,8 +368,13 @@ class TrainConfig:
     # the learning rate of a layout encoder's parameters (WorldModelConfig.layout_encoder), as a multiple of lr,
     # without weight decay: a fine-tune from a model without layout starts them at zero next to trained weights
     layout_lr_scale: float = 1.0
+    # share of training windows whose colour channels (WorldModelConfig.appearance_facts) are zeroed, "unknown":
+    # the renderer then also draws a fact whose colour it is not told (a layout stage without colours)
+    appearance_dropout: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.appearance_dropout <= 1.0:
+            raise ValueError(f"appearance_dropout must be in [0, 1], got {self.appearance_dropout}")
         if not self.layout_lr_scale > 0:
             raise ValueError(f"layout_lr_scale must be > 0, got {self.layout_lr_scale}")
         if not 0.0 <= self.changed_share <= 1.0:
@@ -414,6 +441,13 @@ PRESETS: dict[str, Preset] = {
                                                agent_facts=(0, 1, 4), layout_encoder=32),
                               _V3_SAMPLER.replace(min_changed_pixels=30, keep_layout=True, layout_snap=12.0),
                               TrainConfig(max_steps=6000, precision="auto", layout_lr_scale=10.0)),
+    # v2 told the colour of the rare facts too (appearance_facts; docs/world_model.md, "Appearance"), so that it
+    # draws one shirt rather than the mean of five
+    "small-layout-v3": Preset(WorldModelConfig(p_mean=2.0, p_std=1.5, layout_channels=5, agent_weight=8.0,
+                                               agent_facts=(0, 1, 4), layout_encoder=32, appearance_facts=(0, 1, 4)),
+                              _V3_SAMPLER.replace(min_changed_pixels=30, keep_layout=True, layout_snap=12.0),
+                              TrainConfig(max_steps=6000, precision="auto", layout_lr_scale=10.0,
+                                          appearance_dropout=0.2)),
 }
 
 

@@ -49,6 +49,7 @@ from ..recording import (_UNREADABLE, RecordingError, _episode_from_arrays, _unr
 from .actions import encode_actions
 from .config import WorldModelConfig
 from .denoiser import Batch
+from .network import with_colours
 
 __all__ = ["EpisodeData", "EpisodeRef", "WindowDataset", "StreamingWindowDataset", "StepBatchSampler", "load_recordings",
            "scan_recordings", "split_episodes", "changed_fraction", "collate_batch", "layout_of", "MIN_CHANGED"]
@@ -116,7 +117,8 @@ def require_action_labels(cfg: WorldModelConfig, episode: Any, folder: str | Pat
 
 def layout_of(cfg: WorldModelConfig, episode: Any, folder: str | Path) -> np.ndarray | None:
     """``bool[T+1, F, gh, gw]``: the cells each fact occupies in each frame of ``episode``, for a model with
-    ``layout_channels`` (None for one without: nothing is kept). Raises ``ValueError`` naming ``folder`` when the
+    ``layout_channels`` (None for one without: nothing is kept); with ``appearance_facts``,
+    ``uint8[T+1, layout_maps, gh, gw]``, the facts' colours after the occupancy (``network.with_colours``). Raises ``ValueError`` naming ``folder`` when the
     episode was recorded without occupancy maps or with another number of facts."""
     if not cfg.layout_channels:
         return None
@@ -128,7 +130,14 @@ def layout_of(cfg: WorldModelConfig, episode: Any, folder: str | Path) -> np.nda
     if occ.ndim != 4 or occ.shape[1] != cfg.layout_channels or cfg.height % occ.shape[2] or cfg.width % occ.shape[3]:
         raise ValueError(f"{folder} has occupancy maps of shape {list(occ.shape[1:])}; the model expects "
                          f"[{cfg.layout_channels}, gh, gw] with a grid dividing {cfg.height}x{cfg.width}")
-    return np.asarray(occ) > 0
+    if not cfg.appearance_facts:
+        return np.asarray(occ) > 0
+    colours = getattr(episode, "appearance", None)
+    if colours is None or colours.shape != (len(occ), cfg.layout_channels, 3):
+        raise ValueError(f"{folder} has no colours of its facts (info['appearance'], recorded by genex record since "
+                         f"2026-12-08), which a model with appearance_facts={list(cfg.appearance_facts)} is told; "
+                         "re-record it with `genex record` into a new folder")
+    return with_colours(cfg, torch.from_numpy(np.asarray(occ) > 0), torch.from_numpy(np.asarray(colours))).numpy()
 
 
 def _check_manifest(d: str | Path, cfg: WorldModelConfig) -> Any:
@@ -314,7 +323,8 @@ class WindowDataset:
         if len(grids) > 1:
             raise ValueError(f"the episodes have occupancy maps of shapes {grids}: record every folder at one frame "
                              "size and occupancy cell")
-        self.occupancy = torch.from_numpy(np.concatenate(occupancy) > 0)
+        kept = np.concatenate(occupancy)
+        self.occupancy = torch.from_numpy(kept if kept.dtype == np.uint8 else kept > 0)  # uint8: with colours
         if len(self.occupancy) != self.num_frames:
             raise ValueError(f"{len(self.occupancy)} occupancy maps for {self.num_frames} frames")
 

@@ -46,8 +46,8 @@ from torch.nn import functional as F
 
 from genex.errors import CheckpointMismatchError, CorruptCheckpointError
 
-__all__ = ["LayoutConfig", "LayoutModel", "layout_windows", "context_layouts", "fit_layout", "save_layout", "load_layout",
-           "LAYOUT_WEIGHTS", "LAYOUT_CONFIG"]
+__all__ = ["LayoutConfig", "LayoutModel", "layout_windows", "context_layouts", "fit_layout", "fit_palette",
+           "window_colours", "save_layout", "load_layout", "LAYOUT_WEIGHTS", "LAYOUT_CONFIG"]
 
 LAYOUT_WEIGHTS = "layout.safetensors"
 LAYOUT_CONFIG = "layout.json"
@@ -77,12 +77,29 @@ class LayoutConfig:
     # pedestrian already in view: it drew one within 8 steps in 0.52 of such windows against a true 0.81.
     # 0 (the default) has no such head
     seen_weight: float = 0.0
+    # the facts (indices into ``facts``) whose colour the stage also samples, and per such fact a palette of
+    # ``uint8`` RGB colours (the same number each; :func:`fit_palette`): per mixture component a categorical over
+    # the palette, so a sampled pedestrian is drawn in one shirt colour, not the mean of all of them. A renderer
+    # told colours (``WorldModelConfig.appearance_facts``) then draws that one (docs/world_model.md, "Appearance")
+    colour_facts: tuple[int, ...] = ()
+    palettes: tuple[tuple[tuple[int, int, int], ...], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "facts", tuple(self.facts))
         object.__setattr__(self, "action_names", tuple(self.action_names))
         object.__setattr__(self, "grid", tuple(int(g) for g in self.grid))
         object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
+        object.__setattr__(self, "colour_facts", tuple(int(f) for f in self.colour_facts))
+        object.__setattr__(self, "palettes", tuple(tuple(tuple(int(c) for c in rgb) for rgb in pal)
+                                                   for pal in self.palettes))
+        if len(self.palettes) != len(self.colour_facts) or len(set(self.colour_facts)) != len(self.colour_facts) \
+                or any(not 0 <= f < len(self.facts) for f in self.colour_facts):
+            raise ValueError(f"colour_facts must be distinct indices into the {len(self.facts)} facts, one palette "
+                             f"each; got colour_facts {list(self.colour_facts)} and {len(self.palettes)} palettes")
+        sizes = {len(p) for p in self.palettes}
+        if len(sizes) > 1 or 0 in sizes or any(len(rgb) != 3 or not all(1 <= c <= 255 for c in rgb)
+                                               for p in self.palettes for rgb in p):
+            raise ValueError("every palette must hold the same number (>= 1) of RGB colours with channels in 1..255")
         if not self.facts:
             raise ValueError("a layout stage needs at least one fact")
         if not isinstance(self.persistent, bool):
@@ -101,7 +118,9 @@ class LayoutConfig:
     def to_dict(self) -> dict[str, Any]:
         d = {**asdict(self), "facts": list(self.facts), "grid": list(self.grid),
              "image_size": list(self.image_size), "action_names": list(self.action_names)}
-        for k in ("persistent", "seen_weight"):  # absent means off: stages saved before them load, and an older
+        d["colour_facts"] = list(self.colour_facts)
+        d["palettes"] = [[list(rgb) for rgb in p] for p in self.palettes]
+        for k in ("persistent", "seen_weight", "colour_facts", "palettes"):  # absent means off: stages saved before them load, and an older
             if not d[k]:  # genex reads a stage saved now without them
                 del d[k]
         return d
@@ -134,13 +153,26 @@ class LayoutModel(nn.Module):
         self.prior = nn.Linear(c, len(cfg.facts) * cfg.components)
         if cfg.seen_weight:
             self.seen = nn.Conv2d(c, len(cfg.facts), 1)  # the last context frame's occupancy, from the encoding
+        if cfg.colour_facts:  # per colour fact and component: logits over its palette
+            self.colour = nn.Linear(c, len(cfg.colour_facts) * cfg.components * self.palette_size)
 
-    def forward(self, frames: torch.Tensor, actions: torch.Tensor, *, with_seen: bool = False) -> tuple[torch.Tensor, ...]:
+    @property
+    def palette_size(self) -> int:
+        return len(self.cfg.palettes[0]) if self.cfg.palettes else 0
+
+    def _colour_logits(self, pooled: torch.Tensor) -> torch.Tensor:
+        """``float[B, Fc, M, P]``: the colour logits of each colour fact, per component."""
+        cfg = self.cfg
+        return self.colour(pooled).reshape(len(pooled), len(cfg.colour_facts), cfg.components, self.palette_size)
+
+    def forward(self, frames: torch.Tensor, actions: torch.Tensor, *, with_seen: bool = False,
+                with_colour: bool = False) -> tuple[torch.Tensor, ...]:
         """``frames: uint8/float[B, K, H, W, 3]``, ``actions: int64[B, horizon]`` -> ``log_pi: [B, F, M]``, presence
         logits ``[B, M, horizon, F]`` (``persistent``: ``[B, M, horizon, F, 2]``, the logits of showing at a step
         when it did not / did show at the step before; step 0 uses the first) and cell logits given presence
         ``[B, M, horizon, F, gh, gw]``; ``with_seen`` (a stage with ``seen_weight``) adds the logits of the last
-        context frame's occupancy ``[B, F, gh, gw]``."""
+        context frame's occupancy ``[B, F, gh, gw]``; ``with_colour`` (a stage with ``colour_facts``) then adds the
+        colour logits ``[B, Fc, M, P]``."""
         cfg = self.cfg
         b = frames.shape[0]
         x = frames.float() / 127.5 - 1.0 if frames.dtype == torch.uint8 else frames.float()
@@ -154,32 +186,50 @@ class LayoutModel(nn.Module):
         presence = self.presence(pooled).reshape(b, cfg.components, cfg.horizon, len(cfg.facts),
                                                  *((2,) if cfg.persistent else ()))
         log_pi = F.log_softmax(self.prior(pooled).reshape(b, len(cfg.facts), cfg.components), -1)
-        return (log_pi, presence, logits, seen) if with_seen else (log_pi, presence, logits)
+        out: tuple[torch.Tensor, ...] = (log_pi, presence, logits)
+        if with_seen:
+            out += (seen,)
+        if with_colour:
+            out += (self._colour_logits(pooled),)
+        return out
 
     def log_likelihood(self, frames: torch.Tensor, actions: torch.Tensor, layouts: torch.Tensor,
-                       uniform_prior: bool = False) -> torch.Tensor:
+                       uniform_prior: bool = False, colours: torch.Tensor | None = None) -> torch.Tensor:
         """``float[B]``: exact ``log p(layout | context, actions)`` of observed ``bool[B, horizon, F, gh, gw]``.
 
         ``uniform_prior``: weigh the components equally (a warm-up: while the prior learns too, the component that
-        fits first takes every window and the others never specialise)."""
-        return self._log_likelihood(self(frames, actions), layouts, uniform_prior)
+        fits first takes every window and the others never specialise). ``colours`` (a stage with
+        ``colour_facts``, required then): ``int64[B, Fc]``, each colour fact's palette index in the window
+        (:func:`window_colours`; -1 where it does not show), whose log-probability joins its component's."""
+        colour = self._need_colours(colours)
+        out = self(frames, actions, with_colour=colour)
+        return self._log_likelihood(out[:3], layouts, uniform_prior, out[3] if colour else None, colours)
+
+    def _need_colours(self, colours: torch.Tensor | None) -> bool:
+        if self.cfg.colour_facts and colours is None:
+            raise ValueError("this stage samples colours (colour_facts): pass each window's colour indices as "
+                             "colours (window_colours)")
+        return bool(self.cfg.colour_facts)
 
     def training_loss(self, frames: torch.Tensor, actions: torch.Tensor, layouts: torch.Tensor,
-                      seen: torch.Tensor | None = None, uniform_prior: bool = False) -> torch.Tensor:
+                      seen: torch.Tensor | None = None, uniform_prior: bool = False,
+                      colours: torch.Tensor | None = None) -> torch.Tensor:
         """The mean negative log-likelihood per window, plus (``seen_weight > 0``) ``seen_weight`` times the binary
         cross-entropy of the last context frame's occupancy ``seen: bool[B, F, gh, gw]`` (summed over cells)."""
+        colour = self._need_colours(colours)
         if not self.cfg.seen_weight:
-            return -self.log_likelihood(frames, actions, layouts, uniform_prior).mean()
+            return -self.log_likelihood(frames, actions, layouts, uniform_prior, colours).mean()
         if seen is None:
             raise ValueError("this stage learns to see what is in view (seen_weight > 0): pass the last context "
                              "frame's occupancy as seen")
-        *out, seen_logits = self(frames, actions, with_seen=True)
-        perception = F.binary_cross_entropy_with_logits(seen_logits, seen.float(), reduction="none").flatten(1).sum(1)
-        nll = -self._log_likelihood(tuple(out), layouts, uniform_prior)
+        out = self(frames, actions, with_seen=True, with_colour=colour)
+        perception = F.binary_cross_entropy_with_logits(out[3], seen.float(), reduction="none").flatten(1).sum(1)
+        nll = -self._log_likelihood(out[:3], layouts, uniform_prior, out[4] if colour else None, colours)
         return (nll + self.cfg.seen_weight * perception).mean()
 
-    def _log_likelihood(self, outputs: tuple[torch.Tensor, ...], layouts: torch.Tensor,
-                        uniform_prior: bool) -> torch.Tensor:
+    def _log_likelihood(self, outputs: tuple[torch.Tensor, ...], layouts: torch.Tensor, uniform_prior: bool,
+                        colour_logits: torch.Tensor | None = None,
+                        colours: torch.Tensor | None = None) -> torch.Tensor:
         log_pi, presence, logits = outputs[:3]
         if uniform_prior:
             log_pi = torch.full_like(log_pi, -float(np.log(log_pi.shape[-1])))
@@ -192,13 +242,24 @@ class LayoutModel(nn.Module):
         # present: log q + the cells' likelihood; absent: log(1 - q) (its cells are all empty by definition)
         per_step = torch.where(shown > 0, F.logsigmoid(presence) + cells, F.logsigmoid(-presence))
         per_component = per_step.sum(2).transpose(1, 2)  # [B, F, M]
+        if colour_logits is not None and colours is not None:  # the colour, where the fact shows in the window
+            log_p = F.log_softmax(colour_logits, -1)  # [B, Fc, M, P]
+            code = colours.long().clamp(min=0)[:, :, None, None].expand(-1, -1, log_p.shape[2], 1)
+            term = torch.where((colours >= 0)[:, :, None], log_p.gather(-1, code)[..., 0], 0.0)  # [B, Fc, M]
+            per_component = per_component.index_add(1, torch.tensor(self.cfg.colour_facts), term)
         return torch.logsumexp(log_pi + per_component, -1).sum(-1)
 
     @torch.no_grad()
     def sample(self, frames: torch.Tensor, actions: torch.Tensor, n: int,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """``bool[n, B, horizon, F, gh, gw]``: ``n`` layouts per window (a component, then its cells)."""
-        log_pi, presence, logits = self(frames, actions)
+               generator: torch.Generator | None = None, *, return_colours: bool = False
+               ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``bool[n, B, horizon, F, gh, gw]``: ``n`` layouts per window (a component, then its cells).
+
+        ``return_colours``: also each fact's colour in each sample, ``uint8[n, B, F, 3]`` (a colour fact's palette
+        entry, drawn from its component after the cells, so the layouts are those drawn without colours; 0 for
+        the other facts, the absent ones, and for every fact of a stage without ``colour_facts``)."""
+        out = self(frames, actions, with_colour=bool(self.cfg.colour_facts))
+        log_pi, presence, logits = out[:3]
         b, nf, m = log_pi.shape
         comp = torch.multinomial(log_pi.exp().reshape(b * nf, m), n, replacement=True, generator=generator)
         comp = comp.reshape(b, nf, n).transpose(1, 2)  # [B, n, F]: each fact's future
@@ -219,7 +280,17 @@ class LayoutModel(nn.Module):
         empty = ~cells.flatten(-2).any(-1)
         top = F.one_hot(p.flatten(-2).argmax(-1), p.shape[-2] * p.shape[-1]).bool().reshape(p.shape)
         cells = torch.where(empty[..., None, None], top, cells) & present[..., None, None]
-        return cells.transpose(0, 1)
+        if not return_colours:
+            return cells.transpose(0, 1)
+        colours = torch.zeros(b, n, nf, 3, dtype=torch.uint8)
+        if self.cfg.colour_facts:
+            probs = F.softmax(out[3], -1)  # [B, Fc, M, P]
+            for j, f in enumerate(self.cfg.colour_facts):
+                p_code = probs[torch.arange(b)[:, None], j, comp[:, :, f]]  # [B, n, P]
+                code = torch.multinomial(p_code.reshape(b * n, -1), 1, generator=generator).reshape(b, n)
+                palette = torch.tensor(self.cfg.palettes[j], dtype=torch.uint8)
+                colours[:, :, f] = palette[code] * present[:, :, :, f].any(2, keepdim=True).to(torch.uint8)
+        return cells.transpose(0, 1), colours.transpose(0, 1)
 
     @torch.no_grad()
     def prob_visible_within(self, frames: torch.Tensor, actions: torch.Tensor, fact: str, within: int) -> torch.Tensor:
@@ -264,9 +335,46 @@ def context_layouts(occupancy: np.ndarray, context: int, horizon: int) -> np.nda
     return occupancy[_last_context_frames(len(occupancy) - 1, context, horizon)] > 0
 
 
+def fit_palette(colours: np.ndarray, size: int, seed: int = 0, iterations: int = 30) -> np.ndarray:
+    """``uint8[size, 3]``: a palette of ``size`` colours for observed colours ``uint8[N, 3]`` (k-means, k-means++
+    start; deterministic given ``seed``). Fewer distinct colours than ``size`` repeat the last ones."""
+    x = np.asarray(colours, np.float64).reshape(-1, 3)
+    if not len(x):
+        raise ValueError("no observed colours to fit a palette on (the fact never shows in the recordings?)")
+    rng = np.random.default_rng(seed)
+    centres = [x[rng.integers(len(x))]]
+    for _ in range(1, size):  # k-means++: far from the centres so far
+        d = np.min(((x[:, None] - np.asarray(centres)[None]) ** 2).sum(-1), 1)
+        centres.append(x[rng.choice(len(x), p=d / d.sum())] if d.sum() > 0 else centres[-1])
+    c = np.asarray(centres)
+    for _ in range(iterations):
+        label = ((x[:, None] - c[None]) ** 2).sum(-1).argmin(1)
+        c = np.stack([x[label == k].mean(0) if (label == k).any() else c[k] for k in range(size)])
+    return np.clip(np.rint(c), 1, 255).astype(np.uint8)
+
+
+def window_colours(appearance: np.ndarray, occupancy: np.ndarray, n_actions: int, context: int, horizon: int,
+                   colour_facts: Sequence[int], palettes: Sequence[Sequence[Sequence[int]]]) -> np.ndarray:
+    """``int64[N, Fc]``: per window of :func:`layout_windows` (same order) and colour fact, the palette index
+    nearest to its colour (``appearance: uint8[T+1, F, 3]``, ``info["appearance"]``) at the first of the window's
+    ``horizon`` steps where it shows; -1 where it does not show."""
+    last = _last_context_frames(n_actions, context, horizon)
+    out = np.full((len(last), len(colour_facts)), -1, np.int64)
+    for j, (f, pal) in enumerate(zip(colour_facts, palettes)):
+        p = np.asarray(pal, np.float64)
+        shown = (occupancy[:, f].reshape(len(occupancy), -1) > 0).any(1) & (appearance[:, f] > 0).any(1)
+        code = ((appearance[:, f, None].astype(np.float64) - p[None]) ** 2).sum(-1).argmin(1)  # [T+1]
+        for i, t in enumerate(last):
+            steps = np.flatnonzero(shown[t + 1:t + 1 + horizon])
+            if len(steps):
+                out[i, j] = code[t + 1 + steps[0]]
+    return out
+
+
 def fit_layout(model: LayoutModel, frames: np.ndarray, actions: np.ndarray, layouts: np.ndarray, *, steps: int,
                batch_size: int = 64, lr: float = 1e-2, seed: int = 0, warmup: float = 0.3,
-               on_step: Callable[[int, float], None] | None = None, seen: np.ndarray | None = None) -> list[float]:
+               on_step: Callable[[int, float], None] | None = None, seen: np.ndarray | None = None,
+               colours: np.ndarray | None = None) -> list[float]:
     """Fit on in-memory windows (small data: tests, probes, ``genex train-layout``); returns the loss per step
     (nats per window).
 
@@ -284,14 +392,18 @@ def fit_layout(model: LayoutModel, frames: np.ndarray, actions: np.ndarray, layo
     if model.cfg.seen_weight and (seen is None or len(seen) != len(frames)):
         raise ValueError("this stage learns to see what is in view (seen_weight > 0): pass seen, the last context "
                          "frame's occupancy of every window (context_layouts)")
+    if model.cfg.colour_facts and (colours is None or colours.shape != (len(frames), len(model.cfg.colour_facts))):
+        raise ValueError("this stage samples colours (colour_facts): pass colours, each window's palette index of "
+                         "every colour fact (window_colours)")
     f, a, y = torch.from_numpy(frames), torch.from_numpy(actions), torch.from_numpy(layouts)
     v = torch.from_numpy(seen) if model.cfg.seen_weight else None
+    c = torch.from_numpy(np.asarray(colours, np.int64)) if model.cfg.colour_facts else None
     losses = []
     model.train()
     for step in range(steps):
         idx = torch.from_numpy(rng.integers(0, len(f), size=min(batch_size, len(f))))
         loss = model.training_loss(f[idx], a[idx], y[idx], None if v is None else v[idx],
-                                   uniform_prior=step < warmup * steps)
+                                   uniform_prior=step < warmup * steps, colours=None if c is None else c[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

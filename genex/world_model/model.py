@@ -26,6 +26,7 @@ from genex.errors import CheckpointMismatchError
 from .actions import action_dim, encode_actions
 from .config import SAMPLING_ONLY, SamplerConfig, WorldModelConfig
 from .denoiser import Denoiser, to_uint8
+from .network import with_colours
 from .protocol import check_context
 from .sampler import sample_next_frame, sampler_of
 
@@ -238,9 +239,15 @@ class DiffusionWorldModel:
             return None
         if not self.model_cfg.layout_channels:
             raise ValueError("layouts: this model draws no layouts (layout_channels=0)")
-        lay = torch.from_numpy(np.array(layouts, dtype=bool))  # a copy: the returned layouts are not the caller's
-        if lay.ndim != 5 or tuple(lay.shape[:3]) != (b, t, self.model_cfg.layout_channels):
-            raise ValueError(f"layouts must be bool[{b}, {t}, {self.model_cfg.layout_channels}, gh, gw] (one layout per "
+        cfg = self.model_cfg
+        arr = np.asarray(layouts)
+        if cfg.appearance_facts and arr.ndim == 5 and arr.shape[2] == cfg.layout_maps:  # with the facts' colours
+            return torch.from_numpy(np.array(arr, dtype=np.uint8))
+        lay = torch.from_numpy(np.array(arr, dtype=bool))  # a copy: the returned layouts are not the caller's
+        if lay.ndim != 5 or tuple(lay.shape[:3]) != (b, t, cfg.layout_channels):
+            colours = (f" (or uint8[{b}, {t}, {cfg.layout_maps}, gh, gw] with the colours of the facts "
+                       f"{list(cfg.appearance_facts)}: network.with_colours)") if cfg.appearance_facts else ""
+            raise ValueError(f"layouts must be bool[{b}, {t}, {cfg.layout_channels}, gh, gw]{colours} (one layout per "
                              f"imagined frame), got {list(lay.shape)}")
         return lay
 
@@ -258,22 +265,26 @@ class DiffusionWorldModel:
         A layout renderer also takes ``history``, the layout stage's context (uint8[B,K_layout,H,W,3], CPU), and
         ``groups``: ``(rows, generator)`` per call, in row order; every ``horizon`` steps each call's rows get one
         layout sequence each, sampled from that call's generator before that step's pixel noise. ``given``
-        (``bool[B,T,F,gh,gw]``) replaces the sampled layouts (then no ``history`` is needed)."""
+        (``bool[B,T,F,gh,gw]``, or ``uint8[B,T,layout_maps,gh,gw]`` with colours) replaces the sampled layouts
+        (then no ``history`` is needed). A renderer told colours (``appearance_facts``) draws a sampled layout
+        with its colours unknown (0), as it was trained to in ``appearance_dropout`` of its windows."""
         b, cfg = window.shape[0], self.model_cfg
         ctx = self.denoiser.stack_context(window)  # float[B,3K,H,W]
         stage = self.layout if history is not None else None
         lay_acts = self._layout_actions(acts) if stage is not None else torch.zeros(0)
         out, layouts = [], []
-        chunk = torch.zeros(0)
+        chunk, colours = torch.zeros(0), None
         for t in range(acts.shape[1]):
             layout = None
             if given is not None:
                 layout = given[:, t].to(self.device)
             elif stage is not None and history is not None:
                 if t % stage.cfg.horizon == 0:  # lay out the next horizon frames
-                    chunk = _sample_layouts(stage, history, lay_acts[:, t:], groups)
+                    chunk, colours = _sample_layouts(stage, history, lay_acts[:, t:], groups)
                 layouts.append(chunk[:, t % stage.cfg.horizon])
                 layout = layouts[-1].to(self.device)
+            if layout is not None:  # a renderer told colours: the stage's, or 0 ("unknown") where it has none
+                layout = with_colours(cfg, layout, None if colours is None else colours.to(self.device))
             x = sample_next_frame(self.denoiser, ctx, acts[:, t], self.sampler, generator=generator, noise=noise(),
                                   layout=layout)
             frame = to_uint8(x)
@@ -353,15 +364,18 @@ class DiffusionWorldModel:
 
 
 def _sample_layouts(stage: "LayoutModel", history: torch.Tensor, actions: torch.Tensor,
-                    groups: Sequence[tuple[int, torch.Generator | None]]) -> torch.Tensor:
-    """``bool[B, horizon, F, gh, gw]``: one layout sequence per row from ``history`` (``uint8[B, K, H, W, 3]``) and
-    the row's next actions (``int64[B, >= 1]``; cut, or padded with the last, to ``horizon``). Each group of rows
-    (a call: ``(rows, generator)``, in row order) is sampled from its own generator, as it would be alone."""
+                    groups: Sequence[tuple[int, torch.Generator | None]]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(bool[B, horizon, F, gh, gw], uint8[B, F, 3] or None)``: one layout sequence per row from ``history``
+    (``uint8[B, K, H, W, 3]``) and the row's next actions (``int64[B, >= 1]``; cut, or padded with the last, to
+    ``horizon``), with each fact's sampled colour for a stage with ``colour_facts`` (else None). Each group of
+    rows (a call: ``(rows, generator)``, in row order) is sampled from its own generator, as it would be alone."""
     h = stage.cfg.horizon
     a = actions[:, :h]
     a = torch.cat([a, a[:, -1:].expand(-1, h - a.shape[1])], 1)  # past the end: the last action
-    parts, r0 = [], 0
+    parts, colours, r0 = [], [], 0
     for n, g in groups:
-        parts.append(stage.sample(history[r0:r0 + n], a[r0:r0 + n], 1, generator=g)[0])
+        lay, col = stage.sample(history[r0:r0 + n], a[r0:r0 + n], 1, generator=g, return_colours=True)
+        parts.append(lay[0])
+        colours.append(col[0])
         r0 += n
-    return torch.cat(parts)
+    return torch.cat(parts), (torch.cat(colours) if stage.cfg.colour_facts else None)

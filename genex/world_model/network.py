@@ -24,7 +24,8 @@ from torch.nn import functional as F
 
 from .config import GUI_KEYS, WorldModelConfig
 
-__all__ = ["ConditionedUNet", "LayoutEncoder", "check_layout", "weighed_cells", "click_glimpse", "click_map", "layout_maps", "widen_for_layout"]
+__all__ = ["ConditionedUNet", "LayoutEncoder", "check_layout", "weighed_cells", "click_glimpse", "click_map", "layout_maps",
+           "widen_for_appearance", "widen_for_layout", "with_colours"]
 
 #: side of the glimpse map (``cfg.glimpse_map`` channels) before it is upsampled to the UNet's input size
 GLIMPSE_MAP_SIDE = 16
@@ -68,7 +69,7 @@ def weighed_cells(cfg: WorldModelConfig, layout: torch.Tensor) -> torch.Tensor:
     """``bool[B, 1, H, W]``: the pixels of the cells ``layout`` (``bool[B, F, gh, gw]``) occupies with one of
     ``cfg.agent_facts`` (every fact when it is empty): where the loss adds ``agent_weight`` and which
     ``SamplerConfig.keep_layout`` spares from snapping."""
-    facts = layout[:, list(cfg.agent_facts)] if cfg.agent_facts else layout
+    facts = layout[:, list(cfg.agent_facts)] if cfg.agent_facts else layout[:, :cfg.layout_channels]
     occupied = (facts != 0).any(1, keepdim=True).float()
     return F.interpolate(occupied, size=(cfg.height, cfg.width), mode="nearest") > 0
 
@@ -84,10 +85,33 @@ def check_layout(cfg: WorldModelConfig, layout: torch.Tensor | None, batch: int)
         raise ValueError(f"this world model renders a sampled layout (layout_channels={cfg.layout_channels}): pass the "
                          "target frame's occupancy as layout (bool[B, F, gh, gw]); DiffusionWorldModel samples it "
                          "from its layout stage")
-    if layout.ndim != 4 or layout.shape[0] != batch or layout.shape[1] != cfg.layout_channels \
+    if layout.ndim != 4 or layout.shape[0] != batch or layout.shape[1] != cfg.layout_maps \
             or cfg.height % layout.shape[2] or cfg.width % layout.shape[3]:
-        raise ValueError(f"layout must be [{batch}, {cfg.layout_channels}, gh, gw] with a grid dividing the "
+        colours = (f" ({cfg.layout_channels} occupancy maps, then 3 colour channels for each of the facts "
+                   f"{list(cfg.appearance_facts)}: see with_colours)") if cfg.appearance_facts else ""
+        raise ValueError(f"layout must be [{batch}, {cfg.layout_maps}, gh, gw]{colours} with a grid dividing the "
                          f"{cfg.height}x{cfg.width} frame, got {list(layout.shape)}")
+
+
+def with_colours(cfg: WorldModelConfig, layout: torch.Tensor, colours: torch.Tensor | None = None) -> torch.Tensor:
+    """The layout a network with ``cfg.appearance_facts`` reads: ``uint8[..., layout_maps, gh, gw]`` from the
+    occupancy ``bool/uint8[..., F, gh, gw]`` and each fact's colour ``uint8[..., F, 3]`` (``info["appearance"]``;
+    None or 0: unknown), the colour written into the cells its fact occupies. A layout that already has the colour
+    channels, or a model without ``appearance_facts``, is returned unchanged."""
+    f = cfg.layout_channels
+    if not cfg.appearance_facts or layout.shape[-3] == cfg.layout_maps:
+        return layout
+    if layout.shape[-3] != f:
+        raise ValueError(f"expected a layout of {f} facts, got shape {list(layout.shape)}")
+    occupied = layout != 0
+    parts = [occupied.to(torch.uint8)]
+    for i in cfg.appearance_facts:
+        if colours is None:
+            parts.append(torch.zeros_like(parts[0][..., :1, :, :]).expand(*layout.shape[:-3], 3, *layout.shape[-2:]))
+            continue
+        c = colours[..., i, :].to(torch.uint8)[..., :, None, None]  # [..., 3, 1, 1]
+        parts.append(c * occupied[..., i:i + 1, :, :].to(torch.uint8))
+    return torch.cat(parts, dim=-3)
 
 
 class FourierFeatures(nn.Module):
@@ -110,16 +134,20 @@ class LayoutEncoder(nn.Module):
     read at the grid's resolution (two 3x3 convolutions see a cell and its neighbours), and a zero-initialised
     last convolution (ControlNet's zero convolution), so a widened model starts as the model it came from."""
 
-    def __init__(self, facts: int, width: int, out_channels: int) -> None:
+    def __init__(self, facts: int, width: int, out_channels: int, colours: int = 0) -> None:
         super().__init__()
-        self.read = nn.Sequential(nn.Conv2d(facts, width, 3, padding=1), nn.SiLU(),
+        self.facts = facts  # occupancy maps first; then `colours` channels of colour (uint8, 0: none / unknown)
+        self.read = nn.Sequential(nn.Conv2d(facts + colours, width, 3, padding=1), nn.SiLU(),
                                   nn.Conv2d(width, width, 3, padding=1), nn.SiLU())
         self.out = nn.Conv2d(width, out_channels, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
     def forward(self, layout: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        h = self.read((layout != 0).float() * 2 - 1)
+        x = (layout[:, :self.facts] != 0).float() * 2 - 1
+        if layout.shape[1] > self.facts:  # colours in [0, 1], 0 where no fact shows or its colour is unknown
+            x = torch.cat([x, layout[:, self.facts:].float() / 255], dim=1)
+        h = self.read(x)
         return self.out(F.interpolate(h, size=size, mode="nearest"))
 
 
@@ -179,7 +207,8 @@ class ConditionedUNet(nn.Module):
         nn.init.zeros_(self.unet.conv_out.weight)
         nn.init.zeros_(self.unet.conv_out.bias)
         if cfg.layout_encoder:
-            self.layout_encoder = LayoutEncoder(cfg.layout_channels, cfg.layout_encoder, cfg.channels[0])
+            self.layout_encoder = LayoutEncoder(cfg.layout_channels, cfg.layout_encoder, cfg.channels[0],
+                                                3 * len(cfg.appearance_facts))
             self.unet.conv_in = _ConvInPlus(self.unet.conv_in)
 
     def embed(self, c_noise: torch.Tensor, action: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
@@ -256,7 +285,8 @@ def widen_for_layout(state: dict[str, torch.Tensor], old: WorldModelConfig, new:
     if old.layout_channels or not new.layout_channels:
         raise ValueError(f"widening adds layout channels to a model without them (got {old.layout_channels} -> "
                          f"{new.layout_channels})")
-    a = replace(old, layout_channels=new.layout_channels, layout_encoder=new.layout_encoder).to_dict()
+    a = replace(old, layout_channels=new.layout_channels, layout_encoder=new.layout_encoder,
+                appearance_facts=new.appearance_facts).to_dict()
     b = new.to_dict()
     diff = sorted(k for k in b if k not in SAMPLING_ONLY + TRAINING_ONLY and a.get(k) != b[k])
     if diff:
@@ -277,3 +307,30 @@ def widen_for_layout(state: dict[str, torch.Tensor], old: WorldModelConfig, new:
     added = new.layout_channels * new.patch * new.patch  # channels and before it appends the glimpse map
     zeros = w.new_zeros(w.shape[0], added, *w.shape[2:])
     return {**state, key: torch.cat([w[:, :image], zeros, w[:, image:]], dim=1)}
+
+
+def widen_for_appearance(state: dict[str, torch.Tensor], old: WorldModelConfig,
+                         new: WorldModelConfig) -> dict[str, torch.Tensor]:
+    """The weights ``state`` of a layout-encoder network made for ``old`` (no ``appearance_facts``), made fit for
+    ``new`` (the same network told the colours of ``new.appearance_facts``): the encoder's first convolution gets
+    zero weights for the colour channels, so the widened network computes exactly what the old one did.
+    ``ValueError`` unless the configs differ only there (and in training-only fields)."""
+    from dataclasses import replace
+
+    from .config import SAMPLING_ONLY, TRAINING_ONLY
+
+    if old.appearance_facts or not new.appearance_facts or not old.layout_encoder:
+        raise ValueError("widening adds colour channels to a layout-encoder model without them (got appearance_facts "
+                         f"{list(old.appearance_facts)} -> {list(new.appearance_facts)}, layout_encoder "
+                         f"{old.layout_encoder})")
+    a = replace(old, appearance_facts=new.appearance_facts).to_dict()
+    b = new.to_dict()
+    diff = sorted(k for k in b if k not in SAMPLING_ONLY + TRAINING_ONLY and a.get(k) != b[k])
+    if diff:
+        raise ValueError(f"the start model differs in more than its colour channels: {', '.join(diff)}")
+    keys = [k for k in state if k.endswith("layout_encoder.read.0.weight")]
+    if len(keys) != 1:
+        raise ValueError(f"expected one layout encoder input convolution in the weights, found {keys}")
+    w = state[keys[0]]  # [width, F, 3, 3]
+    zeros = w.new_zeros(w.shape[0], 3 * len(new.appearance_facts), *w.shape[2:])
+    return {**state, keys[0]: torch.cat([w, zeros], dim=1)}

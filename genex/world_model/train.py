@@ -69,7 +69,7 @@ from .config import SAMPLING_ONLY, TRAINING_ONLY, SamplerConfig, TrainConfig, Wo
 from .data import (EpisodeRef, StepBatchSampler, StreamingWindowDataset, WindowDataset, collate_batch, scan_recordings,
                    split_episodes)
 from .denoiser import Batch, Denoiser
-from .network import widen_for_layout
+from .network import widen_for_appearance, widen_for_layout
 from .sampler import sample_next_frame
 
 if TYPE_CHECKING:
@@ -249,6 +249,15 @@ def _prepare(data_dirs: Sequence[str | Path], out: Path, model_cfg: WorldModelCo
                 raise ValueError(f"--init-from {init_from}: {e}; fine-tune with the same --config and network "
                                  "options") from e
             init = widened
+        if model_cfg.appearance_facts and not init.cfg.appearance_facts:
+            # told the colours too: zero weights for the colour channels (it starts as the model it came from)
+            widened = Denoiser(model_cfg)
+            try:
+                widened.load_state_dict(widen_for_appearance(init.state_dict(), init.cfg, model_cfg))
+            except ValueError as e:
+                raise ValueError(f"--init-from {init_from}: {e}; fine-tune with the same --config and network "
+                                 "options") from e
+            init = widened
         theirs, ours = init.cfg.to_dict(), model_cfg.to_dict()
         diff = [f"{k} ({theirs.get(k)!r} vs {ours[k]!r})" for k in sorted(ours)
                 if k not in SAMPLING_ONLY + TRAINING_ONLY and theirs.get(k) != ours[k]]
@@ -385,8 +394,22 @@ class WorldModelTrainer:
 
     def compute_loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         """``(loss, logs)`` of a micro-batch; ``logs["loss"]`` (a float) is what the metrics average. ``model``
-        is the prepared (DDP, autocast) :class:`Denoiser`: call it for its forward pass so gradients sync."""
-        return model(batch)
+        is the prepared (DDP, autocast) :class:`Denoiser`: call it for its forward pass so gradients sync.
+        A subclass that changes the batch calls this with its batch (the colour dropout applies)."""
+        return model(self.drop_colours(batch))
+
+    def drop_colours(self, batch: Batch) -> Batch:
+        """``batch`` with the colour channels of ``train_cfg.appearance_dropout`` of its windows zeroed ("colour
+        unknown"), chosen by a generator seeded with the run's seed and the step (so a resumed run draws the same);
+        unchanged for a model without ``appearance_facts``."""
+        cfg = self.model_cfg
+        if not cfg.appearance_facts or self.tc.appearance_dropout <= 0 or batch.layout is None:
+            return batch
+        gen = torch.Generator().manual_seed(int(self.tc.seed) * 1_000_003 + int(self.step))
+        drop = (torch.rand(batch.layout.shape[0], generator=gen) < self.tc.appearance_dropout).to(batch.layout.device)
+        layout = batch.layout.clone()
+        layout[drop, cfg.layout_channels:] = 0
+        return Batch(batch.context, batch.action, batch.target, layout)
 
     def evaluate(self, model: Denoiser) -> dict[str, float]:
         """Metrics of the EMA weights ``model`` (main process, every ``eval_every`` steps): validation loss and
