@@ -151,6 +151,26 @@ def test_the_stage_samples_colours_at_their_rate_and_reads_a_cue(one_torch_threa
     assert torch.equal(again, lay)
 
 
+def test_the_colour_term_is_a_proper_likelihood():
+    """Summed over the palette, the likelihood with a colour is the likelihood of the layout alone (colour None);
+    a colour index where the fact does not show adds nothing."""
+    torch.manual_seed(2)
+    model = LayoutModel(STAGE).eval()
+    f, a, y, _, _ = toy(6, seed=5)
+    y[:, 1:, 0, 1, 3] = True  # the pedestrian shows in every window
+    f, a, y = torch.from_numpy(f), torch.from_numpy(a), torch.from_numpy(y)
+    with torch.no_grad():
+        alone = model.log_likelihood(f, a, y)
+        per_colour = torch.stack([model.log_likelihood(f, a, y, colours=torch.full((6, 1), k)) for k in range(2)])
+        assert torch.allclose(torch.logsumexp(per_colour, 0), alone, atol=1e-5)
+        assert (per_colour < alone).all()
+        y[:, :, 0] = False  # nobody shows: a colour index is ignored
+        assert torch.allclose(model.log_likelihood(f, a, y, colours=torch.zeros(6, 1, dtype=torch.long)),
+                              model.log_likelihood(f, a, y))
+    with pytest.raises(ValueError, match="colours"):
+        model.training_loss(f, a, y)
+
+
 def test_palette_and_window_colours():
     rng = np.random.default_rng(0)
     seen = np.concatenate([np.asarray(RED) + rng.integers(-5, 6, (50, 3)), np.asarray(BLUE) + rng.integers(-5, 6, (30, 3))])
@@ -189,8 +209,16 @@ def test_a_colour_stage_round_trips_and_drives_the_renderer(tmp_path, one_torch_
     drawn_red = model.imagine_batch(ctx, acts, seed=4, layouts=red)
     assert not np.array_equal(drawn_red, model.imagine_batch(ctx, acts, seed=4, layouts=blue))
     assert not np.array_equal(drawn_red, model.imagine_batch(ctx, acts, seed=4, layouts=occ))
-    with pytest.raises(ValueError, match="layout_maps|colours"):
-        model.imagine_batch(ctx, acts, seed=4, layouts=red[:, :, :4])
+    for bad in (red[:, :, :4], red[:2], red[:, :3], red.astype(np.int64)):
+        with pytest.raises(ValueError, match="layouts"):
+            model.imagine_batch(ctx, acts, seed=4, layouts=bad)
+    # a colour left in the cells of a fact that was emptied is not read
+    emptied = red.copy()
+    emptied[:, :, 0] = 0
+    cleared = emptied.copy()
+    cleared[:, :, 2:5] = 0
+    assert np.array_equal(model.imagine_batch(ctx, acts, seed=4, layouts=emptied),
+                          model.imagine_batch(ctx, acts, seed=4, layouts=cleared))
 
 
 # ------------------------------------------------------------------------------------------- env and data

@@ -123,6 +123,7 @@ def measure_layout_effect(checkpoint: str, data: str, episodes: int = 60, window
     spare the layout's cells (``SamplerConfig.keep_layout``)."""
     from genex.recording import iter_episodes, read_manifest
     from genex.world_model.checkpoint import load_world_model
+    from genex.world_model.network import with_colours
     from genex.world_model.sampler import sample_next_frame
 
     model = load_world_model(checkpoint, device="cpu")
@@ -147,6 +148,9 @@ def measure_layout_effect(checkpoint: str, data: str, episodes: int = 60, window
         layout = torch.from_numpy(ep.occupancy[t + 1][None] > 0)
         emptied = layout.clone()
         emptied[:, PEDESTRIAN] = False
+        # a renderer told colours (small-layout-v3) gets the recorded ones; the emptied pedestrian loses its colour
+        colours = None if ep.appearance is None else torch.from_numpy(ep.appearance[t + 1][None])
+        layout, emptied = with_colours(model.cfg, layout, colours), with_colours(model.cfg, emptied, colours)
         cell = model.cfg.height // layout.shape[-2]
         mask = np.kron(ep.occupancy[t + 1, PEDESTRIAN] > 0, np.ones((cell, cell))).astype(bool)
         target = ep.frames[t + 1].astype(np.float32)

@@ -104,6 +104,7 @@ def main() -> None:
     seen: dict[str, dict[str, list[float]]] = {p: {"pos": [], "neg": []} for p in policies}
     real: dict[str, dict[str, list[float]]] = {p: {"pos": [], "neg": []} for p in policies}
     drawn_pos = []
+    futures: dict[int, np.ndarray] = {}
     for i, (ep, t, kinds) in enumerate(tqdm(chosen, desc="windows")):
         kind = kinds.get(FACT)
         if kind is None:  # chosen for another fact; the pedestrian is in view
@@ -119,8 +120,10 @@ def main() -> None:
         ctx = np.repeat(ep.frames[t - args.context + 1:t + 1][None], s, 0)
         acts = np.repeat(np.asarray(ep.discrete_actions[t:t + h])[None], s, 0)
         # the recorded layouts of the real future (with the facts' recorded colours for a renderer told them)
-        future = layout_of(model.model_cfg, ep, args.data) if args.colours == "recorded" else ep.occupancy > 0
-        lay = np.repeat(future[t + 1:t + 1 + h][None], s, 0)
+        if id(ep) not in futures:  # once per episode
+            futures = {id(ep): layout_of(model.model_cfg, ep, args.data) if args.colours == "recorded"
+                       else ep.occupancy > 0}
+        lay = np.repeat(futures[id(ep)][t + 1:t + 1 + h][None], s, 0)
         frames = model.imagine_batch(ctx, acts, seed=args.seed + i, layouts=lay)  # uint8[S, T, H, W, 3]
         if kind == "pos":
             drawn_pos.append(bool(lay[0, :, col].any()))

@@ -230,12 +230,19 @@ def cmd_train_layout(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
 
+    from ..recording import read_manifest
     from .layout import LayoutConfig, LayoutModel, fit_layout, save_layout
 
     _set_threads(args.threads)
     out = Path(args.out)
     try:
         colour_facts = [f for f in (args.colour_facts or "").split(",") if f]
+        if colour_facts and args.palette < 1:
+            raise ValueError(f"--palette must be >= 1 colours, got {args.palette}")
+        known = read_manifest(args.data[0]).facts
+        if set(colour_facts) - set(known):
+            raise ValueError(f"colour facts {sorted(set(colour_facts) - set(known))} are not among the recordings' "
+                             f"facts {list(known)}")
         spec, arrays = layout_data(args.data, args.context, args.horizon, colour_facts, args.palette)
         frames, actions, layouts, seen = arrays[:4]
         colours = arrays[4] if colour_facts else None

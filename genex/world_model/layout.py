@@ -89,6 +89,8 @@ class LayoutConfig:
         object.__setattr__(self, "action_names", tuple(self.action_names))
         object.__setattr__(self, "grid", tuple(int(g) for g in self.grid))
         object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
+        if any(isinstance(f, bool) or int(f) != f for f in self.colour_facts):
+            raise ValueError(f"colour_facts must be fact indices, got {list(self.colour_facts)}")
         object.__setattr__(self, "colour_facts", tuple(int(f) for f in self.colour_facts))
         object.__setattr__(self, "palettes", tuple(tuple(tuple(int(c) for c in rgb) for rgb in pal)
                                                    for pal in self.palettes))
@@ -199,9 +201,10 @@ class LayoutModel(nn.Module):
 
         ``uniform_prior``: weigh the components equally (a warm-up: while the prior learns too, the component that
         fits first takes every window and the others never specialise). ``colours`` (a stage with
-        ``colour_facts``, required then): ``int64[B, Fc]``, each colour fact's palette index in the window
-        (:func:`window_colours`; -1 where it does not show), whose log-probability joins its component's."""
-        colour = self._need_colours(colours)
+        ``colour_facts``): ``int64[B, Fc]``, each colour fact's palette index in the window (:func:`window_colours`;
+        -1 where it does not show), whose log-probability joins its component's where the fact shows in
+        ``layouts``; None sums the colour out (the likelihood of the layout alone)."""
+        colour = bool(self.cfg.colour_facts) and colours is not None
         out = self(frames, actions, with_colour=colour)
         return self._log_likelihood(out[:3], layouts, uniform_prior, out[3] if colour else None, colours)
 
@@ -244,9 +247,12 @@ class LayoutModel(nn.Module):
         per_component = per_step.sum(2).transpose(1, 2)  # [B, F, M]
         if colour_logits is not None and colours is not None:  # the colour, where the fact shows in the window
             log_p = F.log_softmax(colour_logits, -1)  # [B, Fc, M, P]
+            facts = torch.tensor(self.cfg.colour_facts, device=log_p.device)
+            # only where the fact shows in the layout: a colour is a property of a road user in view
+            known = (colours >= 0) & layouts[:, :, facts].flatten(3).any(-1).any(1)  # [B, Fc]
             code = colours.long().clamp(min=0)[:, :, None, None].expand(-1, -1, log_p.shape[2], 1)
-            term = torch.where((colours >= 0)[:, :, None], log_p.gather(-1, code)[..., 0], 0.0)  # [B, Fc, M]
-            per_component = per_component.index_add(1, torch.tensor(self.cfg.colour_facts), term)
+            term = torch.where(known[:, :, None], log_p.gather(-1, code)[..., 0], 0.0)  # [B, Fc, M]
+            per_component = per_component.index_add(1, facts, term)
         return torch.logsumexp(log_pi + per_component, -1).sum(-1)
 
     @torch.no_grad()
@@ -282,13 +288,13 @@ class LayoutModel(nn.Module):
         cells = torch.where(empty[..., None, None], top, cells) & present[..., None, None]
         if not return_colours:
             return cells.transpose(0, 1)
-        colours = torch.zeros(b, n, nf, 3, dtype=torch.uint8)
+        colours = torch.zeros(b, n, nf, 3, dtype=torch.uint8, device=cells.device)
         if self.cfg.colour_facts:
             probs = F.softmax(out[3], -1)  # [B, Fc, M, P]
             for j, f in enumerate(self.cfg.colour_facts):
                 p_code = probs[torch.arange(b)[:, None], j, comp[:, :, f]]  # [B, n, P]
                 code = torch.multinomial(p_code.reshape(b * n, -1), 1, generator=generator).reshape(b, n)
-                palette = torch.tensor(self.cfg.palettes[j], dtype=torch.uint8)
+                palette = torch.tensor(self.cfg.palettes[j], dtype=torch.uint8, device=code.device)
                 colours[:, :, f] = palette[code] * present[:, :, :, f].any(2, keepdim=True).to(torch.uint8)
         return cells.transpose(0, 1), colours.transpose(0, 1)
 
@@ -392,6 +398,8 @@ def fit_layout(model: LayoutModel, frames: np.ndarray, actions: np.ndarray, layo
     if model.cfg.seen_weight and (seen is None or len(seen) != len(frames)):
         raise ValueError("this stage learns to see what is in view (seen_weight > 0): pass seen, the last context "
                          "frame's occupancy of every window (context_layouts)")
+    if colours is not None:
+        colours = np.asarray(colours, np.int64)
     if model.cfg.colour_facts and (colours is None or colours.shape != (len(frames), len(model.cfg.colour_facts))):
         raise ValueError("this stage samples colours (colour_facts): pass colours, each window's palette index of "
                          "every colour fact (window_colours)")

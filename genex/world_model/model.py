@@ -214,10 +214,13 @@ class DiffusionWorldModel:
         """``uint8[B,K,H,W,3]`` contexts and ``B`` action sequences of length ``T`` -> ``uint8[B,T,H,W,3]``.
 
         ``return_layouts`` (layout renderers only): also return the layouts the frames were drawn around,
-        ``bool[B,T,F,gh,gw]`` (layout ``t`` is frame ``t``'s), so experiments can measure what was sampled.
+        ``bool[B,T,F,gh,gw]`` (layout ``t`` is frame ``t``'s; without the colours a stage with ``colour_facts``
+        sampled), so experiments can measure what was sampled; given layouts come back as given.
 
         ``layouts`` (layout renderers only): draw these layouts (``bool[B,T,F,gh,gw]``, e.g. the recorded
-        occupancy of the real future) instead of sampling them; the layout stage is then not used (nor needed).
+        occupancy of the real future; for a renderer told colours also ``uint8[B,T,layout_maps,gh,gw]`` with
+        them, :func:`~genex.world_model.data.layout_of`) instead of sampling them; the layout stage is then not
+        used (nor needed).
         Frames drawn around a recorded layout carry that recording's labels: the data that teaches a policy
         to read what the renderer draws (:func:`~genex.world_model.imagined_recording.imagine_recording`)."""
         contexts = check_context(contexts, batched=True)
@@ -241,15 +244,18 @@ class DiffusionWorldModel:
             raise ValueError("layouts: this model draws no layouts (layout_channels=0)")
         cfg = self.model_cfg
         arr = np.asarray(layouts)
-        if cfg.appearance_facts and arr.ndim == 5 and arr.shape[2] == cfg.layout_maps:  # with the facts' colours
-            return torch.from_numpy(np.array(arr, dtype=np.uint8))
-        lay = torch.from_numpy(np.array(arr, dtype=bool))  # a copy: the returned layouts are not the caller's
-        if lay.ndim != 5 or tuple(lay.shape[:3]) != (b, t, cfg.layout_channels):
-            colours = (f" (or uint8[{b}, {t}, {cfg.layout_maps}, gh, gw] with the colours of the facts "
-                       f"{list(cfg.appearance_facts)}: network.with_colours)") if cfg.appearance_facts else ""
+        coloured = bool(cfg.appearance_facts) and arr.ndim == 5 and arr.shape[2] == cfg.layout_maps
+        colours = (f" (or uint8[{b}, {t}, {cfg.layout_maps}, gh, gw] with the colours of the facts "
+                   f"{list(cfg.appearance_facts)}: network.with_colours)") if cfg.appearance_facts else ""
+        if arr.ndim != 5 or tuple(arr.shape[:3]) != (b, t, cfg.layout_maps if coloured else cfg.layout_channels):
             raise ValueError(f"layouts must be bool[{b}, {t}, {cfg.layout_channels}, gh, gw]{colours} (one layout per "
-                             f"imagined frame), got {list(lay.shape)}")
-        return lay
+                             f"imagined frame), got {list(arr.shape)}")
+        if coloured:
+            if arr.dtype != np.uint8:
+                raise ValueError(f"layouts with colour channels must be uint8 (colours 1..255, 0: unknown){colours}, "
+                                 f"got {arr.dtype}")
+            return torch.from_numpy(np.array(arr))  # a copy: the returned layouts are not the caller's
+        return torch.from_numpy(np.array(arr, dtype=bool))
 
     def _check_return_layouts(self, return_layouts: bool) -> None:
         if return_layouts and not self.model_cfg.layout_channels:

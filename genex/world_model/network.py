@@ -134,19 +134,22 @@ class LayoutEncoder(nn.Module):
     read at the grid's resolution (two 3x3 convolutions see a cell and its neighbours), and a zero-initialised
     last convolution (ControlNet's zero convolution), so a widened model starts as the model it came from."""
 
-    def __init__(self, facts: int, width: int, out_channels: int, colours: int = 0) -> None:
+    def __init__(self, facts: int, width: int, out_channels: int, colour_facts: tuple[int, ...] = ()) -> None:
         super().__init__()
-        self.facts = facts  # occupancy maps first; then `colours` channels of colour (uint8, 0: none / unknown)
-        self.read = nn.Sequential(nn.Conv2d(facts + colours, width, 3, padding=1), nn.SiLU(),
+        # occupancy maps first; then 3 channels of colour (uint8, 0: none / unknown) per fact of colour_facts
+        self.facts, self.colour_facts = facts, tuple(colour_facts)
+        self.read = nn.Sequential(nn.Conv2d(facts + 3 * len(self.colour_facts), width, 3, padding=1), nn.SiLU(),
                                   nn.Conv2d(width, width, 3, padding=1), nn.SiLU())
         self.out = nn.Conv2d(width, out_channels, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
     def forward(self, layout: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        x = (layout[:, :self.facts] != 0).float() * 2 - 1
-        if layout.shape[1] > self.facts:  # colours in [0, 1], 0 where no fact shows or its colour is unknown
-            x = torch.cat([x, layout[:, self.facts:].float() / 255], dim=1)
+        occupied = (layout[:, :self.facts] != 0).float()
+        x = occupied * 2 - 1
+        if self.colour_facts:  # colours in [0, 1], 0 where the fact does not show (even if a colour was left there)
+            shows = occupied[:, list(self.colour_facts)].repeat_interleave(3, dim=1)
+            x = torch.cat([x, layout[:, self.facts:].float() / 255 * shows], dim=1)
         h = self.read(x)
         return self.out(F.interpolate(h, size=size, mode="nearest"))
 
@@ -208,7 +211,7 @@ class ConditionedUNet(nn.Module):
         nn.init.zeros_(self.unet.conv_out.bias)
         if cfg.layout_encoder:
             self.layout_encoder = LayoutEncoder(cfg.layout_channels, cfg.layout_encoder, cfg.channels[0],
-                                                3 * len(cfg.appearance_facts))
+                                                cfg.appearance_facts)
             self.unet.conv_in = _ConvInPlus(self.unet.conv_in)
 
     def embed(self, c_noise: torch.Tensor, action: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:

@@ -400,8 +400,9 @@ class WorldModelTrainer:
 
     def drop_colours(self, batch: Batch) -> Batch:
         """``batch`` with the colour channels of ``train_cfg.appearance_dropout`` of its windows zeroed ("colour
-        unknown"), chosen by a generator seeded with the run's seed and the step (so a resumed run draws the same);
-        unchanged for a model without ``appearance_facts``."""
+        unknown"), chosen by a generator seeded with the run's seed and the step (so a resumed run draws the same;
+        the micro-batches of one step share the row pattern, not the windows); unchanged for a model without
+        ``appearance_facts``."""
         cfg = self.model_cfg
         if not cfg.appearance_facts or self.tc.appearance_dropout <= 0 or batch.layout is None:
             return batch
