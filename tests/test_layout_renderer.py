@@ -541,7 +541,8 @@ def test_the_committed_v2_checkpoint_loads_with_its_stage_and_imagines_reproduci
     path = Path(__file__).resolve().parents[1] / "checkpoints" / "world_model" / "driving-v2"
     model = load_world_model(path, device="cpu")
     assert model.layout is not None and model.layout.cfg.facts[0] == "pedestrian"
-    assert model.sampler.keep_layout and model.info["sha256"].startswith("8e220980")
+    assert model.cfg.appearance_facts == (0, 1, 4) and model.layout.cfg.colour_facts == (0, 1, 4)  # the v3 recipe
+    assert model.sampler.keep_layout and model.info["sha256"].startswith("7cdb866f")
     env = gym.make(ENV)
     obs, _ = env.reset(seed=0)
     model.bind(env)

@@ -13,7 +13,10 @@ Result: the renderer loses most of the pedestrian. On fidelity.json's 158 held-o
     recorded layouts (false alarm 0.19), where it sees it in 0.68 of the real futures (false alarm 0.27: its own
     per-frame false positives over 8 frames). A copy fine-tuned on imagined frames: 0.27 / 0.20 (real: 0.64 /
     0.24). The renderer fine-tuned 2,000 steps on a 16x16 layout grid (``--data`` recorded with
-    ``occupancy_cell`` 4): 0.35 / 0.19.
+    ``occupancy_cell`` 4): 0.35 / 0.19. Controls (2026-12-08, later; ``--data runs/layout_probe_app/data/heldout``,
+    the same episodes with colours): the 8x8 renderer trained the same 2,000 more steps, 0.32 / 0.21, so most of
+    the 16x16 gain was the steps; told the recorded colours (``small-layout-v3``, ``--colours recorded``), 0.31 /
+    0.20: the colour does not help.
 Command:
     MUJOCO_GL=egl python experiments/renderer_reading/run.py --world-model runs/wm_v2/model_v2 \\
         --policy checkpoints/policy/tiny-driving --data runs/layout_probe2/data/heldout --out runs/renderer_reading
