@@ -30,3 +30,17 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def crosswalk16_recording(tmp_path_factory):
+    """Two 16x16 OccludedCrosswalk episodes of the cautious driver (5 facts; occupancy on a 2x2 grid of 8-pixel
+    cells, and each fact's colour), recorded once by `genex record` for the layout and appearance tests."""
+    import json
+
+    from genex.cli import main
+
+    rec = tmp_path_factory.mktemp("crosswalk16") / "rec"
+    assert main(["record", "--env", "genex/OccludedCrosswalk-v0", "--episodes", "2", "--driver", "cautious",
+                 "--env-kwargs", json.dumps({"width": 16, "height": 16}), "--out", str(rec)]) == 0
+    return rec

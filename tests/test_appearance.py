@@ -222,14 +222,10 @@ def test_a_colour_stage_round_trips_and_drives_the_renderer(tmp_path, one_torch_
 
 
 # ------------------------------------------------------------------------------------------- env and data
-@pytest.fixture(scope="module")
-def recording(tmp_path_factory) -> Path:
-    from genex.cli import main
+@pytest.fixture
+def recording(crosswalk16_recording: Path) -> Path:
+    return crosswalk16_recording
 
-    rec = tmp_path_factory.mktemp("appearance") / "rec"
-    assert main(["record", "--env", ENV, "--episodes", "2", "--driver", "cautious", "--env-kwargs",
-                 json.dumps({"width": 16, "height": 16}), "--out", str(rec)]) == 0
-    return rec
 
 
 def test_the_env_reports_each_facts_colour_where_it_shows():

@@ -209,15 +209,10 @@ def test_checkpoint_round_trip_with_the_layout_stage(tmp_path, one_torch_thread)
 
 
 # --------------------------------------------------------------------------------------- data and the CLI
-@pytest.fixture(scope="module")
-def recording(tmp_path_factory) -> Path:
-    """Two 16x16 crosswalk episodes (5 facts, a 2x2 occupancy grid of 8-pixel cells)."""
-    from genex.cli import main
+@pytest.fixture
+def recording(crosswalk16_recording: Path) -> Path:
+    return crosswalk16_recording
 
-    rec = tmp_path_factory.mktemp("layout") / "rec"
-    assert main(["record", "--env", ENV, "--episodes", "2", "--driver", "cautious", "--env-kwargs",
-                 json.dumps({"width": 16, "height": 16}), "--out", str(rec)]) == 0
-    return rec
 
 
 def without_occupancy(rec: Path, out: Path) -> Path:
