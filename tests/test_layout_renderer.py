@@ -214,7 +214,6 @@ def recording(crosswalk16_recording: Path) -> Path:
     return crosswalk16_recording
 
 
-
 def without_occupancy(rec: Path, out: Path) -> Path:
     """A copy of ``rec`` whose episodes lack occupancy maps (as recordings made before they existed)."""
     shutil.copytree(rec, out)

@@ -12,8 +12,10 @@ Result: 400 training episodes (14,909 windows), 3,000 steps; 3,576 held-out wind
     Stages of `genex train-layout` on the same data (3,000 steps, --model): persistent presence alone, ECE 0.015 /
     0.015, no pedestrian in context 0.100 (true 0.063), in view 0.52; persistent + --seen-weight 1 (the defaults
     now), ECE 0.017 / 0.018, 0.092 and 0.60. With colours (``--colour-facts pedestrian,ball,oncoming_car``, data
-    recorded with ``info["appearance"]``, 2026-12-08): ECE 0.010 / 0.014, 0.086 and 0.69, NLL 12.11 (12.54); its
-    sampled shirt is the true palette entry in 0.16 of samples where the pedestrian is in view (commonest 0.24).
+    recorded with ``info["appearance"]``, 2026-12-08): seed 0 ECE 0.010 / 0.014, 0.086 and 0.69, NLL 12.11
+    (12.54), but seed 1 ECE 0.018 / 0.019, 0.091 and 0.56, NLL 14.19: the seed-to-seed spread exceeds the gain;
+    the sampled shirt is the true palette entry in 0.16 / 0.14 of samples where the pedestrian is in view
+    (commonest 0.24).
 Command:
     MUJOCO_GL=egl python experiments/layout_stage_probe/run.py --train-episodes 300 --heldout-episodes 100 \\
         --steps 2000 --out runs/layout_probe

@@ -165,8 +165,15 @@ def layout_data(dirs: list[str], context: int, horizon: int, colour_facts: Seque
     import numpy as np
 
     from ..recording import iter_episodes, read_manifest
-    from .layout import context_layouts, fit_palette, layout_windows, window_colours
+    from .layout import colour_shown, context_layouts, fit_palette, layout_windows, window_colours
 
+    if colour_facts:  # before any episode is read
+        if palette < 1:
+            raise ValueError(f"--palette must be >= 1 colours, got {palette}")
+        known = read_manifest(dirs[0]).facts
+        unknown = sorted(set(colour_facts) - set(known))
+        if unknown:
+            raise ValueError(f"colour facts {unknown} are not among the recordings' facts {list(known)}")
     spec: dict[str, Any] | None = None
     parts: list[tuple[np.ndarray, ...]] = []
     appearances: list[tuple[Any, np.ndarray, int]] = []
@@ -185,24 +192,22 @@ def layout_data(dirs: list[str], context: int, horizon: int, colour_facts: Seque
                 spec = {**this, "grid": grid}
             elif grid != spec["grid"]:
                 raise ValueError(f"{d} has occupancy grid {grid}, other episodes {spec['grid']}")
-            if colour_facts and ep.appearance is None:
-                raise ValueError(f"{d} has no colours of its facts (info['appearance']): re-record it with "
-                                 "`genex record` into a new folder")
             parts.append((*layout_windows(ep.occupancy, ep.frames, ep.discrete_actions, context, horizon),
                           context_layouts(ep.occupancy, context, horizon)))
-            appearances.append((ep.appearance, ep.occupancy, len(ep.discrete_actions)))
+            if colour_facts:
+                if ep.appearance is None:
+                    raise ValueError(f"{d} has no colours of its facts (info['appearance']): re-record it with "
+                                     "`genex record` into a new folder")
+                appearances.append((ep.appearance, ep.occupancy, len(ep.discrete_actions)))
     if spec is None:
         raise ValueError(f"no episodes in {dirs}")
     frames, actions, layouts, seen = (np.concatenate([p[i] for p in parts]) for i in range(4))
     if not colour_facts:
         return spec, (frames, actions, layouts, seen)
-    unknown = sorted(set(colour_facts) - set(spec["facts"]))
-    if unknown:
-        raise ValueError(f"colour facts {unknown} are not among the recordings' facts {list(spec['facts'])}")
     idx = [spec["facts"].index(f) for f in colour_facts]
     palettes = []
     for f in idx:
-        shown = [a[(o[:, f].reshape(len(o), -1) > 0).any(1) & (a[:, f] > 0).any(1), f] for a, o, _ in appearances]
+        shown = [a[colour_shown(a, o, f), f] for a, o, _ in appearances]
         palettes.append(fit_palette(np.concatenate(shown), palette).tolist())
     colours = np.concatenate([window_colours(a, o, n, context, horizon, idx, palettes) for a, o, n in appearances])
     return {**spec, "colour_facts": idx, "palettes": palettes}, (frames, actions, layouts, seen, colours)
@@ -230,19 +235,12 @@ def cmd_train_layout(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from ..recording import read_manifest
     from .layout import LayoutConfig, LayoutModel, fit_layout, save_layout
 
     _set_threads(args.threads)
     out = Path(args.out)
     try:
         colour_facts = [f for f in (args.colour_facts or "").split(",") if f]
-        if colour_facts and args.palette < 1:
-            raise ValueError(f"--palette must be >= 1 colours, got {args.palette}")
-        known = read_manifest(args.data[0]).facts
-        if set(colour_facts) - set(known):
-            raise ValueError(f"colour facts {sorted(set(colour_facts) - set(known))} are not among the recordings' "
-                             f"facts {list(known)}")
         spec, arrays = layout_data(args.data, args.context, args.horizon, colour_facts, args.palette)
         frames, actions, layouts, seen = arrays[:4]
         colours = arrays[4] if colour_facts else None

@@ -47,7 +47,7 @@ from torch.nn import functional as F
 from genex.errors import CheckpointMismatchError, CorruptCheckpointError
 
 __all__ = ["LayoutConfig", "LayoutModel", "layout_windows", "context_layouts", "fit_layout", "fit_palette",
-           "window_colours", "save_layout", "load_layout", "LAYOUT_WEIGHTS", "LAYOUT_CONFIG"]
+           "colour_shown", "window_colours", "save_layout", "load_layout", "LAYOUT_WEIGHTS", "LAYOUT_CONFIG"]
 
 LAYOUT_WEIGHTS = "layout.safetensors"
 LAYOUT_CONFIG = "layout.json"
@@ -359,6 +359,12 @@ def fit_palette(colours: np.ndarray, size: int, seed: int = 0, iterations: int =
     return np.clip(np.rint(c), 1, 255).astype(np.uint8)
 
 
+def colour_shown(appearance: np.ndarray, occupancy: np.ndarray, fact: int) -> np.ndarray:
+    """``bool[T+1]``: the frames where ``fact`` shows (some occupied cell) and has a recorded colour
+    (``appearance: uint8[T+1, F, 3]``, ``occupancy: [T+1, F, gh, gw]``): where its colour can be read."""
+    return (occupancy[:, fact].reshape(len(occupancy), -1) > 0).any(1) & (appearance[:, fact] > 0).any(1)
+
+
 def window_colours(appearance: np.ndarray, occupancy: np.ndarray, n_actions: int, context: int, horizon: int,
                    colour_facts: Sequence[int], palettes: Sequence[Sequence[Sequence[int]]]) -> np.ndarray:
     """``int64[N, Fc]``: per window of :func:`layout_windows` (same order) and colour fact, the palette index
@@ -368,7 +374,7 @@ def window_colours(appearance: np.ndarray, occupancy: np.ndarray, n_actions: int
     out = np.full((len(last), len(colour_facts)), -1, np.int64)
     for j, (f, pal) in enumerate(zip(colour_facts, palettes)):
         p = np.asarray(pal, np.float64)
-        shown = (occupancy[:, f].reshape(len(occupancy), -1) > 0).any(1) & (appearance[:, f] > 0).any(1)
+        shown = colour_shown(appearance, occupancy, f)
         code = ((appearance[:, f, None].astype(np.float64) - p[None]) ** 2).sum(-1).argmin(1)  # [T+1]
         for i, t in enumerate(last):
             steps = np.flatnonzero(shown[t + 1:t + 1 + horizon])

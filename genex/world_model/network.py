@@ -283,17 +283,11 @@ def widen_for_layout(state: dict[str, torch.Tensor], old: WorldModelConfig, new:
     and training-only fields."""
     from dataclasses import replace
 
-    from .config import SAMPLING_ONLY, TRAINING_ONLY
-
     if old.layout_channels or not new.layout_channels:
         raise ValueError(f"widening adds layout channels to a model without them (got {old.layout_channels} -> "
                          f"{new.layout_channels})")
-    a = replace(old, layout_channels=new.layout_channels, layout_encoder=new.layout_encoder,
-                appearance_facts=new.appearance_facts).to_dict()
-    b = new.to_dict()
-    diff = sorted(k for k in b if k not in SAMPLING_ONLY + TRAINING_ONLY and a.get(k) != b[k])
-    if diff:
-        raise ValueError(f"the start model differs in more than its layout channels: {', '.join(diff)}")
+    _require_same_network(replace(old, layout_channels=new.layout_channels, layout_encoder=new.layout_encoder,
+                                  appearance_facts=new.appearance_facts), new, "its layout channels")
     keys = [k for k in state if k.endswith("unet.conv_in.weight")]  # a Denoiser's or a ConditionedUNet's state
     if len(keys) != 1:
         raise ValueError(f"expected one UNet input convolution in the weights, found {keys}")
@@ -312,6 +306,17 @@ def widen_for_layout(state: dict[str, torch.Tensor], old: WorldModelConfig, new:
     return {**state, key: torch.cat([w[:, :image], zeros, w[:, image:]], dim=1)}
 
 
+def _require_same_network(start: WorldModelConfig, new: WorldModelConfig, besides: str) -> None:
+    """``ValueError`` unless ``start`` (the start model's config with the widened fields set to ``new``'s) and
+    ``new`` build the same network: they may differ only in sampling and training-only fields."""
+    from .config import SAMPLING_ONLY, TRAINING_ONLY
+
+    a, b = start.to_dict(), new.to_dict()
+    diff = sorted(k for k in b if k not in SAMPLING_ONLY + TRAINING_ONLY and a.get(k) != b[k])
+    if diff:
+        raise ValueError(f"the start model differs in more than {besides}: {', '.join(diff)}")
+
+
 def widen_for_appearance(state: dict[str, torch.Tensor], old: WorldModelConfig,
                          new: WorldModelConfig) -> dict[str, torch.Tensor]:
     """The weights ``state`` of a layout-encoder network made for ``old`` (no ``appearance_facts``), made fit for
@@ -320,17 +325,11 @@ def widen_for_appearance(state: dict[str, torch.Tensor], old: WorldModelConfig,
     ``ValueError`` unless the configs differ only there (and in training-only fields)."""
     from dataclasses import replace
 
-    from .config import SAMPLING_ONLY, TRAINING_ONLY
-
     if old.appearance_facts or not new.appearance_facts or not old.layout_encoder:
         raise ValueError("widening adds colour channels to a layout-encoder model without them (got appearance_facts "
                          f"{list(old.appearance_facts)} -> {list(new.appearance_facts)}, layout_encoder "
                          f"{old.layout_encoder})")
-    a = replace(old, appearance_facts=new.appearance_facts).to_dict()
-    b = new.to_dict()
-    diff = sorted(k for k in b if k not in SAMPLING_ONLY + TRAINING_ONLY and a.get(k) != b[k])
-    if diff:
-        raise ValueError(f"the start model differs in more than its colour channels: {', '.join(diff)}")
+    _require_same_network(replace(old, appearance_facts=new.appearance_facts), new, "its colour channels")
     keys = [k for k in state if k.endswith("layout_encoder.read.0.weight")]
     if len(keys) != 1:
         raise ValueError(f"expected one layout encoder input convolution in the weights, found {keys}")

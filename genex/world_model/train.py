@@ -235,29 +235,26 @@ def _prepare(data_dirs: Sequence[str | Path], out: Path, model_cfg: WorldModelCo
             log.warning("--init-from %s is ignored: %s resumes from its own checkpoint", init_from, out)
     elif init_from is not None:
         init, init_meta = load_denoiser(init_from)
-        if model_cfg.layout_channels and not init.cfg.layout_channels:
-            # the v2 renderer from a model without layout inputs: zero weights for the new channels (it starts as
-            # that model, and learns to read the layout)
-            # the new layers' start (layout_encoder) is seeded, whatever ran before; CPU only (every rank runs this)
-            with torch.random.fork_rng(devices=[]):
-                torch.random.default_generator.manual_seed(0)
-                widened = Denoiser(model_cfg)
-            try:
+        try:
+            if model_cfg.layout_channels and not init.cfg.layout_channels:
+                # the v2 renderer from a model without layout inputs: zero weights for the new channels (it starts
+                # as that model, and learns to read the layout)
+                # the new layers' start (layout_encoder) is seeded, whatever ran before; CPU only (every rank runs
+                # this)
+                with torch.random.fork_rng(devices=[]):
+                    torch.random.default_generator.manual_seed(0)
+                    widened = Denoiser(model_cfg)
                 widened.load_state_dict(widen_for_layout(init.state_dict(), init.cfg, model_cfg,
                                                           widened.state_dict()))
-            except ValueError as e:
-                raise ValueError(f"--init-from {init_from}: {e}; fine-tune with the same --config and network "
-                                 "options") from e
-            init = widened
-        if model_cfg.appearance_facts and not init.cfg.appearance_facts:
-            # told the colours too: zero weights for the colour channels (it starts as the model it came from)
-            widened = Denoiser(model_cfg)
-            try:
+                init = widened
+            if model_cfg.appearance_facts and not init.cfg.appearance_facts:
+                # told the colours too: zero weights for the colour channels (it starts as the model it came from)
+                widened = Denoiser(model_cfg)
                 widened.load_state_dict(widen_for_appearance(init.state_dict(), init.cfg, model_cfg))
-            except ValueError as e:
-                raise ValueError(f"--init-from {init_from}: {e}; fine-tune with the same --config and network "
-                                 "options") from e
-            init = widened
+                init = widened
+        except ValueError as e:
+            raise ValueError(f"--init-from {init_from}: {e}; fine-tune with the same --config and network "
+                             "options") from e
         theirs, ours = init.cfg.to_dict(), model_cfg.to_dict()
         diff = [f"{k} ({theirs.get(k)!r} vs {ours[k]!r})" for k in sorted(ours)
                 if k not in SAMPLING_ONLY + TRAINING_ONLY and theirs.get(k) != ours[k]]
